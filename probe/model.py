@@ -1,0 +1,192 @@
+"""Load FLUX.2 [klein]: a hub id, a local snapshot folder, or the tiny offline model.
+
+    from probe.model import ModelSpec, load_pipeline
+    loaded = load_pipeline(ModelSpec("black-forest-labs/FLUX.2-klein-base-4B", dtype="bfloat16"))
+    loaded = load_pipeline(ModelSpec("/data/snapshots/klein-base-4b"))     # local snapshot
+    loaded = load_pipeline(ModelSpec("tiny"))                              # random weights, dry runs
+    loaded.pipe(prompt=..., ...)
+
+Every source goes through `Flux2KleinPipeline.from_pretrained`; `tiny` is first saved to a cache
+folder, so a dry run exercises the same loading code as the real weights. Probe and evaluate both
+load through here. `klein_4b_meta_transformer()` builds the real transformer shape on the `meta`
+device (no memory) so tests can check unit counts at real scale.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+DEFAULT_MODEL = "black-forest-labs/FLUX.2-klein-base-4B"
+TINY = "tiny"
+
+# The klein base 4B transformer config (5 double + 20 single blocks, 24 heads x 128,
+# joint_attention_dim = 3 x 2560 from Qwen3-4B's hidden states 9, 18, 27).
+KLEIN_4B_TRANSFORMER = dict(
+    patch_size=1, in_channels=128, num_layers=5, num_single_layers=20, attention_head_dim=128,
+    num_attention_heads=24, joint_attention_dim=7680, timestep_guidance_channels=256, mlp_ratio=3.0,
+    axes_dims_rope=(32, 32, 32, 32), rope_theta=2000, eps=1e-6, guidance_embeds=False,
+)
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+class ModelNotAvailable(RuntimeError):
+    """The weights could not be found or loaded; the message is meant for the user as is."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    model: str = DEFAULT_MODEL      # hub id, local folder, or "tiny"
+    dtype: str = "auto"             # auto: bfloat16 on CUDA, float32 on CPU
+    device: str = "auto"            # auto: cuda if available, else cpu
+    revision: str | None = None     # hub revision (branch, tag or commit)
+    offload: bool = False           # enable_model_cpu_offload (GPUs with < ~24 GB)
+    tiny_seed: int = 0
+
+
+@dataclass
+class LoadedModel:
+    pipe: object
+    spec: ModelSpec
+    device: str
+    dtype: str
+    source: str                      # "hub", "local" or "tiny"
+    resolved_path: str | None = None
+    revision: str | None = None
+    load_seconds: float = 0.0
+    random_weights: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        """JSON-able record of what was loaded, written next to every output."""
+        return {
+            "model": self.spec.model, "source": self.source, "resolved_path": self.resolved_path,
+            "revision": self.revision, "device": self.device, "dtype": self.dtype,
+            "random_weights": self.random_weights, "load_seconds": round(self.load_seconds, 2),
+            "spec": asdict(self.spec),
+        }
+
+
+def add_model_arguments(parser, default: str = DEFAULT_MODEL) -> None:
+    """The model flags shared by `probe` and `evaluate` (argparse)."""
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", default=default,
+                   help=f"hub id, local snapshot folder, or 'tiny' for a random-weight dry run (default: {default})")
+    g.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
+    g.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype (auto: bf16 on GPU, fp32 on CPU)")
+    g.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
+    g.add_argument("--offload", action="store_true", help="CPU-offload idle sub-models (saves GPU memory, slower)")
+
+
+def spec_from_args(args) -> ModelSpec:
+    return ModelSpec(model=args.model, dtype=args.dtype, device=args.device, revision=args.revision,
+                     offload=args.offload)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelNotAvailable(f"--device {device} was asked for, but torch sees no CUDA device "
+                                f"(torch {torch.__version__}). Use --device cpu or install a CUDA build of torch.")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    return getattr(torch, dtype), dtype
+
+
+def _unavailable_message(spec: ModelSpec, tried: list[str], cause: BaseException) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    return (
+        f"Could not load the klein weights for --model {spec.model!r}. Tried: {'; '.join(tried)}. "
+        f"The underlying error was {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''} "
+        f"{'(HF_HUB_OFFLINE is set, so nothing was downloaded.) ' if offline else ''}"
+        f"To use weights you already have, download the snapshot on a machine with internet "
+        f"(`huggingface-cli download {DEFAULT_MODEL} --local-dir /path/klein-base-4b`, after accepting the "
+        f"licence on the hub) and pass --model /path/klein-base-4b; a folder needs model_index.json and the "
+        f"transformer/, text_encoder/, tokenizer/, vae/ and scheduler/ sub-folders. "
+        f"To check the whole run without weights, use --model tiny: a tiny random-weight model of the same "
+        f"classes (a dry run; its numbers mean nothing)."
+    )
+
+
+def _snapshot_revision(path: Path) -> str | None:
+    """The commit hash when `path` is a hub-cache snapshot (…/snapshots/<commit>/), else None."""
+    parts = path.resolve().parts
+    if "snapshots" in parts:
+        i = parts.index("snapshots")
+        if i + 1 < len(parts):
+            return parts[i + 1]
+    return None
+
+
+def load_pipeline(spec: ModelSpec):
+    """Load a Flux2KleinPipeline per `spec`; raise ModelNotAvailable with a user-facing message."""
+    t0 = time.perf_counter()
+    device = resolve_device(spec.device)
+    import torch  # noqa: F401  (after resolve_device, which already imported it)
+    from diffusers import Flux2KleinPipeline
+
+    torch_dtype, dtype_name = resolve_dtype(spec.dtype, device)
+    tried: list[str] = []
+    kwargs: dict = {"torch_dtype": torch_dtype}
+    if spec.model == TINY:
+        from .tiny import tiny_pipeline_dir
+
+        path, source = tiny_pipeline_dir(spec.tiny_seed), "tiny"
+        tried.append(f"tiny model folder {path}")
+        kwargs["local_files_only"] = True
+        target = str(path)
+    elif Path(spec.model).expanduser().exists() or spec.model.startswith(("/", "./", "../", "~")):
+        path = Path(spec.model).expanduser()
+        source, target = "local", str(path)
+        tried.append(f"local folder {path}")
+        if not (path / "model_index.json").is_file():
+            raise ModelNotAvailable(_unavailable_message(
+                spec, tried, FileNotFoundError(f"{path / 'model_index.json'} does not exist")))
+        kwargs["local_files_only"] = True
+    else:
+        source, target, path = "hub", spec.model, None
+        tried.append(f"hub id {spec.model}" + (f" at revision {spec.revision}" if spec.revision else "")
+                     + " (local cache first, then download)")
+        if spec.revision:
+            kwargs["revision"] = spec.revision
+    try:
+        pipe = Flux2KleinPipeline.from_pretrained(target, **kwargs)
+    except (OSError, ValueError, EnvironmentError, ImportError) as e:
+        raise ModelNotAvailable(_unavailable_message(spec, tried, e)) from e
+    except Exception as e:  # huggingface_hub raises several non-OSError types when offline
+        if type(e).__module__.startswith(("huggingface_hub", "requests", "httpx", "urllib3")):
+            raise ModelNotAvailable(_unavailable_message(spec, tried, e)) from e
+        raise
+    if spec.offload and device.startswith("cuda"):
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    name_or_path = getattr(pipe, "name_or_path", None) or target
+    resolved = Path(name_or_path) if Path(name_or_path).exists() else path
+    return LoadedModel(
+        pipe=pipe, spec=spec, device=device, dtype=dtype_name, source=source,
+        resolved_path=str(resolved) if resolved else None,
+        revision=spec.revision or (_snapshot_revision(resolved) if resolved else None),
+        load_seconds=time.perf_counter() - t0, random_weights=(source == "tiny"),
+    )
+
+
+def klein_4b_meta_transformer():
+    """The real klein base 4B transformer on the `meta` device: real shapes, no memory, no weights."""
+    import torch
+    from diffusers import Flux2Transformer2DModel
+
+    with torch.device("meta"):
+        return Flux2Transformer2DModel(**KLEIN_4B_TRANSFORMER)
