@@ -333,3 +333,89 @@ class SliceCapture(_CaptureBase):
         out = torch.cat(cols, dim=-1).cpu().numpy().astype(np.float32)
         self._buffers.clear()
         return out
+
+
+def parse_head_unit(unit: str) -> tuple[str, int, str]:
+    """`s12/double.3.img/h07` or `double.3.img/h07` -> (site name, head, token region img|txt|stream)."""
+    parts = unit.split("/")
+    if parts and parts[0].startswith("s") and parts[0][1:].isdigit():
+        parts = parts[1:]
+    if len(parts) != 2 or not parts[1].startswith("h") or not parts[1][1:].isdigit():
+        raise ValueError(f"not a head unit name: {unit!r} (expected e.g. double.3.img/h07 or single.5/h11)")
+    group, head = parts[0], int(parts[1][1:])
+    if group.startswith("single."):
+        if group.endswith(".txt"):
+            return group[: -len(".txt")], head, "txt"
+        return group.removesuffix(".img"), head, "img"
+    return group, head, "stream"
+
+
+class HeadAblation:
+    """Mean-ablate heads during every forward: a head's output at each token is replaced by its mean
+    over the tokens of its region, which keeps the head's average contribution and removes what it
+    says about any particular token.
+
+    Regions: double-block units cover their whole stream (image stream: generated and reference
+    tokens; text stream: all 512 positions); single-block `.img` units cover every token after the
+    text, `.txt` units the text positions. A step prefix (`s12/`) is ignored: ablation acts at all
+    steps and in both CFG forwards. Used as a context manager; hooks are removed on exit.
+    """
+
+    def __init__(self, transformer, units: Sequence[str]):
+        self.transformer = transformer
+        by_site = {s.name: s for s in head_sites(transformer)}
+        plan: dict[str, dict[str, list[int]]] = {}
+        for u in units:
+            site, head, region = parse_head_unit(u)
+            if site not in by_site:
+                raise KeyError(f"unit {u!r}: no capture site {site!r} in this transformer")
+            if head >= by_site[site].n_heads:
+                raise KeyError(f"unit {u!r}: head {head} >= {by_site[site].n_heads}")
+            plan.setdefault(site, {}).setdefault(region, []).append(head)
+        self.sites = {name: by_site[name] for name in plan}
+        self.plan = plan
+        self._handles: list = []
+        self._txt_len = 0
+        self._chan: dict = {}
+
+    def _channels(self, site: Site, heads: list[int], device):
+        key = (site.name, tuple(heads), str(device))
+        if key not in self._chan:
+            d = site.head_dim
+            self._chan[key] = torch.cat([torch.arange(h * d, (h + 1) * d) for h in sorted(set(heads))]).to(device)
+        return self._chan[key]
+
+    def _on_transformer(self, module, args, kwargs):
+        ehs = kwargs.get("encoder_hidden_states")
+        self._txt_len = int(ehs.shape[1]) if ehs is not None else 0
+
+    def _make_hook(self, site: Site):
+        regions = self.plan[site.name]
+
+        def hook(module, args):
+            x = args[0].clone()
+            for region, heads in regions.items():
+                idx = self._channels(site, heads, x.device)
+                lo, hi = {"stream": (0, x.shape[1]), "txt": (0, self._txt_len),
+                          "img": (self._txt_len, x.shape[1])}[region]
+                part = x[:, lo:hi].index_select(-1, idx)
+                x[:, lo:hi, idx] = part.mean(1, keepdim=True).expand_as(part).to(x.dtype)
+            return (x, *args[1:])
+
+        return hook
+
+    def __enter__(self):
+        modules = dict(self.transformer.named_modules())
+        try:
+            self._handles.append(self.transformer.register_forward_pre_hook(self._on_transformer, with_kwargs=True))
+            for name, site in self.sites.items():
+                self._handles.append(modules[site.module].register_forward_pre_hook(self._make_hook(site)))
+        except Exception:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()

@@ -1,0 +1,203 @@
+"""klein's predicted albedo of each rendered sample, by reference-image editing at full depth.
+
+    from evaluate.generate import GenerateConfig, generate_predictions
+    cfg = GenerateConfig(data="runs/render", out="runs/pred", method="klein")
+    generate_predictions(loaded, cfg)          # loaded = probe.model.load_pipeline(...)
+
+Writes, per sample, PRED/<method>/<sample>_albedo_srgb.png (the pipeline's 8-bit sRGB output,
+unchanged), <sample>_albedo_linear.exr (the same pixels decoded from sRGB to linear float32), and
+<sample>.json (seed, prompt, steps, guidance, seconds: the done marker). PRED/<method>/manifest.json
+is rebuilt from the sidecars after every run, so shards writing into one folder never collide.
+Scoring (`evaluate score`) reads these back without a GPU.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from render.imageio import atomic_path, read_exr, srgb_to_linear, write_exr
+
+
+class DataError(ValueError):
+    """The render folder or a prediction folder is missing or inconsistent (message is user-facing)."""
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    data: str
+    out: str
+    method: str = "klein"
+    instruction: int = 0                      # index into prompts/edit_instructions.json
+    instructions_file: str | None = None
+    steps: int | None = None                  # None: the pipeline's own default (full depth)
+    guidance: float | None = None             # None: the pipeline's own default CFG
+    seed: int = 0
+    max_side: int = 1024                      # reference images larger than this are downscaled first
+    shard: str | None = None
+    limit: int | None = None
+    samples: tuple[str, ...] = ()             # only these sample ids (empty: all)
+    ablate: tuple[str, ...] = ()              # head units to mean-ablate, e.g. ("double.3.img/h07",)
+    resume: bool = True
+
+
+def pipeline_defaults(pipe) -> dict:
+    """The model's own defaults for steps and CFG, read from its __call__ signature."""
+    params = inspect.signature(pipe.__call__).parameters
+    return {"steps": params["num_inference_steps"].default, "guidance": params["guidance_scale"].default}
+
+
+def load_render_manifest(data: str | os.PathLike) -> dict:
+    path = Path(data) / "manifest.json"
+    if not Path(data).is_dir():
+        raise DataError(f"render folder {data} does not exist: run `python -m render --out {data}` first")
+    if not path.is_file():
+        raise DataError(f"{path} not found: {data} is not a finished `python -m render` output folder")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} is not valid JSON ({e})") from e
+    if not isinstance(manifest.get("samples"), list) or not manifest["samples"]:
+        raise DataError(f"{path} lists no samples")
+    return manifest
+
+
+def select_samples(manifest: dict, cfg: GenerateConfig) -> list[dict]:
+    from render.shard import Shard
+
+    entries = sorted(manifest["samples"], key=lambda e: e["id"])
+    if cfg.samples:
+        known = {e["id"] for e in entries}
+        unknown = [s for s in cfg.samples if s not in known]
+        if unknown:
+            raise DataError(f"sample ids not in the render manifest: {unknown[:5]}")
+        entries = [e for e in entries if e["id"] in set(cfg.samples)]
+    entries = Shard.parse(cfg.shard).select(entries)
+    return entries[: cfg.limit] if cfg.limit else entries
+
+
+def prediction_paths(out: Path, method: str, sample_id: str) -> dict[str, Path]:
+    d = out / method
+    return {"albedo_srgb": d / f"{sample_id}_albedo_srgb.png", "albedo_linear": d / f"{sample_id}_albedo_linear.exr",
+            "sidecar": d / f"{sample_id}.json"}
+
+
+def _finished(paths: dict[str, Path]) -> bool:
+    """A prediction counts as done only when its sidecar exists and its files read back."""
+    if not all(p.is_file() for p in paths.values()):
+        return False
+    try:
+        from render.imageio import read_png_srgb
+
+        read_png_srgb(paths["albedo_srgb"])
+        read_exr(paths["albedo_linear"])
+        json.loads(paths["sidecar"].read_text())
+        return True
+    except Exception:
+        return False
+
+
+def write_method_manifest(out: Path, method: str, extra: dict | None = None) -> Path:
+    """Rebuild PRED/<method>/manifest.json from the per-sample sidecars present now."""
+    d = out / method
+    preds = []
+    for side in sorted(d.glob("*.json")):
+        if side.name in ("manifest.json", "config.json"):
+            continue
+        try:
+            rec = json.loads(side.read_text())
+        except json.JSONDecodeError:
+            continue
+        if "sample" in rec:
+            preds.append(rec)
+    manifest = {"method": method, "colour_space": {"albedo_srgb": "sRGB 8-bit PNG (pipeline output)",
+                                                   "albedo_linear": "linear float32 EXR decoded from the PNG"},
+                **(extra or {}), "predictions": preds}
+    with atomic_path(d / "manifest.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
+    return d / "manifest.json"
+
+
+def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> dict:
+    """Run klein editing on every selected sample; returns a run summary. Resumable."""
+    import torch
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from probe.prompts import load_edit_instructions
+
+    manifest = load_render_manifest(cfg.data)
+    entries = select_samples(manifest, cfg)
+    instructions = load_edit_instructions(cfg.instructions_file)
+    if not 0 <= cfg.instruction < len(instructions):
+        raise DataError(f"--instruction {cfg.instruction} is out of range: there are {len(instructions)} wordings")
+    prompt = instructions[cfg.instruction]
+    pipe = loaded.pipe
+    defaults = pipeline_defaults(pipe)
+    steps = cfg.steps or defaults["steps"]
+    guidance = defaults["guidance"] if cfg.guidance is None else cfg.guidance
+    out = Path(cfg.out)
+    (out / cfg.method).mkdir(parents=True, exist_ok=True)
+    run_info = {"config": asdict(cfg), "model": loaded.describe(), "steps": steps, "guidance": guidance,
+                "prompt": prompt, "pipeline_defaults": defaults}
+    with atomic_path(out / cfg.method / "config.json") as tmp:
+        tmp.write_text(json.dumps(run_info, indent=2, default=str))
+
+    ablation = None
+    if cfg.ablate:
+        from probe.capture import HeadAblation
+
+        ablation = HeadAblation(pipe.transformer, cfg.ablate)
+    done = skipped = 0
+    seconds = []
+    bar = tqdm(entries, desc=f"generate {cfg.method}", unit="sample", disable=not progress)
+    try:
+        if ablation is not None:
+            ablation.__enter__()
+        for e in bar:
+            paths = prediction_paths(out, cfg.method, e["id"])
+            if cfg.resume and _finished(paths):
+                skipped += 1
+                continue
+            src = Path(cfg.data) / e["image_srgb"]
+            try:
+                ref = Image.open(src).convert("RGB")
+            except Exception as err:
+                raise DataError(f"cannot read the reference image {src}: {err}") from err
+            if max(ref.size) > cfg.max_side:
+                s = cfg.max_side / max(ref.size)
+                ref = ref.resize((round(ref.width * s), round(ref.height * s)), Image.LANCZOS)
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                img = pipe(image=ref, prompt=prompt, num_inference_steps=steps, guidance_scale=guidance,
+                           generator=torch.Generator(device="cpu").manual_seed(cfg.seed), output_type="np").images[0]
+            dt = time.perf_counter() - t0
+            seconds.append(dt)
+            srgb = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
+            q = np.round(srgb * 255).astype(np.uint8)
+            with atomic_path(paths["albedo_srgb"]) as tmp:
+                Image.fromarray(q).save(tmp, format="PNG")
+            write_exr(paths["albedo_linear"], srgb_to_linear(q.astype(np.float32) / 255.0))
+            side = {"sample": e["id"], "scene": e.get("scene"), "lighting": e.get("lighting"),
+                    "albedo_srgb": paths["albedo_srgb"].name, "albedo_linear": paths["albedo_linear"].name,
+                    "reference": e["image_srgb"], "reference_size": list(ref.size), "size": [q.shape[1], q.shape[0]],
+                    "prompt": prompt, "instruction_index": cfg.instruction, "seed": cfg.seed, "steps": steps,
+                    "guidance": guidance, "seconds": round(dt, 3), "ablated_units": list(cfg.ablate),
+                    "model": loaded.spec.model, "revision": loaded.revision, "random_weights": loaded.random_weights}
+            with atomic_path(paths["sidecar"]) as tmp:  # written last: the done marker
+                tmp.write_text(json.dumps(side, indent=2))
+            done += 1
+    finally:
+        if ablation is not None:
+            ablation.__exit__(None, None, None)
+        write_method_manifest(out, cfg.method, {"model": loaded.describe(), "prompt": prompt, "steps": steps,
+                                                "guidance": guidance, "seed": cfg.seed,
+                                                "ablated_units": list(cfg.ablate)})
+    return {"method": cfg.method, "generated": done, "skipped_finished": skipped, "selected": len(entries),
+            "mean_seconds": float(np.mean(seconds)) if seconds else None, "steps": steps, "guidance": guidance}

@@ -1,0 +1,114 @@
+"""python -m probe: the paired per-head test (rendered photograph A vs albedo B).
+
+    python -m probe --model tiny                           # dry run on a random-weight model
+    python -m probe run --model black-forest-labs/FLUX.2-klein-base-4B --out runs/probe
+    python -m probe run --protocol card --out runs/probe-card   # the published card's protocol
+    python -m probe stats --from runs/probe/captures.npz --out runs/probe-restat   # no model, no torch
+    python -m probe prompts --scenes my_scenes/ --out pairs.jsonl --control control.jsonl
+
+`run` is the default subcommand. Outputs (in --out): captures.npz, units.csv, summary.json,
+config.json, report.md and figures/. Runs resume: finished prompts are cached in
+partial_captures.npz and skipped when the same configuration is run again.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+SUBCOMMANDS = ("run", "stats", "prompts")
+
+
+def _add_stats_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("statistics")
+    g.add_argument("--n-perm", type=int, default=None,
+                   help="sign-flip permutations for the null (default 10000; 1000 under --protocol card)")
+    g.add_argument("--n-splits", type=int, default=100, help="random 50/50 splits for split-half r (default 100)")
+    g.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of pairs for block CIs (default 1000)")
+    g.add_argument("--stats-seed", type=int, default=0, help="seed of permutations, splits and bootstraps")
+    g.add_argument("--no-report", action="store_true", help="skip report.md and figures")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from probe.model import DEFAULT_MODEL, add_model_arguments  # light: no torch at import
+
+    parser = argparse.ArgumentParser(
+        prog="python -m probe", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    sub = parser.add_subparsers(dest="command", metavar="{run,stats,prompts}")
+
+    run = sub.add_parser("run", help="capture with the model, then statistics and report (default)",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_arguments(run, DEFAULT_MODEL)
+    g = run.add_argument_group("prompts")
+    g.add_argument("--pairs", default=None, help="pair file (JSON lines id,a,b); default: the shipped prompts/pairs.jsonl")
+    g.add_argument("--control", default=None,
+                   help="lexical-control pair file; default: the shipped prompts/control.jsonl ('none' to skip)")
+    g.add_argument("--limit", type=int, default=None, help="use only the first N pairs (quick checks)")
+    g = run.add_argument_group("capture")
+    g.add_argument("--protocol", choices=("heads", "card"), default="heads",
+                   help="heads: 24 real heads per site, padding masked; card: the published protocol "
+                        "(16-channel slices, 1 step, guidance 1.0, 1,000 permutations)")
+    g.add_argument("--steps", type=int, default=None, help="inference steps of the sampling run (default 50; card: 1)")
+    g.add_argument("--capture-steps", default=None,
+                   help="comma-separated step indices to capture (default: 4 spread over the schedule; card: 0)")
+    g.add_argument("--guidance", type=float, default=None,
+                   help="CFG scale (default 4.0, the base model's; card: 1.0). With CFG the conditional forward is captured")
+    g.add_argument("--height", type=int, default=None, help="image height (default 512; 64 for --model tiny)")
+    g.add_argument("--width", type=int, default=None, help="image width (default 512; 64 for --model tiny)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed, the same for A and B of every pair")
+    g.add_argument("--batch-size", type=int, default=4, help="prompts per pipeline call")
+    g.add_argument("--reducer", choices=("rms", "mean_abs", "mean", "l2"), default="rms",
+                   help="per-unit scalar over real tokens and channels (heads protocol)")
+    g.add_argument("--single-tokens", choices=("img", "txt", "both"), default="img",
+                   help="token set of single-block units (img keeps 720 units per step at klein scale)")
+    g.add_argument("--max-sequence-length", type=int, default=512, help="text length klein pads prompts to")
+    run.add_argument("--out", default="runs/probe", help="output folder")
+    run.add_argument("--no-resume", action="store_true", help="ignore partial_captures.npz and recapture everything")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_stats_arguments(run)
+
+    st = sub.add_parser("stats", help="recompute statistics and report from captures.npz (no model, no torch)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    st.add_argument("--from", dest="captures", required=True, help="captures.npz written by `probe run`")
+    st.add_argument("--out", required=True, help="output folder")
+    _add_stats_arguments(st)
+
+    pr = sub.add_parser("prompts", help="write pair (and control) files for any scene set",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from probe.prompts import add_prompts_arguments
+
+    add_prompts_arguments(pr)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["run", *argv]
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "prompts":
+            from probe.prompts import main_prompts
+
+            return main_prompts(args)
+        if args.command == "stats":
+            from probe.job import main_stats
+
+            return main_stats(args)
+        from probe.job import main_run
+
+        return main_run(args)
+    except KeyboardInterrupt:
+        print("interrupted: finished prompts are cached; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as e:  # user-facing errors print one paragraph, not a traceback
+        from probe.job import USER_ERRORS
+
+        if isinstance(e, USER_ERRORS):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
