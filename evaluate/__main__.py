@@ -43,6 +43,7 @@ def _scoring(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs")
     g.add_argument("--lpips", choices=("auto", "off"), default="auto",
                    help="auto: LPIPS when the lpips package and its backbone weights are present")
+    g.add_argument("--workers", type=int, default=None, help="scoring threads (default: all cores)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=fmt)
     _common(b)
     b.add_argument("--shard", default=None, help="K/N share of the samples")
+    b.add_argument("--marigold", default=None, metavar="DIR",
+                   help="also run diffusers' Marigold intrinsics pipeline from this local weights folder")
 
     s = sub.add_parser("score", help="score every prediction folder against ground truth (no GPU)",
                        formatter_class=fmt)

@@ -22,7 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-from render.imageio import atomic_path, read_exr, srgb_to_linear, write_exr
+from evaluate.baselines import prediction_finished, write_method_manifest, write_prediction
+from render.imageio import atomic_path, srgb_to_linear
 
 
 class DataError(ValueError):
@@ -82,48 +83,6 @@ def select_samples(manifest: dict, cfg: GenerateConfig) -> list[dict]:
     return entries[: cfg.limit] if cfg.limit else entries
 
 
-def prediction_paths(out: Path, method: str, sample_id: str) -> dict[str, Path]:
-    d = out / method
-    return {"albedo_srgb": d / f"{sample_id}_albedo_srgb.png", "albedo_linear": d / f"{sample_id}_albedo_linear.exr",
-            "sidecar": d / f"{sample_id}.json"}
-
-
-def _finished(paths: dict[str, Path]) -> bool:
-    """A prediction counts as done only when its sidecar exists and its files read back."""
-    if not all(p.is_file() for p in paths.values()):
-        return False
-    try:
-        from render.imageio import read_png_srgb
-
-        read_png_srgb(paths["albedo_srgb"])
-        read_exr(paths["albedo_linear"])
-        json.loads(paths["sidecar"].read_text())
-        return True
-    except Exception:
-        return False
-
-
-def write_method_manifest(out: Path, method: str, extra: dict | None = None) -> Path:
-    """Rebuild PRED/<method>/manifest.json from the per-sample sidecars present now."""
-    d = out / method
-    preds = []
-    for side in sorted(d.glob("*.json")):
-        if side.name in ("manifest.json", "config.json"):
-            continue
-        try:
-            rec = json.loads(side.read_text())
-        except json.JSONDecodeError:
-            continue
-        if "sample" in rec:
-            preds.append(rec)
-    manifest = {"method": method, "colour_space": {"albedo_srgb": "sRGB 8-bit PNG (pipeline output)",
-                                                   "albedo_linear": "linear float32 EXR decoded from the PNG"},
-                **(extra or {}), "predictions": preds}
-    with atomic_path(d / "manifest.json") as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2))
-    return d / "manifest.json"
-
-
 def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> dict:
     """Run klein editing on every selected sample; returns a run summary. Resumable."""
     import torch
@@ -161,8 +120,7 @@ def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> 
         if ablation is not None:
             ablation.__enter__()
         for e in bar:
-            paths = prediction_paths(out, cfg.method, e["id"])
-            if cfg.resume and _finished(paths):
+            if cfg.resume and prediction_finished(out, cfg.method, e["id"]):
                 skipped += 1
                 continue
             src = Path(cfg.data) / e["image_srgb"]
@@ -179,19 +137,14 @@ def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> 
                            generator=torch.Generator(device="cpu").manual_seed(cfg.seed), output_type="np").images[0]
             dt = time.perf_counter() - t0
             seconds.append(dt)
-            srgb = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
-            q = np.round(srgb * 255).astype(np.uint8)
-            with atomic_path(paths["albedo_srgb"]) as tmp:
-                Image.fromarray(q).save(tmp, format="PNG")
-            write_exr(paths["albedo_linear"], srgb_to_linear(q.astype(np.float32) / 255.0))
-            side = {"sample": e["id"], "scene": e.get("scene"), "lighting": e.get("lighting"),
-                    "albedo_srgb": paths["albedo_srgb"].name, "albedo_linear": paths["albedo_linear"].name,
-                    "reference": e["image_srgb"], "reference_size": list(ref.size), "size": [q.shape[1], q.shape[0]],
-                    "prompt": prompt, "instruction_index": cfg.instruction, "seed": cfg.seed, "steps": steps,
-                    "guidance": guidance, "seconds": round(dt, 3), "ablated_units": list(cfg.ablate),
-                    "model": loaded.spec.model, "revision": loaded.revision, "random_weights": loaded.random_weights}
-            with atomic_path(paths["sidecar"]) as tmp:  # written last: the done marker
-                tmp.write_text(json.dumps(side, indent=2))
+            q = np.round(np.clip(np.asarray(img, dtype=np.float32), 0, 1) * 255)
+            # The PNG re-encoded from this linear array gives back the pipeline's 8-bit values exactly.
+            write_prediction(out, cfg.method, e["id"], srgb_to_linear(q / 255.0),
+                             scene=e.get("scene"), lighting=e.get("lighting"), reference=e["image_srgb"],
+                             reference_size=list(ref.size), prompt=prompt, instruction_index=cfg.instruction,
+                             seed=cfg.seed, steps=steps, guidance=guidance, seconds=round(dt, 3),
+                             ablated_units=list(cfg.ablate), model=loaded.spec.model, revision=loaded.revision,
+                             random_weights=loaded.random_weights)
             done += 1
     finally:
         if ablation is not None:

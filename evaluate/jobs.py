@@ -25,7 +25,9 @@ from evaluate.score import ScoreError, score
 from probe.job import UsageError, read_units_csv, versions, write_json
 from probe.model import ModelNotAvailable
 
-USER_ERRORS = (DataError, ScoreError, UsageError, ModelNotAvailable, FileNotFoundError)
+from evaluate.baselines import WeightsUnavailableError
+
+USER_ERRORS = (DataError, ScoreError, UsageError, ModelNotAvailable, WeightsUnavailableError, FileNotFoundError)
 DEFAULT_METRIC = "lmse_linear_per_channel"
 BASE_METHOD = "klein"
 
@@ -56,8 +58,14 @@ def main_baselines(args) -> int:
     from evaluate.baselines import write_baselines
 
     load_render_manifest(args.data)
-    written = write_baselines(args.data, _pred_dir(args), shard=getattr(args, "shard", None))
-    print(f"baselines written to {_pred_dir(args)}: {written}")
+    shard = getattr(args, "shard", None)
+    written = write_baselines(args.data, _pred_dir(args), shard=shard, progress=not getattr(args, "quiet", False))
+    print("baselines: " + ", ".join(f"{m} {w['written']} written, {w['skipped_finished']} kept"
+                                    for m, w in written.items()))
+    if getattr(args, "marigold", None):
+        from evaluate.baselines import write_marigold
+
+        write_marigold(args.data, _pred_dir(args), args.marigold, shard=shard)
     return 0
 
 
@@ -74,7 +82,7 @@ def main_generate(args, loaded=None) -> int:
 def main_score(args) -> int:
     methods = [m for m in args.methods.split(",") if m] if getattr(args, "methods", None) else None
     res = score(args.data, _pred_dir(args), args.out, methods, n_boot=args.n_boot, lpips=args.lpips,
-                progress=not getattr(args, "quiet", False))
+                workers=getattr(args, "workers", None), progress=not getattr(args, "quiet", False))
     print(f"scored {res.n_rows} (method, sample) rows: {res.n_ok} ok, {res.n_errors} errors -> {res.scores_csv}")
     if not res.lpips.available:
         print(f"LPIPS columns empty: {res.lpips.reason}")

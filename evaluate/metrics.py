@@ -1,0 +1,449 @@
+"""Albedo metrics on masked pixels under three scale alignments (numpy + scikit-image only).
+
+    from evaluate.metrics import score_pair, MetricConfig
+    row = score_pair(gt_linear, pred_linear, mask)     # {"mse_linear_scalar": ..., "dssim_srgb_none": ...}
+
+Column names are `{metric}_{space}_{alignment}`:
+
+- metric: `mse`, `lmse`, `psnr`, `dssim`, `lpips` (definitions in each function's docstring);
+- space: the encoding of the two images being compared. `linear`: linear-light RGB as stored in
+  the EXR files. `srgb`: both images encoded with the IEC 61966-2-1 sRGB curve after clipping to
+  [0, 1] (what the Marigold protocol and LPIPS see);
+- alignment: how the prediction's unknown albedo scale is removed before comparing. The scale is
+  always fitted in *linear* space (albedo is ambiguous up to a multiplicative factor of linear
+  reflectance), by least squares over the mask, then the scaled prediction is encoded to the column's
+  space:
+    `none`        the prediction as given (Marigold protocol on Hypersim / InteriorVerse),
+    `scalar`      one scalar for all three channels (MPI Sintel convention, Chen & Koltun line),
+    `per_channel` one scalar per channel (MIT intrinsic images convention).
+
+Columns produced: mse_linear_*, mse_srgb_*, lmse_linear_*, psnr_srgb_*, dssim_srgb_*,
+lpips_srgb_* (empty when LPIPS is unavailable, see `lpips_status`), plus the fitted scales
+`scale_scalar`, `scale_per_channel_r/g/b`.
+
+Masking: only pixels with mask True count. Pixel-wise metrics select them; window metrics (SSIM,
+LPIPS) set the pixels outside the mask to 0 in *both* images first, so values there cannot leak in,
+then average the metric's map over mask pixels.
+
+No torch import here: the LPIPS adapter imports `lpips` (and so torch) only inside
+`LpipsScorer.create`, and only after `lpips_status` found the package and its weights on disk.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "ALIGNMENTS", "MetricConfig", "metric_columns", "COLUMN_DOCS", "INVARIANCE_COLUMNS",
+    "fit_scales", "align", "mse", "lmse", "psnr", "dssim", "score_pair", "invariance",
+    "LpipsStatus", "lpips_status", "LpipsScorer",
+]
+
+ALIGNMENTS = ("none", "scalar", "per_channel")
+_METRIC_SPACES = (("mse", "linear"), ("mse", "srgb"), ("lmse", "linear"),
+                  ("psnr", "srgb"), ("dssim", "srgb"), ("lpips", "srgb"))
+INVARIANCE_COLUMNS = tuple(f"inv_mse_linear_{a}" for a in ALIGNMENTS)
+
+
+@dataclass(frozen=True)
+class MetricConfig:
+    """Fixed parameters of the metrics (recorded in score_config.json)."""
+
+    lmse_window: int = 20          # MIT: 20-pixel windows ...
+    lmse_stride: int = 10          # ... spaced by half a window
+    lmse_eps: float = 1e-5         # MIT: a window whose prediction energy is <= eps gets scale 0
+    ssim_win_size: int = 7         # scikit-image default (uniform 7x7 window, K1=0.01, K2=0.03)
+    data_range: float = 1.0        # albedo (reflectance) is nominally in [0, 1], linear and sRGB alike
+    lpips_net: str = "alex"        # LPIPS backbone (the package's default)
+
+
+def metric_columns(with_lpips: bool = True) -> list[str]:
+    """The metric column names, in CSV order."""
+    return [f"{m}_{s}_{a}" for m, s in _METRIC_SPACES if with_lpips or m != "lpips" for a in ALIGNMENTS]
+
+
+_METRIC_DOCS = {
+    "mse": "mean over mask pixels and the 3 channels of (gt - s*pred)^2",
+    "lmse": "MIT local MSE: 20x20 windows at stride 10, each window with its own least-squares scale "
+            "(of the column's alignment kind), summed windowed SSE / summed windowed gt^2",
+    "psnr": "10*log10(data_range^2 / MSE) with data_range=1 (scikit-image); inf when MSE is 0",
+    "dssim": "(1 - SSIM)/2, SSIM from scikit-image (7x7 uniform window, data_range=1), map averaged over mask pixels",
+    "lpips": "LPIPS distance (lpips package), spatial map averaged over mask pixels",
+}
+_ALIGN_DOCS = {
+    "none": "prediction as given",
+    "scalar": "one least-squares scalar for all channels, fitted in linear space",
+    "per_channel": "one least-squares scalar per channel, fitted in linear space",
+}
+_ALIGN_DOCS_LMSE = {
+    "none": "windows not rescaled",
+    "scalar": "one scalar per window for all channels",
+    "per_channel": "one scalar per window and channel (MIT)",
+}
+COLUMN_DOCS: dict[str, str] = {
+    f"{m}_{s}_{a}": f"{_METRIC_DOCS[m]}; {s} values; "
+                    f"{(_ALIGN_DOCS_LMSE if m == 'lmse' else _ALIGN_DOCS)[a]}"
+    for m, s in _METRIC_SPACES for a in ALIGNMENTS
+}
+COLUMN_DOCS.update({
+    f"inv_mse_linear_{a}": "illumination invariance: mean over pairs of lightings of one scene of the symmetrised "
+                           "MSE between the two predictions on pixels valid in both, after fitting one prediction "
+                           f"to the other ({_ALIGN_DOCS[a]}); 0 for ground truth" for a in ALIGNMENTS
+})
+
+
+# ---------------------------------------------------------------------------------------------
+# alignment
+
+
+def _prep(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    gt = np.asarray(gt, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    if gt.ndim != 3 or gt.shape != pred.shape or gt.shape[:2] != mask.shape:
+        raise ValueError(f"shape mismatch: gt {gt.shape}, pred {pred.shape}, mask {mask.shape}; "
+                         "expected [H, W, C], [H, W, C] and [H, W]")
+    return gt, pred, mask
+
+
+def _ls_scale(num: np.ndarray, den: np.ndarray, eps: float = 0.0) -> np.ndarray:
+    """num/den where den > eps, else 0 (MIT's rule for a prediction with no energy)."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    ok = den > eps
+    return np.where(ok, num / np.where(ok, den, 1.0), 0.0)
+
+
+def fit_scales(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, alignment: str) -> np.ndarray:
+    """Least-squares scale(s) s minimising sum over mask of (gt - s*pred)^2; shape [C].
+
+    none: s = 1. scalar: s = sum(gt*pred) / sum(pred^2) over mask pixels and all channels, repeated
+    per channel. per_channel: s_c = sum(gt_c*pred_c) / sum(pred_c^2) over mask pixels. A prediction
+    that is 0 on the whole mask gets s = 0.
+    """
+    gt, pred, mask = _prep(gt, pred, mask)
+    c = gt.shape[-1]
+    if alignment == "none":
+        return np.ones(c)
+    g, p = gt[mask], pred[mask]                      # [N, C]
+    if alignment == "scalar":
+        return np.full(c, float(_ls_scale((g * p).sum(), (p * p).sum())))
+    if alignment == "per_channel":
+        return _ls_scale((g * p).sum(0), (p * p).sum(0))
+    raise ValueError(f"unknown alignment {alignment!r}; choose from {ALIGNMENTS}")
+
+
+def align(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, alignment: str) -> tuple[np.ndarray, np.ndarray]:
+    """(scales [C], pred * scales) with the scales of `fit_scales`."""
+    s = fit_scales(gt, pred, mask, alignment)
+    return s, np.asarray(pred, dtype=np.float64) * s
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+
+
+def mse(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, alignment: str = "none") -> float:
+    """MSE = mean over mask pixels p and channels c of (gt[p,c] - s_c*pred[p,c])^2.
+
+    s from `fit_scales(alignment)`: alignment="scalar" is the scale-invariant MSE (si-MSE) of
+    Sintel / Chen & Koltun, "per_channel" the MIT convention. NaN if the mask is empty.
+    """
+    gt, pred, mask = _prep(gt, pred, mask)
+    if not mask.any():
+        return float("nan")
+    s = fit_scales(gt, pred, mask, alignment)
+    d = gt[mask] - pred[mask] * s
+    return float(np.mean(d * d))
+
+
+def _window_starts(size: int, window: int, stride: int) -> tuple[np.ndarray, int]:
+    w = min(window, size)
+    return np.arange(0, size - w + 1, stride), w
+
+
+def _window_sums(a: np.ndarray, ys: np.ndarray, wy: int, xs: np.ndarray, wx: int) -> np.ndarray:
+    """[H, W, K] -> [ny, nx, K] sums over the windows, by separable running sums (float64)."""
+    c = np.zeros((a.shape[0] + 1,) + a.shape[1:])
+    np.cumsum(a, axis=0, out=c[1:])
+    rows = c[ys + wy] - c[ys]                                  # [ny, W, K]
+    c = np.zeros((rows.shape[0], rows.shape[1] + 1, rows.shape[2]))
+    np.cumsum(rows, axis=1, out=c[:, 1:])
+    return c[:, xs + wx] - c[:, xs]                            # [ny, nx, K]
+
+
+def _lmse_all(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, window: int, stride: int,
+              eps: float, alignments: Sequence[str] = ALIGNMENTS) -> dict[str, float]:
+    h, w, c = gt.shape
+    ys, wy = _window_starts(h, window, stride)
+    xs, wx = _window_starts(w, window, stride)
+    m = mask[..., None]
+    g, p = np.where(m, gt, 0.0), np.where(m, pred, 0.0)  # products then carry one mask factor
+    sums = _window_sums(np.concatenate([g * g, g * p, p * p], axis=-1), ys, wy, xs, wx)
+    s_gg, s_gp, s_pp = sums[..., :c], sums[..., c:2 * c], sums[..., 2 * c:]
+    total = s_gg.sum()
+    out = {}
+    for al in alignments:
+        if al == "none":
+            a = np.ones_like(s_gp)
+        elif al == "per_channel":
+            a = _ls_scale(s_gp, s_pp, eps)
+        elif al == "scalar":
+            a = _ls_scale(s_gp.sum(-1, keepdims=True), s_pp.sum(-1, keepdims=True), eps)
+        else:
+            raise ValueError(f"unknown alignment {al!r}; choose from {ALIGNMENTS}")
+        # expanded form of sum(m*(gt - a*pred)^2); clipped because rounding can go a hair below 0
+        sse = np.clip(s_gg - 2.0 * a * s_gp + a * a * s_pp, 0.0, None)
+        out[al] = float(sse.sum() / total) if total > 0 else float("nan")
+    return out
+
+
+def lmse(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, alignment: str = "per_channel",
+         window: int = 20, stride: int = 10, eps: float = 1e-5) -> float:
+    """Local MSE of the MIT intrinsic images benchmark (Grosse et al. 2009, `local_error`).
+
+    Windows of `window` x `window` pixels start at rows/cols 0, stride, 2*stride, ... while they fit
+    inside the image (as in MIT's code, a strip at the right/bottom narrower than a stride may be
+    left uncovered). In each window w the prediction gets its own least-squares scale over the mask
+    pixels of that window, of the kind given by `alignment`:
+      per_channel: s_{w,c} = sum(gt_c*pred_c)/sum(pred_c^2) (MIT; MIT's code is per grey image),
+      scalar:      one s_w shared by the channels,
+      none:        s = 1 (a windowed, normalised MSE without rescaling).
+    A window whose masked prediction energy sum(pred^2) <= eps gets s = 0 (MIT's rule).
+    LMSE = sum_w sum_c SSE_{w,c} / sum_w sum_c sum_{p in mask, w} gt_c^2.
+    Images smaller than the window along an axis use one window spanning that whole axis, so a
+    tiny image is one global least-squares fit instead of MIT's division by zero.
+    NaN when the ground truth has no energy in any window (e.g. empty mask).
+    """
+    gt, pred, mask = _prep(gt, pred, mask)
+    return _lmse_all(gt, pred, mask, window, stride, eps, (alignment,))[alignment]
+
+
+def psnr(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, data_range: float = 1.0) -> float:
+    """PSNR = 10*log10(data_range^2 / MSE) over mask pixels, by scikit-image's peak_signal_noise_ratio.
+
+    Images are compared as given (align/encode them first). inf when MSE is 0; NaN for an empty mask.
+    """
+    from skimage.metrics import peak_signal_noise_ratio
+
+    gt, pred, mask = _prep(gt, pred, mask)
+    if not mask.any():
+        return float("nan")
+    with np.errstate(divide="ignore"):
+        return float(peak_signal_noise_ratio(gt[mask], pred[mask], data_range=data_range))
+
+
+def dssim(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, data_range: float = 1.0, win_size: int = 7) -> float:
+    """DSSIM = (1 - SSIM)/2 with SSIM from scikit-image's structural_similarity.
+
+    scikit-image defaults (uniform win_size x win_size window, K1=0.01, K2=0.03, sample covariance),
+    data_range as given (1 for albedo), channels treated separately then averaged. Pixels outside the
+    mask are set to 0 in both images before filtering; the SSIM map is averaged over mask pixels that
+    are at least (win_size-1)/2 from the border (scikit-image's own crop), so with a full mask this is
+    exactly (1 - skimage's mssim)/2. The window shrinks to the largest odd size <= min(H, W) for tiny
+    images; NaN if that is < 3 or no mask pixel is inside the crop.
+    """
+    from skimage.metrics import structural_similarity
+
+    gt, pred, mask = _prep(gt, pred, mask)
+    win = min(win_size, min(gt.shape[:2]))
+    win -= 1 - win % 2
+    if win < 3:
+        return float("nan")
+    m = mask[..., None]
+    a = np.where(m, gt, 0.0).astype(np.float32)
+    b = np.where(m, pred, 0.0).astype(np.float32)
+    _, smap = structural_similarity(a, b, win_size=win, data_range=data_range, channel_axis=-1, full=True)
+    pad = (win - 1) // 2
+    inner = np.zeros_like(mask)
+    inner[pad:mask.shape[0] - pad, pad:mask.shape[1] - pad] = True
+    sel = mask & inner
+    if not sel.any():
+        return float("nan")
+    return float((1.0 - smap[sel].astype(np.float64).mean()) / 2.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# LPIPS adapter (optional)
+
+_BACKBONE_FILES = {  # torchvision checkpoints the lpips package loads through torch.hub
+    "alex": "alexnet-owt-7be5be79.pth",
+    "vgg": "vgg16-397923af.pth",
+    "squeeze": "squeezenet1_1-b8a52dc0.pth",
+}
+
+
+@dataclass(frozen=True)
+class LpipsStatus:
+    """Whether LPIPS can be computed here; `reason` says why not (empty when available)."""
+
+    available: bool
+    reason: str
+    net: str = "alex"
+    backbone_weights: str | None = None
+
+
+def _torch_hub_dir() -> Path:
+    # torch.hub.get_dir()'s rule, restated so that checking costs no torch import
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
+    return Path(os.path.expanduser(home)) / "hub"
+
+
+def _find_spec(name: str):
+    if name in sys.modules and sys.modules[name] is None:  # import blocked (also how tests disable it)
+        return None
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+
+
+def lpips_status(net: str = "alex") -> LpipsStatus:
+    """Check, without importing torch, that `lpips` is installed and its weights are on disk.
+
+    Needs the package, its linear-layer weights (shipped inside it, weights/v0.1/<net>.pth) and the
+    torchvision backbone checkpoint in the torch hub cache ($TORCH_HOME/hub/checkpoints). Nothing is
+    downloaded: when a piece is missing the LPIPS columns stay empty and `reason` says which.
+    """
+    if net not in _BACKBONE_FILES:
+        return LpipsStatus(False, f"unknown LPIPS net {net!r}; choose from {sorted(_BACKBONE_FILES)}", net)
+    spec = _find_spec("lpips")
+    if spec is None:
+        return LpipsStatus(False, "the `lpips` package is not installed (pip install lpips; it needs a "
+                                  "torchvision that imports beside your torch)", net)
+    if spec.origin:
+        lin = Path(spec.origin).parent / "weights" / "v0.1" / f"{net}.pth"
+        if not lin.is_file():
+            return LpipsStatus(False, f"lpips linear-layer weights not found at {lin}", net)
+    backbone = _torch_hub_dir() / "checkpoints" / _BACKBONE_FILES[net]
+    if not backbone.is_file():
+        return LpipsStatus(False, f"LPIPS backbone weights not on disk at {backbone} (no download is "
+                                  "attempted; fetch them once with torchvision where a network is available)",
+                           net, str(backbone))
+    return LpipsStatus(True, "", net, str(backbone))
+
+
+class LpipsScorer:
+    """LPIPS on sRGB images in [0, 1] through the `lpips` package; build with `LpipsScorer.create`."""
+
+    def __init__(self, model, status: LpipsStatus):
+        self.model = model
+        self.status = status
+
+    @classmethod
+    def create(cls, net: str = "alex") -> tuple["LpipsScorer | None", LpipsStatus]:
+        """(scorer, status); scorer is None, with the reason in status, when LPIPS is unavailable."""
+        status = lpips_status(net)
+        if not status.available:
+            return None, status
+        try:
+            import lpips  # imports torch and torchvision
+
+            model = lpips.LPIPS(net=net, spatial=True, verbose=False).eval()
+        except Exception as e:  # a broken torchvision, an unreadable checkpoint...
+            return None, LpipsStatus(False, f"lpips failed to load: {type(e).__name__}: {e}", net,
+                                     status.backbone_weights)
+        return cls(model, status), status
+
+    def __call__(self, gt_srgb: np.ndarray, pred_srgb: np.ndarray, mask: np.ndarray) -> float:
+        """LPIPS map (inputs scaled to [-1, 1], outside-mask pixels 0 in both) averaged over mask pixels."""
+        import torch
+
+        gt, pred, mask = _prep(gt_srgb, pred_srgb, mask)
+        if not mask.any():
+            return float("nan")
+        m = mask[..., None]
+
+        def t(x: np.ndarray):
+            x = np.where(m, np.clip(x, 0.0, 1.0), 0.0).astype(np.float32)
+            return torch.from_numpy(x).permute(2, 0, 1)[None] * 2.0 - 1.0
+
+        with torch.no_grad():
+            d = self.model(t(gt), t(pred))  # [1, 1, H, W] with spatial=True
+        dmap = d[0, 0].cpu().numpy().astype(np.float64)
+        return float(dmap[mask].mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# one prediction, all columns
+
+
+def score_pair(gt_linear: np.ndarray, pred_linear: np.ndarray, mask: np.ndarray,
+               config: MetricConfig = MetricConfig(), lpips: LpipsScorer | None = None) -> dict[str, float]:
+    """Every metric column (see module docstring) for one linear ground truth / prediction pair.
+
+    Same values as calling mse / lmse / psnr / dssim per column (tests check this), computed with
+    shared intermediates. The LPIPS columns are NaN (written empty) when `lpips` is None. Also
+    returns the fitted linear scales: scale_scalar, scale_per_channel_r/g/b.
+    """
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from render.imageio import linear_to_srgb
+
+    gt, pred, mask = _prep(gt_linear, pred_linear, mask)
+    if gt.shape[-1] != 3:
+        raise ValueError(f"expected 3 colour channels, got {gt.shape[-1]}")
+    if not mask.any():
+        raise ValueError("the mask has no valid pixel")
+    g, p = gt[mask], pred[mask]                                   # [N, 3] linear
+    gp, pp = (g * p).sum(0), (p * p).sum(0)
+    scales = {"none": np.ones(3), "scalar": np.full(3, float(_ls_scale(gp.sum(), pp.sum()))),
+              "per_channel": _ls_scale(gp, pp)}
+    gt_srgb = linear_to_srgb(gt).astype(np.float64)
+    g_srgb = gt_srgb[mask]
+    lm = _lmse_all(gt, pred, mask, config.lmse_window, config.lmse_stride, config.lmse_eps)
+    out: dict[str, float] = {}
+    for a in ALIGNMENTS:
+        s = scales[a]
+        d = g - p * s
+        out[f"mse_linear_{a}"] = float(np.mean(d * d))
+        p_srgb = linear_to_srgb(pred * s).astype(np.float64)
+        ds = g_srgb - p_srgb[mask]
+        out[f"mse_srgb_{a}"] = float(np.mean(ds * ds))
+        out[f"lmse_linear_{a}"] = lm[a]
+        with np.errstate(divide="ignore"):
+            out[f"psnr_srgb_{a}"] = float(peak_signal_noise_ratio(g_srgb, p_srgb[mask], data_range=config.data_range))
+        out[f"dssim_srgb_{a}"] = dssim(gt_srgb, p_srgb, mask, config.data_range, config.ssim_win_size)
+        out[f"lpips_srgb_{a}"] = lpips(gt_srgb, p_srgb, mask) if lpips is not None else float("nan")
+    res = {k: out[k] for k in metric_columns()}
+    res["scale_scalar"] = float(scales["scalar"][0])
+    for i, ch in enumerate("rgb"):
+        res[f"scale_per_channel_{ch}"] = float(scales["per_channel"][i])
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# illumination invariance
+
+
+def invariance(preds: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> dict[str, float]:
+    """Disagreement between predictions of one scene under different lightings (linear values).
+
+    For each unordered pair (i, j) with M = mask_i & mask_j:
+      d(i<-j) = mean over M and channels of (pred_i - s*pred_j)^2, s = fit_scales(pred_i, pred_j, M, a),
+      pair value = (d(i<-j) + d(j<-i)) / 2 (symmetric, no ground truth needed).
+    inv_mse_linear_{a} = mean over pairs. Ground truth albedo is identical across lightings, so it
+    scores 0 under every alignment. NaN with fewer than two predictions or no overlapping pixels.
+    Also returns n_lightings and n_pairs.
+    """
+    n = len(preds)
+    if n != len(masks):
+        raise ValueError(f"{n} predictions but {len(masks)} masks")
+    vals: dict[str, list[float]] = {c: [] for c in INVARIANCE_COLUMNS}
+    for i in range(n):
+        for j in range(i + 1, n):
+            m = np.asarray(masks[i], bool) & np.asarray(masks[j], bool)
+            if not m.any():
+                continue
+            for a in ALIGNMENTS:
+                d = 0.5 * (mse(preds[i], preds[j], m, a) + mse(preds[j], preds[i], m, a))
+                vals[f"inv_mse_linear_{a}"].append(d)
+    out: dict[str, float] = {c: (float(np.mean(v)) if v else float("nan")) for c, v in vals.items()}
+    out["n_lightings"] = n
+    out["n_pairs"] = len(vals[INVARIANCE_COLUMNS[0]])
+    return out

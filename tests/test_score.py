@@ -1,0 +1,387 @@
+"""`evaluate score` and the baselines end to end on a tiny synthetic render folder (2 scenes x 2 lightings)."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluate import baselines as B
+from evaluate import score as S
+from evaluate.metrics import INVARIANCE_COLUMNS, metric_columns
+from render.imageio import read_exr, write_exr, write_png_encoded, write_png_srgb
+
+H, W = 32, 40
+
+
+def write_synthetic_render(root: Path, scenes=("alpha", "beta"), lightings=("key", "rim"), h=H, w=W, seed=0) -> Path:
+    """The render output layout (manifest.json + one folder per <scene>__<lighting>) with simple content:
+    piecewise-constant albedo per scene, a smooth shading per lighting, an elliptic object mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    mask = ((yy - 0.4) ** 2 / 0.12 + (xx - 0.5) ** 2 / 0.2) < 1.0
+    entries = []
+    for si, scene in enumerate(scenes):
+        albedo = np.empty((h, w, 3), np.float32)
+        albedo[:] = rng.uniform(0.2, 0.9, 3)
+        albedo[:, w // 2:] = rng.uniform(0.1, 0.8, 3)
+        albedo[h // 2:, : w // 3] = rng.uniform(0.1, 0.9, 3)
+        for li, light in enumerate(lightings):
+            shading = (0.25 + 0.75 * (xx if li % 2 == 0 else 1 - xx) * (1 - 0.4 * yy))[..., None] * np.ones(3)
+            shading = shading.astype(np.float32) * (1.0 + 0.5 * li)
+            image = albedo * shading
+            sid = f"{scene}__{light}"
+            d = root / sid
+            write_exr(d / "image_linear.exr", image)
+            write_png_srgb(d / "image_srgb.png", image)
+            write_exr(d / "albedo_linear.exr", albedo)
+            write_exr(d / "shading_linear.exr", shading)
+            write_exr(d / "residual_linear.exr", np.zeros_like(image))
+            write_exr(d / "normal.exr", np.dstack([np.zeros((h, w)), np.zeros((h, w)), np.ones((h, w))]), channels="XYZ")
+            write_exr(d / "depth.exr", np.full((h, w), 3.0, np.float32), channels="Z")
+            write_png_encoded(d / "mask.png", mask.astype(np.float32))
+            write_png_encoded(d / "object_index.png", mask.astype(np.float32) / 255.0)
+            entries.append({"id": sid, "scene": scene, "lighting": light, "description": f"{scene} under {light}",
+                            "image": f"{sid}/image_linear.exr", "image_srgb": f"{sid}/image_srgb.png",
+                            "albedo": f"{sid}/albedo_linear.exr", "shading": f"{sid}/shading_linear.exr",
+                            "residual": f"{sid}/residual_linear.exr", "normal": f"{sid}/normal.exr",
+                            "depth": f"{sid}/depth.exr", "mask": f"{sid}/mask.png",
+                            "object_index": f"{sid}/object_index.png", "width": w, "height": h})
+    (root / "manifest.json").write_text(json.dumps({"format": "ray-plantain-render/1", "samples": entries}, indent=2))
+    return root
+
+
+def _write_pred(pred: Path, method: str, entries: list[dict]) -> None:
+    (pred / method).mkdir(parents=True, exist_ok=True)
+    (pred / method / "manifest.json").write_text(json.dumps(
+        {"method": method, "colour_space_note": "linear EXR / sRGB PNG", "predictions": entries}))
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_synthetic_render(tmp_path_factory.mktemp("render"))
+
+
+@pytest.fixture(scope="module")
+def scored(data, tmp_path_factory):
+    """gt (exact), noisy (one missing file, one unlisted sample, one half-size), png_only (one corrupt PNG)."""
+    pred = tmp_path_factory.mktemp("pred")
+    ds = S.open_dataset(data)
+    ids = [s.id for s in ds.samples]
+    rng = np.random.default_rng(1)
+    gt_entries, noisy_entries, png_entries = [], [], []
+    for i, sid in enumerate(ids):
+        alb = ds.load(sid).albedo_linear
+        write_exr(pred / "gt" / f"{sid}_albedo_linear.exr", alb)
+        write_png_srgb(pred / "gt" / f"{sid}_albedo_srgb.png", alb)
+        gt_entries.append({"sample": sid, "albedo_linear": f"{sid}_albedo_linear.exr",
+                           "albedo_srgb": f"{sid}_albedo_srgb.png", "seed": 0})
+        noisy = np.clip(alb * 0.7 + rng.normal(0, 0.03, alb.shape), 0, 1).astype(np.float32)
+        if i == 2:
+            write_exr(pred / "noisy" / f"{sid}_albedo_linear.exr", noisy[::2, ::2])   # half size
+        elif i > 2:
+            write_exr(pred / "noisy" / f"{sid}_albedo_linear.exr", noisy)
+        if i != 1:   # i == 1: not listed in the manifest at all; i == 0: listed, but no file written
+            noisy_entries.append({"sample": sid, "albedo_linear": f"{sid}_albedo_linear.exr"})
+        png = pred / "png_only" / f"{sid}_albedo_srgb.png"
+        if i == 3:
+            png.parent.mkdir(parents=True, exist_ok=True)
+            png.write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+        else:
+            write_png_srgb(png, alb)
+        png_entries.append({"sample": sid, "albedo_srgb": png.name})
+    _write_pred(pred, "gt", gt_entries)
+    _write_pred(pred, "noisy", noisy_entries)
+    _write_pred(pred, "png_only", png_entries)
+    out = tmp_path_factory.mktemp("scores")
+    res = S.score(data, pred, out, n_boot=200, seed=0, progress=False)
+    return res, ids, pred, out
+
+
+def test_score_writes_all_files_and_rows(scored):
+    res, ids, _, out = scored
+    for p in (res.scores_csv, res.invariance_csv, res.summary_json, res.config_json):
+        assert p.is_file() and p.parent == out
+    rows = _read_csv(res.scores_csv)
+    assert len(rows) == res.n_rows == 3 * len(ids)
+    assert set(metric_columns()) <= set(rows[0])
+    assert {(r["method"], r["sample"]) for r in rows} == {(m, s) for m in ("gt", "noisy", "png_only") for s in ids}
+    assert res.methods == ("gt", "noisy", "png_only")
+
+
+def test_ground_truth_as_prediction_scores_perfectly(scored):
+    res, ids, _, _ = scored
+    rows = [r for r in _read_csv(res.scores_csv) if r["method"] == "gt"]
+    assert all(r["status"] == "ok" and r["pred_source"] == "exr_linear" for r in rows)
+    for r in rows:
+        for a in ("none", "scalar", "per_channel"):
+            assert float(r[f"mse_linear_{a}"]) == pytest.approx(0.0, abs=1e-12)
+            assert float(r[f"lmse_linear_{a}"]) == pytest.approx(0.0, abs=1e-12)
+            assert float(r[f"dssim_srgb_{a}"]) == pytest.approx(0.0, abs=1e-6)
+        assert r["psnr_srgb_none"] == "inf"
+        assert float(r["scale_scalar"]) == pytest.approx(1.0)
+    inv = [r for r in _read_csv(res.invariance_csv) if r["method"] == "gt"]
+    assert len(inv) == 2
+    for r in inv:
+        assert r["n_pairs"] == "1"
+        for c in INVARIANCE_COLUMNS:
+            assert float(r[c]) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_missing_unlisted_and_corrupt_predictions_are_error_rows(scored):
+    res, ids, _, _ = scored
+    rows = {(r["method"], r["sample"]): r for r in _read_csv(res.scores_csv)}
+    missing = rows["noisy", ids[0]]
+    assert missing["status"] == "error" and "missing prediction file" in missing["error"]
+    assert missing["mse_linear_none"] == ""
+    unlisted = rows["noisy", ids[1]]
+    assert unlisted["status"] == "error" and "no prediction for this sample" in unlisted["error"]
+    corrupt = rows["png_only", ids[3]]
+    assert corrupt["status"] == "error" and "cannot decode" in corrupt["error"]
+    summ = res.summary["methods"]
+    assert summ["noisy"]["n_errors"] == 2 and summ["noisy"]["n_ok"] == len(ids) - 2
+    assert summ["png_only"]["n_errors"] == 1
+    assert {e["sample"] for e in summ["noisy"]["errors"]} == {ids[0], ids[1]}
+    assert res.n_errors == 3
+
+
+def test_resized_prediction_is_recorded(scored):
+    res, ids, _, _ = scored
+    rows = {(r["method"], r["sample"]): r for r in _read_csv(res.scores_csv)}
+    r = rows["noisy", ids[2]]
+    assert r["status"] == "ok"
+    assert r["resized"] == "true" and r["resize_interp"] == "bilinear"
+    assert r["pred_hw"] == f"{H // 2}x{W // 2}" and r["gt_hw"] == f"{H}x{W}"
+    assert rows["noisy", ids[3]]["resized"] == "false"
+    assert res.summary["methods"]["noisy"]["n_resized"] == 1
+    # the noisy method is 0.7x darker: scale alignment recovers most of it
+    r3 = rows["noisy", ids[3]]
+    assert float(r3["mse_linear_scalar"]) < float(r3["mse_linear_none"])
+    assert float(r3["scale_scalar"]) == pytest.approx(1 / 0.7, rel=0.1)
+
+
+def test_png_prediction_is_decoded_from_srgb(scored):
+    res, ids, _, _ = scored
+    rows = {(r["method"], r["sample"]): r for r in _read_csv(res.scores_csv)}
+    r = rows["png_only", ids[0]]
+    assert r["status"] == "ok" and r["pred_source"] == "png_srgb"
+    assert 0 < float(r["mse_srgb_none"]) < (1 / 255) ** 2        # 8-bit quantisation only
+    assert 0 < float(r["mse_linear_none"]) < 1e-5
+
+
+def test_lpips_column_empty_with_reason(scored):
+    res, _, _, _ = scored
+    rows = _read_csv(res.scores_csv)
+    assert not res.lpips.available
+    assert all(r["lpips_srgb_none"] == "" for r in rows)
+    assert res.summary["lpips"]["available"] is False and res.summary["lpips"]["reason"]
+    lp = res.summary["methods"]["gt"]["metrics"]["lpips_srgb_scalar"]
+    assert lp["mean"] is None and res.lpips.reason in lp["status"]
+
+
+def test_summary_means_and_bootstrap_cis(scored):
+    res, ids, _, out = scored
+    summ = json.loads((out / "score_summary.json").read_text())
+    rows = [r for r in _read_csv(res.scores_csv) if r["method"] == "noisy" and r["status"] == "ok"]
+    m = summ["methods"]["noisy"]["metrics"]["mse_linear_none"]
+    vals = [float(r["mse_linear_none"]) for r in rows]
+    assert m["n"] == len(vals) == 2
+    assert m["mean"] == pytest.approx(np.mean(vals))
+    assert min(vals) <= m["ci95_low"] <= m["mean"] <= m["ci95_high"] <= max(vals)
+    # PSNR of a perfect prediction is inf: left out of the mean and counted
+    assert summ["methods"]["gt"]["metrics"]["psnr_srgb_none"]["n_nonfinite"] == len(ids)
+    assert set(summ["columns"]) >= set(metric_columns()) | set(INVARIANCE_COLUMNS)
+    cfg = json.loads((out / "score_config.json").read_text())
+    assert cfg["n_boot"] == 200 and cfg["metrics"]["lmse_window"] == 20 and "scikit-image" in cfg["versions"]
+
+
+def test_invariance_nonzero_for_lighting_dependent_predictions(data, tmp_path):
+    # image-as-albedo changes with the lighting: its invariance must be > 0 (and > 0 after scaling,
+    # since the two shadings differ in shape, not only in scale)
+    pred = tmp_path / "pred"
+    B.write_baselines(data, pred, methods=("image_as_albedo",), progress=False)
+    res = S.score(data, pred, tmp_path / "out", n_boot=50, progress=False, lpips="off")
+    inv = _read_csv(res.invariance_csv)
+    assert len(inv) == 2
+    for r in inv:
+        assert float(r["inv_mse_linear_none"]) > 1e-3
+        assert float(r["inv_mse_linear_per_channel"]) > 1e-4
+    assert res.summary["lpips"]["reason"] == "disabled (lpips='off')"
+
+
+def test_threads_do_not_change_results(data, scored, tmp_path):
+    res, _, pred, _ = scored
+    one = S.score(data, pred, tmp_path / "one", n_boot=200, seed=0, workers=1, progress=False)
+    a, b = _read_csv(res.scores_csv), _read_csv(one.scores_csv)
+    assert a == b
+    assert _read_csv(res.invariance_csv) == _read_csv(one.invariance_csv)
+    assert one.summary["methods"] == res.summary["methods"]
+
+
+def test_bootstrap_ci_properties():
+    rng = np.random.default_rng(0)
+    v = rng.normal(5, 1, 400)
+    ci = S.bootstrap_mean_ci(v, n_boot=2000, seed=0)
+    se = v.std(ddof=1) / np.sqrt(v.size)
+    assert ci["ci95_low"] < 5.0 + 3 * se and ci["ci95_high"] > 5.0 - 3 * se
+    assert (ci["ci95_high"] - ci["ci95_low"]) == pytest.approx(2 * 1.96 * se, rel=0.15)
+    assert S.bootstrap_mean_ci(v, 500, seed=3) == S.bootstrap_mean_ci(v, 500, seed=3)
+    c = S.bootstrap_mean_ci([1.0, np.nan, np.inf], 100)
+    assert c["n"] == 1 and c["n_nonfinite"] == 2 and c["mean"] == 1.0 and c["ci95_low"] is None
+
+
+def test_direct_reader_agrees_with_render_dataset(data):
+    rd = pytest.importorskip("render.dataset", reason="render.dataset not importable: only the direct reader exists")
+    ds = S.open_dataset(data)
+    assert ds.reader == "render.dataset.load_sample"
+    direct = S.open_dataset(data)
+    direct._rd = None
+    for s in ds.samples:
+        a, b = ds.load(s.id, image=True), direct.load(s.id, image=True)
+        np.testing.assert_array_equal(a.albedo_linear, b.albedo_linear)
+        np.testing.assert_array_equal(a.mask, b.mask)
+        np.testing.assert_array_equal(a.image_linear, b.image_linear)
+        np.testing.assert_array_equal(a.albedo_linear, rd.load_sample(data, s.id).albedo_linear)
+    assert a.mask.any() and not a.mask.all()
+
+
+# ---------------------------------------------------------------------------------------------
+# baselines
+
+
+def test_baselines_write_layout_resume_and_score(data, tmp_path):
+    pred = tmp_path / "pred"
+    rep = B.write_baselines(data, pred, progress=False)
+    ids = [s.id for s in S.open_dataset(data).samples]
+    for m in B.BASELINE_METHODS:
+        assert rep[m]["written"] == len(ids)
+        man = json.loads((pred / m / "manifest.json").read_text())
+        assert man["method"] == m and [e["sample"] for e in man["predictions"]] == ids
+        for sid in ids:
+            e = next(e for e in man["predictions"] if e["sample"] == sid)
+            assert (pred / m / e["albedo_linear"]).is_file() and (pred / m / e["albedo_srgb"]).is_file()
+            assert e["albedo_linear"] == f"{sid}_albedo_linear.exr" and e["albedo_srgb"] == f"{sid}_albedo_srgb.png"
+    # image_as_albedo is the linear image, bit for bit
+    ds = S.open_dataset(data)
+    img = ds.load(ids[0], image=True).image_linear
+    np.testing.assert_array_equal(read_exr(pred / "image_as_albedo" / f"{ids[0]}_albedo_linear.exr"), img)
+
+    # resume: nothing redone; a corrupted file is redone
+    again = B.write_baselines(data, pred, progress=False)
+    assert all(again[m]["written"] == 0 and again[m]["skipped_finished"] == len(ids) for m in B.BASELINE_METHODS)
+    (pred / "retinex_color" / f"{ids[1]}_albedo_srgb.png").write_bytes(b"garbage")
+    again = B.write_baselines(data, pred, progress=False)
+    assert again["retinex_color"]["written"] == 1 and again["image_as_albedo"]["written"] == 0
+
+    res = S.score(data, pred, tmp_path / "out", n_boot=100, progress=False)
+    summ = res.summary["methods"]
+    assert res.n_errors == 0
+    # on piecewise-constant albedo under smooth shading, Retinex beats taking the image as albedo
+    for col in ("mse_linear_per_channel", "lmse_linear_per_channel"):
+        assert summ["retinex_color"]["metrics"][col]["mean"] < summ["image_as_albedo"]["metrics"][col]["mean"]
+    assert (summ["retinex_color"]["invariance"]["inv_mse_linear_scalar"]["mean"]
+            < summ["image_as_albedo"]["invariance"]["inv_mse_linear_scalar"]["mean"])
+
+
+def test_color_retinex_recovers_piecewise_albedo():
+    h, w = 48, 64
+    yy, xx = np.mgrid[0:h, 0:w] / 64
+    alb = np.empty((h, w, 3))
+    alb[:] = [0.8, 0.2, 0.2]
+    alb[:, 32:] = [0.2, 0.6, 0.3]
+    img = alb * (0.3 + 0.7 * xx * (1 - 0.5 * yy))[..., None]
+    mask = np.ones((h, w), bool)
+    out = B.color_retinex(img, mask)
+    assert out.dtype == np.float32 and out.shape == img.shape and out.max() == pytest.approx(1.0)
+    from evaluate.metrics import mse
+
+    assert mse(alb, out, mask, "per_channel") < 1e-4 < mse(alb, img, mask, "per_channel")
+
+
+def test_poisson_integrate_recovers_a_known_image():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 15))
+    mask = np.ones_like(x, bool)
+    mask[5:7, :] = False          # two regions, each with its own free constant
+    gy = np.zeros_like(x)
+    gy[1:] = x[1:] - x[:-1]
+    gx = np.zeros_like(x)
+    gx[:, 1:] = x[:, 1:] - x[:, :-1]
+    sol = B.poisson_integrate(gy, gx, mask)
+    for region in (slice(0, 5), slice(7, 12)):
+        d = sol[region] - x[region]
+        np.testing.assert_allclose(d, d.mean(), atol=1e-6)
+        assert abs(sol[region].mean()) < 1e-6
+    assert (sol[~mask] == 0).all()
+
+
+def test_baselines_shards_cover_every_sample_once(data, tmp_path):
+    pred = tmp_path / "pred"
+    ids = [s.id for s in S.open_dataset(data).samples]
+    r0 = B.write_baselines(data, pred, methods=("image_as_albedo",), shard="0/2", progress=False)
+    r1 = B.write_baselines(data, pred, methods=("image_as_albedo",), shard="1/2", progress=False)
+    assert r0["image_as_albedo"]["written"] + r1["image_as_albedo"]["written"] == len(ids)
+    man = json.loads((pred / "image_as_albedo" / "manifest.json").read_text())
+    assert sorted(e["sample"] for e in man["predictions"]) == ids
+
+
+def test_unknown_baseline_and_marigold_without_weights(data, tmp_path):
+    with pytest.raises(ValueError, match="unknown baseline"):
+        B.write_baselines(data, tmp_path / "pred", methods=("nope",))
+    with pytest.raises(B.WeightsUnavailableError, match="nothing is downloaded"):
+        B.write_marigold(data, tmp_path / "pred", weights=None)
+    with pytest.raises(B.WeightsUnavailableError, match="not found on disk"):
+        B.write_marigold(data, tmp_path / "pred", weights=tmp_path / "no-such-model")
+    assert not (tmp_path / "pred" / "marigold_intrinsics").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# bad inputs, CLI, no torch
+
+
+def test_bad_inputs_give_clear_errors(data, tmp_path):
+    with pytest.raises(S.ScoreError, match="does not exist"):
+        S.score(tmp_path / "nowhere", tmp_path, tmp_path / "o", progress=False)
+    with pytest.raises(S.ScoreError, match="prediction folder"):
+        S.score(data, tmp_path / "no-pred", tmp_path / "o", progress=False)
+    pred = tmp_path / "pred"
+    _write_pred(pred, "elsewhere", [{"sample": "other__scene", "albedo_srgb": "x.png"}])
+    with pytest.raises(S.ScoreError, match="wrong --data or --pred"):
+        S.score(data, pred, tmp_path / "o", progress=False)
+    with pytest.raises(S.ScoreError, match="no predictions for method 'absent'"):
+        S.score(data, pred, tmp_path / "o", methods=["absent"], progress=False)
+
+
+def test_main_score_cli(data, tmp_path, capsys):
+    pred = tmp_path / "pred"
+    B.write_baselines(data, pred, methods=("image_as_albedo",), progress=False)
+    rc = S.main_score(["--data", str(data), "--pred", str(pred), "--out", str(tmp_path / "o"),
+                       "--n-boot", "20", "--quiet"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "0 errors" in out and "LPIPS columns empty" in out
+    assert (tmp_path / "o" / "scores.csv").is_file()
+    assert S.main_score(["--data", str(tmp_path / "none"), "--pred", str(pred), "--quiet"]) == 2
+
+
+def test_scoring_imports_no_torch(data, tmp_path):
+    pred = tmp_path / "pred"
+    B.write_baselines(data, pred, methods=("image_as_albedo",), progress=False)
+    code = ("import sys; from evaluate.score import score; "
+            f"score({str(data)!r}, {str(pred)!r}, {str(tmp_path / 'o')!r}, n_boot=10, progress=False); "
+            "import evaluate.baselines; "
+            "bad = [m for m in ('torch', 'torchvision', 'diffusers', 'lpips') if m in sys.modules]; "
+            "assert not bad, bad; print('clean')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr
+    assert "clean" in r.stdout
