@@ -259,8 +259,10 @@ def main_stats(args) -> int:
 
 def _print_summary(out: Path, s: dict) -> None:
     head = "RANDOM WEIGHTS (dry run, not a finding): " if s.get("random_weights") else ""
+    f = lambda v, spec: "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)  # noqa: E731
     print(f"{head}{s['n_pairs']} pairs x {s['n_units']} units: |t|>3 in {s['n_abs_t_gt_3']} "
-          f"(null p99 {s['null_p99_abs_t_gt_3']}), |t|>5 in {s['n_abs_t_gt_5']} (null p99 {s['null_p99_abs_t_gt_5']}), "
-          f"split-half r {s['split_half_r_median']:.3f}, max |t| {s['max_abs_t']:.2f}")
-    print(f"wrote {out}/captures.npz, units.csv, summary.json, config.json"
-          + ("" if not (out / "report.md").exists() else ", report.md"))
+          f"(null p99 {f(s['null_p99_abs_t_gt_3'], '.1f')}), |t|>5 in {s['n_abs_t_gt_5']} "
+          f"(null p99 {f(s['null_p99_abs_t_gt_5'], '.1f')}), FWER-significant {s.get('n_fwer_significant', 'n/a')}, "
+          f"split-half r {f(s['split_half_r_median'], '.3f')}, max |t| {f(s['max_abs_t'], '.2f')}")
+    written = [n for n in ("captures.npz", "units.csv", "summary.json", "config.json", "report.md") if (out / n).exists()]
+    print(f"wrote {out}: {', '.join(written)}")

@@ -1,0 +1,397 @@
+"""probe.stats: paired t against scipy, BH, sign-flip and tmax nulls, split-half, blocks, captures.npz."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from probe.stats import (Analysis, Captures, CapturesError, StatsConfig, _masked_t, _sign_vectors, analyse,
+                         analyse_captures, bh_q, block_stats, blocks_from_units, load_captures, paired_t,
+                         save_captures, sign_flip_null, split_half)
+
+
+def noise(seed, n=25, units=2000):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, units)), rng.normal(size=(n, units))
+
+
+def planted(seed, n=25, units=2000, effect_units=40, d=1.5):
+    """A and B from N(0,1) per pair plus a shift making the paired difference's d_z equal `d`."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, units))
+    b = rng.normal(size=(n, units))
+    a[:, :effect_units] += d * np.sqrt(2.0)   # sd of a - b is sqrt(2)
+    return a, b
+
+
+# ------------------------------------------------------------------------------------- per unit
+
+def test_paired_t_equals_scipy_ttest_rel():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(25, 300)) * rng.uniform(0.1, 10, 300) + rng.uniform(-5, 5, 300)
+    b = a + rng.normal(size=(25, 300)) * rng.uniform(0.1, 3, 300) + rng.normal(0, 0.5, 300)
+    u = paired_t(a, b)
+    ref = sps.ttest_rel(a, b, axis=0)
+    np.testing.assert_allclose(u.t, ref.statistic, rtol=1e-10)
+    np.testing.assert_allclose(u.p, ref.pvalue, rtol=1e-8, atol=1e-300)
+    diff = a - b
+    np.testing.assert_allclose(u.d, diff.mean(0) / diff.std(0, ddof=1), rtol=1e-10)
+    np.testing.assert_allclose(u.q, sps.false_discovery_control(ref.pvalue), rtol=1e-10)
+    assert not u.degenerate.any()
+
+
+def test_paired_t_float32_inputs_match_scipy_on_float64():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(25, 100)).astype(np.float32)
+    b = rng.normal(size=(25, 100)).astype(np.float32)
+    ref = sps.ttest_rel(a.astype(np.float64), b.astype(np.float64), axis=0)
+    np.testing.assert_allclose(paired_t(a, b).t, ref.statistic, rtol=1e-10)
+
+
+def test_zero_variance_units_give_t0_p1_without_warnings():
+    a, b = noise(3, n=10, units=50)
+    b[:, 0] = a[:, 0]                   # dead unit: identical values
+    b[:, 1] = a[:, 1] - 0.25            # constant offset: sd 0 up to rounding
+    a[:, 2] = b[:, 2] = 0.0             # all zero
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        u = paired_t(a, b)
+        res = analyse(a, b, [f"u{i}" for i in range(50)], config=StatsConfig(n_perm=200, n_boot=50, n_splits=10))
+    assert u.degenerate[:3].all() and not u.degenerate[3:].any()
+    assert (u.t[:3] == 0).all() and (u.d[:3] == 0).all() and (u.p[:3] == 1).all()
+    assert (res.main.null.p_fwer[:3] == 1).all()
+    assert res.summary()["n_zero_variance_units"] == 3
+
+
+def test_bh_matches_direct_implementation_and_scipy():
+    rng = np.random.default_rng(4)
+    p = np.concatenate([rng.uniform(size=500), rng.uniform(0, 1e-3, 20), [0.5, 0.5, 1.0, 0.0]])
+    m = p.size
+    direct = np.empty(m)
+    order = np.argsort(p)
+    for rank in range(m):   # q_(i) = min over j >= i of p_(j) m / j
+        direct[order[rank]] = min(1.0, min(p[order[j]] * m / (j + 1) for j in range(rank, m)))
+    np.testing.assert_allclose(bh_q(p), direct, rtol=1e-12)
+    np.testing.assert_allclose(bh_q(p), sps.false_discovery_control(p), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------- nulls
+
+def test_null_counts_and_tmax_equal_direct_t_under_each_sign_vector():
+    a, b = planted(5, n=10, units=300, effect_units=10)
+    diff = a - b
+    cfg = StatsConfig(n_perm=150, seed=7, thresholds=(2.0, 3.0), chunk=64)
+    u = paired_t(a, b)
+    nl = sign_flip_null(diff, u.t, cfg)
+    assert not nl.exact and nl.n_perm == 150
+    signs, exact = _sign_vectors(10, 150, 7)
+    t_perm = sps.ttest_1samp(signs[:, :, None].astype(np.float64) * diff[None], 0.0, axis=1).statistic  # [P, U]
+    np.testing.assert_array_equal(nl.counts[:, 0], (np.abs(t_perm) > 2.0).sum(1))
+    np.testing.assert_array_equal(nl.counts[:, 1], (np.abs(t_perm) > 3.0).sum(1))
+    np.testing.assert_allclose(nl.tmax, np.abs(t_perm).max(1), rtol=1e-5)
+    reach = (np.abs(t_perm).max(1)[:, None] >= np.abs(u.t)[None] * (1 - 1e-6)).sum(0)
+    np.testing.assert_allclose(nl.p_fwer, (1 + reach) / 151)
+    assert np.array_equal(nl.significant, nl.p_fwer <= 0.05)
+    # fwer_t separates significant from not
+    at = np.abs(u.t)
+    assert (at[nl.significant] > nl.fwer_t).all() and (at[~nl.significant] <= nl.fwer_t * (1 + 1e-6)).all()
+
+
+def test_exact_enumeration_when_2_to_n_is_small():
+    a, b = planted(6, n=8, units=40, effect_units=5, d=2.0)
+    diff = a - b
+    u = paired_t(a, b)
+    nl = sign_flip_null(diff, u.t, StatsConfig(n_perm=1000))
+    assert nl.exact and nl.n_perm == 2 ** 7
+    # brute force over all 2^8 sign vectors (both global signs)
+    bits = (np.arange(256)[:, None] >> np.arange(8)) & 1
+    signs = 1.0 - 2.0 * bits
+    t_all = np.abs(sps.ttest_1samp(signs[:, :, None] * diff[None], 0.0, axis=1).statistic)
+    tmax_all = t_all.max(1)
+    p_ref = (tmax_all[:, None] >= np.abs(u.t)[None] * (1 - 1e-6)).mean(0)
+    np.testing.assert_allclose(nl.p_fwer, p_ref)
+    np.testing.assert_array_equal(np.sort(np.repeat(nl.counts[:, 0], 2)), np.sort((t_all > 3).sum(1)))
+    assert nl.p_fwer.min() >= 1 / 128
+    # 2^n above n_perm: random sign vectors, as many as asked
+    nl2 = sign_flip_null(diff, u.t, StatsConfig(n_perm=100))
+    assert not nl2.exact and nl2.n_perm == 100
+
+
+def test_null_calibration_observed_count_inside_band():
+    cfg = StatsConfig(n_perm=1000, n_boot=0, n_splits=0)
+    inside = 0
+    means = []
+    for seed in range(20):
+        a, b = noise(100 + seed)
+        diff = a - b
+        nl = sign_flip_null(diff, paired_t(a, b).t, cfg)
+        inside += int(nl.observed[0] <= nl.p99[0])
+        means.append(nl.counts[:, 0].mean())
+    assert inside >= 17, inside
+    # the null itself is centred where the t distribution puts it: U * P(|t_24| > 3)
+    expected = 2000 * 2 * sps.t.sf(3.0, 24)
+    assert abs(np.mean(means) / expected - 1) < 0.2, (np.mean(means), expected)
+
+
+def test_planted_effects_example_is_above_null():
+    a, b = planted(8)
+    res = analyse(a, b, [f"u{i}" for i in range(2000)], config=StatsConfig(n_perm=1000, n_boot=0, n_splits=10))
+    s = res.summary()
+    assert s["n_abs_t_gt_5"] > s["null_p99_abs_t_gt_5"]
+    assert s["ratio_vs_null_p99_abs_t_gt_5"] >= s["n_abs_t_gt_5"] / max(s["null_p99_abs_t_gt_5"], 1) - 1e-12
+    assert s["null_p_abs_t_gt_5"] <= 2 / 1001
+
+
+def test_ratio_uses_max_p99_1_when_null_p99_is_zero():
+    a, b = planted(9, units=500, effect_units=3, d=4.0)
+    nl = sign_flip_null(a - b, paired_t(a, b).t, StatsConfig(n_perm=300, thresholds=(8.0,)))
+    assert nl.p99[0] == 0 and nl.observed[0] > 0
+    assert nl.ratio[0] == nl.observed[0]
+
+
+def test_planted_effects_recovered_with_few_false_positives():
+    recall, false_pos, recall_q = [], [], []
+    for seed in range(3):
+        a, b = planted(20 + seed)
+        res = analyse(a, b, [f"u{i}" for i in range(2000)], config=StatsConfig(n_perm=1000, n_boot=0, n_splits=5,
+                                                                                seed=seed))
+        sig = res.main.null.significant
+        recall.append(sig[:40].mean())
+        false_pos.append(int(sig[40:].sum()))
+        recall_q.append((res.main.unit.q[:40] <= 0.05).mean())
+    assert np.mean(recall) >= 0.95, recall
+    assert np.mean(recall_q) >= 0.95, recall_q
+    assert sum(false_pos) <= 2, false_pos
+
+
+def test_tmax_controls_family_wise_error_under_the_null():
+    any_sig = 0
+    n_seeds = 60
+    for seed in range(n_seeds):
+        a, b = noise(500 + seed, n=12, units=300)
+        nl = sign_flip_null(a - b, paired_t(a, b).t, StatsConfig(n_perm=200, seed=seed))
+        any_sig += int(nl.significant.any())
+    # expected 0.05 * 60 = 3; P(Binomial(60, 0.05) >= 9) < 0.003
+    assert any_sig <= 8, any_sig
+
+
+def test_null_is_seeded():
+    a, b = noise(11, n=20, units=200)
+    t = paired_t(a, b).t
+    n1 = sign_flip_null(a - b, t, StatsConfig(n_perm=300, seed=1))
+    n1b = sign_flip_null(a - b, t, StatsConfig(n_perm=300, seed=1, chunk=7))
+    n2 = sign_flip_null(a - b, t, StatsConfig(n_perm=300, seed=2))
+    np.testing.assert_array_equal(n1.counts, n1b.counts)
+    np.testing.assert_allclose(n1.tmax, n1b.tmax, rtol=1e-5)   # float32 matmul: chunking moves the last bit
+    assert not np.array_equal(n1.tmax, n2.tmax)
+
+
+# ------------------------------------------------------------------------------------ split half
+
+def test_split_half_near_zero_for_noise_and_near_one_for_strong_effects():
+    a, b = noise(12, units=3000)
+    sh = split_half(a - b, n_splits=100, seed=0)
+    assert sh.r.shape == (100,) and sh.half_sizes == (12, 13)
+    assert abs(sh.median) < 0.05, sh.median
+    assert sh.q25 <= sh.median <= sh.q75 and sh.iqr >= 0
+    rng = np.random.default_rng(13)
+    a, b = noise(13, units=3000)
+    a[:, :900] += rng.choice([-3.0, 3.0], 900) * np.sqrt(2.0)   # strong planted effects (d_z 3) in 30 % of units
+    sh = split_half(a - b, n_splits=100, seed=0)
+    assert sh.median > 0.9, sh.median
+    # the example halves are real per-unit t of a split of the pairs
+    assert sh.t_half1.shape == (3000,) and np.corrcoef(sh.t_half1, sh.t_half2)[0, 1] == pytest.approx(sh.r[0])
+
+
+def test_split_half_needs_four_pairs():
+    a, b = noise(14, n=3, units=20)
+    sh = split_half(a - b, n_splits=5)
+    assert np.isnan(sh.r).all() and np.isnan(sh.median)
+
+
+def test_masked_t_equals_scipy_on_subsets_and_bootstrap_resamples():
+    rng = np.random.default_rng(15)
+    diff = rng.normal(0.3, 1.0, size=(10, 30))
+    idx = np.array([0, 0, 3, 3, 3, 5, 7, 8, 9, 9])
+    w = np.bincount(idx, minlength=10).astype(float)[None]
+    center = diff.mean(0)
+    t, d = _masked_t(w, diff - center, (diff - center) ** 2, center)
+    np.testing.assert_allclose(t[0], sps.ttest_1samp(diff[idx], 0.0).statistic, rtol=1e-10)
+    np.testing.assert_allclose(d[0], diff[idx].mean(0) / diff[idx].std(0, ddof=1), rtol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------- blocks
+
+def test_block_stats_point_values_and_bootstrap():
+    a, b = planted(16, units=300, effect_units=0)
+    a[:, 100:130] += 2.0 * np.sqrt(2.0)               # block "y" holds 30 strong units
+    blocks = np.array(["x"] * 100 + ["y"] * 100 + ["z"] * 100)
+    blocks[[0, 5]] = "z"                              # blocks need not be contiguous
+    u = paired_t(a, b)
+    cfg = StatsConfig(n_boot=300, seed=3)
+    bs = block_stats(a - b, blocks, cfg)
+    assert bs.names == ("z", "x", "y")                # order of first appearance
+    for i, name in enumerate(bs.names):
+        m = blocks == name
+        assert bs.n_units[i] == m.sum()
+        assert bs.max_abs_t[i] == pytest.approx(np.abs(u.t[m]).max())
+        assert bs.n_abs_t_gt[i, 0] == (np.abs(u.t[m]) > 3).sum()
+        assert bs.median_abs_d[i] == pytest.approx(np.median(np.abs(u.d[m])))
+    assert (bs.max_abs_t_ci[:, 0] <= bs.max_abs_t_ci[:, 1]).all()
+    y = bs.names.index("y")
+    assert bs.n_abs_t_gt_ci[y, 0, 0] >= 20            # the planted block's count stays high in resamples
+    assert bs.n_abs_t_gt_ci[bs.names.index("x"), 0, 1] < 15
+    again = block_stats(a - b, blocks, cfg)
+    np.testing.assert_array_equal(again.median_abs_d_ci, bs.median_abs_d_ci)
+    rows = bs.rows()
+    assert rows[y]["block"] == "y" and len(rows[y]["n_abs_t_gt_3_ci"]) == 2
+    json.dumps(rows, allow_nan=False)
+    no_boot = block_stats(a - b, blocks, StatsConfig(n_boot=0))
+    assert np.isnan(no_boot.max_abs_t_ci).all()
+
+
+def test_blocks_from_units():
+    got = blocks_from_units(["s12/double.3.img/h07", "s12/single.0/h01", "s00/double.3.img/h00"])
+    assert list(got) == ["s12/double.3.img", "s12/single.0", "s00/double.3.img"]
+    assert list(blocks_from_units(["a", "b"])) == ["all", "all"]
+
+
+# --------------------------------------------------------------------------------------- analyse
+
+REQUIRED_SUMMARY = ("n_pairs", "n_units", "n_abs_t_gt_3", "n_abs_t_gt_5", "null_p99_abs_t_gt_3",
+                    "null_p99_abs_t_gt_5", "split_half_r_median", "max_abs_t")
+
+
+def test_analyse_with_control_summary_and_table():
+    n, units = 25, 400
+    a, b = planted(17, n=n, units=units, effect_units=20, d=2.5)
+    rng = np.random.default_rng(18)
+    ca = rng.normal(size=(n, units))
+    cb = rng.normal(size=(n, units))
+    ca[:, 10:20] += 2.5 * np.sqrt(2.0)                # units 10..19 also move under the lexical control
+    names = np.array([f"s00/double.{i // 100}.img/h{i % 100:02d}" for i in range(units)])
+    res = analyse(a, b, names, control=(ca, cb), config=StatsConfig(n_perm=500, n_boot=100, n_splits=20))
+    assert isinstance(res, Analysis)
+    s = res.summary()
+    for k in REQUIRED_SUMMARY:
+        assert k in s, k
+    json.dumps(s, allow_nan=False)
+    assert s["n_pairs"] == n and s["n_units"] == units
+    assert s["max_abs_t"] == pytest.approx(np.abs(res.t).max())
+    assert len(s["blocks"]) == 4 and s["blocks"][0]["block"] == "s00/double.0.img"
+    c = s["control"]
+    for k in REQUIRED_SUMMARY:
+        assert k in c, k
+    sel = res.selective_beyond_control
+    assert sel[:10].all() and not sel[10:].any()
+    assert s["n_selective_beyond_control"] == c["n_selective_beyond_control"] == 10
+    assert c["n_fwer_significant_in_both"] == 10
+    assert (sel <= res.main.null.significant).all() and not (sel & res.control.null.significant).any()
+    table = res.units_table()
+    for col in ("unit", "t", "d", "p", "q", "p_fwer", "mean_a", "mean_b", "block", "control_t"):
+        assert col in table and len(table[col]) == units, col
+    np.testing.assert_allclose(table["mean_a"], a.mean(0))
+    np.testing.assert_allclose(table["control_t"], sps.ttest_rel(ca, cb).statistic, rtol=1e-10)
+    assert table["unit"][3] == names[3]
+
+
+def test_analyse_without_control_and_csv(tmp_path):
+    a, b = noise(19, units=50)
+    res = analyse(a, b, [f"u{i}" for i in range(50)], control=(None, None),
+                  config=StatsConfig(n_perm=100, n_boot=20, n_splits=10))
+    assert res.control is None and res.summary()["control"] is None
+    assert "control_t" not in res.units_table()
+    res.write_units_csv(tmp_path / "units.csv")
+    lines = (tmp_path / "units.csv").read_text().splitlines()
+    assert lines[0].startswith("unit,block,t,d,p,q,p_fwer") and len(lines) == 51
+
+
+def test_analyse_rejects_bad_inputs():
+    a, b = noise(20, units=10)
+    with pytest.raises(CapturesError, match="same shape"):
+        analyse(a, b[:, :9], [f"u{i}" for i in range(10)])
+    with pytest.raises(CapturesError, match="units"):
+        analyse(a, b, ["u0"])
+    bad = a.copy()
+    bad[3, 4] = np.nan
+    with pytest.raises(CapturesError, match="pair 3, unit 4"):
+        analyse(bad, b, [f"u{i}" for i in range(10)])
+    with pytest.raises(CapturesError, match="control"):
+        analyse(a, b, [f"u{i}" for i in range(10)], control=(a[:, :5], b[:, :5]))
+    with pytest.raises(ValueError):
+        StatsConfig(thresholds=())
+
+
+# -------------------------------------------------------------------------------------- captures
+
+def make_captures(control=True):
+    a, b = noise(21, n=6, units=12)
+    units = np.array([f"s00/single.{i // 4}/h{i % 4:02d}" for i in range(12)])
+    kw = {}
+    if control:
+        kw = dict(control_a=a[:4] + 1, control_b=b[:4], control_pair_ids=np.array([f"p{i}" for i in range(4)]))
+    return Captures(a=a, b=b, units=units, pair_ids=np.array([f"p{i}" for i in range(6)]),
+                    unit_blocks=blocks_from_units(units), meta={"protocol": "heads", "steps": [0, 12]}, **kw)
+
+
+def test_captures_round_trip(tmp_path):
+    caps = make_captures()
+    path = save_captures(tmp_path / "captures.npz", caps)
+    back = load_captures(path)
+    assert back.a.dtype == np.float32 and back.a.shape == (6, 12)
+    for k in ("a", "b", "control_a", "control_b"):
+        np.testing.assert_array_equal(getattr(back, k), getattr(caps, k).astype(np.float32))
+    for k in ("units", "pair_ids", "control_pair_ids", "unit_blocks"):
+        assert list(getattr(back, k)) == list(getattr(caps, k))
+    assert back.meta == {"protocol": "heads", "steps": [0, 12]}
+    with np.load(path, allow_pickle=False) as z:    # plain arrays any numpy reader can open
+        assert {"a", "b", "units", "pair_ids"} <= set(z.files) and z["units"].dtype.kind == "U"
+    res = analyse_captures(back, StatsConfig(n_perm=64, n_boot=10, n_splits=5))
+    assert res.control is not None and res.control.n_pairs == 4
+    bare = make_captures(control=False)
+    back = load_captures(save_captures(tmp_path / "bare", bare))
+    assert back.control_a is None and not back.has_control and not list(tmp_path.glob("bare.npz"))
+
+
+def test_captures_validation_errors(tmp_path):
+    caps = make_captures()
+    with pytest.raises(CapturesError, match="same shape"):
+        Captures(a=caps.a, b=caps.b[:, :5], units=caps.units, pair_ids=caps.pair_ids)
+    with pytest.raises(CapturesError, match="units: need 12"):
+        Captures(a=caps.a, b=caps.b, units=caps.units[:3], pair_ids=caps.pair_ids)
+    with pytest.raises(CapturesError, match="duplicate"):
+        Captures(a=caps.a, b=caps.b, units=caps.units, pair_ids=np.array(["p0"] * 6))
+    with pytest.raises(CapturesError, match="both"):
+        Captures(a=caps.a, b=caps.b, units=caps.units, pair_ids=caps.pair_ids, control_a=caps.a)
+    with pytest.raises(CapturesError, match="control_a"):
+        Captures(a=caps.a, b=caps.b, units=caps.units, pair_ids=caps.pair_ids, control_a=caps.a[:, :3],
+                 control_b=caps.b[:, :3])
+    with pytest.raises(CapturesError, match="control_pair_ids"):
+        Captures(a=caps.a, b=caps.b, units=caps.units, pair_ids=caps.pair_ids, control_a=caps.control_a,
+                 control_b=caps.control_b, control_pair_ids=np.array(["x"]))
+    with pytest.raises(CapturesError, match="non-finite"):
+        Captures(a=np.where(caps.a > 0, np.inf, caps.a), b=caps.b, units=caps.units, pair_ids=caps.pair_ids)
+    p = tmp_path / "missing.npz"
+    np.savez(p, a=caps.a, units=caps.units, pair_ids=caps.pair_ids)
+    with pytest.raises(CapturesError, match="missing array.*b"):
+        load_captures(p)
+    p = tmp_path / "shapes.npz"
+    np.savez(p, a=caps.a, b=caps.b, units=caps.units, pair_ids=caps.pair_ids[:2])
+    with pytest.raises(CapturesError, match="shapes.npz: pair_ids: need 6"):
+        load_captures(p)
+    p = tmp_path / "junk.npz"
+    p.write_text("not a zip")
+    with pytest.raises(CapturesError, match="not a readable"):
+        load_captures(p)
+    with pytest.raises(FileNotFoundError):
+        load_captures(tmp_path / "nope.npz")
+
+
+def test_stats_module_does_not_import_torch():
+    code = "import sys, probe.stats; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
