@@ -128,9 +128,11 @@ def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> 
                 ref = Image.open(src).convert("RGB")
             except Exception as err:
                 raise DataError(f"cannot read the reference image {src}: {err}") from err
-            if max(ref.size) > cfg.max_side:
-                s = cfg.max_side / max(ref.size)
-                ref = ref.resize((round(ref.width * s), round(ref.height * s)), Image.LANCZOS)
+            original_size = list(ref.size)
+            # klein accepts references of at least 64 px a side; larger ones cost quadratically.
+            s = cfg.max_side / max(ref.size) if max(ref.size) > cfg.max_side else max(1.0, 64 / min(ref.size))
+            if s != 1.0:
+                ref = ref.resize((max(64, round(ref.width * s)), max(64, round(ref.height * s))), Image.LANCZOS)
             t0 = time.perf_counter()
             with torch.inference_mode():
                 img = pipe(image=ref, prompt=prompt, num_inference_steps=steps, guidance_scale=guidance,
@@ -141,7 +143,7 @@ def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> 
             # The PNG re-encoded from this linear array gives back the pipeline's 8-bit values exactly.
             write_prediction(out, cfg.method, e["id"], srgb_to_linear(q / 255.0),
                              scene=e.get("scene"), lighting=e.get("lighting"), reference=e["image_srgb"],
-                             reference_size=list(ref.size), prompt=prompt, instruction_index=cfg.instruction,
+                             reference_size=original_size, reference_size_given_to_model=list(ref.size), prompt=prompt, instruction_index=cfg.instruction,
                              seed=cfg.seed, steps=steps, guidance=guidance, seconds=round(dt, 3),
                              ablated_units=list(cfg.ablate), model=loaded.spec.model, revision=loaded.revision,
                              random_weights=loaded.random_weights)

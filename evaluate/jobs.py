@@ -255,7 +255,7 @@ def _link_plot(path: Path, xs, ys, ids, corr, metric: str, random_weights: bool)
 def main_report(args) -> int:
     from evaluate.report import write_report
 
-    path = write_report(Path(args.out), data=Path(args.data), probe=Path(args.probe), max_grid=args.max_grid)
+    path = write_report(Path(args.out), data=Path(args.data), probe=Path(args.probe), max_grid=getattr(args, "max_grid", 12))
     print(f"wrote {path}")
     return 0
 
