@@ -261,7 +261,9 @@ def sign_flip_null(diff: np.ndarray, t_obs: np.ndarray, config: StatsConfig = St
     p_fwer = (extra + reach) / (n_vec + extra)
     # smallest |t| with p_fwer <= alpha: need (extra + reach) <= alpha (n_vec + extra)
     max_reach = math.floor(config.alpha * (n_vec + extra) + 1e-9) - extra
-    fwer_t = float(tmax_sorted[n_vec - max_reach - 1]) if 0 <= max_reach < n_vec else (
+    # Under exact enumeration the identity is one of the vectors, so every unit has reach >= 1.
+    min_reach = 1 if exact else 0
+    fwer_t = float(tmax_sorted[n_vec - max_reach - 1]) if min_reach <= max_reach < n_vec else (
         0.0 if max_reach >= n_vec else math.inf)
     return PermutationNull(n_perm=n_vec, exact=exact, thresholds=config.thresholds, quantile=config.null_quantile,
                            counts=counts, observed=observed, p99=p99, ratio=ratio, p_count=p_count, tmax=tmax,
