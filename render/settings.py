@@ -1,0 +1,78 @@
+"""Render settings shared by the CLI, the Blender session and the manifest. No bpy.
+
+    from render.settings import RenderSettings, parse_resolution
+    s = RenderSettings(width=64, height=64, samples=8)
+    s.validate()                       # ValueError naming the field
+    s.matches(other)                   # equal in everything that changes pixels (threads aside)
+
+Defaults are what `python -m render` uses: small enough that the 25 default scenes finish in a
+few minutes on 2 cores, with no denoiser (it would break the exact per-pixel decomposition).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+DEFAULT_RESOLUTION = 256
+DEFAULT_SAMPLES = 64
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    width: int = DEFAULT_RESOLUTION
+    height: int = DEFAULT_RESOLUTION
+    samples: int = DEFAULT_SAMPLES          # Cycles samples per pixel, no adaptive sampling, no denoising
+    max_bounces: int = 8
+    diffuse_bounces: int = 4
+    glossy_bounces: int = 4
+    transmission_bounces: int = 4
+    transparent_bounces: int = 8
+    filter_width_px: float = 1.5            # Blackman-Harris, importance-sampled: every pass is a plain per-pixel mean
+    seed: int = 0                           # Cycles seed, identical for every lighting of a scene
+    threads: int = 0                        # 0: all cores; does not change pixels, so not compared on resume
+    ground_truth: bool = True               # False: the Combined pass only (the benchmark's baseline)
+
+    def validate(self) -> "RenderSettings":
+        for f in ("width", "height"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or v < 1 or v > 16384:
+                raise ValueError(f"resolution: {f} must be an integer in 1..16384, got {v!r}")
+        if not isinstance(self.samples, int) or self.samples < 1:
+            raise ValueError(f"samples: must be an integer >= 1, got {self.samples!r}")
+        for f in ("max_bounces", "diffuse_bounces", "glossy_bounces", "transmission_bounces", "transparent_bounces"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"{f}: must be an integer >= 0, got {v!r}")
+        if not isinstance(self.threads, int) or self.threads < 0:
+            raise ValueError(f"threads: must be an integer >= 0 (0 = all cores), got {self.threads!r}")
+        if not self.filter_width_px > 0:
+            raise ValueError(f"filter_width_px: must be > 0, got {self.filter_width_px!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RenderSettings":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def pixel_dict(self) -> dict:
+        """The settings that change pixels (all but threads): resumed samples must match these."""
+        d = self.to_dict()
+        d.pop("threads")
+        return d
+
+    def matches(self, other: "RenderSettings") -> bool:
+        return self.pixel_dict() == other.pixel_dict()
+
+
+def parse_resolution(text: str | int) -> tuple[int, int]:
+    """'256' -> (256, 256); '320x240' -> (320, 240). ValueError for anything else or <= 0."""
+    s = str(text).lower().strip()
+    try:
+        parts = [int(p) for p in s.split("x")] if "x" in s else [int(s)] * 2
+    except ValueError:
+        raise ValueError(f"--resolution must be N or WxH (e.g. 256 or 320x240), got {text!r}") from None
+    if len(parts) != 2 or min(parts) < 1:
+        raise ValueError(f"--resolution must be positive (N or WxH), got {text!r}")
+    return parts[0], parts[1]
