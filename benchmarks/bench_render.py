@@ -1,6 +1,6 @@
 """Benchmark `python -m render`: per-sample time, ground-truth overhead, start-up cost.
 
-    .venv/bin/python benchmarks/bench_render.py [--scenes red_cube_table,cornell_box] [--repeats 3]
+    .venv/bin/python benchmarks/bench_render.py [--scenes red_cube_table,cornell_box] [--repeats 3]   # ~5 min on 2 cores
 
 Prints, in one run and on this machine:
   1. seconds per sample at the default settings (render + ground truth + all files), over a few

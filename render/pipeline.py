@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -298,10 +299,25 @@ def _resolve_scenes(scenes, only: Sequence[str] | None) -> list[Scene]:
     return scenes
 
 
+SCRATCH_PREFIX = "ray-plantain-"
+
+
 def _scratch_dir() -> str:
+    """A private folder for Blender's pass files, in RAM (/dev/shm) where there is one.
+
+    Named with the pid, so a later run can remove what a killed one left (it could not clean up).
+    """
     shm = Path("/dev/shm")
-    base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-    return tempfile.mkdtemp(prefix="ray-plantain-", dir=base)
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    for old in base.glob(f"{SCRATCH_PREFIX}*-*"):
+        try:
+            pid = int(old.name[len(SCRATCH_PREFIX):].split("-")[0])
+            os.kill(pid, 0)                     # raises if no such process: the folder is orphaned
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except (ValueError, PermissionError, OSError):
+            pass                                # not ours, or a live process of another user
+    return tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=str(base))
 
 
 def render_dataset(
@@ -415,10 +431,7 @@ def render_dataset(
         finally:
             if bar is not None:
                 bar.close()
-            with contextlib.suppress(OSError):
-                for p in Path(scratch).iterdir():
-                    p.unlink()
-                os.rmdir(scratch)
+            shutil.rmtree(scratch, ignore_errors=True)
 
     manifest = build_manifest(out)
     total = time.perf_counter() - t_start

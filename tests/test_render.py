@@ -6,7 +6,6 @@ with torch. One session-scoped render of a few default scenes is shared by most 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -320,6 +319,7 @@ def test_kill_mid_run_leaves_no_half_sample_and_resumes(tmp_path):
     assert len(sample_ids(out)) == 7
     assert all(verify_sample(out, sid)[1] == "" for sid in sample_ids(out))
     assert not list(out.glob("*/.*tmp*"))
+    assert not list(Path("/dev/shm").glob(f"ray-plantain-{proc.pid}-*"))    # the killed run's scratch is gone
 
 
 def test_concurrent_shards_union_equals_unsharded(dataset, tmp_path):

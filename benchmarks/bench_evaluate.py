@@ -1,0 +1,112 @@
+"""evaluate's costs, side by side in one run.
+
+    python benchmarks/bench_evaluate.py            # tiny klein on CPU + scoring 100 samples at 256^2
+    python benchmarks/bench_evaluate.py --model /data/klein-base-4b --device cuda --size 512
+
+1. Generation through `evaluate.generate.generate_predictions` (reading the reference, running the
+   pipeline, writing PNG + EXR + sidecar, rebuilding the manifest) against plain
+   `pipe(image=..., prompt=...)` calls with the same settings on the same images, alternating
+   rounds (goal <= 1.02x).
+2. Scoring throughput: `benchmarks/bench_score.py`'s 100 samples at 256x256, LPIPS off (goal < 10 s).
+
+With --model tiny the weights are random: timings only, never findings.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evaluate.generate import GenerateConfig, generate_predictions  # noqa: E402
+from render.imageio import write_png_srgb  # noqa: E402
+
+
+def fake_render(root: Path, n: int, size: int) -> Path:
+    """A render folder with only what generation reads: manifest + image_srgb.png per sample."""
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(n):
+        sid = f"scene{i:02d}__key"
+        write_png_srgb(root / sid / "image_srgb.png", rng.uniform(0, 1, (size, size, 3)).astype(np.float32))
+        samples.append({"id": sid, "scene": f"scene{i:02d}", "lighting": "key", "image_srgb": f"{sid}/image_srgb.png"})
+    (root / "manifest.json").write_text(json.dumps({"samples": samples}))
+    return root
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--n", type=int, default=4, help="samples per round")
+    ap.add_argument("--size", type=int, default=128, help="reference image side")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--skip-score", action="store_true")
+    args = ap.parse_args()
+
+    import torch
+    from PIL import Image
+
+    from probe.model import ModelSpec, load_pipeline
+    from probe.prompts import load_edit_instructions
+
+    loaded = load_pipeline(ModelSpec(args.model, dtype=args.dtype, device=args.device))
+    pipe = loaded.pipe
+    prompt = load_edit_instructions()[0]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-eval-"))
+    data = fake_render(tmp / "render", args.n, args.size)
+    sync = torch.cuda.synchronize if loaded.device.startswith("cuda") else (lambda: None)
+    guidance = 4.0
+
+    def plain() -> float:
+        sync()
+        t0 = time.perf_counter()
+        for i in range(args.n):
+            ref = Image.open(data / f"scene{i:02d}__key" / "image_srgb.png").convert("RGB")
+            with torch.inference_mode():
+                pipe(image=ref, prompt=prompt, num_inference_steps=args.steps, guidance_scale=guidance,
+                     generator=torch.Generator(device="cpu").manual_seed(0), output_type="np")
+        sync()
+        return time.perf_counter() - t0
+
+    def through_evaluate(r: int) -> float:
+        cfg = GenerateConfig(data=str(data), out=str(tmp / f"pred{r}"), steps=args.steps, guidance=guidance, resume=False)
+        sync()
+        t0 = time.perf_counter()
+        generate_predictions(loaded, cfg, progress=False)
+        sync()
+        return time.perf_counter() - t0
+
+    plain()  # warm-up (first-call allocations, kernel selection)
+    t_plain, t_eval = [], []
+    for r in range(args.rounds):
+        t_plain.append(plain())
+        t_eval.append(through_evaluate(r))
+    mp, me = statistics.median(t_plain), statistics.median(t_eval)
+    print(f"generation: {loaded.spec.model} on {loaded.device} ({loaded.dtype}), {args.n} samples x {args.steps} steps, "
+          f"{args.size}^2 references, CFG {guidance}, median of {args.rounds} alternating rounds"
+          + (" [random weights: timing only]" if loaded.random_weights else ""))
+    print(f"  plain pipeline calls      : {mp:8.3f} s  ({mp / args.n * 1e3:.1f} ms/sample)")
+    print(f"  through evaluate generate : {me:8.3f} s  ({me / args.n * 1e3:.1f} ms/sample)")
+    print(f"  ratio {me / mp:.4f}x   goal <= 1.02x")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if not args.skip_score:
+        print()
+        import subprocess
+
+        subprocess.run([sys.executable, str(Path(__file__).with_name("bench_score.py"))], check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
