@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -161,7 +162,10 @@ def load_pipeline(spec: ModelSpec):
         if spec.revision:
             kwargs["revision"] = spec.revision
     try:
-        pipe = Flux2KleinPipeline.from_pretrained(target, **kwargs)
+        with warnings.catch_warnings():
+            # newer diffusers renamed torch_dtype to dtype; older releases only know torch_dtype
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+            pipe = Flux2KleinPipeline.from_pretrained(target, **kwargs)
     except (OSError, ValueError, EnvironmentError, ImportError) as e:
         raise ModelNotAvailable(_unavailable_message(spec, tried, e)) from e
     except Exception as e:  # huggingface_hub raises several non-OSError types when offline
