@@ -16,9 +16,8 @@ import inspect
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -55,17 +54,15 @@ def pipeline_defaults(pipe) -> dict:
 
 
 def load_render_manifest(data: str | os.PathLike) -> dict:
-    path = Path(data) / "manifest.json"
-    if not Path(data).is_dir():
-        raise DataError(f"render folder {data} does not exist: run `python -m render --out {data}` first")
-    if not path.is_file():
-        raise DataError(f"{path} not found: {data} is not a finished `python -m render` output folder")
+    """render.dataset.load_manifest, with its errors as DataError (printed as one line by the CLI)."""
+    from render.dataset import load_manifest
+
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path} is not valid JSON ({e})") from e
-    if not isinstance(manifest.get("samples"), list) or not manifest["samples"]:
-        raise DataError(f"{path} lists no samples")
+        manifest = load_manifest(data)
+    except (FileNotFoundError, ValueError) as e:
+        raise DataError(str(e)) from e
+    if not manifest["samples"]:
+        raise DataError(f"{Path(data) / 'manifest.json'} lists no samples")
     return manifest
 
 

@@ -84,15 +84,13 @@ class Dataset:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        if not self.root.is_dir():
-            raise ScoreError(f"render folder {self.root} does not exist: run `python -m render` first")
-        mpath = self.root / "manifest.json"
-        if not mpath.is_file():
-            raise ScoreError(f"{mpath} not found: {self.root} is not a finished `python -m render` output folder")
+        from render.dataset import load_manifest
+
         try:
-            manifest = json.loads(mpath.read_text())
-        except json.JSONDecodeError as e:
-            raise ScoreError(f"{mpath} is not valid JSON ({e})") from e
+            manifest = load_manifest(self.root)
+        except (FileNotFoundError, ValueError) as e:
+            raise ScoreError(str(e)) from e
+        mpath = self.root / "manifest.json"
         entries = manifest.get("samples")
         if not isinstance(entries, list) or not entries:
             raise ScoreError(f"{mpath} lists no samples")

@@ -134,7 +134,6 @@ def load_pipeline(spec: ModelSpec):
     """Load a Flux2KleinPipeline per `spec`; raise ModelNotAvailable with a user-facing message."""
     t0 = time.perf_counter()
     device = resolve_device(spec.device)
-    import torch  # noqa: F401  (after resolve_device, which already imported it)
     from diffusers import Flux2KleinPipeline
 
     torch_dtype, dtype_name = resolve_dtype(spec.dtype, device)

@@ -665,7 +665,7 @@ def _blocks_section(res) -> list[str]:
     out = ["## Top blocks by max |t|", ""]
     out += _table(["#", "card block", "card max|t|", f"card |t|>{thr[k3]:g}", "card median|d|",
                    "this run: block", f"max|t| [{ci_pct} CI]", f"|t|>{thr[k3]:g} / units [CI]",
-                   f"median|d| [CI]"], rows)
+                   "median|d| [CI]"], rows)
     out += ["", f"Bootstrap: {b.n_boot:,} resamples of the pairs with replacement, percentile intervals. Caveat: "
             "these intervals describe how max |t|, the count and median |d| spread over resampled experiments "
             "and need not cover the point estimate: resampling pairs adds noise to every unit's t, which inflates "

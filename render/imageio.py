@@ -113,8 +113,6 @@ def read_png_srgb(path: str | os.PathLike, linear: bool = False) -> np.ndarray:
 
 def write_png_srgb(path: str | os.PathLike, linear_rgb: np.ndarray, bits: int = 8) -> Path:
     """Encode linear RGB [H, W, 3] to sRGB and write an 8- or 16-bit PNG, atomically."""
-    import cv2
-
     srgb = linear_to_srgb(linear_rgb)
     return write_png_encoded(path, srgb, bits=bits)
 

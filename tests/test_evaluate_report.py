@@ -17,7 +17,8 @@ from PIL import Image
 from evaluate import report as R
 from evaluate.baselines import write_baselines, write_method_manifest, write_prediction
 from evaluate.score import score
-from render.imageio import write_exr, write_png_encoded, write_png_srgb
+from fakes import write_synthetic_render
+from render.imageio import write_png_encoded
 
 H, W = 24, 32
 WARNING = "RANDOM WEIGHTS"
@@ -25,35 +26,7 @@ WARNING = "RANDOM WEIGHTS"
 
 def write_render(root: Path, scene: str = "alpha", lightings=("key", "rim")) -> Path:
     """Two samples (one scene, two lightings) in the render output layout."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:H, 0:W] / max(H, W)
-    mask = ((yy - 0.4) ** 2 / 0.12 + (xx - 0.5) ** 2 / 0.2) < 1.0
-    albedo = np.empty((H, W, 3), np.float32)
-    albedo[:] = rng.uniform(0.2, 0.9, 3)
-    albedo[:, W // 2:] = rng.uniform(0.1, 0.8, 3)
-    entries = []
-    for li, light in enumerate(lightings):
-        shading = np.repeat((0.3 + 0.7 * (xx if li == 0 else 1 - xx))[..., None], 3, -1).astype(np.float32)
-        image = albedo * shading
-        sid = f"{scene}__{light}"
-        d = root / sid
-        write_exr(d / "image_linear.exr", image)
-        write_png_srgb(d / "image_srgb.png", image)
-        write_exr(d / "albedo_linear.exr", albedo)
-        write_exr(d / "shading_linear.exr", shading)
-        write_exr(d / "residual_linear.exr", np.zeros_like(image))
-        write_exr(d / "normal.exr", np.dstack([np.zeros((H, W)), np.zeros((H, W)), np.ones((H, W))]), channels="XYZ")
-        write_exr(d / "depth.exr", np.full((H, W), 3.0, np.float32), channels="Z")
-        write_png_encoded(d / "mask.png", mask.astype(np.float32))
-        write_png_encoded(d / "object_index.png", mask.astype(np.float32) / 255.0)
-        entries.append({"id": sid, "scene": scene, "lighting": light, "description": f"{scene} under {light}",
-                        "image": f"{sid}/image_linear.exr", "image_srgb": f"{sid}/image_srgb.png",
-                        "albedo": f"{sid}/albedo_linear.exr", "shading": f"{sid}/shading_linear.exr",
-                        "residual": f"{sid}/residual_linear.exr", "normal": f"{sid}/normal.exr",
-                        "depth": f"{sid}/depth.exr", "mask": f"{sid}/mask.png",
-                        "object_index": f"{sid}/object_index.png", "width": W, "height": H})
-    (root / "manifest.json").write_text(json.dumps({"samples": entries}, indent=2))
-    return root
+    return write_synthetic_render(root, scenes=(scene,), lightings=lightings, h=H, w=W)
 
 
 def _klein_like(pred: Path, data: Path, method: str, ids, random_weights: bool, seed: int, ablate=()) -> None:

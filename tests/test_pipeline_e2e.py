@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,6 +66,7 @@ def test_probe_resume_and_stats_from_captures(probed, tmp_path):
     out, _ = probed
     r = cli("probe", "--model", "tiny", "--limit", "5", "--steps", "4", "--capture-steps", "0,3", "--n-perm", "300",
             "--n-boot", "100", "--n-splits", "20", "--out", str(out), "--quiet", "--no-report")
+    assert "RANDOM WEIGHTS" in r.stdout
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["capture_info"]["prompts_captured_now"] == 0 and cfg["capture_info"]["prompts_from_cache"] == 15
     cli("probe", "stats", "--from", str(out / "captures.npz"), "--out", str(tmp_path / "re"), "--n-perm", "300",
@@ -120,7 +120,7 @@ def test_evaluate_end_to_end(rendered, probed, tmp_path):
 def test_evaluate_bad_inputs(rendered, tmp_path):
     r = cli("evaluate", "generate", "--model", "tiny", "--data", str(tmp_path / "missing"), "--out", str(tmp_path),
             check=False)
-    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "render folder not found" in r.stderr and "Traceback" not in r.stderr
     r = cli("evaluate", "generate", "--model", str(tmp_path / "no-weights"), "--data", str(rendered),
             "--out", str(tmp_path), check=False)
     assert r.returncode == 2 and "--model tiny" in r.stderr and "Traceback" not in r.stderr
