@@ -35,6 +35,8 @@ def _generation(p: argparse.ArgumentParser) -> None:
     g.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's own)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed (the same for every sample)")
     g.add_argument("--limit", type=int, default=None, help="only the first N samples (after sharding)")
+    g.add_argument("--max-side", type=int, default=None,
+                   help="downscale larger references to this side (default 1024; 64 for --model tiny)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -39,7 +39,7 @@ class GenerateConfig:
     steps: int | None = None                  # None: the pipeline's own default (full depth)
     guidance: float | None = None             # None: the pipeline's own default CFG
     seed: int = 0
-    max_side: int = 1024                      # reference images larger than this are downscaled first
+    max_side: int | None = None               # references larger are downscaled (None: 1024; tiny model: 64)
     shard: str | None = None
     limit: int | None = None
     samples: tuple[str, ...] = ()             # only these sample ids (empty: all)
@@ -100,8 +100,10 @@ def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> 
     guidance = defaults["guidance"] if cfg.guidance is None else cfg.guidance
     out = Path(cfg.out)
     (out / cfg.method).mkdir(parents=True, exist_ok=True)
+    # The tiny random model only checks code paths: keep its dry runs small.
+    max_side = cfg.max_side or (64 if loaded.random_weights else 1024)
     run_info = {"config": asdict(cfg), "model": loaded.describe(), "steps": steps, "guidance": guidance,
-                "prompt": prompt, "pipeline_defaults": defaults}
+                "prompt": prompt, "pipeline_defaults": defaults, "max_side": max_side}
     with atomic_path(out / cfg.method / "config.json") as tmp:
         tmp.write_text(json.dumps(run_info, indent=2, default=str))
 
@@ -127,7 +129,7 @@ def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> 
                 raise DataError(f"cannot read the reference image {src}: {err}") from err
             original_size = list(ref.size)
             # klein accepts references of at least 64 px a side; larger ones cost quadratically.
-            s = cfg.max_side / max(ref.size) if max(ref.size) > cfg.max_side else max(1.0, 64 / min(ref.size))
+            s = max_side / max(ref.size) if max(ref.size) > max_side else max(1.0, 64 / min(ref.size))
             if s != 1.0:
                 ref = ref.resize((max(64, round(ref.width * s)), max(64, round(ref.height * s))), Image.LANCZOS)
             t0 = time.perf_counter()

@@ -39,7 +39,7 @@ def _gen_config(args, method: str, ablate: tuple[str, ...] = ()) -> GenerateConf
     return GenerateConfig(
         data=args.data, out=str(_pred_dir(args)), method=method, instruction=args.instruction,
         instructions_file=args.instructions_file, steps=args.steps, guidance=args.guidance, seed=args.seed,
-        shard=getattr(args, "shard", None), limit=args.limit, ablate=ablate,
+        shard=getattr(args, "shard", None), limit=args.limit, ablate=ablate, max_side=args.max_side,
         resume=not getattr(args, "no_resume", False))
 
 
