@@ -10,5 +10,6 @@ bash scripts/setup.sh
 . .venv/bin/activate
 python -m render --out runs/render
 python -m probe run --model tiny --out runs/probe
-python -m evaluate all --model tiny --data runs/render --probe runs/probe --out runs/evaluate
+# the causal test at its smallest (k = 8, two random draws) keeps the dry run to a few minutes on 2 cores
+python -m evaluate all --model tiny --data runs/render --probe runs/probe --out runs/evaluate --k 8 --n-random 2
 echo "done: open runs/probe/report.md and runs/evaluate/report.md (tiny model: random weights, not findings)"
