@@ -48,6 +48,14 @@ def _scoring(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, default=None, help="scoring threads (default: all cores)")
 
 
+def _ablation(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("causal test")
+    g.add_argument("--probe", default="runs/probe", help="probe run folder (units.csv, captures.npz)")
+    g.add_argument("--k", default="8,32", help="comma-separated numbers of heads to ablate")
+    g.add_argument("--n-random", type=int, default=3, help="block-matched random k-head draws per k (controls)")
+    g.add_argument("--metric", default=None, help="metric column for the summary (default: LMSE, per-channel)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from probe.model import add_model_arguments
 
@@ -85,10 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(a)
     add_model_arguments(a)
     _generation(a)
-    a.add_argument("--probe", default="runs/probe", help="probe run folder (units.csv)")
-    a.add_argument("--k", default="8,32", help="comma-separated numbers of heads to ablate")
-    a.add_argument("--n-random", type=int, default=5, help="random k-head draws per k (controls)")
-    a.add_argument("--metric", default=None, help="metric column for the summary (default: LMSE, per-channel)")
+    _ablation(a)
     _scoring(a)
 
     l_ = sub.add_parser("link", help="probe selectivity per scene vs albedo error (Spearman, bootstrap CI)",
@@ -110,10 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(al)
     add_model_arguments(al)
     _generation(al)
-    al.add_argument("--probe", default="runs/probe", help="probe run folder (units.csv, captures.npz)")
-    al.add_argument("--k", default="8,32", help="numbers of heads to ablate")
-    al.add_argument("--n-random", type=int, default=3, help="random k-head draws per k")
-    al.add_argument("--metric", default=None, help="metric column for link and ablation")
+    _ablation(al)
     al.add_argument("--top-k", type=int, default=50, help="selective units averaged per pair (link)")
     al.add_argument("--no-ablate", action="store_true", help="skip the ablation runs")
     al.add_argument("--shard", default=None, help=argparse.SUPPRESS)

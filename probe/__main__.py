@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = run.add_argument_group("prompts")
     g.add_argument("--pairs", default=None, help="pair file (JSON lines id,a,b); default: the shipped prompts/pairs.jsonl")
     g.add_argument("--control", default=None,
-                   help="lexical-control pair file; default: the shipped prompts/control.jsonl ('none' to skip)")
+                   help="lexical-control pair file; default: the shipped prompts/control.jsonl when --pairs is the shipped file ('none' to skip)")
     g.add_argument("--limit", type=int, default=None, help="use only the first N pairs (quick checks)")
     g = run.add_argument_group("capture")
     g.add_argument("--protocol", choices=("heads", "card"), default="heads",
