@@ -38,6 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from probe.job import json_clean, versions, write_json
 from evaluate.metrics import (COLUMN_DOCS, INVARIANCE_COLUMNS, LpipsScorer, LpipsStatus,
                               MetricConfig, invariance, metric_columns, score_pair)
 
@@ -313,46 +314,6 @@ def _write_csv(path: Path, columns: Sequence[str], rows: list[dict]) -> None:
                 w.writerow([_fmt(r.get(c)) for c in columns])
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    from render.imageio import atomic_path
-
-    def default(o):
-        if isinstance(o, (np.integer,)):
-            return int(o)
-        if isinstance(o, (np.floating,)):
-            return float(o)
-        if isinstance(o, Path):
-            return str(o)
-        return str(o)
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=default, allow_nan=False))
-
-
-def _clean(obj: Any) -> Any:
-    """JSON has no NaN/inf: NaN -> None, inf -> the string "inf"."""
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        if math.isnan(f):
-            return None
-        if math.isinf(f):
-            return "inf" if f > 0 else "-inf"
-        return f
-    return obj
-
-
-def _versions() -> dict[str, str]:
-    import scipy
-    import skimage
-
-    return {"python": sys.version.split()[0], "numpy": np.__version__, "scipy": scipy.__version__,
-            "scikit-image": skimage.__version__}
-
-
 def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str | os.PathLike,
           methods: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0, *, lpips: str = "auto",
           metric_config: MetricConfig = MetricConfig(), workers: int | None = None,
@@ -528,11 +489,11 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
         for c in INVARIANCE_COLUMNS:
             msum["invariance"][c] = bootstrap_mean_ci([r.get(c, float("nan")) for r in minv], n_boot, seed)
         summary["methods"][m] = msum
-    summary = _clean(summary)
-    _write_json(out_dir / "score_summary.json", summary)
-    config = _clean({**asdict(cfg), "workers": workers, "dataset_reader": ds.reader, "versions": _versions(),
-                     "lpips_status": lp, "columns_order": columns})
-    _write_json(out_dir / "score_config.json", config)
+    summary = json_clean(summary)
+    write_json(out_dir / "score_summary.json", summary)
+    config = {**asdict(cfg), "workers": workers, "dataset_reader": ds.reader, "versions": versions(),
+              "lpips_status": lp, "columns_order": columns}
+    write_json(out_dir / "score_config.json", config)
     n_ok = sum(1 for r in rows if r.get("status") == "ok")
     return ScoreResult(out_dir, out_dir / "scores.csv", out_dir / "invariance.csv", out_dir / "score_summary.json",
                        out_dir / "score_config.json", methods, len(rows), n_ok, len(rows) - n_ok, lp_status, summary)

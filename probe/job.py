@@ -53,7 +53,7 @@ def versions() -> dict:
     import importlib.metadata as md
 
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in ("ray-plantain", "numpy", "scipy", "torch", "diffusers", "transformers"):
+    for pkg in ("ray-plantain", "numpy", "scipy", "scikit-image", "torch", "diffusers", "transformers", "bpy"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -61,45 +61,25 @@ def versions() -> dict:
     return out
 
 
+def json_clean(obj):
+    """JSON has no NaN/inf: NaN -> None, +-inf -> "inf"/"-inf" (PSNR of a perfect prediction, an
+    unreachable FWER threshold); numpy scalars and arrays -> Python values."""
+    if isinstance(obj, dict):
+        return {str(k): json_clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [json_clean(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return None if math.isnan(f) else ("inf" if f == math.inf else "-inf" if f == -math.inf else f)
+    return obj
+
+
 def write_json(path: Path, obj) -> None:
-    def default(o):
-        if isinstance(o, (np.integer,)):
-            return int(o)
-        if isinstance(o, (np.floating,)):
-            return None if not math.isfinite(float(o)) else float(o)
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, Path):
-            return str(o)
-        return str(o)
-
-    def clean(o):
-        if isinstance(o, float) and not math.isfinite(o):
-            return None
-        if isinstance(o, dict):
-            return {str(k): clean(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [clean(v) for v in o]
-        return o
-
+    """Write `obj` as JSON atomically, after json_clean; anything else unknown is written as str()."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(clean(obj), indent=2, default=default))
-
-
-def write_units_csv(path: Path, table: dict[str, np.ndarray | list]) -> None:
-    cols = list(table)
-    n = len(table[cols[0]])
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        for i in range(n):
-            row = []
-            for c in cols:
-                v = table[c][i]
-                if isinstance(v, (float, np.floating)):
-                    v = "" if not np.isfinite(v) else f"{float(v):.6g}"
-                row.append(v)
-            w.writerow(row)
+        tmp.write_text(json.dumps(json_clean(obj), indent=2, default=str, allow_nan=False))
 
 
 def read_units_csv(path: str | os.PathLike) -> dict[str, list]:
@@ -135,7 +115,7 @@ def analyse_and_write(caps, out: Path, config: dict, stats_cfg, no_report: bool 
     summary = res.summary()
     summary["protocol"] = config.get("capture", {}).get("protocol", config.get("protocol"))
     summary["random_weights"] = bool(config.get("model", {}).get("random_weights", False))
-    write_units_csv(out / "units.csv", res.units_table())
+    res.write_units_csv(out / "units.csv")
     write_json(out / "summary.json", summary)
     write_json(out / "config.json", {**config, "stats": asdict(stats_cfg), "versions": versions()})
     if not no_report:

@@ -641,6 +641,13 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
     return out
 
 
+def _block_cells(b, i: int, k3: int) -> list[str]:
+    """This run's cells for block i: name, max|t|, count over the |t| threshold / units, median|d|, with CIs."""
+    return [b.names[i], f"{b.max_abs_t[i]:.2f} {_ci(b.max_abs_t_ci[i])}",
+            f"{int(b.n_abs_t_gt[i, k3])}/{int(b.n_units[i])} {_ci(b.n_abs_t_gt_ci[i, k3], 0)}",
+            f"{b.median_abs_d[i]:.2f} {_ci(b.median_abs_d_ci[i])}"]
+
+
 def _blocks_section(res) -> list[str]:
     b = res.main.blocks
     thr = list(b.thresholds)
@@ -655,10 +662,7 @@ def _blocks_section(res) -> list[str]:
         row += ([f"{card[0]} (= {card[1]})", f"{card[2]:.2f}", f"{card[3]}/{card[4]}", f"{card[5]:.2f}"]
                 if card else ["", "", "", ""])
         if rank < len(top):
-            i = top[rank]
-            row += [b.names[i], f"{b.max_abs_t[i]:.2f} {_ci(b.max_abs_t_ci[i])}",
-                    f"{int(b.n_abs_t_gt[i, k3])}/{int(b.n_units[i])} {_ci(b.n_abs_t_gt_ci[i, k3], 0)}",
-                    f"{b.median_abs_d[i]:.2f} {_ci(b.median_abs_d_ci[i])}"]
+            row += _block_cells(b, top[rank], k3)
         else:
             row += ["", "", "", ""]
         rows.append(row)
@@ -707,12 +711,8 @@ def _card_blocks_here(res) -> list[str]:
     for card_name, site, mx, n3, nu, md in CARD_TOP_BLOCKS:
         if site not in by_site:
             continue
-        ours = by_site[site][1]
-        i = index[ours]
-        rows.append([f"{card_name} (= {site})", f"{mx:.2f}", f"{n3}/{nu}", f"{md:.2f}", ours,
-                     f"{b.max_abs_t[i]:.2f} {_ci(b.max_abs_t_ci[i])}",
-                     f"{int(b.n_abs_t_gt[i, k3])}/{int(b.n_units[i])} {_ci(b.n_abs_t_gt_ci[i, k3], 0)}",
-                     f"{b.median_abs_d[i]:.2f} {_ci(b.median_abs_d_ci[i])}"])
+        i = index[by_site[site][1]]
+        rows.append([f"{card_name} (= {site})", f"{mx:.2f}", f"{n3}/{nu}", f"{md:.2f}", *_block_cells(b, i, k3)])
     if not rows:
         return []
     out = ["The card's top blocks, looked up in this run (same site, earliest captured step):", ""]
