@@ -3,6 +3,7 @@
     python -m render                                   # 25 default scenes -> runs/render
     python -m render --only red_cube_table --resolution 32 --samples 4 --out /tmp/tiny
     python -m render --generate 100 --seed 1 --out runs/gen --shard $SLURM_ARRAY_TASK_ID/8
+    python -m render --recolor 2 --out runs/render     # + 2 colour variants of each scene (<scene>~c1__<lighting>)
     python -m render --out runs/render --manifest-only   # rebuild manifest.json after a job array
 
 Importing this module (and --help) does not import bpy.
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from render.pipeline import (DEFAULT_OUT, FILES, RenderError, build_manifest, plan_samples, render_dataset,
                              verify_sample)
+from render.recolor import with_variants
 from render.scene import SceneError, generate_scenes, load_scenes, save_scene
 from render.settings import DEFAULT_RESOLUTION, DEFAULT_SAMPLES, RenderSettings, parse_resolution
 from render.shard import Shard
@@ -22,6 +24,7 @@ from render.shard import Shard
 EPILOG = f"""\
 output (under --out, default {DEFAULT_OUT}/, relative to the current folder):
   <scene>__<lighting>/  {' '.join(FILES.values())} sample.json
+  <scene>~c<k>__<lighting>/   the same for colour variant k (--recolor K)
   scenes/<scene>.json   the rendered specs     manifest.json   every finished sample + definitions
 Read it with render.dataset.load_sample(root, id). Reruns skip finished samples (sample.json written
 last, file checksums verified); shards (--shard K/N, K = 0..N-1) may share one --out.
@@ -49,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--seed", metavar="S", type=int, default=0, help="generator seed (default 0): same seed, "
                      "same scenes")
     src.add_argument("--lightings", metavar="NAME[,NAME]", help="render only these lighting names")
+    src.add_argument("--recolor", metavar="K", type=int, default=0,
+                     help="also render K colour variants of each scene: same geometry, camera, lightings and "
+                     "material parameters, every base colour and texture colour replaced by a seeded random one "
+                     "(range in the manifest); ids <scene>~c<k>__<lighting> (default 0)")
+    src.add_argument("--recolor-seed", metavar="S", type=int, default=0,
+                     help="seed of the variant colours (default 0); a variant depends only on (S, scene id, k)")
     src.add_argument("--spec-help", action="store_true", help="print the scene spec format and exit")
     src.add_argument("--export-scenes", metavar="DIR", help="write the selected (or generated) specs as JSON to "
                      "DIR and exit without rendering")
@@ -112,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 scenes_path = Path(args.scenes)
             scenes = load_scenes(scenes_path, only=only)
+        scenes = with_variants(scenes, args.recolor, args.recolor_seed)
         lightings = _csv(args.lightings)
         jobs = plan_samples(scenes, lightings, shard)
     except (SceneError, ValueError) as e:
@@ -131,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         for j in jobs:
             _, why = verify_sample(out, j.id) if out.is_dir() else (None, "not rendered")
             print(f"{j.id}\t{'done' if not why else why}")
-        print(f"{len(jobs)} samples ({len(scenes)} scenes, shard {shard}) -> {out}", file=sys.stderr)
+        n_var = sum(1 for s in scenes if s.variant)
+        what = f"{len(scenes) - n_var} scenes" + (f" + {n_var} colour variants" if n_var else "")
+        print(f"{len(jobs)} samples ({what}, shard {shard}) -> {out}", file=sys.stderr)
         return 0
 
     try:

@@ -26,12 +26,14 @@ from render.scene import Light, Lighting, Material, Object, Scene, Texture, Worl
 from render.settings import RenderSettings
 
 ALBEDO_AOV = "albedo"
+NORMAL_AOV = "normal"   # the Geometry node's shading normal: unlike Cycles' Normal pass (an average of the BSDF
+                        # closures' normals weighted by their colours), it cannot depend on material colours
 VIEW_LAYER = "ViewLayer"
 
 # No transmission passes: the spec schema has no transmissive materials, so they would be all zeros
 # (and cost time). The identity check in groundtruth.py flags any light missing from the sum.
 _GT_PASSES = (
-    "use_pass_z", "use_pass_normal", "use_pass_object_index",
+    "use_pass_z", "use_pass_object_index",
     "use_pass_diffuse_color", "use_pass_diffuse_direct", "use_pass_diffuse_indirect",
     "use_pass_glossy_color", "use_pass_glossy_direct", "use_pass_glossy_indirect",
     "use_pass_emit", "use_pass_environment",
@@ -157,6 +159,8 @@ class BlenderSession:
             # alpha is the pixel's surface coverage (the mask) at no extra cost
             a = vl.aovs.add()
             a.name, a.type = ALBEDO_AOV, "COLOR"
+            a = vl.aovs.add()
+            a.name, a.type = NORMAL_AOV, "COLOR"   # colour AOVs keep negative values
         im = r.image_settings
         if s.ground_truth:
             im.media_type = "MULTI_LAYER_IMAGE"
@@ -241,6 +245,9 @@ class BlenderSession:
                 aov.inputs["Color"].default_value = (*m.base_color, 1.0)
             else:
                 nt.links.new(source, aov.inputs["Color"])
+            normal = nt.nodes.new("ShaderNodeOutputAOV")
+            normal.aov_name = NORMAL_AOV
+            nt.links.new(nt.nodes.new("ShaderNodeNewGeometry").outputs["Normal"], normal.inputs["Color"])
         return mat
 
     @staticmethod

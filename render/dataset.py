@@ -6,6 +6,14 @@
     s.image_linear, s.albedo_linear, s.shading, s.residual  # float32 [H, W, 3], linear Rec.709
     s.normal (camera space), s.depth [H, W] (+inf = background), s.mask [H, W] bool, s.object_index [H, W] int32
     s.meta["objects"]                                       # [{index, name, primitive, base_color}, ...]
+    s.variant, s.base_scene, s.albedo_srgb_path             # 0 / k for colour variant k; the cluster id
+    infos = list_samples("runs/render")                     # [SampleInfo(id, scene, base_scene, variant, lighting,
+                                                            #             image_srgb, albedo_srgb, ...)], no pixels read
+    read_albedo_srgb("runs/render", ids[0])                 # float32 [H, W, 3] in [0, 1], sRGB-encoded values
+
+Renders made before colour variants and albedo_srgb.png existed still load: their samples have
+variant 0, base_scene = scene, and read_albedo_srgb encodes albedo_linear.exr the way the renderer
+writes albedo_srgb.png (identical values).
 
 Definitions of every array are in manifest["definitions"]. Missing or corrupt files raise
 FileNotFoundError / ValueError naming the file.
@@ -19,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Sample", "load_manifest", "sample_ids", "load_sample", "iter_samples", "sample_entry"]
+__all__ = ["Sample", "SampleInfo", "load_manifest", "sample_ids", "load_sample", "iter_samples", "sample_entry",
+           "list_samples", "read_albedo_srgb", "entry_variant", "entry_base_scene"]
 
 MANIFEST = "manifest.json"
 
@@ -44,9 +53,92 @@ class Sample:
     def image_srgb_path(self) -> str:
         return self.meta["image_srgb"]
 
+    @property
+    def albedo_srgb_path(self) -> str | None:
+        """Relative path of albedo_srgb.png, or None for a render made before it existed."""
+        return self.meta.get("albedo_srgb")
+
+    @property
+    def variant(self) -> int:
+        return entry_variant(self.meta)
+
+    @property
+    def base_scene(self) -> str:
+        return entry_base_scene(self.meta)
+
     def reconstruct(self) -> np.ndarray:
         """albedo * shading + residual (equals image_linear to the recorded identity_error)."""
         return self.albedo_linear * self.shading + self.residual
+
+
+def entry_variant(entry: dict) -> int:
+    """A manifest entry's colour variant (0 when the render predates variants)."""
+    if "variant" in entry:
+        return int(entry["variant"])
+    return _split(entry["scene"])[1]
+
+
+def _split(scene: str) -> tuple[str, int]:
+    from render.scene import split_variant
+
+    try:
+        return split_variant(scene)
+    except ValueError:          # not a spec id (a hand-made manifest): its own cluster, variant 0
+        return scene, 0
+
+
+def entry_base_scene(entry: dict) -> str:
+    """A manifest entry's base scene id, the cluster for statistics (the scene when it predates variants)."""
+    if "base_scene" in entry:
+        return entry["base_scene"]
+    return _split(entry["scene"])[0]
+
+
+@dataclass(frozen=True)
+class SampleInfo:
+    """One sample as listed in the manifest: ids and absolute file paths, no pixels read."""
+    id: str               # "<scene>__<lighting>", "<scene>~c<k>__<lighting>" for colour variant k
+    scene: str            # full scene id (with ~c<k> for variants)
+    base_scene: str       # scene id without ~c<k>: the independent unit (cluster)
+    variant: int          # 0 = the scene's own colours, k >= 1 = colour variant k
+    lighting: str
+    description: str
+    image_srgb: Path
+    albedo_srgb: Path | None  # None for a render made before albedo_srgb.png existed (see read_albedo_srgb)
+    image_linear: Path
+    albedo_linear: Path
+    mask: Path
+    meta: dict
+
+
+def list_samples(root: str | os.PathLike, manifest: dict | None = None) -> list[SampleInfo]:
+    """Every sample of a render folder, sorted by id, with its variant fields and file paths."""
+    root = Path(root)
+    manifest = manifest if manifest is not None else load_manifest(root)
+    out = []
+    for e in sorted(manifest["samples"], key=lambda e: e["id"]):
+        out.append(SampleInfo(
+            id=e["id"], scene=e["scene"], base_scene=entry_base_scene(e), variant=entry_variant(e),
+            lighting=e["lighting"], description=e.get("description", ""), image_srgb=root / e["image_srgb"],
+            albedo_srgb=root / e["albedo_srgb"] if e.get("albedo_srgb") else None,
+            image_linear=root / e["image"], albedo_linear=root / e["albedo"], mask=root / e["mask"], meta=e))
+    return out
+
+
+def read_albedo_srgb(root: str | os.PathLike, sample_id: str, manifest: dict | None = None) -> np.ndarray:
+    """The sample's albedo_srgb.png as float32 [H, W, 3] sRGB-encoded values in [0, 1].
+
+    For renders made before albedo_srgb.png existed, albedo_linear.exr is encoded and quantised
+    exactly as the renderer writes the PNG, so the result is the same either way.
+    """
+    from render.imageio import linear_to_srgb, read_png_srgb
+
+    root = Path(root)
+    e = sample_entry(root, sample_id, manifest)
+    if e.get("albedo_srgb"):
+        return read_png_srgb(root / e["albedo_srgb"])
+    srgb = linear_to_srgb(_exr(root / e["albedo"], 3))
+    return (np.round(srgb * 255.0) / 255.0).astype(np.float32)
 
 
 def load_manifest(root: str | os.PathLike) -> dict:

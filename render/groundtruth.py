@@ -37,7 +37,7 @@ COVERAGE_FULL = 1.0 - 1e-6
 IDENTITY_FLOOR = 1e-6
 
 REQUIRED_PASSES = (
-    "Combined", "Depth", "Normal", "Object Index",
+    "Combined", "Depth", "Object Index",
     "Diffuse Color", "Diffuse Direct", "Diffuse Indirect",
     "Glossy Color", "Glossy Direct", "Glossy Indirect",
     "Emission", "Environment", "albedo",
@@ -53,6 +53,12 @@ DEFINITIONS = {
               "and lighting; identical for every lighting of a scene. Not Cycles' Diffuse Color pass (that one "
               "is scaled by a view-dependent Fresnel factor). For metallic materials it is still the base colour; "
               "their diffuse light, and so their shading, is 0 (the default scenes are all dielectric).",
+    "albedo_srgb": "albedo encoded exactly as image_srgb is from image (clipped to [0, 1], IEC 61966-2-1 sRGB "
+                   "curve, 8-bit PNG, no alpha); the background, where albedo is 0, is black.",
+    "variant": "0 for a scene's own colours; k >= 1 for colour variant k (python -m render --recolor K): same "
+               "geometry, camera, lightings and material parameters, every surface colour replaced (see the "
+               "manifest's recolor block), so mask, object_index, normal and depth equal the original's.",
+    "base_scene": "the scene id without its ~c<k> suffix: the unit of independence (cluster) for statistics.",
     "shading": "diffuse light / albedo per pixel and channel (0 where albedo is 0), with diffuse light = "
                "DiffCol * (DiffDir + DiffInd); so albedo * shading is the diffuse light exactly, at anti-aliased "
                "edges too. Includes the Principled BSDF's Fresnel weighting of the diffuse lobe.",
@@ -62,7 +68,9 @@ DEFINITIONS = {
     "identity_error": "max over pixels and channels of |image - (albedo*shading + residual)| / max(|image|, 1e-6), "
                       "on the float32 arrays as written.",
     "normal": "shading normal in camera space (x right, y up, z towards the camera; OpenGL/Blender convention), "
-              "averaged over the pixel's samples and renormalised to unit length; 0 on the background. "
+              "read through a shader AOV from the Geometry node's Normal (so it does not depend on material "
+              "colours: colour variants share it bit for bit), averaged over the pixel's samples and renormalised "
+              "to unit length; 0 on the background. "
               "world_from_camera in each sample's camera block rotates it to world space.",
     "depth": "planar camera depth (distance along the optical axis, not along the ray) in metres, from the "
              "pixel's first camera sample (not anti-aliased); +inf where that sample saw the background.",
@@ -113,9 +121,12 @@ def identity_error(image: np.ndarray, albedo: np.ndarray, shading: np.ndarray, r
 def decompose(passes: dict[str, np.ndarray], camera_from_world: np.ndarray | None = None) -> GroundTruth:
     """Turn Cycles passes ([H, W, C] float arrays keyed by Blender's pass names) into ground truth.
 
-    `camera_from_world` (3x3 or 4x4) rotates the world-space Normal pass into camera space; identity if None.
+    `camera_from_world` (3x3 or 4x4) rotates the world-space normals (the "normal" AOV, else Cycles' Normal
+    pass) into camera space; identity if None.
     """
     missing = [p for p in REQUIRED_PASSES if p not in passes]
+    if "normal" not in passes and "Normal" not in passes:
+        missing.append("normal (AOV) or Normal")
     if missing:
         raise KeyError(f"render is missing passes {missing}; got {sorted(passes)}")
 
@@ -145,7 +156,7 @@ def decompose(passes: dict[str, np.ndarray], camera_from_world: np.ndarray | Non
     depth[depth >= BACKGROUND_DEPTH] = np.inf
     object_index = np.rint(np.asarray(passes["Object Index"], dtype=np.float64)[..., 0]).astype(np.int32)
 
-    n = np.asarray(passes["Normal"], dtype=np.float64)[..., :3]
+    n = np.asarray(passes["normal"] if "normal" in passes else passes["Normal"], dtype=np.float64)[..., :3]
     if camera_from_world is not None:
         r = np.asarray(camera_from_world, dtype=np.float64)[:3, :3]
         n = n @ r.T

@@ -5,8 +5,9 @@
     report.rendered, report.skipped, report.manifest        # ids, ids, Path to manifest.json
 
 Layout under `out`:
-    <scene>__<lighting>/image_linear.exr image_srgb.png albedo_linear.exr shading_linear.exr
+    <scene>__<lighting>/image_linear.exr image_srgb.png albedo_linear.exr albedo_srgb.png shading_linear.exr
                         residual_linear.exr normal.exr depth.exr mask.png object_index.png sample.json
+    <scene>~c<k>__<lighting>/ ...  colour variant k of the scene (--recolor K), same files
     scenes/<scene>.json      the specs that were rendered (generated ones included)
     manifest.json            every finished sample (assembled from the sample.json files)
 
@@ -33,7 +34,8 @@ import numpy as np
 
 from render.groundtruth import DEFINITIONS, GroundTruth, decompose
 from render.imageio import atomic_path, write_exr, write_png_encoded, write_png_srgb
-from render.scene import Lighting, Scene, SceneError, load_scenes, save_scene, scene_to_dict
+from render.recolor import with_variants
+from render.scene import Lighting, Scene, SceneError, load_scenes, save_scene, scene_to_dict, split_variant
 from render.settings import RenderSettings, parse_resolution
 from render.shard import Shard
 
@@ -48,19 +50,23 @@ IDENTITY_TOLERANCE = 1e-4
 # manifest key -> file name inside the sample folder
 FILES = {
     "image": "image_linear.exr", "image_srgb": "image_srgb.png", "albedo": "albedo_linear.exr",
+    "albedo_srgb": "albedo_srgb.png",
     "shading": "shading_linear.exr", "residual": "residual_linear.exr", "normal": "normal.exr",
     "depth": "depth.exr", "mask": "mask.png", "object_index": "object_index.png",
 }
+# files that renders made before they existed lack: readers accept their absence, resume adds them
+ADDED_LATER = ("albedo_srgb",)
 FILE_DOCS = {
     "image": "linear RGB float32 EXR (channels R, G, B)", "image_srgb": "sRGB 8-bit PNG",
-    "albedo": "linear RGB float32 EXR", "shading": "linear RGB float32 EXR (diffuse light / albedo)",
+    "albedo": "linear RGB float32 EXR", "albedo_srgb": "sRGB 8-bit PNG (albedo encoded exactly as image_srgb)", "shading": "linear RGB float32 EXR (diffuse light / albedo)",
     "residual": "linear RGB float32 EXR (non-diffuse light)",
     "normal": "float32 EXR, channels X, Y, Z, camera space", "depth": "float32 EXR, one channel Z, metres, +inf = background",
     "mask": "8-bit PNG, 255 = valid surface pixel, 0 = not", "object_index": "8-bit PNG, 0 = background, k = objects[k-1]",
 }
 COLOUR_SPACES = {
     "image": "linear Rec.709 (scene linear)", "image_srgb": "sRGB (IEC 61966-2-1), 8-bit, clipped to [0, 1]",
-    "albedo": "linear Rec.709", "shading": "linear (ratio, unbounded)", "residual": "linear Rec.709",
+    "albedo": "linear Rec.709", "albedo_srgb": "sRGB (IEC 61966-2-1), 8-bit, clipped to [0, 1]",
+    "shading": "linear (ratio, unbounded)", "residual": "linear Rec.709",
 }
 
 
@@ -144,6 +150,8 @@ def verify_sample(out: Path, sid: str, check_hashes: bool = True) -> tuple[dict 
     except (OSError, ValueError, KeyError, TypeError) as e:
         return None, f"{path}: unreadable ({e})"
     for key, rel in ((k, entry.get(k)) for k in FILES):
+        if key in ADDED_LATER and key not in entry:
+            continue                      # an older render: still a finished sample (resume adds the file)
         if not rel or rel not in files:
             return entry, f"{path}: no record of {key}"
     for rel, meta in files.items():
@@ -186,6 +194,7 @@ def _write_sample(out: Path, job: SampleJob, gt: GroundTruth, settings: RenderSe
     write_exr(folder / FILES["image"], gt.image)
     write_png_srgb(folder / FILES["image_srgb"], gt.image)
     write_exr(folder / FILES["albedo"], gt.albedo)
+    write_png_srgb(folder / FILES["albedo_srgb"], gt.albedo)   # the same encoding as image_srgb, background 0
     write_exr(folder / FILES["shading"], gt.shading)
     write_exr(folder / FILES["residual"], gt.residual)
     write_exr(folder / FILES["normal"], gt.normal, channels="XYZ")
@@ -208,10 +217,12 @@ def _write_sample(out: Path, job: SampleJob, gt: GroundTruth, settings: RenderSe
         })
     entry = {
         "id": sid, "scene": scene.id, "lighting": lighting.name,
+        "base_scene": scene.base_id, "variant": scene.variant,
         "description": f"{scene.description}, {lighting.description}",
         "scene_description": scene.description, "lighting_description": lighting.description,
         **rels,
         "scene_spec": f"scenes/{scene.id}.json", "spec_hash": _spec_hash(scene, lighting),
+        **({"recolor": scene.recolor} if scene.recolor is not None else {}),
         "objects": objects,
         "width": settings.width, "height": settings.height,
         "render": settings.pixel_dict(),
@@ -252,6 +263,9 @@ def build_manifest(out: str | Path) -> Path:
             if entry is not None and not why:
                 entries.append(entry)
         entries.sort(key=lambda e: e["id"])
+        for e in entries:                     # samples written before colour variants existed
+            e.setdefault("variant", split_variant(e["scene"])[1])
+            e.setdefault("base_scene", split_variant(e["scene"])[0])
         renders = {json.dumps(e["render"], sort_keys=True) for e in entries}
         # lightings of a scene must share albedo pixel for pixel: equal arrays give equal files, so compare hashes
         albedo_hashes: dict[str, set] = {}
@@ -273,12 +287,41 @@ def build_manifest(out: str | Path) -> Path:
             "max_identity_error": max((e["identity_error"] for e in entries), default=0.0),
             "num_samples": len(entries),
             "scenes": sorted({e["scene"] for e in entries}),
+            "base_scenes": sorted({e["base_scene"] for e in entries}),
+            "recolor": _recolor_summary(entries),
+            "cluster_key": "base_scene (samples of one base scene, its lightings and colour variants, are not "
+                           "independent)",
             "albedo_identical_across_lightings": {k: len(v) == 1 for k, v in sorted(albedo_hashes.items())},
             "samples": entries,
         }
         path = out / MANIFEST
         _write_json(path, manifest)
     return path
+
+
+def _recolor_summary(entries: list[dict]) -> dict | None:
+    """The colour-variant settings of the samples in a manifest (None when there are no variants)."""
+    recs = [e["recolor"] for e in entries if e.get("variant") and e.get("recolor")]
+    if not recs:
+        return None
+    seeds = sorted({r["seed"] for r in recs})
+    ranges = {json.dumps(r.get("range"), sort_keys=True) for r in recs}
+    return {"variants": max(e["variant"] for e in entries),
+            "seed": seeds[0] if len(seeds) == 1 else seeds,
+            "range": json.loads(ranges.pop()) if len(ranges) == 1 else "mixed (see each sample)",
+            "sample_ids": "<scene>~c<k>__<lighting> for variant k >= 1; <scene>__<lighting> for the original"}
+
+
+def _add_albedo_srgb(out: Path, entry: dict) -> None:
+    """Bring a sample rendered before albedo_srgb.png existed up to date without re-rendering it."""
+    from render.imageio import read_exr
+
+    sid = entry["id"]
+    rel = f"{sid}/{FILES['albedo_srgb']}"
+    write_png_srgb(out / rel, read_exr(out / entry["albedo"])[..., :3])
+    entry = {**entry, "albedo_srgb": rel,
+             "files": {**entry["files"], rel: {"bytes": (out / rel).stat().st_size, "sha256": _sha256(out / rel)}}}
+    _write_json(out / sid / SAMPLE_JSON, entry)
 
 
 # ------------------------------------------------------------------------------------- driver
@@ -328,6 +371,8 @@ def render_dataset(
     samples: int | None = None,
     lightings: Sequence[str] | None = None,
     only: Sequence[str] | None = None,
+    recolor: int = 0,
+    recolor_seed: int = 0,
     shard: Shard | str | None = None,
     threads: int = 0,
     overwrite: bool = False,
@@ -338,7 +383,8 @@ def render_dataset(
     """Render every (scene, lighting) sample into `out` and rebuild `out/manifest.json`.
 
     `scenes`: a spec file or folder (default: the shipped scenes/), or Scene objects (e.g. from
-    generate_scenes). `resolution`/`samples` override `settings`. Finished samples are skipped unless
+    generate_scenes). `recolor` K adds K colour variants of each (original) scene, drawn with
+    `recolor_seed` (see render.recolor). `resolution`/`samples` override `settings`. Finished samples are skipped unless
     `overwrite`; a finished sample rendered with other settings or another spec is an error (nothing
     is overwritten) unless `overwrite`. Everything is validated before the first render.
     """
@@ -352,7 +398,7 @@ def render_dataset(
         kw["samples"] = samples
     settings = RenderSettings(**{**base.to_dict(), **kw}).validate()
 
-    scene_list = _resolve_scenes(scenes, only)
+    scene_list = with_variants(_resolve_scenes(scenes, only), recolor, recolor_seed)
     jobs = plan_samples(scene_list, lightings, shard)
     out = Path(out)
     _check_writable(out)
@@ -360,6 +406,7 @@ def render_dataset(
     todo: list[SampleJob] = []
     skipped: list[str] = []
     conflicts: list[str] = []
+    upgrade: list[dict] = []
     for job in jobs:
         entry, why = verify_sample(out, job.id)
         if entry is not None and not overwrite:
@@ -374,6 +421,8 @@ def render_dataset(
                 continue
         if entry is not None and not why and not overwrite:
             skipped.append(job.id)
+            if "albedo_srgb" not in entry:
+                upgrade.append(entry)
         else:
             todo.append(job)
     if conflicts:
@@ -383,6 +432,8 @@ def render_dataset(
 
     for s in {j.scene.id: j.scene for j in jobs}.values():
         save_scene(s, out / "scenes" / f"{s.id}.json")
+    for entry in upgrade:
+        _add_albedo_srgb(out, entry)
 
     rendered: list[str] = []
     timings: dict[str, float] = {"startup": 0.0, "build": 0.0, "render": 0.0, "decompose": 0.0, "write": 0.0}

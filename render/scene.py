@@ -32,7 +32,7 @@ import numpy as np
 __all__ = [
     "SceneError", "Camera", "World", "Texture", "Material", "Object", "Light", "Lighting", "Scene",
     "PRIMITIVES", "TEXTURES", "LIGHT_TYPES", "load_scene", "load_scenes", "parse_scene",
-    "scene_to_dict", "dumps_scene", "save_scene", "generate_scenes", "SPEC_DOC",
+    "scene_to_dict", "dumps_scene", "save_scene", "generate_scenes", "SPEC_DOC", "split_variant", "variant_id",
 ]
 
 PRIMITIVES = ("plane", "cube", "sphere", "cylinder", "cone", "torus", "mesh")
@@ -40,10 +40,27 @@ TEXTURES = ("checker", "stripes", "noise")
 LIGHT_TYPES = ("sun", "point", "area", "spot")
 COORDS = ("object", "world")
 ID_RE = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)*$")  # snake_case; no "__", which separates scene__lighting
+# scene ids may end in "~c<k>" (k >= 1): colour variant k of the scene named before it (render.recolor)
+SCENE_ID_RE = re.compile(r"^(?P<base>[a-z0-9]+(_[a-z0-9]+)*)(~c(?P<k>[1-9][0-9]*))?$")
+VARIANT_SEP = "~c"
+
+
+def split_variant(scene_id: str) -> tuple[str, int]:
+    """'cornell_box~c2' -> ('cornell_box', 2); 'cornell_box' -> ('cornell_box', 0). ValueError otherwise."""
+    m = SCENE_ID_RE.match(scene_id)
+    if not m:
+        raise ValueError(f"not a scene id: {scene_id!r} (snake_case, optionally ending in ~c<k>)")
+    return m.group("base"), int(m.group("k") or 0)
+
+
+def variant_id(base_id: str, k: int) -> str:
+    """The id of colour variant k of scene `base_id` (k = 0: the scene itself)."""
+    return base_id if k == 0 else f"{base_id}{VARIANT_SEP}{k}"
 
 SPEC_DOC = """\
 Scene spec (JSON). Lengths in metres, angles in degrees, colours linear Rec.709 RGB in [0, 1].
-  id            snake_case, unique; folder names are <id>__<lighting name>
+  id            snake_case, unique; folder names are <id>__<lighting name>; "<base>~c<k>" marks colour
+                variant k of scene <base> (what --recolor writes; same scene, other colours)
   description   one sentence: objects, colours/patterns, setting; no lighting words
   camera        location [3], look_at [3], lens_mm (35), sensor_mm (36)
   world         color [3] (0.05 grey), strength (1.0): background and ambient light
@@ -162,6 +179,8 @@ class Scene:
     lightings: tuple[Lighting, ...]
     world: World = field(default_factory=World)
     source: str | None = field(default=None, compare=False)  # the file it was loaded from
+    # provenance of a colour variant (render.recolor): {"seed", "variant", "range"}; None for originals
+    recolor: dict | None = field(default=None, compare=False, hash=False)
 
     def lighting(self, name: str) -> Lighting:
         for lt in self.lightings:
@@ -171,6 +190,16 @@ class Scene:
 
     def world_for(self, lighting: Lighting) -> World:
         return lighting.world or self.world
+
+    @property
+    def base_id(self) -> str:
+        """The scene id without a colour-variant suffix ("cornell_box~c1" -> "cornell_box")."""
+        return split_variant(self.id)[0]
+
+    @property
+    def variant(self) -> int:
+        """0 for a scene's own colours, k for its colour variant k (render.recolor)."""
+        return split_variant(self.id)[1]
 
 
 # --------------------------------------------------------------------------------------- parsing
@@ -344,10 +373,22 @@ def _lighting(ctx: _Ctx, d: Any, path: str) -> Lighting:
                     lights=parsed, world=world)
 
 
+def _recolor_record(ctx: _Ctx, d: dict, sid: str) -> dict | None:
+    if "recolor" not in d:
+        return None
+    rec = _keys(ctx, d["recolor"], "recolor", ["seed", "variant"], ["range"])
+    if split_variant(sid)[1] == 0:
+        raise ctx.fail("recolor", "only a colour variant (id ending in ~c<k>) records how it was recoloured")
+    for k in ("seed", "variant"):
+        if not isinstance(rec[k], int) or isinstance(rec[k], bool) or rec[k] < 0:
+            raise ctx.fail(f"recolor.{k}", f"expected an integer >= 0, got {rec[k]!r}")
+    return dict(rec)
+
+
 def parse_scene(d: Any, where: str = "<scene>", base_dir: Path | None = None) -> Scene:
     """Validate a decoded spec and build a `Scene`; errors name `where` and the field."""
     ctx = _Ctx(where)
-    _keys(ctx, d, "", ["id", "description", "camera", "objects", "lightings"], ["world", "doc"])
+    _keys(ctx, d, "", ["id", "description", "camera", "objects", "lightings"], ["world", "doc", "recolor"])
     cam = d["camera"]
     _keys(ctx, cam, "camera", ["location"], ["look_at", "lens_mm", "sensor_mm"])
     camera = Camera(location=_vec3(ctx, cam["location"], "camera.location"),
@@ -376,10 +417,14 @@ def parse_scene(d: Any, where: str = "<scene>", base_dir: Path | None = None) ->
         if l.name in names:
             raise ctx.fail(f"lightings[{i}].name", f"duplicate lighting name {l.name!r}")
         names.add(l.name)
-    return Scene(id=_ident(ctx, d["id"], "id"), description=_text(ctx, d["description"], "description"),
+    sid = _text(ctx, d["id"], "id")
+    if not SCENE_ID_RE.match(sid):
+        raise ctx.fail("id", f"{sid!r} must be snake_case ([a-z0-9] words joined by single '_'), optionally "
+                             "followed by ~c<k> for colour variant k")
+    return Scene(id=sid, description=_text(ctx, d["description"], "description"),
                  camera=camera, objects=objects, lightings=lightings,
                  world=_world(ctx, d["world"], "world") if "world" in d else World(),
-                 source=None if where.startswith("<") else where)
+                 source=None if where.startswith("<") else where, recolor=_recolor_record(ctx, d, sid))
 
 
 def load_scene(path: str | Path) -> Scene:
@@ -481,6 +526,8 @@ def scene_to_dict(scene: Scene) -> dict:
         "objects": [obj(o) for o in scene.objects],
         "lightings": [lighting(l) for l in scene.lightings],
     }
+    if scene.recolor is not None:
+        out["recolor"] = scene.recolor
     return json.loads(json.dumps(out), parse_float=lambda s: _clean(float(s)))
 
 

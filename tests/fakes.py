@@ -46,3 +46,60 @@ def write_synthetic_render(root: Path, scenes=("alpha", "beta"), lightings=("key
                             "object_index": f"{sid}/object_index.png", "width": w, "height": h})
     (root / "manifest.json").write_text(json.dumps({"format": "ray-plantain-render/1", "samples": entries}, indent=2))
     return root
+
+
+def write_synthetic_render_variants(root: Path, scenes=("alpha", "beta"), lightings=("key", "rim"), variants=1,
+                                    h=H, w=W, seed=0, albedo_srgb=True) -> Path:
+    """The render layout of CONTRACTS.md C1 (`python -m render --recolor K`): for every scene its original
+    (`<scene>__<lighting>`) and `variants` colour variants (`<scene>~c<k>__<lighting>`), each with
+    albedo_srgb.png (unless `albedo_srgb=False`, as renders before it had) and manifest fields `variant`,
+    `base_scene`. Variants share mask, shading, geometry with their original; only the albedo
+    colours (and so the image) differ; lightings of one scene and variant share albedo exactly."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    mask = ((yy - 0.4) ** 2 / 0.12 + (xx - 0.5) ** 2 / 0.2) < 1.0
+    regions = [np.s_[:, :], np.s_[:, w // 2:], np.s_[h // 2:, : w // 3]]
+    entries = []
+    for scene in scenes:
+        for k in range(variants + 1):
+            full = scene if k == 0 else f"{scene}~c{k}"
+            albedo = np.zeros((h, w, 3), np.float32)
+            for r in regions:
+                albedo[r] = rng.uniform(0.1, 0.9, 3)
+            albedo[~mask] = 0.0
+            for li, light in enumerate(lightings):
+                shading = (0.25 + 0.75 * (xx if li % 2 == 0 else 1 - xx) * (1 - 0.4 * yy))[..., None] * np.ones(3)
+                shading = (shading * (1.0 + 0.5 * li) * mask[..., None]).astype(np.float32)
+                image = albedo * shading
+                sid = f"{full}__{light}"
+                d = root / sid
+                write_exr(d / "image_linear.exr", image)
+                write_png_srgb(d / "image_srgb.png", image)
+                write_exr(d / "albedo_linear.exr", albedo)
+                if albedo_srgb:
+                    write_png_srgb(d / "albedo_srgb.png", albedo)
+                write_exr(d / "shading_linear.exr", shading)
+                write_exr(d / "residual_linear.exr", np.zeros_like(image))
+                write_exr(d / "normal.exr", np.dstack([np.zeros((h, w)), np.zeros((h, w)), mask.astype(float)]),
+                          channels="XYZ")
+                write_exr(d / "depth.exr", np.where(mask, 3.0, np.inf).astype(np.float32), channels="Z")
+                write_png_encoded(d / "mask.png", mask.astype(np.float32))
+                write_png_encoded(d / "object_index.png", mask.astype(np.float32) / 255.0)
+                e = {"id": sid, "scene": full, "base_scene": scene, "variant": k, "lighting": light,
+                     "description": f"{full} under {light}", "scene_description": full,
+                     "lighting_description": f"under {light}",
+                     "image": f"{sid}/image_linear.exr", "image_srgb": f"{sid}/image_srgb.png",
+                     "albedo": f"{sid}/albedo_linear.exr", "shading": f"{sid}/shading_linear.exr",
+                     "residual": f"{sid}/residual_linear.exr", "normal": f"{sid}/normal.exr",
+                     "depth": f"{sid}/depth.exr", "mask": f"{sid}/mask.png",
+                     "object_index": f"{sid}/object_index.png", "width": w, "height": h}
+                if albedo_srgb:
+                    e["albedo_srgb"] = f"{sid}/albedo_srgb.png"
+                entries.append(e)
+    entries.sort(key=lambda e: e["id"])
+    manifest = {"format": "ray-plantain-render/1", "samples": entries,
+                "base_scenes": sorted(scenes), "scenes": sorted({e["scene"] for e in entries}),
+                "recolor": {"variants": variants, "seed": seed, "range": "synthetic (tests/fakes.py)"} if variants
+                else None}
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return root
