@@ -1,6 +1,7 @@
 """Benchmark `python -m render`: per-sample time, ground-truth overhead, start-up cost.
 
     .venv/bin/python benchmarks/bench_render.py [--scenes red_cube_table,cornell_box] [--repeats 3]   # ~5 min on 2 cores
+    .venv/bin/python benchmarks/bench_render.py --device      # only: samples per second on each available device
 
 Prints, in one run and on this machine:
   1. seconds per sample at the default settings (render + ground truth + all files), over a few
@@ -39,6 +40,9 @@ def main() -> None:
                     help="default scene ids to time")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", action="store_true",
+                    help="only measure samples per second at the defaults on every device Cycles reports (CPU "
+                    "and each GPU backend), the same scenes on each")
     args = ap.parse_args()
     ids = args.scenes.split(",")
     all_scenes = load_scenes(data_dir("scenes"))
@@ -47,6 +51,10 @@ def main() -> None:
     defaults = RenderSettings(threads=args.threads)
     print(f"settings: {defaults.width}x{defaults.height}, {defaults.samples} samples/pixel, "
           f"threads={'all' if not args.threads else args.threads}, {len(scenes)} scenes")
+
+    if args.device:
+        bench_devices(scenes, defaults)
+        return
 
     # 3. start-up: a fresh process importing bpy (what every `python -m render` run pays once)
     starts = []
@@ -119,6 +127,32 @@ def main() -> None:
     print(f"\n[3] start-up per process: {statistics.median(starts):.2f} s (python + import bpy, median of 3); "
           f"bpy import + session in a running process {rep.startup_seconds:.2f} s; `python -m render --help` "
           f"{help_s:.2f} s (no bpy)")
+
+
+def bench_devices(scenes, defaults) -> None:
+    """Samples per second, end to end through render_dataset, on the CPU and every GPU backend present."""
+    from render.blender import gpu_devices
+    from render.pipeline import render_dataset
+    from render.settings import GPU_PREFERENCE, RenderSettings
+
+    todo = ["cpu"]
+    for b in GPU_PREFERENCE:
+        found, _ = gpu_devices(b.upper())
+        print(f"  {b:6s}: {', '.join(found) if found else 'no device'}")
+        if found:
+            todo.append(b)
+    print(f"\n[device] samples per second at the defaults ({len(scenes)} scenes, all their lightings):")
+    rates = {}
+    for dev in todo:
+        settings = RenderSettings(**{**defaults.to_dict(), "device": dev})
+        with tempfile.TemporaryDirectory() as tmp:
+            rep = render_dataset(scenes, Path(tmp) / "out", settings=settings)
+        n = len(rep.rendered)
+        rates[dev] = n / (rep.seconds - rep.startup_seconds)
+        print(f"  {dev:6s}: {rates[dev]:7.3f} samples/s  ({n} samples, {rep.seconds_per_sample:.2f} s/sample, "
+              f"start-up {rep.startup_seconds:.2f} s)")
+    for dev in todo[1:]:
+        print(f"  {dev} / cpu: {rates[dev] / rates['cpu']:.1f}x")
 
 
 if __name__ == "__main__":

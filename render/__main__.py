@@ -18,7 +18,7 @@ from render.pipeline import (DEFAULT_OUT, FILES, RenderError, build_manifest, pl
                              verify_sample)
 from render.recolor import with_variants
 from render.scene import SceneError, generate_scenes, load_scenes, save_scene
-from render.settings import DEFAULT_RESOLUTION, DEFAULT_SAMPLES, RenderSettings, parse_resolution
+from render.settings import DEFAULT_RESOLUTION, DEFAULT_SAMPLES, DEVICES, RenderSettings, parse_resolution
 from render.shard import Shard
 
 EPILOG = f"""\
@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--samples", metavar="N", type=int, default=DEFAULT_SAMPLES,
                    help=f"Cycles samples per pixel, no denoising (default {DEFAULT_SAMPLES})")
     r.add_argument("--threads", metavar="N", type=int, default=0, help="CPU threads for Cycles (default 0 = all)")
+    r.add_argument("--device", choices=DEVICES, default="auto",
+                   help="Cycles backend (default auto: the best GPU backend Cycles finds, OptiX > CUDA > HIP, else "
+                   "the CPU, said once); an explicit GPU backend that is not available is an error. Recorded per "
+                   "sample and in the manifest; ground truth is exact on every device")
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help=f"output root (default {DEFAULT_OUT})")
     o.add_argument("--shard", metavar="K/N", help="render only shard K of N (0-based; round-robin over sorted "
@@ -104,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--samples must be >= 1, got {args.samples}")
         if args.threads < 0:
             raise ValueError(f"--threads must be >= 0 (0 = all cores), got {args.threads}")
-        settings = RenderSettings(width=w, height=h, samples=args.samples, threads=args.threads).validate()
+        settings = RenderSettings(width=w, height=h, samples=args.samples, threads=args.threads,
+                                  device=args.device).validate()
         shard = Shard.parse(args.shard)
         only = _csv(args.only)
         if args.generate is not None:

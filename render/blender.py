@@ -1,7 +1,8 @@
 """The only module that imports bpy: builds a `Scene` in Blender and renders its Cycles passes.
 
     from render.blender import BlenderSession
-    session = BlenderSession(settings, tmp_dir)       # one per process: Blender starts once
+    session = BlenderSession(settings, tmp_dir)       # one per process: Blender starts once; settings.device
+                                                      # picks the Cycles backend (resolve_device)
     session.build(scene)                              # geometry, materials (+ base-colour AOV), camera
     for lighting in scene.lightings:
         session.set_lighting(scene, lighting)         # lights and world only; geometry untouched
@@ -16,6 +17,8 @@ import contextlib
 import math
 import os
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
@@ -23,7 +26,7 @@ import mathutils
 import numpy as np
 
 from render.scene import Light, Lighting, Material, Object, Scene, Texture, World
-from render.settings import RenderSettings
+from render.settings import GPU_PREFERENCE, RenderSettings
 
 ALBEDO_AOV = "albedo"
 NORMAL_AOV = "normal"   # the Geometry node's shading normal: unlike Cycles' Normal pass (an average of the BSDF
@@ -72,6 +75,109 @@ def _quiet_stdout(enabled: bool = True):
         os.close(devnull)
 
 
+class DeviceError(RuntimeError):
+    """An explicitly requested Cycles backend has no usable device here; the message is for the user as is."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """The Cycles device a session renders on, as resolved from `--device`."""
+    requested: str                  # auto | cpu | cuda | optix | hip
+    backend: str                    # CPU | CUDA | OPTIX | HIP
+    devices: tuple[str, ...]        # device names Cycles uses
+    note: str = ""                  # why auto chose what it chose
+
+    def record(self) -> dict:
+        return {"requested": self.requested, "backend": self.backend, "devices": list(self.devices)}
+
+
+@contextlib.contextmanager
+def _capture_output():
+    """Collect what C code writes to fd 1 and 2 (Cycles logs its device warnings to stdout) instead of showing it."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        for fd in saved:
+            os.dup2(tmp.fileno(), fd)
+        lines: list[str] = []
+        try:
+            yield lines
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, old in saved.items():
+                os.dup2(old, fd)
+                os.close(old)
+            tmp.seek(0)
+            for line in tmp.read().decode("utf-8", "replace").splitlines():
+                line = line.split("| ", 1)[-1].strip()   # drop Cycles' "00:00.188  cycles  |" prefix
+                if line:
+                    lines.append(line)
+
+
+def _cycles_prefs():
+    return bpy.context.preferences.addons["cycles"].preferences
+
+
+def gpu_devices(backend: str) -> tuple[list[str], list[str]]:
+    """(names of the devices Cycles can use for `backend` ("CUDA", "OPTIX", "HIP"), Cycles' messages)."""
+    prefs = _cycles_prefs()
+    with _capture_output() as log:
+        try:
+            prefs.compute_device_type = backend
+            prefs.refresh_devices()
+            found = [d.name for d in prefs.get_devices_for_type(backend) if d.type == backend]
+        except (TypeError, ValueError, AttributeError, RuntimeError) as e:   # backend not built into this bpy
+            found, err = [], str(e)
+        else:
+            err = ""
+    return found, [*log, *([err] if err else [])]
+
+
+_NAMES = {"cuda": "CUDA", "optix": "OptiX", "hip": "HIP"}
+_LOG_KEYS = {"cuda": ("CUDA", "CUEW"), "optix": ("CUDA", "CUEW", "OPTIX"), "hip": ("HIP",)}
+
+
+def resolve_device(requested: str) -> Device:
+    """Pick the Cycles backend for `--device`: DeviceError if an explicit GPU backend has no device."""
+    requested = requested.lower()
+    if requested == "cpu":
+        return Device("cpu", "CPU", _cpu_names())
+    tried: list[str] = []
+    log: list[str] = []
+    for name in (GPU_PREFERENCE if requested == "auto" else (requested,)):
+        backend = name.upper()
+        found, msgs = gpu_devices(backend)
+        if found:
+            return Device(requested, backend, tuple(found))
+        tried.append(backend)
+        log.extend(msgs)
+    if requested == "auto":
+        return Device("auto", "CPU", _cpu_names(),
+                      note=f"--device auto: Cycles reports no GPU device ({', '.join(tried)}: none), so rendering "
+                           f"on the CPU")
+    keys = _LOG_KEYS.get(requested, ())
+    log = [line for line in dict.fromkeys(log) if any(k in line.upper() for k in keys)]
+    said = f" Cycles said: {'; '.join(log)}." if log else ""
+    raise DeviceError(
+        f"--device {requested}: Blender {bpy.app.version_string}'s Cycles reports no {_NAMES[requested]} device on "
+        f"this machine, so nothing was rendered.{said} Check that the GPU driver (and for OptiX, a driver with "
+        f"OptiX support; for HIP, the ROCm runtime) is installed and visible to this process (nvidia-smi / "
+        f"rocm-smi, CUDA_VISIBLE_DEVICES), or use --device auto (the best available backend, else the CPU) "
+        f"or --device cpu.")
+
+
+def _cpu_names() -> tuple[str, ...]:
+    try:
+        import _cycles
+
+        names = tuple(d[0] for d in _cycles.available_devices("CPU") if d[1] == "CPU")
+    except Exception:  # noqa: BLE001 - the name is informational only
+        names = ()
+    return names or ("CPU",)
+
+
 def _look_rotation(location, target) -> mathutils.Euler:
     d = mathutils.Vector(target) - mathutils.Vector(location)
     return d.to_track_quat("-Z", "Y").to_euler()
@@ -80,8 +186,10 @@ def _look_rotation(location, target) -> mathutils.Euler:
 class BlenderSession:
     """Holds one Blender instance; `build` resets it to factory settings for each scene."""
 
-    def __init__(self, settings: RenderSettings, tmp_dir: str | os.PathLike, quiet: bool = True):
+    def __init__(self, settings: RenderSettings, tmp_dir: str | os.PathLike, quiet: bool = True,
+                 device: Device | None = None):
         self.settings = settings.validate()
+        self.device = device or resolve_device(self.settings.device)
         self.tmp_dir = Path(tmp_dir)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.quiet = quiet
@@ -127,7 +235,16 @@ class BlenderSession:
         if s.threads:
             r.threads = s.threads
         c = bsc.cycles
-        c.device = "CPU"
+        if self.device.backend == "CPU":
+            c.device = "CPU"
+        else:  # factory settings reset the preferences too: select the backend and its devices every build
+            prefs = _cycles_prefs()
+            with _capture_output():
+                prefs.compute_device_type = self.device.backend
+                prefs.refresh_devices()
+            for d in prefs.devices:
+                d.use = d.type == self.device.backend
+            c.device = "GPU"
         c.samples = s.samples
         c.use_adaptive_sampling = False
         c.use_denoising = False

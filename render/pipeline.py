@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -185,7 +186,7 @@ def _check_writable(out: Path) -> None:
 
 # ------------------------------------------------------------------------------------ writing
 def _write_sample(out: Path, job: SampleJob, gt: GroundTruth, settings: RenderSettings, camera: dict,
-                  blender: str, working_space: str, render_seconds: float) -> dict:
+                  blender: str, working_space: str, render_seconds: float, device: dict | None = None) -> dict:
     sid = job.id
     folder = out / sid
     folder.mkdir(parents=True, exist_ok=True)
@@ -227,6 +228,7 @@ def _write_sample(out: Path, job: SampleJob, gt: GroundTruth, settings: RenderSe
         "width": settings.width, "height": settings.height,
         "render": settings.pixel_dict(),
         "blender_version": blender, "working_space": working_space,
+        "device": device or {"requested": settings.device, "backend": "unknown", "devices": []},
         "normal_space": "camera", "depth_background": "inf", "object_index_format": "png8",
         "camera": camera,
         "identity_error": gt.identity_error,
@@ -272,12 +274,15 @@ def build_manifest(out: str | Path) -> Path:
         for e in entries:
             albedo_hashes.setdefault(e["scene"], set()).add(e["files"][e["albedo"]]["sha256"])
         versions = sorted({e["blender_version"] for e in entries})
+        devices = {json.dumps(e.get("device"), sort_keys=True) for e in entries if e.get("device")}
         manifest = {
             "format": FORMAT,
             "created_by": "python -m render",
             "blender_version": versions[0] if len(versions) == 1 else versions,
             "render_settings": json.loads(renders.pop()) if len(renders) == 1 else "mixed (see each sample)",
             "working_space": entries[0]["working_space"] if entries else None,
+            "device": (json.loads(devices.pop()) if len(devices) == 1 else
+                       "mixed (see each sample)" if devices else None),
             "colour_spaces": COLOUR_SPACES,
             "normal_space": "camera",
             "depth_background": "inf",
@@ -375,6 +380,7 @@ def render_dataset(
     recolor_seed: int = 0,
     shard: Shard | str | None = None,
     threads: int = 0,
+    device: str | None = None,
     overwrite: bool = False,
     progress: bool = False,
     settings: RenderSettings | None = None,
@@ -384,13 +390,15 @@ def render_dataset(
 
     `scenes`: a spec file or folder (default: the shipped scenes/), or Scene objects (e.g. from
     generate_scenes). `recolor` K adds K colour variants of each (original) scene, drawn with
-    `recolor_seed` (see render.recolor). `resolution`/`samples` override `settings`. Finished samples are skipped unless
+    `recolor_seed` (see render.recolor). `resolution`/`samples`/`device` override `settings`. Finished samples are skipped unless
     `overwrite`; a finished sample rendered with other settings or another spec is an error (nothing
     is overwritten) unless `overwrite`. Everything is validated before the first render.
     """
     t_start = time.perf_counter()
     base = settings or RenderSettings()
     kw: dict = {"threads": threads} if threads else {}
+    if device is not None:
+        kw["device"] = device
     if resolution is not None:
         w, h = resolution if isinstance(resolution, tuple) else parse_resolution(resolution)
         kw.update(width=w, height=h)
@@ -401,7 +409,6 @@ def render_dataset(
     scene_list = with_variants(_resolve_scenes(scenes, only), recolor, recolor_seed)
     jobs = plan_samples(scene_list, lightings, shard)
     out = Path(out)
-    _check_writable(out)
 
     todo: list[SampleJob] = []
     skipped: list[str] = []
@@ -430,22 +437,33 @@ def render_dataset(
             f"{out} already holds samples that differ from this run (use --overwrite to re-render them, "
             f"or another --out):\n  " + "\n  ".join(conflicts[:10]) + ("\n  ..." if len(conflicts) > 10 else ""))
 
+    timings: dict[str, float] = {"startup": 0.0, "build": 0.0, "render": 0.0, "decompose": 0.0, "write": 0.0}
+    if todo:
+        t0 = time.perf_counter()
+        from render import blender as bl  # the bpy import: paid once per process
+
+        try:
+            device = bl.resolve_device(settings.device)   # before anything is written: a bad --device changes nothing
+        except bl.DeviceError as e:
+            raise RenderError(str(e)) from None
+        if device.note:
+            print(f"python -m render: {device.note}", file=sys.stderr)
+        timings["startup"] = time.perf_counter() - t0
+
+    _check_writable(out)
     for s in {j.scene.id: j.scene for j in jobs}.values():
         save_scene(s, out / "scenes" / f"{s.id}.json")
     for entry in upgrade:
         _add_albedo_srgb(out, entry)
 
     rendered: list[str] = []
-    timings: dict[str, float] = {"startup": 0.0, "build": 0.0, "render": 0.0, "decompose": 0.0, "write": 0.0}
     max_err = 0.0
     if todo:
         t0 = time.perf_counter()
-        from render import blender as bl  # the bpy import: paid once per process
-
         scratch = _scratch_dir()
-        session = bl.BlenderSession(settings, scratch, quiet=quiet_blender)
+        session = bl.BlenderSession(settings, scratch, quiet=quiet_blender, device=device)
         version, space = bl.blender_version(), bl.working_space()
-        timings["startup"] = time.perf_counter() - t0
+        timings["startup"] += time.perf_counter() - t0
         bar = None
         if progress:
             from tqdm import tqdm
@@ -473,7 +491,8 @@ def render_dataset(
                     raise RenderError(f"{job.id}: identity error {gt.identity_error:.3g} >= {IDENTITY_TOLERANCE} "
                                       "(image != albedo*shading + residual); not writing it")
                 t = time.perf_counter()
-                _write_sample(out, job, gt, settings, session.camera_info(), version, space, dt_render)
+                _write_sample(out, job, gt, settings, session.camera_info(), version, space, dt_render,
+                              device=device.record())
                 timings["write"] += time.perf_counter() - t
                 max_err = max(max_err, gt.identity_error)
                 rendered.append(job.id)

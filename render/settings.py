@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass, fields
 
 DEFAULT_RESOLUTION = 256
 DEFAULT_SAMPLES = 64
+# --device: Cycles backends; auto takes the first GPU backend of GPU_PREFERENCE that bpy reports a device for
+DEVICES = ("auto", "cpu", "cuda", "optix", "hip")
+GPU_PREFERENCE = ("optix", "cuda", "hip")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class RenderSettings:
     filter_width_px: float = 1.5            # Blackman-Harris, importance-sampled: every pass is a plain per-pixel mean
     seed: int = 0                           # Cycles seed, identical for every lighting of a scene
     threads: int = 0                        # 0: all cores; does not change pixels, so not compared on resume
+    device: str = "auto"                    # DEVICES; the noise differs between devices, the ground truth does not
     ground_truth: bool = True               # False: the Combined pass only (the benchmark's baseline)
 
     def validate(self) -> "RenderSettings":
@@ -44,6 +48,8 @@ class RenderSettings:
                 raise ValueError(f"{f}: must be an integer >= 0, got {v!r}")
         if not isinstance(self.threads, int) or self.threads < 0:
             raise ValueError(f"threads: must be an integer >= 0 (0 = all cores), got {self.threads!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device: must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if not self.filter_width_px > 0:
             raise ValueError(f"filter_width_px: must be > 0, got {self.filter_width_px!r}")
         return self
@@ -57,9 +63,14 @@ class RenderSettings:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def pixel_dict(self) -> dict:
-        """The settings that change pixels (all but threads): resumed samples must match these."""
+        """The settings that change pixels (all but threads and device): resumed samples must match these.
+
+        A GPU render draws other random numbers than a CPU one (the noise differs, the expectation and
+        the exact ground-truth identity do not), so a dataset may mix devices; each sample records its own.
+        """
         d = self.to_dict()
         d.pop("threads")
+        d.pop("device")
         return d
 
     def matches(self, other: "RenderSettings") -> bool:

@@ -69,6 +69,7 @@ def test_manifest_contract(dataset):
     m = load_manifest(dataset)
     assert m["blender_version"].startswith("5.") and m["normal_space"] == "camera"
     assert m["render_settings"]["width"] == 48 and m["render_settings"]["samples"] == 4
+    assert m["device"]["requested"] == "auto" and m["device"]["backend"] in ("CPU", "OPTIX", "CUDA", "HIP")
     assert {"albedo", "shading", "residual", "identity_error", "normal", "depth", "mask"} <= set(m["definitions"])
     assert "linear" in m["colour_spaces"]["image"] and "sRGB" in m["colour_spaces"]["image_srgb"]
     ids = sample_ids(dataset)
