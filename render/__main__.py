@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help=f"output root (default {DEFAULT_OUT})")
     o.add_argument("--shard", metavar="K/N", help="render only shard K of N (0-based; round-robin over sorted "
-                   "sample ids)")
+                   "sample ids); auto: K/N from a SLURM array or torchrun")
     o.add_argument("--overwrite", action="store_true", help="re-render samples that are already finished")
     o.add_argument("--manifest-only", action="store_true", help="only rebuild OUT/manifest.json from the "
                    "finished samples")
