@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "auto: from a SLURM array or torchrun")
     g.add_argument("--no-baselines", action="store_true", help="do not also write the baseline predictions")
     g.add_argument("--no-resume", action="store_true", help="regenerate finished predictions")
+    g.add_argument("--status", type=int, metavar="N", default=None,
+                   help="load no model: list the predictions still missing from OUT, split N ways as --shard "
+                        "K/N splits them, and the shards to run again (exit 0 complete, 3 incomplete)")
 
     b = sub.add_parser("baselines", help="image-as-albedo and colour-Retinex predictions (no model)",
                        formatter_class=fmt)
