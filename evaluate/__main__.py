@@ -70,14 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(g)
     _generation(g)
     g.add_argument("--method", default="klein", help="prediction folder name under OUT/pred")
-    g.add_argument("--shard", default=None, help="K/N: this job's share of the samples (K = 0..N-1)")
+    g.add_argument("--shard", default=None, help="K/N: this job's share of the samples (K = 0..N-1); "
+                   "auto: from a SLURM array or torchrun")
     g.add_argument("--no-baselines", action="store_true", help="do not also write the baseline predictions")
     g.add_argument("--no-resume", action="store_true", help="regenerate finished predictions")
+    g.add_argument("--status", type=int, metavar="N", default=None,
+                   help="load no model: list the predictions still missing from OUT, split N ways as --shard "
+                        "K/N splits them, and the shards to run again (exit 0 complete, 3 incomplete)")
 
     b = sub.add_parser("baselines", help="image-as-albedo and colour-Retinex predictions (no model)",
                        formatter_class=fmt)
     _common(b)
-    b.add_argument("--shard", default=None, help="K/N share of the samples")
+    b.add_argument("--shard", default=None, help="K/N share of the samples, or auto (SLURM array / torchrun)")
     b.add_argument("--marigold", default=None, metavar="DIR",
                    help="also run diffusers' Marigold intrinsics pipeline from this local weights folder")
 
@@ -125,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "shard", None):           # a bad --shard (or `auto` environment) fails before any model loads
+        from render.shard import Shard
+
+        try:
+            Shard.parse(args.shard)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     from evaluate import jobs
 
     try:

@@ -23,6 +23,7 @@ import numpy as np
 
 from evaluate.baselines import prediction_finished, write_method_manifest, write_prediction
 from render.imageio import atomic_path, srgb_to_linear
+from render.shard import Shard
 
 
 class DataError(ValueError):
@@ -103,7 +104,8 @@ def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> 
     # The tiny random model only checks code paths: keep its dry runs small.
     max_side = cfg.max_side or (64 if loaded.random_weights else 1024)
     run_info = {"config": asdict(cfg), "model": loaded.describe(), "steps": steps, "guidance": guidance,
-                "prompt": prompt, "pipeline_defaults": defaults, "max_side": max_side}
+                "prompt": prompt, "pipeline_defaults": defaults, "max_side": max_side,
+                "shard": Shard.parse(cfg.shard, announce=False).as_dict()}
     with atomic_path(out / cfg.method / "config.json") as tmp:
         tmp.write_text(json.dumps(run_info, indent=2, default=str))
 

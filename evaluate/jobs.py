@@ -69,6 +69,10 @@ def main_baselines(args) -> int:
 
 
 def main_generate(args, loaded=None) -> int:
+    if getattr(args, "status", None) is not None:
+        from evaluate.status import main_generate_status
+
+        return main_generate_status(args)
     loaded = loaded or _load_model(args)
     info = generate_predictions(loaded, _gen_config(args, args.method), progress=not args.quiet)
     print(f"{info['method']}: {info['generated']} generated, {info['skipped_finished']} already finished "

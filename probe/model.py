@@ -77,7 +77,7 @@ def add_model_arguments(parser, default: str = DEFAULT_MODEL) -> None:
                    help=f"hub id, local snapshot folder, or 'tiny' for a random-weight dry run (default: {default})")
     g.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     g.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype (auto: bf16 on GPU, fp32 on CPU)")
-    g.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
+    g.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default: cuda, under torchrun cuda:LOCAL_RANK; else cpu)")
     g.add_argument("--offload", action="store_true", help="CPU-offload idle sub-models (saves GPU memory, slower)")
 
 
@@ -90,7 +90,11 @@ def resolve_device(device: str) -> str:
     import torch
 
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        # torchrun (one process per GPU) sets LOCAL_RANK; the modulo also serves ranks that see one GPU each
+        local = os.environ.get("LOCAL_RANK", "").strip()
+        return f"cuda:{int(local) % torch.cuda.device_count()}" if local.isdigit() else "cuda"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelNotAvailable(f"--device {device} was asked for, but torch sees no CUDA device "
                                 f"(torch {torch.__version__}). Use --device cpu or install a CUDA build of torch.")

@@ -74,11 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help=f"output root (default {DEFAULT_OUT})")
     o.add_argument("--shard", metavar="K/N", help="render only shard K of N (0-based; round-robin over sorted "
-                   "sample ids)")
+                   "sample ids); auto: K/N from a SLURM array or torchrun")
     o.add_argument("--overwrite", action="store_true", help="re-render samples that are already finished")
     o.add_argument("--manifest-only", action="store_true", help="only rebuild OUT/manifest.json from the "
                    "finished samples")
     o.add_argument("--dry-run", action="store_true", help="validate and list what would be rendered")
+    o.add_argument("--status", metavar="N", type=int, help="check OUT for every sample of the whole plan, split "
+                   "N ways as --shard K/N splits it: list what is missing and which shards to run again "
+                   "(exit 0 complete, 3 incomplete)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -141,6 +144,13 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(f"--export-scenes {dest}: cannot write: {e}")
         print(f"wrote {len(scenes)} scene specs to {dest}")
         return 0
+
+    if args.status is not None:
+        from render.status import RENDER_RESUBMIT, print_status, render_status
+
+        if args.status < 1:
+            return _fail(f"--status N needs N >= 1 (the number of shards), got {args.status}")
+        return print_status(render_status(out, scenes, lightings, args.status), RENDER_RESUBMIT)
 
     if args.dry_run:
         for j in jobs:

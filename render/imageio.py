@@ -10,6 +10,7 @@ then rename), so a killed process never leaves a half-written file under the fin
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,9 @@ class atomic_path:
 
     def __init__(self, final: str | os.PathLike):
         self.final = Path(final)
-        self.tmp = self.final.with_name(f".{self.final.stem}.tmp{os.getpid()}{self.final.suffix}")
+        # pid and host: shards on several nodes of a shared file system may have equal pids
+        host = "".join(c if c.isalnum() else "_" for c in platform.node())[:32]
+        self.tmp = self.final.with_name(f".{self.final.stem}.tmp{os.getpid()}-{host}{self.final.suffix}")
 
     def __enter__(self) -> Path:
         self.final.parent.mkdir(parents=True, exist_ok=True)
