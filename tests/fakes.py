@@ -46,3 +46,25 @@ def write_synthetic_render(root: Path, scenes=("alpha", "beta"), lightings=("key
                             "object_index": f"{sid}/object_index.png", "width": w, "height": h})
     (root / "manifest.json").write_text(json.dumps({"format": "ray-plantain-render/1", "samples": entries}, indent=2))
     return root
+
+
+def write_synthetic_render_variants(root: Path, scenes=("alpha", "beta"), lightings=("key", "rim"), variants=1,
+                                    albedo_png=True, legacy_manifest=False, h=H, w=W, seed=0) -> Path:
+    """A render folder in the layout of `python -m render --recolor K` (CONTRACTS C1): per base scene the
+    original (`<scene>__<lighting>`) and `variants` colour variants (`<scene>~c<k>__<lighting>`, other random
+    albedo, same shading), manifest entries with `variant` and `base_scene`, and `albedo_srgb.png` in every
+    sample folder (encoded as image_srgb.png is). albedo_png=False leaves the PNG out (a render made before
+    it existed); legacy_manifest=True also leaves out the `variant` / `base_scene` keys."""
+    from render.imageio import read_exr
+
+    ids = [s if k == 0 else f"{s}~c{k}" for s in scenes for k in range(variants + 1)]
+    write_synthetic_render(root, scenes=ids, lightings=lightings, h=h, w=w, seed=seed)
+    manifest = json.loads((root / "manifest.json").read_text())
+    for e in manifest["samples"]:
+        base, _, k = e["scene"].partition("~c")
+        if not legacy_manifest:
+            e["variant"], e["base_scene"] = int(k or 0), base
+        if albedo_png:
+            write_png_srgb(root / e["id"] / "albedo_srgb.png", read_exr(root / e["albedo"]))
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return root
