@@ -373,13 +373,23 @@ class HeadCapture(_CaptureBase):
             for g, (region, sp) in enumerate(zip(regions, spans)):
                 w[:, g, sp.start - lo: sp.stop - lo] = txt_w if region == "txt" else 1.0 / (sp.stop - sp.start)
             self._weights_cpu[kind] = (lo, hi, w)
-        self._weights = {}
         self._start_batch(mask.shape[0], layout)
+        # Moved to the transformer's device now, between pipeline calls, so no forward waits for a copy;
+        # a transformer that moves later (CPU offload) gets them at its first captured forward.
+        self._weights = {}
+        self._prepare_weights(self._transformer_device())
+
+    def _transformer_device(self):
+        p = next(self.transformer.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def _prepare_weights(self, device) -> None:
+        if not self._weights or next(iter(self._weights.values()))[2].device != device:
+            self._weights = {k: (lo, hi, w.to(device)) for k, (lo, hi, w) in self._weights_cpu.items()}
 
     def _prepare_device(self, device) -> None:
         super()._prepare_device(device)
-        if not self._weights or next(iter(self._weights.values()))[2].device != device:
-            self._weights = {k: (lo, hi, w.to(device)) for k, (lo, hi, w) in self._weights_cpu.items()}
+        self._prepare_weights(device)
 
     def _per_token(self, x):
         """x: [batch, tokens, head, head_dim] -> per-token quantity [batch, tokens, head] (float32)."""

@@ -163,3 +163,16 @@ def test_bad_folder_and_options(tmp_path):
     (root / "alpha__key" / "image_srgb.png").unlink()
     with pytest.raises(StimuliError, match="incomplete"):
         build_image_stimuli(root)
+
+
+def test_module_is_pure_data(render):
+    """Building stimuli imports neither torch nor diffusers (statistics and --help stay light)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from probe.image_stimuli import build_image_stimuli; "
+            f"build_image_stimuli({str(render)!r}); "
+            "bad = [m for m in ('torch', 'diffusers', 'transformers', 'bpy') if m in sys.modules]; "
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
