@@ -49,12 +49,13 @@ def write_synthetic_render(root: Path, scenes=("alpha", "beta"), lightings=("key
 
 
 def write_synthetic_render_variants(root: Path, scenes=("alpha", "beta"), lightings=("key", "rim"), variants=1,
-                                    h=H, w=W, seed=0, albedo_srgb=True) -> Path:
+                                    h=H, w=W, seed=0, albedo_srgb=True, legacy_manifest=False) -> Path:
     """The render layout of CONTRACTS.md C1 (`python -m render --recolor K`): for every scene its original
     (`<scene>__<lighting>`) and `variants` colour variants (`<scene>~c<k>__<lighting>`), each with
     albedo_srgb.png (unless `albedo_srgb=False`, as renders before it had) and manifest fields `variant`,
     `base_scene`. Variants share mask, shading, geometry with their original; only the albedo
-    colours (and so the image) differ; lightings of one scene and variant share albedo exactly."""
+    colours (and so the image) differ; lightings of one scene and variant share albedo exactly.
+    legacy_manifest=True leaves out the `variant` / `base_scene` keys (a manifest written before them)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
     mask = ((yy - 0.4) ** 2 / 0.12 + (xx - 0.5) ** 2 / 0.2) < 1.0
@@ -95,6 +96,8 @@ def write_synthetic_render_variants(root: Path, scenes=("alpha", "beta"), lighti
                      "object_index": f"{sid}/object_index.png", "width": w, "height": h}
                 if albedo_srgb:
                     e["albedo_srgb"] = f"{sid}/albedo_srgb.png"
+                if legacy_manifest:
+                    del e["base_scene"], e["variant"]
                 entries.append(e)
     entries.sort(key=lambda e: e["id"])
     manifest = {"format": "ray-plantain-render/1", "samples": entries,
