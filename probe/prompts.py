@@ -681,6 +681,8 @@ def vocabulary_control(pairs: Sequence[PromptPair], target: float = _VOCAB_TARGE
         tail_a = p.a[a1:].lstrip(" ,;:.")
         tail_b = p.b[b1:].strip()
         light = re.split(r"[,.;:]", tail_a, maxsplit=1)[0].strip()
+        if frame_b.split(" ")[-1].lower() in ("of", "showing") and len(frame_b.split()) > 1:
+            frame_b = frame_b.rsplit(" ", 1)[0]      # "not an albedo image, ...", not "not an albedo image of, ..."
         if frame_b:
             frame_b = (frame_b[0].lower() + frame_b[1:]) if not frame_b[1:2].isupper() else frame_b
         lead = scene.split(" ", 1)[0].lower()

@@ -281,3 +281,240 @@ def test_model_fingerprint_hub_snapshot_and_local_configs(tmp_path):
     assert model_fingerprint(loaded)["revision"] == fp1["revision"]
     (local / "transformer" / "w.safetensors").write_bytes(b"0" * 11)        # other weights, same config
     assert model_fingerprint(loaded)["revision"] != fp1["revision"]
+
+
+# --------------------------------------------------------------------------------------- compare
+
+def _synthetic_run(tmp_path, name, effect, seed, units=None, n=16, random_weights=False):
+    """A finished run folder from synthetic captures (no model): `effect` planted in the first 30 units."""
+    from probe.job import analyse_and_write
+
+    rng = np.random.default_rng(seed)
+    units = units if units is not None else [f"s00/double.{i // 20}.img/h{i % 20:02d}" for i in range(200)]
+    a = rng.normal(size=(n, len(units)))
+    b = rng.normal(size=(n, len(units)))
+    b[:, :30] -= effect
+    caps = Captures(a=a, b=b, units=np.array(units), pair_ids=np.array([f"p{i}" for i in range(n)]),
+                    unit_blocks=np.array([u.rsplit("/", 1)[0] for u in units]))
+    out = tmp_path / name
+    out.mkdir()
+    save_captures(out / "captures.npz", caps)
+    model = {"model": "tiny" if random_weights else "black-forest-labs/FLUX.2-klein-base-4B",
+             "source": "tiny" if random_weights else "hub", "random_weights": random_weights,
+             "randomize": {"mode": "transformer", "seed": 0} if random_weights else {"mode": "none"}}
+    analyse_and_write(caps, out, {"capture": {"protocol": "heads"}, "model": model},
+                      StatsConfig(n_perm=100, n_boot=0, n_splits=5), no_report=True)
+    return out
+
+
+def test_compare_detects_a_trained_difference_and_not_a_null_one(tmp_path):
+    from probe.compare import compare_runs, write_compare
+
+    strong = _synthetic_run(tmp_path, "trained", 2.0, 1)
+    rand = _synthetic_run(tmp_path, "random", 0.0, 2, random_weights=True)
+    rand2 = _synthetic_run(tmp_path, "random2", 0.0, 3, random_weights=True)
+    res = compare_runs([strong, rand, rand2], n_boot=400)
+    c_rand, c_null = res["comparisons"]
+    assert c_rand["test"]["available"] and c_rand["test"]["p_run1_greater"] <= 0.01 and c_rand["test"]["S"] > 0
+    assert c_rand["test"]["ci"][0] > 0 and "paired" in c_rand["test"]["resampling"]
+    null = compare_runs([rand, rand2], n_boot=400)["comparisons"][0]["test"]
+    assert null["p_run1_greater"] > 0.05 and null["ci"][0] < 0 < null["ci"][1]
+    assert len(res["units"]["unit"]) == 200 and len(res["units"]["delta_abs_t_run1_minus_run2"]) == 200
+    assert res["any_random_init_control"] and not res["all_random_weights"]
+    files = write_compare(res, tmp_path / "cmp")
+    assert [f.name for f in files] == ["compare.md", "compare.json", "compare_blocks.png"]
+    md = files[0].read_text()
+    assert md.startswith("# Probe runs side by side (with a random-init control)")
+    assert "bootstrap over pairs" in md and "not independent" in md and "random-init (transformer, seed 0)" in md
+    assert files[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # all runs random: the first line says so
+    assert write_compare(compare_runs([rand, rand2], n_boot=50), tmp_path / "cmp2")[0].read_text().startswith(
+        "**RANDOM WEIGHTS")
+
+
+def test_compare_needs_the_same_units(tmp_path):
+    from probe.compare import CompareError, compare_runs
+
+    a = _synthetic_run(tmp_path, "a", 1.0, 1)
+    other = [f"s00/double.{i // 20}.img/h{i % 20:02d}" for i in range(100, 300)]
+    b = _synthetic_run(tmp_path, "b", 0.0, 2, units=other)
+    with pytest.raises(CompareError, match="different unit sets.*100 in common"):
+        compare_runs([a, b])
+    shared = compare_runs([a, b], units="shared", n_boot=50)
+    assert shared["n_units_compared"] == 100 and shared["comparisons"][0]["test"]["available"]
+    anyres = compare_runs([a, b], units="any")
+    assert anyres["comparisons"] == [] and len(anyres["runs"]) == 2
+    with pytest.raises(CompareError, match="summary.json is missing"):
+        compare_runs([a, tmp_path])
+
+
+# ------------------------------------------------------------------------------ tiny, end to end
+
+def cli(*args, check=True, timeout=900):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    r = subprocess.run([sys.executable, "-m", "probe", *args], capture_output=True, text=True, timeout=timeout,
+                       env=env)
+    if check and r.returncode != 0:
+        raise AssertionError(f"probe {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
+    return r
+
+
+FAST_ARGS = ("--n-perm", "200", "--n-boot", "50", "--n-splits", "10", "--quiet")
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory, tiny_cache):
+    root = tmp_path_factory.mktemp("controls")
+    trained = root / "trained"
+    cli("--model", "tiny", "--limit", "4", "--steps", "2", "--capture-steps", "0,1", "--out", str(trained), *FAST_ARGS)
+    # the random-init control is run into a copy of the trained run's folder: its cache must not be reused
+    rand = root / "random"
+    shutil.copytree(trained, rand)
+    r = cli("--model", "tiny", "--limit", "4", "--steps", "2", "--capture-steps", "0,1", "--randomize", "transformer",
+            "--randomize-seed", "3", "--out", str(rand), *FAST_ARGS)
+    return SimpleNamespace(root=root, trained=trained, random=rand, random_stderr=r.stderr)
+
+
+def test_randomize_runs_fresh_and_is_recorded(tiny_runs):
+    assert "starting fresh: partial_captures.npz was made with a different randomize.mode 'none' -> 'transformer'" \
+        in tiny_runs.random_stderr
+    cfg = json.loads((tiny_runs.random / "config.json").read_text())
+    rnd = cfg["model"]["randomize"]
+    assert rnd["mode"] == "transformer" and rnd["seed"] == 3 and rnd["components"][0]["name"] == "transformer"
+    assert cfg["capture_info"]["captured_now"] == cfg["capture_info"]["unique_stimuli"] == 16
+    assert cfg["capture_info"]["cache_fields"]["randomize"] == {"mode": "transformer", "seed": 3}
+    t = load_captures(tiny_runs.trained / "captures.npz")
+    r = load_captures(tiny_runs.random / "captures.npz")
+    assert not np.allclose(t.a, r.a)
+    first = (tiny_runs.random / "report.md").read_text().splitlines()[0]
+    assert first.startswith("**RANDOM WEIGHTS (--randomize transformer, seed 3)")
+    report = (tiny_runs.trained / "report.md").read_text()
+    assert "no random-init run has been compared with this one" in report.split("## Headline")[0]
+    assert "--randomize transformer --out" in report and "python -m probe compare" in report
+
+
+def test_run_outputs_controls_noise_and_stats_reproduce(tiny_runs, tmp_path):
+    out = tiny_runs.trained
+    z = np.load(out / "captures.npz")
+    assert list(z["control_names"]) == ["paraphrase", "vocabulary"]
+    np.testing.assert_array_equal(z["control_vocabulary_a"], z["a"])     # same prompt, same noise: captured once
+    cfg = json.loads((out / "config.json").read_text())
+    seeds = cfg["noise"]["pair_seeds"]
+    assert len(set(s[0] for s in seeds.values())) == 4 and cfg["noise"]["seeds_per_pair"] == 1
+    assert seeds["red_cube_table"] == [noise_seed(0, "red_cube_table")]
+    assert set(cfg["text_lengths"]) == {"a", "b", "paraphrase", "vocabulary"}
+    s = json.loads((out / "summary.json").read_text())
+    assert {"n_selective_vs_paraphrase", "n_selective_vs_vocabulary", "n_selective_beyond_control"} <= set(s)
+    assert s["direction"] == "A photograph - B albedo" and s["stimuli"] == "text"
+    header = (out / "units.csv").read_text().splitlines()[0].split(",")
+    for col in ("t_vs_paraphrase", "p_fwer_vs_paraphrase", "selective_vs_paraphrase", "t_vs_vocabulary",
+                "p_fwer_vs_vocabulary", "selective_vs_vocabulary", "control_t", "selective_beyond_control"):
+        assert col in header, col
+    # the captures alone (no config.json beside them) give every column back
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(out / "captures.npz", alone / "captures.npz")
+    cli("stats", "--from", str(alone / "captures.npz"), "--out", str(tmp_path / "re"), "--n-perm", "200",
+        "--n-boot", "50", "--n-splits", "10", "--no-report")
+    assert (tmp_path / "re" / "units.csv").read_text() == (out / "units.csv").read_text()
+
+
+def test_compare_cli_and_baseline_report(tiny_runs, tmp_path):
+    r = cli("compare", str(tiny_runs.trained), str(tiny_runs.random), "--out", str(tmp_path / "cmp"),
+            "--n-boot", "200")
+    assert "run 1 vs run 2" in r.stdout
+    res = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert res["comparisons"][0]["test"]["available"] and res["runs"][1]["randomize"] == "transformer"
+    assert (tmp_path / "cmp" / "compare_blocks.png").is_file()
+    cli("stats", "--from", str(tiny_runs.trained / "captures.npz"), "--out", str(tmp_path / "with-base"),
+        "--baseline", str(tiny_runs.random), *FAST_ARGS[:-1])
+    md = (tmp_path / "with-base" / "report.md").read_text()
+    assert "**Compared with the random-init control" in md.split("## Headline")[0]
+    assert "## Against the random-init control" in md
+    assert json.loads((tmp_path / "with-base" / "summary.json").read_text())["baseline"]["comparison"]["test"]
+
+
+def test_card_strided_sign_and_seeds_per_pair(tmp_path, tiny_cache):
+    out = tmp_path / "card"
+    cli("--model", "tiny", "--protocol", "card", "--slice-layout", "strided", "--limit", "3", "--height", "64",
+        "--width", "64", "--control", "none", "--seeds-per-pair", "2", "--out", str(out), *FAST_ARGS)
+    caps = load_captures(out / "captures.npz")
+    # tiny: 2 double blocks x 4 strided slices (stride 4) + 2 single blocks x 16 (stride 16)
+    assert caps.units[0] == "s00/double.0.img/c0000s0004" and caps.n_units == 2 * 4 + 2 * 16
+    s = json.loads((out / "summary.json").read_text())
+    assert s["direction"] == "B albedo - A photograph" and caps.meta["direction"] == "b-a"
+    units = (out / "units.csv").read_text().splitlines()
+    t = np.array([float(line.split(",")[2]) for line in units[1:]])
+    np.testing.assert_allclose(t, sps.ttest_rel(caps.b, caps.a).statistic, rtol=1e-4)
+    assert units[1].endswith(",B albedo - A photograph")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["capture"]["slice_layout"] == "strided" and cfg["resolution_source"] == "--height/--width"
+    assert cfg["noise"]["seeds_per_pair"] == 2 and all(len(v) == 2 for v in cfg["noise"]["pair_seeds"].values())
+    assert cfg["capture_info"]["unique_stimuli"] == 3 * 2 * 2
+    md = (out / "report.md").read_text()
+    assert "## The card's protocol: stated, stated by a sibling card, reconstructed" in md
+    for kind in ("stated by the card", "stated by a sibling plantain card", "our reconstruction"):
+        assert kind in md
+    assert "slice layout strided" in md and "t = B albedo - A photograph" in md
+
+
+def test_card_protocol_uses_the_pipeline_default_resolution(tiny_loaded):
+    from probe.job import _capture_config
+    from probe.run import pipeline_default_size
+
+    args = SimpleNamespace(protocol="card", height=None, width=None, seed=0, batch_size=4, max_sequence_length=512,
+                           capture_steps=None, steps=None, guidance=None, slice_layout="contiguous")
+    cfg, source = _capture_config(args, tiny_loaded)
+    side = tiny_loaded.pipe.default_sample_size * tiny_loaded.pipe.vae_scale_factor
+    assert (cfg.height, cfg.width) == pipeline_default_size(tiny_loaded.pipe) == (side, side)
+    assert source.startswith("pipeline default")
+    cfg, source = _capture_config(SimpleNamespace(**{**vars(args), "height": 64, "width": 96}), tiny_loaded)
+    assert (cfg.height, cfg.width) == (64, 96) and source == "--height/--width"
+
+
+def test_strided_slices_match_their_definition(tiny_pipe):
+    import torch
+
+    from probe.capture import head_sites
+    from probe.card import StridedSliceCapture
+
+    tr = tiny_pipe.transformer
+    sites = head_sites(tr)
+    raw, handles = {}, []
+    for s in sites:
+        if s.kind != "double_txt":
+            handles.append(tr.get_submodule(s.module).register_forward_pre_hook(
+                lambda m, a, key=s.name: [raw.setdefault(key, a[0].detach().double().clone()), None][1]))
+    try:
+        with StridedSliceCapture(tr, sites, steps=[0], width=16) as cap:
+            cap.set_batch(2)
+            tiny_pipe(prompt=["a red cube", "albedo of a red cube"], height=64, width=64, num_inference_steps=1,
+                      guidance_scale=1.0, generator=[torch.Generator().manual_seed(1) for _ in range(2)],
+                      output_type="latent")
+            got = cap.collect()
+    finally:
+        for h in handles:
+            h.remove()
+    cols = []
+    for s in cap.sites:
+        x = raw[s.name]                                # [batch, tokens, C]
+        stride = x.shape[-1] // 16
+        for j in range(stride):
+            cols.append(x[..., j::stride].pow(2).mean(dim=(1, 2)).sqrt().numpy())
+    np.testing.assert_allclose(got, np.stack(cols, axis=1), rtol=1e-5)
+
+
+def test_bad_inputs_are_one_paragraph_and_change_nothing(tiny_runs, tmp_path):
+    before = {p.name: p.read_bytes() for p in tiny_runs.trained.iterdir() if p.is_file()}
+    for args, msg in ((("--control", "vocab"), "unknown control set 'vocab'"),
+                      (("--seeds-per-pair", "0"), "--seeds-per-pair must be at least 1"),
+                      (("--control", "paraphrase", "--control", "none"), "cannot be combined")):
+        r = cli("--model", "tiny", "--limit", "4", "--out", str(tiny_runs.trained), *args, check=False)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len([line for line in r.stderr.strip().splitlines() if line.strip()]) == 1, r.stderr
+    r = cli("compare", str(tiny_runs.trained), str(_synthetic_run(tmp_path, "other", 0.0, 1)), "--out",
+            str(tmp_path / "never"), check=False)
+    assert r.returncode == 2 and "different unit sets" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "never").exists()
+    after = {p.name: p.read_bytes() for p in tiny_runs.trained.iterdir() if p.is_file()}
+    assert after == before
