@@ -741,11 +741,18 @@ def resolve_control_sets(specs: Sequence[str] | None, pairs: Sequence[PromptPair
         return {}
     if any(x.lower() == "none" for x in specs):
         raise PromptFileError("--control none cannot be combined with other control sets")
-    if not specs:
+    default = not specs
+    if default:
         specs = list(SHIPPED_CONTROLS) if shipped_pairs else [VOCABULARY]
     out: dict[str, tuple[list[PromptPair], str]] = {}
     for spec in specs:
-        name, control, source = _one_control_set(spec, pairs, shipped_pairs)
+        try:
+            name, control, source = _one_control_set(spec, pairs, shipped_pairs)
+        except PromptFileError as e:
+            if not default:
+                raise
+            raise PromptFileError(f"{e} (the vocabulary control is the default control set for a pair file of your "
+                                  f"own; give --control none, or --control NAME=PATH with a control file)") from None
         if name in out:
             raise PromptFileError(f"control set {name!r} is given twice (--control {spec})")
         ids = {p.id for p in pairs}

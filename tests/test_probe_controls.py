@@ -518,3 +518,33 @@ def test_bad_inputs_are_one_paragraph_and_change_nothing(tiny_runs, tmp_path):
     assert not (tmp_path / "never").exists()
     after = {p.name: p.read_bytes() for p in tiny_runs.trained.iterdir() if p.is_file()}
     assert after == before
+
+
+def test_capture_loop_passes_a_reference_image(tiny_loaded, tmp_path):
+    """A stimulus with a reference image is an editing call (`image=`); its values and key differ."""
+    from PIL import Image
+
+    from probe.run import CaptureConfig, capture_stimuli
+
+    img = tmp_path / "ref.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(img)
+    text = Stimulus("p0", "a", "a red cube on a table", 11)
+    edit = Stimulus("p0", "render", "a red cube on a table", 11, image=str(img))
+    cfg = CaptureConfig(protocol="heads", steps=1, capture_steps=(0,), guidance=1.0, height=64, width=64)
+    values, units, info = capture_stimuli(tiny_loaded, [text, edit, text], cfg, progress=False)
+    assert info["unique_stimuli"] == 2 and info["pipeline_calls"] == 2 and len(units) == values[text.key()].size
+    assert not np.allclose(values[text.key()], values[edit.key()])
+    again, _, _ = capture_stimuli(tiny_loaded, [edit], cfg, progress=False)
+    np.testing.assert_allclose(again[edit.key()], values[edit.key()], rtol=1e-5)
+
+
+def test_compare_help_is_light():
+    code = ("import sys, runpy\n"
+            "sys.argv = ['probe', 'compare', '--help']\n"
+            "try:\n"
+            "    runpy.run_module('probe', run_name='__main__')\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "usage: python -m probe compare" in r.stdout and "HEAVY []" in r.stdout, r.stdout[-500:] + r.stderr
