@@ -50,19 +50,16 @@ class StridedSliceCapture(SliceCapture):
         self.units = strided_unit_names(self.sites, self.steps, width)
 
     def _make_hook(self, site: Site):
-        import torch
-
+        contiguous = super()._make_hook(site)
         w = self.width
 
         def hook(module, args):
-            slot = self._slot
-            if slot < 0:
+            if self._slot < 0:
                 return None
-            # [batch, tokens, width, slices]: channel k * slices + j is element (k, j)
-            x = args[0].unflatten(-1, (w, -1))
-            ms = torch.linalg.vector_norm(x, dim=-2, dtype=torch.float32).square_().mean(1) / w
-            self._buffer(site.name, site.in_features // w, args[0])[slot] = ms.sqrt_()
-            return None
+            # channel k * slices + j moves to position j * width + k: the contiguous slices of the permuted
+            # input are the strided slices of the original (one copy of the input, card mode's single step)
+            x = args[0].unflatten(-1, (w, -1)).transpose(-1, -2).flatten(-2)
+            return contiguous(module, (x, *args[1:]))
 
         return hook
 

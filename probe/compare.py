@@ -200,6 +200,15 @@ def bootstrap_test(ref: Run, other: Run, units: np.ndarray, n_boot: int = 2000, 
     }
 
 
+def test_sentence(t: dict, other: str = "run 2", first: str = "run 1") -> str:
+    """One line stating a `bootstrap_test` result (or why there is none)."""
+    if not t.get("available"):
+        return f"not run: {t.get('why', 'no shared units')}"
+    return (f"S = {t['S']:.3f}, {100 * t['ci_level']:g}% CI [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}], "
+            f"p({first} > {other}) = {t['p_run1_greater']:.4g} (two-sided {t['p_two_sided']:.4g}; "
+            f"{t['n_boot']:,} resamples of the pairs, {t['resampling']})")
+
+
 def _run_row(run: Run) -> dict:
     s = run.summary
     n = int(s.get("n_units") or run.units.size)
@@ -361,13 +370,7 @@ def render_markdown(res: dict) -> str:
                   "run k, and S = the mean of delta over units.", ""]
         trows = []
         for c in res["comparisons"]:
-            t = c["test"]
-            if t.get("available"):
-                test = (f"S = {t['S']:.3f}, {100 * t['ci_level']:g}% CI [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}], "
-                        f"p(run 1 > run {c['run']}) = {t['p_run1_greater']:.4g} (two-sided {t['p_two_sided']:.4g}; "
-                        f"{t['n_boot']:,} resamples, {t['resampling']})")
-            else:
-                test = f"not run: {t.get('why')}"
+            test = test_sentence(c["test"], f"run {c['run']}")
             trows.append([f"run 1 vs run {c['run']} ({c['label']})", f"{c['mean_delta_abs_t']:.3f}",
                           f"{c['median_delta_abs_t']:.3f}", f"{100 * c['share_of_units_larger_in_run1']:.1f}%", test])
         lines += _md_table(["comparison", "mean delta", "median delta", "units larger in run 1",

@@ -864,13 +864,10 @@ def _comparison_section(comparison: dict) -> tuple[list[str], list[str]]:
     """(first lines, section) for a run compared with a random-init baseline (`--baseline`)."""
     runs = comparison["runs"]
     c = comparison["comparisons"][0] if comparison["comparisons"] else None
-    t = (c or {}).get("test") or {}
-    if t.get("available"):
-        verdict = (f"S = mean over units of (|t| here − |t| in the control) = {t['S']:.3f}, "
-                   f"{100 * t['ci_level']:g}% CI [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}], p(this run > control) = "
-                   f"{t['p_run1_greater']:.4g} (bootstrap over pairs, {t['n_boot']:,} resamples)")
-    else:
-        verdict = f"no test ({t.get('why', 'no shared units')})"
+    from probe.compare import test_sentence
+
+    verdict = ("with S = mean over units of (|t| here − |t| in the control), "
+               + test_sentence((c or {}).get("test") or {}, "control", "this run"))
     first = [f"**Compared with the random-init control {runs[1]['label']}:** {verdict}.", ""]
     rows = [[k, *(r[k] if not isinstance(r[k], float) else f"{r[k]:.3f}" for r in runs)]
             for k in ("n_abs_t_gt_3", "pct_abs_t_gt_3", "n_abs_t_gt_5", "n_fwer_significant", "split_half_r_median",

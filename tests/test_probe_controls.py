@@ -473,35 +473,30 @@ def test_card_protocol_uses_the_pipeline_default_resolution(tiny_loaded):
 
 
 def test_strided_slices_match_their_definition(tiny_pipe):
+    """Strided slice j = channels j, j + S, ...: its RMS follows from the per-channel RMS (SliceCapture with
+    width 1, itself checked against the card's definition in test_capture.py), taken in the same forward."""
     import torch
 
-    from probe.capture import head_sites
+    from probe.capture import SliceCapture, head_sites
     from probe.card import StridedSliceCapture
 
     tr = tiny_pipe.transformer
     sites = head_sites(tr)
-    raw, handles = {}, []
-    for s in sites:
-        if s.kind != "double_txt":
-            handles.append(tr.get_submodule(s.module).register_forward_pre_hook(
-                lambda m, a, key=s.name: [raw.setdefault(key, a[0].detach().double().clone()), None][1]))
-    try:
-        with StridedSliceCapture(tr, sites, steps=[0], width=16) as cap:
-            cap.set_batch(2)
-            tiny_pipe(prompt=["a red cube", "albedo of a red cube"], height=64, width=64, num_inference_steps=1,
-                      guidance_scale=1.0, generator=[torch.Generator().manual_seed(1) for _ in range(2)],
-                      output_type="latent")
-            got = cap.collect()
-    finally:
-        for h in handles:
-            h.remove()
-    cols = []
-    for s in cap.sites:
-        x = raw[s.name]                                # [batch, tokens, C]
-        stride = x.shape[-1] // 16
-        for j in range(stride):
-            cols.append(x[..., j::stride].pow(2).mean(dim=(1, 2)).sqrt().numpy())
+    with StridedSliceCapture(tr, sites, steps=[0], width=16) as cap, SliceCapture(tr, sites, [0], width=1) as per_ch:
+        cap.set_batch(2)
+        per_ch.set_batch(2)
+        tiny_pipe(prompt=["a red cube", "albedo of a red cube"], height=64, width=64, num_inference_steps=1,
+                  guidance_scale=1.0, generator=[torch.Generator().manual_seed(1) for _ in range(2)],
+                  output_type="latent")
+        got, rms = cap.collect(), per_ch.collect().astype(np.float64)
+    cols, lo = [], 0
+    for s in cap.sites:                                # per-channel columns come site by site, in the same order
+        r = rms[:, lo:lo + s.in_features]
+        lo += s.in_features
+        stride = s.in_features // 16
+        cols += [np.sqrt((r[:, j::stride] ** 2).mean(axis=1)) for j in range(stride)]
     np.testing.assert_allclose(got, np.stack(cols, axis=1), rtol=1e-5)
+    assert cap.units[:2] == ["s00/double.0.img/c0000s0004", "s00/double.0.img/c0001s0004"]
 
 
 def test_bad_inputs_are_one_paragraph_and_change_nothing(tiny_runs, tmp_path):
