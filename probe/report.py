@@ -36,17 +36,20 @@ __all__ = ["write_report", "UnitLayout", "parse_units", "CARD", "CARD_TOP_BLOCKS
 RANDOM_WEIGHTS_LINE = "**RANDOM WEIGHTS (--model tiny): a dry run; nothing in this report is a finding.**"
 RANDOMIZED_LINE = ("**RANDOM WEIGHTS (--randomize {mode}, seed {seed}): a random-init control; nothing in this report "
                    "is a finding about the trained model.**")
-# Random-weight reference numbers of the card statistics, measured with this code on the tiny model (25 shipped
-# pairs, default options). Cited in the first lines of every report that has no random-init comparison.
+# Random-weight reference numbers of the card statistics, measured with this code on the tiny model (the 25 shipped
+# pairs, every option at its default: the card protocol at the pipeline's default resolution, 512² for tiny, gives
+# 40 slices; the heads protocol 24 heads x 4 captured steps = 96 units).
+# Cited in the first lines of every report that has no random-init comparison.
 RANDOM_REFERENCE = {
-    "card": {"pct_abs_t_gt_3": float("nan"), "split_half_r": float("nan"),
+    "card": {"pct_abs_t_gt_3": 60.0, "n_abs_t_gt_3": 24, "n_units": 40, "split_half_r": 0.915,
              "command": "python -m probe run --model tiny --protocol card --out runs/tiny-card"},
-    "heads": {"pct_abs_t_gt_3": float("nan"), "split_half_r": float("nan"),
+    "heads": {"pct_abs_t_gt_3": 62.5, "n_abs_t_gt_3": 60, "n_units": 96, "split_half_r": 0.908,
               "command": "python -m probe run --model tiny --out runs/tiny-heads"},
 }
 
-# The published card (huggingface.co/phanerozoic/ray-plantain, README c5e54f5), copied verbatim:
-# 16,320 16-channel slices, 25 pairs, one inference step, guidance 1.0, 1,000 sign-flip permutations.
+
+# The published card's numbers (huggingface.co/phanerozoic/ray-plantain, README c5e54f5), copied verbatim. What
+# the card states about its protocol and what we reconstruct is in probe.card.protocol_facts; n_perm is ours.
 CARD = {
     "n_units": 16_320, "n_pairs": 25, "n_perm": 1_000,
     "t3": "10,846 (66.5%)", "t3_ratio": "7.6×", "t3_p99": "≈1,427 (implied: 10,846 / 7.6)",
@@ -851,9 +854,11 @@ def _untrained_note(config: dict, out: Path) -> list[str]:
     return [
         "**The card's statistics do not tell a trained network from an untrained one, and no random-init run has "
         "been compared with this one.** On klein's architecture with random weights (the tiny model, 25 pairs) the "
-        f"card protocol gives {r['card']['pct_abs_t_gt_3']:.1f} % of units at |t| > 3 and a split-half r of "
+        f"card protocol gives {r['card']['pct_abs_t_gt_3']:.1f} % of units at |t| > 3 "
+        f"({r['card']['n_abs_t_gt_3']} of {r['card']['n_units']}) and a split-half r of "
         f"{r['card']['split_half_r']:.3f} (the card: 66.5 % and 0.912), the heads protocol "
-        f"{r['heads']['pct_abs_t_gt_3']:.1f} % and {r['heads']['split_half_r']:.3f} (measured with "
+        f"{r['heads']['pct_abs_t_gt_3']:.1f} % ({r['heads']['n_abs_t_gt_3']} of {r['heads']['n_units']}) and "
+        f"{r['heads']['split_half_r']:.3f} (measured with "
         f"`{r['card']['command']}` and `{r['heads']['command']}`): any network's units move when its prompt changes. "
         f"Run the architecture-matched control and compare: `{rerun}`, then `python -m probe compare {out} "
         f"{out}-random --out {out}-compare` (or add `--baseline {out}-random` to `probe stats` to put the comparison "

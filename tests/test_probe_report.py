@@ -246,3 +246,36 @@ def test_other_unit_names_fall_back_to_blocks(tmp_path):
     figs = check_figures(tmp_path, md)
     assert "t_heatmap.png" in figs and "Not drawn: the unit names carry no step." in md
     assert "not recorded" in row(md, "model")
+
+
+def test_report_first_lines_without_random_init_comparison_and_two_controls(tmp_path):
+    from probe.report import RANDOM_REFERENCE
+
+    caps, res = make_run(head_units(), planted=PLANTED, vocabulary=True)
+    cfg = {**run_config(), "job": "probe run", "argv": ["probe/__main__.py", "run", "--model", "x", "--out", "o"]}
+    md = write_report(tmp_path, caps, res, summary_of(res, "heads", False), cfg).read_text()
+    head = md.split("## Headline")[0]
+    assert md.splitlines()[0].startswith("# ray-plantain probe")
+    assert "The card's statistics do not tell a trained network from an untrained one" in head
+    ref = RANDOM_REFERENCE
+    assert f"{ref['card']['pct_abs_t_gt_3']:.1f} %" in head and f"{ref['heads']['split_half_r']:.3f}" in head
+    assert ref["card"]["command"] in head and "python -m probe run --model x --randomize transformer --out" in head
+    for name in ("paraphrase", "vocabulary"):
+        assert f"units selective beyond the {name} control (`selective_vs_{name}`)" in md
+        assert f"direct test {name} control prompt vs B: FWER-significant units" in md
+    assert "control.png" in check_figures(tmp_path, md)
+    assert "significant here and not there" in md
+
+
+def test_card_sign_convention_in_the_report(tmp_path):
+    caps, res = make_run(card_units(), control=False, planted=("s00/single.0/c0016-0031",), direction="b-a")
+    cfg = {**run_config("card", steps=(0,)), "direction": res.direction,
+           "resolution_source": "pipeline default (default_sample_size x vae_scale_factor)"}
+    md = write_report(tmp_path, caps, res, summary_of(res, "card", False), cfg).read_text()
+    assert "t = B albedo - A photograph" in md and "red means higher for the albedo prompt B" in md
+    assert "the card family's t = mean(second − first)" in md
+    table = md.split("## The card's protocol")[1].split("\n\n")[1]
+    assert "| one inference step | stated by a sibling plantain card |" in table
+    assert "| 25 paired prompts (A rendered photograph, B albedo) | stated by the card |" in table
+    assert "| resolution | our reconstruction | 64×64 (pipeline default" in table
+    assert res.t[caps.units.tolist().index("s00/single.0/c0016-0031")] < 0     # planted: B lower, so B - A < 0
