@@ -336,6 +336,28 @@ def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
+def _subset_t32(w: np.ndarray, dc: np.ndarray, dc2: np.ndarray, center: np.ndarray, k: int) -> np.ndarray:
+    """Per-unit t [S, U] (float32) of subsets of k pairs (rows of 0/1 weights `w` [S, n]); the float32
+    twin of `_masked_t` for equal-size subsets (shifted moments: see `_Resampler`). Zero variance -> 0."""
+    m = w @ dc
+    v = w @ dc2
+    m *= np.float32(1.0 / k)                       # mean shift
+    tmp = np.square(m)
+    tmp *= np.float32(k)
+    v -= tmp
+    v *= np.float32(1.0 / (k - 1))                 # variance (ddof 1)
+    m += center                                    # subset mean
+    np.square(m, out=tmp)
+    tmp *= np.float32(_DEGENERATE_RTOL ** 2)
+    degenerate = v <= tmp
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        np.divide(np.float32(k), v, out=v)
+        np.sqrt(v, out=v)
+        m *= v                                     # t = mean sqrt(k / var)
+    m[degenerate] = 0.0
+    return m
+
+
 def split_half(diff: np.ndarray, n_splits: int = 100, seed: int = 0) -> SplitHalf:
     """Pearson r across units of per-unit t between two random halves of the pairs, n_splits times."""
     diff = np.asarray(diff, dtype=np.float64)
@@ -346,15 +368,16 @@ def split_half(diff: np.ndarray, n_splits: int = 100, seed: int = 0) -> SplitHal
         nan = float("nan")
         return SplitHalf(np.full(max(n_splits, 0), np.nan), nan, nan, nan, sizes, None, None)
     rng = np.random.default_rng([seed, _STREAM_SPLIT])
-    w1 = np.zeros((n_splits, n))
+    w1 = np.zeros((n_splits, n))   # per split: 1 for the pairs of the first half
     for s in range(n_splits):
         w1[s, rng.permutation(n)[:h1]] = 1.0
     center = diff.mean(axis=0)
     dc = diff - center
-    dc2 = dc * dc
-    t1, _ = _masked_t(w1, dc, dc2, center)
-    t2, _ = _masked_t(1.0 - w1, dc, dc2, center)
-    r = _rowwise_pearson(t1, t2)
+    dc32, dc2_32, center32 = dc.astype(np.float32), (dc * dc).astype(np.float32), center.astype(np.float32)
+    w1 = w1.astype(np.float32)
+    t1 = _subset_t32(w1, dc32, dc2_32, center32, sizes[0])
+    t2 = _subset_t32(1.0 - w1, dc32, dc2_32, center32, sizes[1])
+    r = _rowwise_pearson(t1.astype(np.float64), t2.astype(np.float64))
     fin = r[np.isfinite(r)]
     med, q25, q75 = (float(v) for v in np.percentile(fin, [50, 25, 75])) if fin.size else (np.nan,) * 3
     return SplitHalf(r=r, median=med, q25=q25, q75=q75, half_sizes=sizes, t_half1=t1[0], t_half2=t2[0])
