@@ -194,6 +194,37 @@ def _load_image(path: str):
         return im.convert("RGB")
 
 
+def reference_tokens(pipe, image) -> int:
+    """Tokens klein appends for one reference image: after the pipeline's own preparation (resized to
+    1024² pixels when larger, cropped to multiples of 2 x vae_scale_factor), one per 2 x 2 latent patch."""
+    import math
+
+    w, h = image.size
+    if w * h > 1024 * 1024:
+        scale = math.sqrt(1024 * 1024 / (w * h))
+        w, h = int(w * scale), int(h * scale)
+    m = pipe.vae_scale_factor * 2
+    return (h // m) * (w // m)
+
+
+def _set_batch(cap, pipe, batch, cfg: CaptureConfig, n_img: int, image) -> None:
+    """Tell the capture what the next pipeline call holds. A capture whose set_batch takes the reference
+    token count (and checks every forward against it) gets it; one that skips reference tokens does not."""
+    import inspect
+
+    from .capture import text_token_mask
+
+    n_ref = reference_tokens(pipe, image) if image is not None else 0
+    if cfg.protocol == "card":
+        cap.set_batch(len(batch))
+        return
+    mask = text_token_mask(pipe, [s.prompt for s in batch], cfg.max_sequence_length)
+    if n_ref and "n_ref_tokens" in inspect.signature(cap.set_batch).parameters:
+        cap.set_batch(mask, n_img, n_ref_tokens=n_ref)
+    else:
+        cap.set_batch(mask, n_img)
+
+
 def capture_stimuli(loaded, stimuli: Sequence, cfg: CaptureConfig, cache_path: Path | None = None,
                     progress: bool = True, desc: str = "capture", log=print) -> tuple[dict, list[str], dict]:
     """Capture every stimulus; returns ({Stimulus.key(): float32 [units]}, unit names, info).
@@ -202,8 +233,6 @@ def capture_stimuli(loaded, stimuli: Sequence, cfg: CaptureConfig, cache_path: P
     """
     import torch
     from tqdm.auto import tqdm
-
-    from .capture import text_token_mask
 
     cfg = cfg.resolved()
     pipe = loaded.pipe
@@ -228,12 +257,10 @@ def capture_stimuli(loaded, stimuli: Sequence, cfg: CaptureConfig, cache_path: P
     with cap:
         for batch in _batches(todo, cfg.batch_size):
             prompts = [s.prompt for s in batch]
-            if cfg.protocol == "card":
-                cap.set_batch(len(batch))
-            else:
-                cap.set_batch(text_token_mask(pipe, prompts, cfg.max_sequence_length), n_img)
+            image = _load_image(batch[0].image) if batch[0].image is not None else None
+            _set_batch(cap, pipe, batch, cfg, n_img, image)
             gens = [torch.Generator(device="cpu").manual_seed(int(s.seed)) for s in batch]
-            extra = {"image": _load_image(batch[0].image)} if batch[0].image is not None else {}
+            extra = {"image": image} if image is not None else {}
             try:
                 with torch.inference_mode():
                     pipe(prompt=prompts, height=cfg.height, width=cfg.width, num_inference_steps=cfg.steps,

@@ -531,6 +531,21 @@ def test_capture_loop_passes_a_reference_image(tiny_loaded, tmp_path):
     assert not np.allclose(values[text.key()], values[edit.key()])
     again, _, _ = capture_stimuli(tiny_loaded, [edit], cfg, progress=False)
     np.testing.assert_allclose(again[edit.key()], values[edit.key()], rtol=1e-5)
+    # the reference token count handed to captures that check the layout is the pipeline's own
+    import torch
+
+    from probe.run import n_image_tokens, reference_tokens
+
+    pipe, seen = tiny_loaded.pipe, []
+    h = pipe.transformer.transformer_blocks[0].attn.to_out[0].register_forward_pre_hook(
+        lambda m, a: seen.append(a[0].shape[1]))
+    try:
+        big = Image.fromarray(np.zeros((72, 100, 3), np.uint8))         # cropped by the pipeline to 72 x 96
+        pipe(prompt="x", image=big, height=64, width=64, num_inference_steps=1, guidance_scale=1.0,
+             generator=torch.Generator().manual_seed(0), output_type="latent")
+    finally:
+        h.remove()
+    assert seen[0] == n_image_tokens(pipe, 64, 64) + reference_tokens(pipe, big)
 
 
 def test_compare_help_is_light():
