@@ -107,7 +107,7 @@ def default_pairs_path() -> Path:
 
 
 def default_control_path() -> Path:
-    """The shipped lexical control: same ids and A as `pairs.jsonl`, B a lighting-neutral paraphrase of A."""
+    """The shipped paraphrase control: same ids and A as `pairs.jsonl`, B a lighting-neutral paraphrase of A."""
     return data_dir("prompts") / "control.jsonl"
 
 

@@ -447,6 +447,8 @@ def _per_step(layout: UnitLayout, res) -> list[dict]:
             row["control_gt_3"] = int(np.count_nonzero(ct[m] > 3))
             row["control_fwer"] = int(np.count_nonzero(csig[m]))
             row["control_max_abs_t"] = float(ct[m].max())
+        if res.selective:
+            row["selective"] = int(np.count_nonzero(res.selective_beyond_control[m]))
         rows.append(row)
     return rows
 
@@ -458,6 +460,9 @@ def _step_figure(path: Path, per_step: list[dict], res) -> str:
     for j, c in enumerate(res.config.thresholds):
         ax.plot(steps, [r[f"gt_{c:g}"] for r in per_step], marker="o", ms=3, color=f"C{j}", label=f"|t| > {c:g}")
     ax.plot(steps, [r["fwer"] for r in per_step], marker="s", ms=3, color="C3", label="FWER-significant")
+    if res.selective:
+        ax.plot(steps, [r["selective"] for r in per_step], marker="^", ms=3, color="C2",
+                label="selective beyond every control")
     if res.control is not None:
         ax.plot(steps, [r["control_gt_3"] for r in per_step], marker="o", ms=3, color="C0", ls="--",
                 label="control |t| > 3")
@@ -480,8 +485,9 @@ def _step_figure(path: Path, per_step: list[dict], res) -> str:
     ax2.tick_params(labelsize=7)
     _save(fig, path)
     return ("For each captured step: how many units pass |t| thresholds and the family-wise test (left) and "
-            "the largest |t| (right); solid lines are the photograph-vs-albedo contrast, dashed the lexical "
-            "control, so a step where the two lines meet carries no lighting-specific signal.")
+            "the largest |t| (right); solid lines are the photograph-vs-albedo contrast, dashed the paraphrase "
+            "control, so a step where the two lines meet carries no lighting-specific signal; the green line counts "
+            "the units selective beyond every control set (main and direct tests FWER-significant, same sign).")
 
 
 # ----------------------------------------------------------------------------------- text sections
@@ -979,12 +985,16 @@ def write_report(out: Path, caps, res, summary: dict, config: dict, comparison: 
             hdr = ["step", "units"] + [f"|t|>{c:g}" for c in res.config.thresholds] + ["FWER", "max|t|"]
             if res.control is not None:
                 hdr += ["control |t|>3", "control FWER", "control max|t|"]
+            if res.selective:
+                hdr += ["selective beyond every control"]
             rows = []
             for r in per_step:
                 row = [r["step"], f"{r['units']:,}"] + [f"{r[f'gt_{c:g}']:,}" for c in res.config.thresholds]
                 row += [f"{r['fwer']:,}", _f(r["max_abs_t"])]
                 if res.control is not None:
                     row += [f"{r['control_gt_3']:,}", f"{r['control_fwer']:,}", _f(r["control_max_abs_t"])]
+                if res.selective:
+                    row += [f"{r['selective']:,}"]
                 rows.append(row)
             lines += _table(hdr, rows) + [""]
     lines += _files_section(res)
