@@ -177,7 +177,8 @@ def _load_design(args):
         pairs = pairs[: args.limit]
     if len(pairs) < 3:
         raise UsageError(f"{len(pairs)} pairs is too few for paired statistics (need >= 3)")
-    controls = resolve_control_sets(args.control, pairs, shipped_pairs=args.pairs is None)
+    shipped = args.pairs is None or pairs_path.resolve() == default_pairs_path().resolve()
+    controls = resolve_control_sets(args.control, pairs, shipped_pairs=shipped)
     design = TextDesign.from_pairs(pairs, {name: cs for name, (cs, _) in controls.items()}, seed=args.seed,
                                    seeds_per_pair=args.seeds_per_pair, noise=args.noise)
     sources = {"pairs": str(pairs_path), "controls": {name: src for name, (_, src) in controls.items()}}
