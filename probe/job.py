@@ -145,13 +145,17 @@ def analyse_and_write(caps, out: Path, config: dict, stats_cfg, no_report: bool 
             "n_units": int(caps.n_units), "stats": asdict(stats_cfg), "versions": versions()}
     comparison = None
     if baseline is not None:
-        from probe.compare import Run, compare_runs, default_label
+        from probe.compare import CompareError, Run, compare_runs, default_label
 
         this = Run(out, default_label(summary, full, out), summary, full, res.units, res.t, res.main.null.significant,
                    res.unit_blocks, caps)
-        comparison = compare_runs([this, baseline], units="shared", n_boot=2000, seed=stats_cfg.seed)
-        summary["baseline"] = {"path": str(baseline.path), "label": baseline.label,
-                               "comparison": comparison["comparisons"][0] if comparison["comparisons"] else None}
+        try:
+            comparison = compare_runs([this, baseline], units="shared", n_boot=2000, seed=stats_cfg.seed)
+        except CompareError as e:   # after a capture, a useless baseline must not cost the run's outputs
+            print(f"note: --baseline {baseline.path} not compared: {e}", file=sys.stderr)
+        else:
+            summary["baseline"] = {"path": str(baseline.path), "label": baseline.label,
+                                   "comparison": comparison["comparisons"][0] if comparison["comparisons"] else None}
     out.mkdir(parents=True, exist_ok=True)
     res.write_units_csv(out / "units.csv")
     write_json(out / "summary.json", summary)

@@ -360,18 +360,19 @@ def cli(*args, check=True, timeout=900):
 
 
 FAST_ARGS = ("--n-perm", "200", "--n-boot", "50", "--n-splits", "10", "--quiet")
+ONE_STEP = ("--steps", "1", "--capture-steps", "0", "--guidance", "1.0")
 
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory, tiny_cache):
     root = tmp_path_factory.mktemp("controls")
     trained = root / "trained"
-    cli("--model", "tiny", "--limit", "4", "--steps", "2", "--capture-steps", "0,1", "--out", str(trained), *FAST_ARGS)
+    cli("--model", "tiny", "--limit", "4", *ONE_STEP, "--out", str(trained), *FAST_ARGS)
     # the random-init control is run into a copy of the trained run's folder: its cache must not be reused
     rand = root / "random"
     shutil.copytree(trained, rand)
-    r = cli("--model", "tiny", "--limit", "4", "--steps", "2", "--capture-steps", "0,1", "--randomize", "transformer",
-            "--randomize-seed", "3", "--out", str(rand), *FAST_ARGS)
+    r = cli("--model", "tiny", "--limit", "4", *ONE_STEP, "--randomize", "transformer", "--randomize-seed", "3",
+            "--out", str(rand), *FAST_ARGS)
     return SimpleNamespace(root=root, trained=trained, random=rand, random_stderr=r.stderr)
 
 
