@@ -306,27 +306,6 @@ class SplitHalf:
         return self.q75 - self.q25
 
 
-def _masked_t(w: np.ndarray, dc: np.ndarray, dc2: np.ndarray, center: np.ndarray) -> np.ndarray:
-    """Per-unit t of the pairs weighted by integer counts w [S, n] (subsets or bootstrap multiplicities).
-
-    dc = diff - center (center = the full-sample mean): shifting keeps the one-pass variance free
-    of cancellation. Returns t [S, U] and d [S, U]; zero-variance -> 0.
-    """
-    k = w.sum(axis=1, keepdims=True)
-    s1 = w @ dc
-    s2 = w @ dc2
-    mean_shift = s1 / k
-    var = (s2 - s1 * mean_shift) / (k - 1)
-    return _t_from_moments_k(center + mean_shift, var, k)
-
-
-def _t_from_moments_k(mean, var, k):
-    sd = np.sqrt(np.maximum(var, 0.0))
-    degenerate = sd <= _DEGENERATE_RTOL * np.abs(mean) + 1e-300
-    d = np.where(degenerate, 0.0, mean / np.where(degenerate, 1.0, sd))
-    return d * np.sqrt(k), d
-
-
 def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     x = x - x.mean(axis=1, keepdims=True)
     y = y - y.mean(axis=1, keepdims=True)
@@ -337,8 +316,8 @@ def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _subset_t32(w: np.ndarray, dc: np.ndarray, dc2: np.ndarray, center: np.ndarray, k: int) -> np.ndarray:
-    """Per-unit t [S, U] (float32) of subsets of k pairs (rows of 0/1 weights `w` [S, n]); the float32
-    twin of `_masked_t` for equal-size subsets (shifted moments: see `_Resampler`). Zero variance -> 0."""
+    """Per-unit t [S, U] (float32) of subsets of k pairs (rows of 0/1 weights `w` [S, n], each summing to
+    k), from moments shifted by the full-sample mean (see `_Resampler`). Zero variance -> 0."""
     m = w @ dc
     v = w @ dc2
     m *= np.float32(1.0 / k)                       # mean shift

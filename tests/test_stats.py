@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from probe.stats import (Analysis, Captures, CapturesError, StatsConfig, _masked_t, _sign_vectors, analyse_text,
+from probe.stats import (Analysis, Captures, CapturesError, StatsConfig, _Resampler, _sign_vectors, _subset_t32,
+                         analyse_text,
                          analyse_captures, bh_q, block_stats, blocks_from_units, load_captures, paired_t,
                          save_captures, sign_flip_null, split_half)
 
@@ -214,15 +215,21 @@ def test_split_half_needs_four_pairs():
     assert np.isnan(sh.r).all() and np.isnan(sh.median)
 
 
-def test_masked_t_equals_scipy_on_subsets_and_bootstrap_resamples():
+def test_resampled_and_subset_t_equal_scipy():
+    """The float32 bootstrap (multiplicities) and split-half (0/1 subsets) t against scipy on the same rows."""
     rng = np.random.default_rng(15)
-    diff = rng.normal(0.3, 1.0, size=(10, 30))
+    diff = rng.normal(0.3, 1.0, size=(10, 30)) * rng.uniform(0.5, 20, 30) + rng.uniform(-50, 50, 30)
     idx = np.array([0, 0, 3, 3, 3, 5, 7, 8, 9, 9])
-    w = np.bincount(idx, minlength=10).astype(float)[None]
+    w = np.bincount(idx, minlength=10).astype(np.float32)[None]
+    (_, _, q), = _Resampler(diff, w).tiles(0, 30)
+    ref = sps.ttest_1samp(diff[idx], 0.0).statistic
+    np.testing.assert_allclose(np.sqrt(q[0] * 9), np.abs(ref), rtol=2e-5)
+    sub = np.zeros((1, 10), np.float32)
+    sub[0, [1, 2, 4, 6, 8]] = 1
     center = diff.mean(0)
-    t, d = _masked_t(w, diff - center, (diff - center) ** 2, center)
-    np.testing.assert_allclose(t[0], sps.ttest_1samp(diff[idx], 0.0).statistic, rtol=1e-10)
-    np.testing.assert_allclose(d[0], diff[idx].mean(0) / diff[idx].std(0, ddof=1), rtol=1e-10)
+    t = _subset_t32(sub, (diff - center).astype(np.float32), ((diff - center) ** 2).astype(np.float32),
+                    center.astype(np.float32), 5)
+    np.testing.assert_allclose(t[0], sps.ttest_1samp(diff[[1, 2, 4, 6, 8]], 0.0).statistic, rtol=2e-5)
 
 
 # ---------------------------------------------------------------------------------------- blocks
