@@ -2,20 +2,24 @@
 
     python -m probe --model tiny                           # dry run on a random-weight model
     python -m probe run --model black-forest-labs/FLUX.2-klein-base-4B --out runs/probe
+    python -m probe run --model black-forest-labs/FLUX.2-klein-base-4B --randomize transformer --out runs/probe-rand
+    python -m probe compare runs/probe runs/probe-rand --out runs/compare     # trained vs random-init control
     python -m probe run --protocol card --out runs/probe-card   # the published card's protocol
     python -m probe stats --from runs/probe/captures.npz --out runs/probe-restat   # no model, no torch
-    python -m probe prompts --scenes my_scenes/ --out pairs.jsonl --control control.jsonl
+    python -m probe prompts --scenes my_scenes/ --out pairs.jsonl --control control.jsonl --vocabulary vocab.jsonl
+    python -m probe prompts --from-pairs prompts/pairs.jsonl --vocabulary prompts/vocabulary.jsonl
 
 `run` is the default subcommand. Outputs (in --out): captures.npz, units.csv, summary.json,
-config.json, report.md and figures/. Runs resume: finished prompts are cached in
-partial_captures.npz and skipped when the same configuration is run again.
+config.json, report.md and figures/. Runs resume: finished stimuli are cached in
+partial_captures.npz and reused only when the model revision, dtype, device type, randomisation,
+capture settings and library versions are the same (otherwise the run starts fresh and says why).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-SUBCOMMANDS = ("run", "stats", "prompts")
+SUBCOMMANDS = ("run", "stats", "prompts", "compare")
 
 
 def _add_stats_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,36 +30,58 @@ def _add_stats_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of pairs for block CIs (default 1000)")
     g.add_argument("--stats-seed", type=int, default=0, help="seed of permutations, splits and bootstraps")
     g.add_argument("--no-report", action="store_true", help="skip report.md and figures")
+    g.add_argument("--baseline", default=None, metavar="RUN_DIR",
+                   help="a finished random-init run (`probe run --randomize transformer`) to set beside this one in "
+                        "the report, with the test of trained > random (see `probe compare`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from probe.model import DEFAULT_MODEL, add_model_arguments  # light: no torch at import
+    from probe.model import DEFAULT_MODEL, add_model_arguments, add_randomize_arguments  # light: no torch
 
     parser = argparse.ArgumentParser(
         prog="python -m probe", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    sub = parser.add_subparsers(dest="command", metavar="{run,stats,prompts}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,stats,prompts,compare}")
 
     run = sub.add_parser("run", help="capture with the model, then statistics and report (default)",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_model_arguments(run, DEFAULT_MODEL)
+    add_randomize_arguments(run)
     g = run.add_argument_group("prompts")
     g.add_argument("--pairs", default=None, help="pair file (JSON lines id,a,b); default: the shipped prompts/pairs.jsonl")
-    g.add_argument("--control", default=None,
-                   help="lexical-control pair file; default: the shipped prompts/control.jsonl when --pairs is the shipped file ('none' to skip)")
+    g.add_argument("--control", action="append", default=None, metavar="SET",
+                   help="a control set, repeatable: a shipped set's name (paraphrase: A vs a lighting-neutral "
+                        "paraphrase of A; vocabulary: the lit photograph described with B's own words), NAME=PATH "
+                        "for a control file of your own, or 'none'. Default: both shipped sets with the shipped "
+                        "pairs; with --pairs, the vocabulary control derived from that file. Each set gets a direct "
+                        "test (control prompt minus albedo prompt, same noise): t_vs_SET, p_fwer_vs_SET, "
+                        "selective_vs_SET in units.csv")
     g.add_argument("--limit", type=int, default=None, help="use only the first N pairs (quick checks)")
+    g = run.add_argument_group("noise")
+    g.add_argument("--seed", type=int, default=0,
+                   help="run seed: each pair's noise seed is derived from it and the pair id (the same for A, B and "
+                        "the pair's control prompts)")
+    g.add_argument("--seeds-per-pair", type=int, default=1, metavar="N",
+                   help="noise samples per pair: each prompt's unit values are averaged over N draws")
+    g.add_argument("--noise", choices=("per-pair", "shared"), default="per-pair",
+                   help="per-pair: a seed per pair (default); shared: every pair uses --seed (the earlier design)")
     g = run.add_argument_group("capture")
     g.add_argument("--protocol", choices=("heads", "card"), default="heads",
-                   help="heads: 24 real heads per site, padding masked; card: the published protocol "
-                        "(16-channel slices, 1 step, guidance 1.0, 1,000 permutations)")
+                   help="heads: 24 real heads per site, padding masked; card: the published protocol as we "
+                        "reconstruct it (16-channel slices, 1 step, guidance 1.0, the pipeline's default "
+                        "resolution, 1,000 permutations, t = B - A)")
+    g.add_argument("--slice-layout", choices=("contiguous", "strided"), default="contiguous",
+                   help="card protocol: a 16-channel 'head' is 16 consecutive channels (contiguous) or every "
+                        "(C/16)-th channel (strided); both give 5 x 192 + 20 x 768 = 16,320 units")
     g.add_argument("--steps", type=int, default=None, help="inference steps of the sampling run (default 50; card: 1)")
     g.add_argument("--capture-steps", default=None,
                    help="comma-separated step indices to capture (default: 4 spread over the schedule; card: 0)")
     g.add_argument("--guidance", type=float, default=None,
                    help="CFG scale (default 4.0, the base model's; card: 1.0). With CFG the conditional forward is captured")
-    g.add_argument("--height", type=int, default=None, help="image height (default 512; 64 for --model tiny)")
-    g.add_argument("--width", type=int, default=None, help="image width (default 512; 64 for --model tiny)")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed, the same for A and B of every pair")
+    g.add_argument("--height", type=int, default=None,
+                   help="image height (default 512, 64 for --model tiny; card: the pipeline's default, 1024 for klein)")
+    g.add_argument("--width", type=int, default=None,
+                   help="image width (default 512, 64 for --model tiny; card: the pipeline's default, 1024 for klein)")
     g.add_argument("--batch-size", type=int, default=4, help="prompts per pipeline call")
     g.add_argument("--reducer", choices=("rms", "mean_abs", "mean", "l2"), default="rms",
                    help="per-unit scalar over real tokens and channels (heads protocol)")
@@ -78,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     from probe.prompts import add_prompts_arguments
 
     add_prompts_arguments(pr)
+
+    cp = sub.add_parser("compare", help="finished runs side by side, with a test of run 1 > run k over units "
+                                        "(no model, no torch)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from probe.compare import add_compare_arguments
+
+    add_compare_arguments(cp)
     return parser
 
 
@@ -95,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             from probe.job import main_stats
 
             return main_stats(args)
+        if args.command == "compare":
+            from probe.compare import main_compare
+
+            return main_compare(args)
         from probe.job import main_run
 
         return main_run(args)

@@ -1,12 +1,14 @@
-"""The probe's two modes: `main_run` (model -> captures -> statistics -> report) and `main_stats`
-(captures.npz -> statistics -> report, no model and no torch).
+"""The probe's modes: `main_run` (model -> captures -> statistics -> report) and `main_stats`
+(captures.npz -> statistics -> report, no model and no torch). `probe compare` is probe/compare.py.
 
     python -m probe run --model tiny --out runs/probe
     python -m probe stats --from runs/probe/captures.npz --out runs/probe-restat
 
-Outputs in --out: captures.npz (the interchange format: a, b [pairs, units] float32, units,
-pair_ids, optional control_a/control_b/control_pair_ids, unit_blocks), units.csv, summary.json,
-config.json (the resolved configuration, model record and library versions), report.md, figures/.
+Outputs in --out: captures.npz (the interchange format, probe/captures.py: a, b [pairs, units]
+float32, units, pair_ids, the paraphrase control in control_a/control_b/control_pair_ids, other
+control sets as control_<NAME>_a/_b/_pair_ids, unit_blocks, meta_json), units.csv, summary.json,
+config.json (the resolved configuration, model record, noise seeds and library versions), report.md,
+figures/.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from probe.prompts import PromptFileError, check_control, default_control_path, default_pairs_path, load_pairs
+from probe.prompts import PromptFileError, default_pairs_path, load_pairs
 from render.imageio import atomic_path
 
 
@@ -31,6 +33,12 @@ class UsageError(ValueError):
 
 def _user_errors() -> tuple:
     errs: list = [UsageError, PromptFileError, FileNotFoundError]
+    try:
+        from probe.compare import CompareError
+
+        errs.append(CompareError)
+    except ImportError:  # pragma: no cover
+        pass
     try:
         from probe.model import ModelNotAvailable
 
@@ -103,76 +111,114 @@ def _stats_config(args, protocol: str):
     from probe.stats import StatsConfig
 
     n_perm = args.n_perm if args.n_perm is not None else (1000 if protocol == "card" else 10_000)
+    for flag, v, lo in (("--n-perm", n_perm, 1), ("--n-splits", args.n_splits, 0), ("--n-boot", args.n_boot, 0)):
+        if v < lo:
+            raise UsageError(f"{flag} must be at least {lo}, got {v}")
     return StatsConfig(n_perm=n_perm, n_splits=args.n_splits, n_boot=args.n_boot, seed=args.stats_seed)
 
 
-def analyse_and_write(caps, out: Path, config: dict, stats_cfg, no_report: bool = False) -> dict:
-    """Statistics on captures, then units.csv, summary.json, config.json and the report."""
-    from probe.stats import analyse
+def _baseline(args, out: Path):
+    """The --baseline run (a random-init control) checked before anything is written; None if not given."""
+    if not getattr(args, "baseline", None):
+        return None
+    from probe.compare import load_run
 
-    control = (caps.control_a, caps.control_b) if caps.control_a is not None else None
-    res = analyse(caps.a, caps.b, caps.units, unit_blocks=caps.unit_blocks, control=control, config=stats_cfg)
+    base = Path(args.baseline)
+    if base.resolve() == out.resolve():
+        raise UsageError("--baseline must be another run folder than --out")
+    return load_run(base)
+
+
+def analyse_and_write(caps, out: Path, config: dict, stats_cfg, no_report: bool = False, baseline=None) -> dict:
+    """Statistics on captures, then units.csv, summary.json, config.json and the report (with a comparison
+    against `baseline`, a loaded random-init run, when given)."""
+    from probe.stats import analyse_captures
+
+    res = analyse_captures(caps, config=stats_cfg)
     summary = res.summary()
     summary["protocol"] = config.get("capture", {}).get("protocol", config.get("protocol"))
     summary["random_weights"] = bool(config.get("model", {}).get("random_weights", False))
+    summary["randomize"] = (config.get("model", {}).get("randomize") or {}).get("mode", "none")
+    summary["stimuli"] = caps.meta.get("stimuli", "text")
+    summary["controls"] = list(caps.control_sets())
+    full = {**config, "direction": res.direction, "sign_convention": summary["sign_convention"],
+            "n_units": int(caps.n_units), "stats": asdict(stats_cfg), "versions": versions()}
+    comparison = None
+    if baseline is not None:
+        from probe.compare import CompareError, Run, compare_runs, default_label
+
+        this = Run(out, default_label(summary, full, out), summary, full, res.units, res.t, res.main.null.significant,
+                   res.unit_blocks, caps)
+        try:
+            comparison = compare_runs([this, baseline], units="shared", n_boot=2000, seed=stats_cfg.seed)
+        except CompareError as e:   # after a capture, a useless baseline must not cost the run's outputs
+            print(f"note: --baseline {baseline.path} not compared: {e}", file=sys.stderr)
+        else:
+            summary["baseline"] = {"path": str(baseline.path), "label": baseline.label,
+                                   "comparison": comparison["comparisons"][0] if comparison["comparisons"] else None}
+    out.mkdir(parents=True, exist_ok=True)
     res.write_units_csv(out / "units.csv")
     write_json(out / "summary.json", summary)
-    write_json(out / "config.json", {**config, "stats": asdict(stats_cfg), "versions": versions()})
+    write_json(out / "config.json", full)
     if not no_report:
         from probe.report import write_report
 
-        write_report(out, caps, res, summary, config)
+        write_report(out, caps, res, summary, full, comparison=comparison)
     return summary
 
 
-def _load_prompt_sets(args):
-    from probe.run import PromptSet
+def _load_design(args):
+    """Pairs, control sets and noise design from the arguments, all checked before anything is written."""
+    from probe.prompts import resolve_control_sets
+    from probe.stimuli import TextDesign
 
+    if args.seeds_per_pair < 1:
+        raise UsageError(f"--seeds-per-pair must be at least 1 (noise samples averaged per prompt), got "
+                         f"{args.seeds_per_pair}; nothing was written")
     pairs_path = Path(args.pairs) if args.pairs else default_pairs_path()
     pairs = load_pairs(pairs_path)
     if args.limit:
         pairs = pairs[: args.limit]
-    control = []
-    control_path = None
-    if (args.control or "").lower() != "none":
-        control_path = Path(args.control) if args.control else default_control_path()
-        if args.control or args.pairs is None:
-            control = load_pairs(control_path)
-            ids = {p.id for p in pairs}
-            control = [c for c in control if c.id in ids]
-            check_control([p for p in pairs if p.id in {c.id for c in control}], control)
     if len(pairs) < 3:
         raise UsageError(f"{len(pairs)} pairs is too few for paired statistics (need >= 3)")
-    return PromptSet(
-        pair_ids=tuple(p.id for p in pairs), a=tuple(p.a for p in pairs), b=tuple(p.b for p in pairs),
-        control_ids=tuple(c.id for c in control), control_a=tuple(c.a for c in control),
-        control_b=tuple(c.b for c in control),
-        sources={"pairs": str(pairs_path), "control": str(control_path) if control else None})
+    shipped = args.pairs is None or pairs_path.resolve() == default_pairs_path().resolve()
+    controls = resolve_control_sets(args.control, pairs, shipped_pairs=shipped)
+    design = TextDesign.from_pairs(pairs, {name: cs for name, (cs, _) in controls.items()}, seed=args.seed,
+                                   seeds_per_pair=args.seeds_per_pair, noise=args.noise)
+    sources = {"pairs": str(pairs_path), "controls": {name: src for name, (_, src) in controls.items()}}
+    if "paraphrase" in controls:
+        sources["control"] = controls["paraphrase"][1]       # the key earlier config.json files had
+    return design, controls, sources
 
 
 def _capture_config(args, loaded):
-    from probe.run import CaptureConfig, card_config, pipeline_default_guidance
+    from probe.run import CaptureConfig, card_config, pipeline_default_guidance, pipeline_default_size
 
     tiny = loaded.source == "tiny"
-    size = dict(height=args.height or (64 if tiny else 512), width=args.width or (64 if tiny else 512))
+    if args.protocol == "card":
+        dh, dw = pipeline_default_size(loaded.pipe)
+        size = dict(height=args.height or dh, width=args.width or dw)
+        source = ("--height/--width" if args.height and args.width else
+                  "pipeline default (default_sample_size x vae_scale_factor)" if not (args.height or args.width)
+                  else "--height/--width, the other side from the pipeline default")
+    else:
+        size = dict(height=args.height or (64 if tiny else 512), width=args.width or (64 if tiny else 512))
+        source = ("--height/--width" if args.height and args.width else
+                  f"the heads protocol's default ({'64 for --model tiny' if tiny else '512'})")
     common = dict(seed=args.seed, batch_size=args.batch_size, max_sequence_length=args.max_sequence_length, **size)
     steps_list = tuple(int(s) for s in args.capture_steps.split(",")) if args.capture_steps else ()
     if args.protocol == "card":
         over = {k: v for k, v in dict(steps=args.steps, guidance=args.guidance,
                                       capture_steps=steps_list or None).items() if v is not None}
-        return card_config(**common, **over)
+        return card_config(**common, slice_layout=args.slice_layout, **over).resolved(), source
+    if args.slice_layout != "contiguous":
+        raise UsageError("--slice-layout applies to --protocol card only (the heads protocol captures whole heads)")
     return CaptureConfig(protocol="heads", steps=args.steps or 50, capture_steps=steps_list,
                          guidance=pipeline_default_guidance(loaded.pipe) if args.guidance is None else args.guidance,
-                         reducer=args.reducer, single_tokens=args.single_tokens, **common).resolved()
+                         reducer=args.reducer, single_tokens=args.single_tokens, **common).resolved(), source
 
 
-def main_run(args) -> int:
-    from probe.model import load_pipeline, spec_from_args
-    from probe.run import capture_prompts, unit_block
-    from probe.stats import Captures, save_captures
-
-    out = Path(args.out)
-    prompts = _load_prompt_sets(args)
+def _check_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe_file = out / ".write-test"
@@ -180,35 +226,60 @@ def main_run(args) -> int:
         probe_file.unlink()
     except OSError as e:
         raise UsageError(f"cannot write to the output folder {out}: {e}") from e
+
+
+def main_run(args) -> int:
+    from probe.captures import ControlSet
+    from probe.card import CARD_SIGN
+    from probe.model import load_pipeline, spec_from_args
+    from probe.run import capture_stimuli, real_text_lengths, unit_block
+    from probe.stats import Captures, save_captures
+
+    out = Path(args.out)
+    design, controls, sources = _load_design(args)
+    baseline = _baseline(args, out)
+    _check_out(out)
     loaded = load_pipeline(spec_from_args(args))
-    cfg = _capture_config(args, loaded)
-    if loaded.random_weights:
+    cfg, resolution_source = _capture_config(args, loaded)
+    if loaded.randomized:
+        print(f"note: --randomize {args.randomize}: the {', '.join(c['name'] for c in loaded.randomized['components'])}"
+              f" has fresh random weights (seed {args.randomize_seed}): a random-init control, not a finding",
+              file=sys.stderr)
+    elif loaded.random_weights:
         print("note: --model tiny has random weights: this is a dry run and its numbers are not findings",
               file=sys.stderr)
     cache = out / "partial_captures.npz"
     if args.no_resume and cache.exists():
         cache.unlink()
-    values, units, info = capture_prompts(loaded, prompts.unique_prompts(), cfg, cache_path=cache,
-                                          progress=not args.quiet)
-    row = {p: i for i, p in enumerate(prompts.unique_prompts())}
-    take = lambda ps: values[[row[p] for p in ps]] if ps else None  # noqa: E731
-    caps = Captures(a=take(prompts.a), b=take(prompts.b), units=np.array(units), pair_ids=np.array(prompts.pair_ids),
-                    control_a=take(prompts.control_a), control_b=take(prompts.control_b),
-                    control_pair_ids=np.array(prompts.control_ids) if prompts.control_ids else None,
-                    unit_blocks=np.array([unit_block(u) for u in units]))
+    log = lambda msg: print(f"note: {msg}", file=sys.stderr)  # noqa: E731
+    values, units, info = capture_stimuli(loaded, design.stimuli(), cfg, cache_path=cache, progress=not args.quiet,
+                                          log=log)
+    arrays = design.assemble(values)
+    direction = CARD_SIGN if cfg.protocol == "card" else "a-b"
+    meta = {"protocol": cfg.protocol, "direction": direction, "stimuli": "text",
+            "controls": {name: src for name, src in sources["controls"].items()},
+            "seeds_per_pair": design.seeds_per_pair, "noise": design.noise}
+    named = {n: ControlSet(*v) for n, v in arrays["controls"].items() if n != "paraphrase"}
+    para = arrays["controls"].get("paraphrase")
+    caps = Captures(a=arrays["a"], b=arrays["b"], units=np.array(units), pair_ids=np.array(design.pair_ids),
+                    control_a=para[0] if para else None, control_b=para[1] if para else None,
+                    control_pair_ids=para[2] if para else None, controls=named,
+                    unit_blocks=np.array([unit_block(u) for u in units]), meta=meta)
     save_captures(out / "captures.npz", caps)
-    from probe.run import real_text_lengths
-
+    lengths = {"a": real_text_lengths(loaded.pipe, design.a, cfg.max_sequence_length),
+               "b": real_text_lengths(loaded.pipe, design.b, cfg.max_sequence_length)}
+    for name, prompts in design.controls.items():
+        lengths[name] = real_text_lengths(loaded.pipe, list(prompts.values()), cfg.max_sequence_length)
     config = {
-        "job": "probe run", "argv": sys.argv, "capture": asdict(cfg), "model": loaded.describe(),
-        "prompts": prompts.sources, "n_pairs": len(prompts.pair_ids), "n_control_pairs": len(prompts.control_ids),
-        "capture_info": info,
-        "text_lengths": {"a": real_text_lengths(loaded.pipe, prompts.a, cfg.max_sequence_length),
-                         "b": real_text_lengths(loaded.pipe, prompts.b, cfg.max_sequence_length)},
+        "job": "probe run", "argv": sys.argv, "capture": asdict(cfg), "resolution_source": resolution_source,
+        "model": loaded.describe(), "prompts": sources, "n_pairs": len(design.pair_ids),
+        "n_control_pairs": len(controls.get("paraphrase", ([],))[0]),
+        "control_sets": {name: {"n_pairs": len(cs), "source": src} for name, (cs, src) in controls.items()},
+        "noise": design.record(), "capture_info": info, "text_lengths": lengths,
         "captured_forward": ("conditional (first of the two CFG forwards per step)" if info["forwards_per_step"] == 2
                              else "the only forward per step (no CFG)"),
     }
-    summary = analyse_and_write(caps, out, config, _stats_config(args, cfg.protocol), args.no_report)
+    summary = analyse_and_write(caps, out, config, _stats_config(args, cfg.protocol), args.no_report, baseline)
     _print_summary(out, summary)
     return 0
 
@@ -221,7 +292,6 @@ def main_stats(args) -> int:
         raise UsageError(f"{src} not found: pass the captures.npz written by `python -m probe run`")
     caps = load_captures(src)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     prior = {}
     cfg_path = src.parent / "config.json"
     if cfg_path.is_file():
@@ -229,20 +299,28 @@ def main_stats(args) -> int:
             prior = json.loads(cfg_path.read_text())
         except json.JSONDecodeError:
             prior = {}
-    protocol = prior.get("capture", {}).get("protocol", "heads")
-    config = {"job": "probe stats", "argv": sys.argv, "from": str(src), "capture": prior.get("capture", {}),
-              "model": prior.get("model", {}), "prompts": prior.get("prompts", {})}
-    summary = analyse_and_write(caps, out, config, _stats_config(args, protocol), args.no_report)
+    protocol = caps.meta.get("protocol") or prior.get("capture", {}).get("protocol", "heads")
+    stats_cfg = _stats_config(args, protocol)
+    baseline = _baseline(args, out)
+    config = {"job": "probe stats", "argv": sys.argv, "from": str(src),
+              **{k: prior[k] for k in ("capture", "model", "prompts", "resolution_source", "noise", "control_sets",
+                                       "n_pairs", "text_lengths", "captured_forward") if k in prior}}
+    config.setdefault("capture", {"protocol": protocol})
+    summary = analyse_and_write(caps, out, config, stats_cfg, args.no_report, baseline)
     _print_summary(out, summary)
     return 0
 
 
 def _print_summary(out: Path, s: dict) -> None:
-    head = "RANDOM WEIGHTS (dry run, not a finding): " if s.get("random_weights") else ""
+    head = "RANDOM WEIGHTS (not a finding): " if s.get("random_weights") else ""
     f = lambda v, spec: "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)  # noqa: E731
-    print(f"{head}{s['n_pairs']} pairs x {s['n_units']} units: |t|>3 in {s['n_abs_t_gt_3']} "
-          f"(null p99 {f(s['null_p99_abs_t_gt_3'], '.1f')}), |t|>5 in {s['n_abs_t_gt_5']} "
+    print(f"{head}{s['n_pairs']} pairs x {s['n_units']} units, t = {s.get('direction', 'A - B')}: |t|>3 in "
+          f"{s['n_abs_t_gt_3']} (null p99 {f(s['null_p99_abs_t_gt_3'], '.1f')}), |t|>5 in {s['n_abs_t_gt_5']} "
           f"(null p99 {f(s['null_p99_abs_t_gt_5'], '.1f')}), FWER-significant {s.get('n_fwer_significant', 'n/a')}, "
           f"split-half r {f(s['split_half_r_median'], '.3f')}, max |t| {f(s['max_abs_t'], '.2f')}")
+    sel = [f"{k[len('n_selective_vs_'):]} {v}" for k, v in s.items() if k.startswith("n_selective_vs_")]
+    if sel:
+        print(f"selective beyond each control (main and direct test FWER-significant, same sign): {', '.join(sel)}; "
+              f"beyond all: {s.get('n_selective_beyond_control')}")
     written = [n for n in ("captures.npz", "units.csv", "summary.json", "config.json", "report.md") if (out / n).exists()]
     print(f"wrote {out}: {', '.join(written)}")

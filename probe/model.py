@@ -4,7 +4,9 @@
     loaded = load_pipeline(ModelSpec("black-forest-labs/FLUX.2-klein-base-4B", dtype="bfloat16"))
     loaded = load_pipeline(ModelSpec("/data/snapshots/klein-base-4b"))     # local snapshot
     loaded = load_pipeline(ModelSpec("tiny"))                              # random weights, dry runs
+    loaded = load_pipeline(ModelSpec("/data/klein", randomize="transformer", randomize_seed=0))  # random-init control
     loaded.pipe(prompt=..., ...)
+    model_fingerprint(loaded)   # the resolved revision: snapshot commit, or a content hash of a folder's configs
 
 Every source goes through `Flux2KleinPipeline.from_pretrained`; `tiny` is first saved to a cache
 folder, so a dry run exercises the same loading code as the real weights. Probe and evaluate both
@@ -31,6 +33,9 @@ KLEIN_4B_TRANSFORMER = dict(
 )
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+# --randomize: which trained components are replaced by a fresh, seeded initialisation from their own config
+RANDOMIZE = ("none", "transformer", "all")
+_RANDOMIZED = {"none": (), "transformer": ("transformer",), "all": ("transformer", "text_encoder")}
 
 
 class ModelNotAvailable(RuntimeError):
@@ -45,6 +50,8 @@ class ModelSpec:
     revision: str | None = None     # hub revision (branch, tag or commit)
     offload: bool = False           # enable_model_cpu_offload (GPUs with < ~24 GB)
     tiny_seed: int = 0
+    randomize: str = "none"         # none | transformer | all (transformer and text encoder): random-init control
+    randomize_seed: int = 0         # seed of that fresh initialisation
 
 
 @dataclass
@@ -59,6 +66,7 @@ class LoadedModel:
     load_seconds: float = 0.0
     random_weights: bool = False
     extra: dict = field(default_factory=dict)
+    randomized: dict = field(default_factory=dict)   # what --randomize replaced (mode, seed, components)
 
     def describe(self) -> dict:
         """JSON-able record of what was loaded, written next to every output."""
@@ -66,6 +74,7 @@ class LoadedModel:
             "model": self.spec.model, "source": self.source, "resolved_path": self.resolved_path,
             "revision": self.revision, "device": self.device, "dtype": self.dtype,
             "random_weights": self.random_weights, "load_seconds": round(self.load_seconds, 2),
+            "randomize": self.randomized or {"mode": "none"},
             "spec": asdict(self.spec),
         }
 
@@ -81,9 +90,20 @@ def add_model_arguments(parser, default: str = DEFAULT_MODEL) -> None:
     g.add_argument("--offload", action="store_true", help="CPU-offload idle sub-models (saves GPU memory, slower)")
 
 
+def add_randomize_arguments(parser) -> None:
+    """--randomize / --randomize-seed: the architecture-matched random-init control (probe run)."""
+    g = parser.add_argument_group("random-init control")
+    g.add_argument("--randomize", choices=RANDOMIZE, default="none",
+                   help="transformer: keep the trained text encoder and VAE, replace the transformer's weights by a "
+                        "fresh seeded initialisation from its own config; all: the text encoder too. Works for hub "
+                        "ids, local snapshots and tiny, downloads nothing extra. Compare with `probe compare`")
+    g.add_argument("--randomize-seed", type=int, default=0, help="seed of the fresh initialisation (recorded)")
+
+
 def spec_from_args(args) -> ModelSpec:
     return ModelSpec(model=args.model, dtype=args.dtype, device=args.device, revision=args.revision,
-                     offload=args.offload)
+                     offload=args.offload, randomize=getattr(args, "randomize", "none"),
+                     randomize_seed=getattr(args, "randomize_seed", 0))
 
 
 def resolve_device(device: str) -> str:
@@ -175,6 +195,11 @@ def load_pipeline(spec: ModelSpec):
         if type(e).__module__.startswith(("huggingface_hub", "requests", "httpx", "urllib3")):
             raise ModelNotAvailable(_unavailable_message(spec, tried, e)) from e
         raise
+    randomized = {}
+    if spec.randomize != "none":
+        # before device placement and offload hooks, so the fresh modules are placed like the trained ones were
+        init_device = "cpu" if spec.offload or not device.startswith("cuda") else device
+        randomized = randomize_weights(pipe, spec.randomize, spec.randomize_seed, init_device, torch_dtype)
     if spec.offload and device.startswith("cuda"):
         pipe.enable_model_cpu_offload(device=device)
     else:
@@ -182,12 +207,97 @@ def load_pipeline(spec: ModelSpec):
     pipe.set_progress_bar_config(disable=True)
     name_or_path = getattr(pipe, "name_or_path", None) or target
     resolved = Path(name_or_path) if Path(name_or_path).exists() else path
+    if resolved is None and source == "hub":
+        resolved = _hub_snapshot(spec.model, spec.revision)
     return LoadedModel(
         pipe=pipe, spec=spec, device=device, dtype=dtype_name, source=source,
         resolved_path=str(resolved) if resolved else None,
-        revision=spec.revision or (_snapshot_revision(resolved) if resolved else None),
-        load_seconds=time.perf_counter() - t0, random_weights=(source == "tiny"),
+        revision=(_snapshot_revision(resolved) if resolved else None) or spec.revision,
+        load_seconds=time.perf_counter() - t0, random_weights=(source == "tiny") or bool(randomized),
+        randomized=randomized,
     )
+
+
+def randomize_weights(pipe, mode: str, seed: int, device: str = "cpu", dtype=None) -> dict:
+    """Replace trained components of `pipe` by a fresh initialisation from their own config (in place).
+
+    mode "transformer": the transformer only (the text encoder and VAE stay trained); "all": the text
+    encoder too. Each component is built by its class's own initialisation (diffusers `from_config`,
+    transformers' constructor), seeded with `seed` (component k gets seed + k) under a forked RNG,
+    directly on `device` in `dtype` (default: the trained module's dtype). The trained module is released first, so a 4B model is never held
+    twice. Returns the record written to config.json: mode, seed, components, parameter counts.
+    """
+    import gc
+
+    import torch
+
+    if mode not in RANDOMIZE:
+        raise ValueError(f"randomize must be one of {RANDOMIZE}, got {mode!r}")
+    record = {"mode": mode, "seed": int(seed), "components": [], "init_device": str(device),
+              "note": "fresh initialisation from the same config: an architecture-matched untrained control"}
+    for k, name in enumerate(_RANDOMIZED[mode]):
+        old = getattr(pipe, name)
+        cls, config = type(old), old.config
+        old_dtype = dtype or next(old.parameters()).dtype
+        setattr(pipe, name, None)
+        del old
+        gc.collect()
+        if str(device).startswith("cuda"):
+            torch.cuda.empty_cache()
+        devices = [torch.device(device)] if str(device).startswith("cuda") else []
+        default_dtype = torch.get_default_dtype()
+        try:   # built directly in the run's dtype on the run's device: no float32 copy of a 4B model
+            torch.set_default_dtype(old_dtype)
+            with torch.random.fork_rng(devices=devices), torch.device(device):
+                torch.manual_seed(int(seed) + k)
+                fresh = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
+        finally:
+            torch.set_default_dtype(default_dtype)
+        fresh = fresh.eval()
+        pipe.register_modules(**{name: fresh})
+        record["components"].append({"name": name, "class": cls.__name__, "seed": int(seed) + k,
+                                     "n_params": int(sum(p.numel() for p in fresh.parameters()))})
+    return record
+
+
+def _hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
+    """The local snapshot folder a hub id resolved to (…/snapshots/<commit>), from the cache; None if unknown."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(repo_id, "model_index.json", revision=revision)
+    except Exception:  # an unknown repo id or cache layout: no revision, never a crash
+        return None
+    return Path(hit).parent if isinstance(hit, str) else None
+
+
+def model_fingerprint(loaded) -> dict:
+    """What exactly was loaded, for resume keys: the snapshot commit for hub ids and hub-cache folders, else
+    a SHA-256 of the folder's configs (every *.json, e.g. model_index.json, */config.json, tokenizer and
+    scheduler configs) with the names and sizes of its weight files; plus the randomisation."""
+    import hashlib
+
+    out = {"model": loaded.spec.model, "source": loaded.source}
+    path = Path(loaded.resolved_path) if loaded.resolved_path else None
+    commit = _snapshot_revision(path) if path is not None else None
+    if commit:
+        out["revision"] = f"commit:{commit}"
+    elif path is not None and path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(path.rglob("*")):
+            if not f.is_file():
+                continue
+            rel = f.relative_to(path).as_posix()
+            if f.suffix == ".json":
+                h.update(f"{rel}\0".encode() + f.read_bytes() + b"\0")
+            elif f.suffix in (".safetensors", ".bin", ".pt", ".gguf"):
+                h.update(f"{rel}\0{f.stat().st_size}\0".encode())
+        out["revision"] = f"configs-sha256:{h.hexdigest()[:20]}"
+    else:
+        out["revision"] = f"unresolved:{loaded.revision or loaded.spec.revision or 'default'}"
+    out["randomize"] = {k: loaded.randomized.get(k) for k in ("mode", "seed")} if loaded.randomized else {
+        "mode": "none"}
+    return out
 
 
 def klein_4b_meta_transformer():

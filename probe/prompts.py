@@ -1,18 +1,35 @@
-"""Prompt pair files for the probe: load, validate, and generate them from scene specs.
+"""Prompt pair files for the probe: load, validate, and generate them from scene specs or from a pair file.
 
-    from probe.prompts import load_pairs, default_pairs_path, default_control_path
+    from probe.prompts import load_pairs, load_control, default_pairs_path, shipped_control_path
     pairs = load_pairs(default_pairs_path())      # 25 PromptPair(id, a, b): A = lit photo, B = albedo
-    control = load_pairs(default_control_path())  # same ids and A; B = paraphrase of A (lexical control)
+    name, control = load_control(shipped_control_path("vocabulary"))   # same ids and A; B = control prompt
     check_control(pairs, control)
 
     # any scene set, e.g. the output of `python -m render --generate N`: one pair per scene x lighting
     generate_pairs("scenes_dir/", "pairs.jsonl", lighting="all", seed=0)
     generate_control("scenes_dir/", "control.jsonl", lighting="all", seed=0)
+    # the vocabulary control of any pair file (the shipped prompts/vocabulary.jsonl is made this way)
+    generate_vocabulary("prompts/pairs.jsonl", "prompts/vocabulary.jsonl")
 
-    python -m probe.prompts --scenes DIR --out pairs.jsonl --control control.jsonl --seed 0
+    python -m probe prompts --scenes DIR --out pairs.jsonl --control control.jsonl --vocabulary vocabulary.jsonl
+    python -m probe prompts --from-pairs prompts/pairs.jsonl --vocabulary prompts/vocabulary.jsonl
 
-A pair file is JSON lines, one object per line: {"id": str, "a": str, "b": str}. Blank lines are
-ignored and keys other than id/a/b are ignored; everything else wrong is an error naming the file
+A pair file is JSON lines, one object per line: {"id": str, "a": str, "b": str}. A control file has the
+same ids and `a` as its pair file, `b` the control prompt, and names its control set on every line:
+{"id", "a", "b", "control": "vocabulary"} (a control file without the key, like the shipped
+control.jsonl, is the paraphrase set). Shipped control sets (`SHIPPED_CONTROLS`):
+
+- `paraphrase` (prompts/control.jsonl): B is a lighting-neutral paraphrase of A (hand-written for
+  the shipped pairs; `generate_control` for scene sets).
+- `vocabulary` (prompts/vocabulary.jsonl, made by `generate_vocabulary` from the pair file): B
+  describes the same lit photograph as A (A's framing, the scene text A and B share, A's first
+  lighting clause) and then carries the albedo prompt's own words verbatim behind a negation:
+  "A photograph of <scene>, lit by <light>, not an albedo image, showing only the flat surface
+  colour of each object, with no shadows, ...". It holds every word of the albedo prompt, so a unit
+  that reacts to B's wording ("albedo", "flat", "no ...") reacts to it as well; length-matched to B
+  (the lighting clause and A's framing are shortened until words(control) <= 1.15 words(B)).
+
+Blank lines are ignored and other keys are ignored; everything else wrong is an error naming the file
 and the 1-based line. No torch here: `--help` of the probe imports this module.
 """
 from __future__ import annotations
@@ -38,6 +55,16 @@ __all__ = [
     "check_control",
     "default_pairs_path",
     "default_control_path",
+    "default_vocabulary_path",
+    "shipped_control_path",
+    "SHIPPED_CONTROLS",
+    "PARAPHRASE",
+    "VOCABULARY",
+    "load_control",
+    "write_control",
+    "vocabulary_control",
+    "generate_vocabulary",
+    "resolve_control_sets",
     "default_edit_instructions_path",
     "load_edit_instructions",
     "generate_pairs",
@@ -80,8 +107,27 @@ def default_pairs_path() -> Path:
 
 
 def default_control_path() -> Path:
-    """The shipped lexical control: same ids and A as `pairs.jsonl`, B a lighting-neutral paraphrase of A."""
+    """The shipped paraphrase control: same ids and A as `pairs.jsonl`, B a lighting-neutral paraphrase of A."""
     return data_dir("prompts") / "control.jsonl"
+
+
+PARAPHRASE = "paraphrase"
+VOCABULARY = "vocabulary"
+# Control sets shipped in prompts/, by name (the name becomes part of array and column names).
+SHIPPED_CONTROLS = {PARAPHRASE: "control.jsonl", VOCABULARY: "vocabulary.jsonl"}
+
+
+def default_vocabulary_path() -> Path:
+    """The shipped vocabulary control: same ids and A as `pairs.jsonl`; B the lit photograph in B's words."""
+    return data_dir("prompts") / SHIPPED_CONTROLS[VOCABULARY]
+
+
+def shipped_control_path(name: str) -> Path:
+    """Path of a shipped control set by name; PromptFileError for an unknown name."""
+    if name not in SHIPPED_CONTROLS:
+        raise PromptFileError(f"unknown control set {name!r}: the shipped control sets are "
+                              f"{', '.join(SHIPPED_CONTROLS)}; give NAME=PATH for a control file of your own")
+    return data_dir("prompts") / SHIPPED_CONTROLS[name]
 
 
 def default_edit_instructions_path() -> Path:
@@ -183,15 +229,56 @@ def check_control(pairs: Sequence[PromptPair], control: Sequence[PromptPair]) ->
         raise PromptFileError(f"control 'a' differs from the pair 'a' for ids {differ[:10]}")
 
 
-def write_pairs(pairs: Sequence[PromptPair], path: str | Path) -> Path:
-    """Validate and write pairs as JSON lines (atomically: a crash leaves no half-written file)."""
+def write_pairs(pairs: Sequence[PromptPair], path: str | Path, control: str | None = None) -> Path:
+    """Validate and write pairs as JSON lines (atomically: a crash leaves no half-written file); with
+    `control`, every line also names its control set ({"id", "a", "b", "control": NAME})."""
     path = Path(path)
     validate_pairs(pairs, str(path))
+    if control is not None:
+        _check_set_name(control, str(path))
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             for p in pairs:
-                f.write(json.dumps({"id": p.id, "a": p.a, "b": p.b}, ensure_ascii=False) + "\n")
+                rec = {"id": p.id, "a": p.a, "b": p.b}
+                if control is not None:
+                    rec["control"] = control
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     return path
+
+
+def write_control(pairs: Sequence[PromptPair], path: str | Path, name: str) -> Path:
+    """Write a control file whose lines name their control set `name`."""
+    return write_pairs(pairs, path, control=name)
+
+
+_SET_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+def _check_set_name(name: Any, where: str) -> str:
+    if not isinstance(name, str) or not _SET_NAME_RE.match(name) or name == "main":
+        raise PromptFileError(f"{where}: control set name {name!r} must be 1-40 lower-case letters, digits or '_', "
+                              f"starting with a letter (and not 'main'); it becomes part of column names (t_vs_NAME)")
+    return name
+
+
+def load_control(path: str | Path) -> tuple[str | None, list[PromptPair]]:
+    """Read a control file: (the set name its lines give in their `control` key, or None; its pairs).
+
+    Every line must give the same name, or none does (PromptFileError otherwise)."""
+    path = Path(path)
+    pairs = load_pairs(path)
+    names: dict[str | None, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if raw.strip():
+                names.setdefault(json.loads(raw).get("control"), lineno)
+    if len(names) > 1:
+        shown = ", ".join(f"{k!r} (line {v})" for k, v in names.items())
+        raise PromptFileError(f"{path}: lines name different control sets: {shown}; one file holds one set")
+    name = next(iter(names))
+    if name is not None:
+        _check_set_name(name, f"{path}:{names[name]}")
+    return name, pairs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -500,17 +587,204 @@ def generate_control(
     lighting: str = "all",
     seed: int = 0,
 ) -> list[PromptPair]:
-    """The lexical control for `generate_pairs` with the same arguments: same ids and A, B a paraphrase of A.
+    """The paraphrase control for `generate_pairs` with the same arguments: same ids and A, B a paraphrase of A
+    (written with `"control": "paraphrase"` on every line).
 
     The paraphrase keeps the lighting phrase verbatim and the lighting-effects clause's words, and only
     rewords the framing, reorders it, and swaps lighting-neutral synonyms in the scene text.
     """
     pairs = [PromptPair(b.pair.id, b.pair.a, b.control_b) for b in _generate(scenes, lighting, seed)]
     if out_path is not None:
-        write_pairs(pairs, out_path)
+        write_control(pairs, out_path, PARAPHRASE)
     else:
         validate_pairs(pairs)
     return pairs
+
+
+# ----------------------------------------------------------------------------------------------
+# vocabulary control: the lit photograph of A, carrying every word of B
+#
+# A and B of a pair share the scene text (the longest run of words they have in common). A =
+# frame_a + scene + tail_a, whose first clause is the lighting; B = frame_b + scene + sep + tail_b.
+# The control is  "<frame> <scene>, <light>, not <frame_b><sep> <tail_b>": a description of the lit
+# scene that then says what it is not, in B's own words.
+
+_VOCAB_TOKEN = re.compile(r"\S+")
+_VOCAB_TARGET = 1.2        # words(control) / words(B) to aim for (the shipped A / B lie in [0.84, 1.18])
+_CUT_BEFORE = frozenset("from with through and to onto into across over along behind near at on in of".split())
+_TRAILING = frozenset("a an the by from with through and to of on in at onto into across over along".split())
+_MIN_SCENE_WORDS = 3
+
+
+def _norm_word(w: str) -> str:
+    return re.sub(r"[^\w'-]", "", w.lower())
+
+
+def _shared_run(a: str, b: str) -> tuple[tuple[int, int], tuple[int, int], int]:
+    """Character spans in a and in b of their longest common run of words (case and punctuation ignored)."""
+    aw = [(m.start(), m.end(), _norm_word(m.group())) for m in _VOCAB_TOKEN.finditer(a)]
+    bw = [(m.start(), m.end(), _norm_word(m.group())) for m in _VOCAB_TOKEN.finditer(b)]
+    best = (0, 0, 0)
+    prev = [0] * (len(bw) + 1)
+    for i in range(1, len(aw) + 1):
+        cur = [0] * (len(bw) + 1)
+        for j in range(1, len(bw) + 1):
+            if aw[i - 1][2] and aw[i - 1][2] == bw[j - 1][2]:
+                cur[j] = prev[j - 1] + 1
+                if cur[j] > best[0]:
+                    best = (cur[j], i - cur[j], j - cur[j])
+        prev = cur
+    n, i, j = best
+    if n == 0:
+        return (0, 0), (0, 0), 0
+    return (aw[i][0], aw[i + n - 1][1]), (bw[j][0], bw[j + n - 1][1]), n
+
+
+def _light_cuts(light: str) -> list[str]:
+    """The lighting clause and its shorter readings, longest first: cut before a trailing prepositional
+    phrase or conjunction ('lit by a red light [from the left] [and a blue light ...]')."""
+    words = light.split()
+    cuts = [words]
+    for k in range(len(words) - 1, 1, -1):
+        if words[k].lower() in _CUT_BEFORE:
+            head = words[:k]
+            while len(head) > 1 and head[-1].lower() in _TRAILING:
+                head = head[:-1]
+            if head and head != cuts[-1]:
+                cuts.append(head)
+    return [" ".join(c).rstrip(",;:") for c in cuts]
+
+
+def vocabulary_control(pairs: Sequence[PromptPair], target: float = _VOCAB_TARGET) -> list[PromptPair]:
+    """The vocabulary control of each pair: (id, A, V) with V the lit photograph of A carrying B's words.
+
+    V = "<frame> <scene>, <light>, not <B's framing><sep> <rest of B>": the scene text A and B share
+    (at least 3 words in a row), A's framing ("A studio photograph"), A's first lighting clause, then
+    every word of B outside the scene, in B's order, behind "not". Length: the lighting clause is cut
+    before trailing prepositional phrases, A's framing falls back to "A photo" and then to none, until
+    words(V) <= target x words(B) (else the shortest candidate). Deterministic: the same pair gives the
+    same V. PromptFileError names a pair whose A and B share no scene text.
+    """
+    validate_pairs(pairs, "<pairs>")
+    out = []
+    for p in pairs:
+        (a0, a1), (b0, b1), n = _shared_run(p.a, p.b)
+        if n < _MIN_SCENE_WORDS:
+            raise PromptFileError(
+                f"pair {p.id!r}: its A and B share no scene text (need at least {_MIN_SCENE_WORDS} words in a row "
+                f"in both), so its vocabulary control cannot be derived; write that line by hand")
+        scene = p.a[a0:a1].rstrip(",;:.")
+        last_b = p.b[b0:b1]
+        sep = last_b[len(last_b.rstrip(",;:.")):] or ","
+        frame_a = p.a[:a0].strip()
+        frame_b = p.b[:b0].strip()
+        tail_a = p.a[a1:].lstrip(" ,;:.")
+        tail_b = p.b[b1:].strip()
+        light = re.split(r"[,.;:]", tail_a, maxsplit=1)[0].strip()
+        if frame_b.split(" ")[-1].lower() in ("of", "showing") and len(frame_b.split()) > 1:
+            frame_b = frame_b.rsplit(" ", 1)[0]      # "not an albedo image, ...", not "not an albedo image of, ..."
+        if frame_b:
+            frame_b = (frame_b[0].lower() + frame_b[1:]) if not frame_b[1:2].isupper() else frame_b
+        lead = scene.split(" ", 1)[0].lower()
+        frames = list(dict.fromkeys([frame_a, "A photo" if lead in ("of", "showing") else "A photo of", ""]))
+        lights = _light_cuts(light) if light else [""]
+        # A's own framing, then "A photo", then none; within each the longest lighting clause first; the first
+        # that fits wins (a photo framing with a shorter lighting clause beats a full clause without one)
+        cands = [_vocabulary_prompt(fr, scene, lt, frame_b, sep, tail_b) for fr in frames for lt in lights]
+        fits = [c for c in cands if word_count(c) <= target * word_count(p.b)]
+        best = fits[0] if fits else min(cands, key=word_count)
+        out.append(PromptPair(p.id, p.a, best))
+    validate_pairs(out, "<vocabulary control>")
+    return out
+
+
+def _vocabulary_prompt(frame: str, scene: str, light: str, frame_b: str, sep: str, tail_b: str) -> str:
+    if not frame and scene.split(" ", 1)[0].lower() in ("of", "showing") and " " in scene:
+        scene = scene.split(" ", 1)[1]       # no framing: "A matte red cube ...", not "Of a matte red cube ..."
+    head = f"{frame} {scene}".strip() if frame else _cap(scene)
+    lit = f", {light}" if light else ""
+    neg = f"not {frame_b}{sep}" if frame_b else "not"
+    text = f"{head}{lit}, {neg} {tail_b}".strip()
+    return " ".join(text.split())
+
+
+def generate_vocabulary(pairs: str | Path | Sequence[PromptPair] | None, out_path: str | Path | None,
+                        target: float = _VOCAB_TARGET) -> list[PromptPair]:
+    """Write the vocabulary control of a pair file (default: the shipped pairs.jsonl) and return it.
+
+    The lines name their set (`"control": "vocabulary"`). `out_path=None` returns without writing.
+    """
+    src = load_pairs(pairs) if pairs is None or isinstance(pairs, (str, Path)) else list(pairs)
+    control = vocabulary_control(src, target)
+    if out_path is not None:
+        write_control(control, out_path, VOCABULARY)
+    return control
+
+
+# ----------------------------------------------------------------------------------------------
+# choosing control sets for a run (`probe run --control ...`)
+
+
+def resolve_control_sets(specs: Sequence[str] | None, pairs: Sequence[PromptPair], shipped_pairs: bool
+                         ) -> dict[str, tuple[list[PromptPair], str]]:
+    """Control sets for a run, {name: (control pairs restricted to `pairs`' ids, where they came from)}.
+
+    specs (the --control values): None (default: every shipped set with the shipped pairs; with any
+    other pair file, the vocabulary control derived from it), ["none"], or any of: a shipped set's
+    name (`paraphrase`, `vocabulary`; with a pair file of your own, `vocabulary` is derived from it),
+    NAME=PATH (a control file of your own, named NAME), or PATH (a control file; its name from its
+    lines' `control` key, else `paraphrase`). Every set is checked against the pairs (same ids and A).
+    Raises PromptFileError with a one-paragraph message for an unknown name or a mismatched file.
+    """
+    specs = list(specs) if specs else []
+    if [x.lower() for x in specs] == ["none"]:
+        return {}
+    if any(x.lower() == "none" for x in specs):
+        raise PromptFileError("--control none cannot be combined with other control sets")
+    default = not specs
+    if default:
+        specs = list(SHIPPED_CONTROLS) if shipped_pairs else [VOCABULARY]
+    out: dict[str, tuple[list[PromptPair], str]] = {}
+    for spec in specs:
+        try:
+            name, control, source = _one_control_set(spec, pairs, shipped_pairs)
+        except PromptFileError as e:
+            if not default:
+                raise
+            raise PromptFileError(f"{e} (the vocabulary control is the default control set for a pair file of your "
+                                  f"own; give --control none, or --control NAME=PATH with a control file)") from None
+        if name in out:
+            raise PromptFileError(f"control set {name!r} is given twice (--control {spec})")
+        ids = {p.id for p in pairs}
+        control = [c for c in control if c.id in ids]
+        if not control:
+            raise PromptFileError(f"control set {name!r} ({source}) has none of the pair ids of this run; a control "
+                                  f"file must use the ids of the pair file")
+        check_control([p for p in pairs if p.id in {c.id for c in control}], control)
+        out[name] = (control, source)
+    return out
+
+
+def _one_control_set(spec: str, pairs: Sequence[PromptPair], shipped_pairs: bool):
+    if "=" in spec:
+        name, path = spec.split("=", 1)
+        _check_set_name(name.strip(), f"--control {spec}")
+        file_name, control = load_control(path)
+        if file_name is not None and file_name != name.strip():
+            raise PromptFileError(f"--control {spec}: the file's lines name the set {file_name!r}, not {name!r}")
+        return name.strip(), control, str(path)
+    if spec in SHIPPED_CONTROLS:
+        if spec == VOCABULARY and not shipped_pairs:
+            return VOCABULARY, vocabulary_control(pairs), "derived from the pair file (probe.prompts.vocabulary_control)"
+        path = shipped_control_path(spec)
+        return spec, load_control(path)[1], str(path)
+    if Path(spec).is_file():
+        file_name, control = load_control(spec)
+        return file_name or PARAPHRASE, control, spec
+    raise PromptFileError(
+        f"unknown control set {spec!r}: --control takes a shipped set's name ({', '.join(SHIPPED_CONTROLS)}), "
+        f"NAME=PATH for a control file of your own, the path of a control file, or 'none'; "
+        f"no file {spec!r} exists either")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -521,9 +795,15 @@ def add_prompts_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     """Add the `prompts` subcommand's arguments to `parser`."""
     parser.add_argument("--scenes", type=Path, default=None,
                         help="folder of scene specs (*.json) or one scene file (default: the shipped scenes/)")
-    parser.add_argument("--out", type=Path, required=True, help="pair file to write (JSON lines: id, a, b)")
+    parser.add_argument("--from-pairs", type=Path, default=None, metavar="PAIRS",
+                        help="instead of scenes, read this pair file and write only its --vocabulary control "
+                             "(regenerates prompts/vocabulary.jsonl after the pair file changed)")
+    parser.add_argument("--out", type=Path, default=None, help="pair file to write (JSON lines: id, a, b)")
     parser.add_argument("--control", type=Path, default=None,
-                        help="also write the lexical control (same ids and A; B a paraphrase of A) here")
+                        help="also write the paraphrase control (same ids and A; B a paraphrase of A) here")
+    parser.add_argument("--vocabulary", type=Path, default=None,
+                        help="also write the vocabulary control (same ids and A; B the lit photograph in the "
+                             "albedo prompt's words) here")
     parser.add_argument("--seed", type=int, default=0, help="picks the wording templates (default 0)")
     parser.add_argument("--lighting", choices=("all", "first"), default="all",
                         help="one pair per scene x lighting (all, ids <scene>__<lighting>) or per scene (first)")
@@ -532,12 +812,26 @@ def add_prompts_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 def main_prompts(args: argparse.Namespace) -> int:
     """Run the `prompts` subcommand from parsed arguments; returns the exit code."""
+    if args.from_pairs is not None:
+        if args.out is not None or args.control is not None or args.scenes is not None:
+            raise PromptFileError("--from-pairs writes only the vocabulary control of an existing pair file: drop "
+                                  "--scenes/--out/--control, and give --vocabulary OUT")
+        if args.vocabulary is None:
+            raise PromptFileError("--from-pairs needs --vocabulary OUT (where to write the vocabulary control)")
+        control = generate_vocabulary(args.from_pairs, args.vocabulary)
+        print(f"wrote {len(control)} vocabulary-control pairs to {args.vocabulary} (from {args.from_pairs})")
+        return 0
+    if args.out is None:
+        raise PromptFileError("give --out PAIRS (pairs from scene specs) or --from-pairs PAIRS --vocabulary OUT")
     scenes = args.scenes if args.scenes is not None else data_dir("scenes")
     pairs = generate_pairs(scenes, args.out, lighting=args.lighting, seed=args.seed)
     print(f"wrote {len(pairs)} pairs to {args.out} (scenes: {scenes}, lighting={args.lighting}, seed={args.seed})")
     if args.control is not None:
         generate_control(scenes, args.control, lighting=args.lighting, seed=args.seed)
         print(f"wrote {len(pairs)} control pairs to {args.control}")
+    if args.vocabulary is not None:
+        generate_vocabulary(pairs, args.vocabulary)
+        print(f"wrote {len(pairs)} vocabulary-control pairs to {args.vocabulary}")
     return 0
 
 

@@ -31,12 +31,25 @@ import numpy as np
 from render.imageio import atomic_path
 
 __all__ = ["write_report", "UnitLayout", "parse_units", "CARD", "CARD_TOP_BLOCKS", "RANDOM_WEIGHTS_LINE",
-           "FIGURE_NAMES"]
+           "RANDOMIZED_LINE", "RANDOM_REFERENCE", "FIGURE_NAMES"]
 
 RANDOM_WEIGHTS_LINE = "**RANDOM WEIGHTS (--model tiny): a dry run; nothing in this report is a finding.**"
+RANDOMIZED_LINE = ("**RANDOM WEIGHTS (--randomize {mode}, seed {seed}): a random-init control; nothing in this report "
+                   "is a finding about the trained model.**")
+# Random-weight reference numbers of the card statistics, measured with this code on the tiny model (the 25 shipped
+# pairs, every option at its default: the card protocol at the pipeline's default resolution, 512² for tiny, gives
+# 40 slices; the heads protocol 24 heads x 4 captured steps = 96 units).
+# Cited in the first lines of every report that has no random-init comparison.
+RANDOM_REFERENCE = {
+    "card": {"pct_abs_t_gt_3": 60.0, "n_abs_t_gt_3": 24, "n_units": 40, "split_half_r": 0.915,
+             "command": "python -m probe run --model tiny --protocol card --out runs/tiny-card"},
+    "heads": {"pct_abs_t_gt_3": 62.5, "n_abs_t_gt_3": 60, "n_units": 96, "split_half_r": 0.908,
+              "command": "python -m probe run --model tiny --out runs/tiny-heads"},
+}
 
-# The published card (huggingface.co/phanerozoic/ray-plantain, README c5e54f5), copied verbatim:
-# 16,320 16-channel slices, 25 pairs, one inference step, guidance 1.0, 1,000 sign-flip permutations.
+
+# The published card's numbers (huggingface.co/phanerozoic/ray-plantain, README c5e54f5), copied verbatim. What
+# the card states about its protocol and what we reconstruct is in probe.card.protocol_facts; n_perm is ours.
 CARD = {
     "n_units": 16_320, "n_pairs": 25, "n_perm": 1_000,
     "t3": "10,846 (66.5%)", "t3_ratio": "7.6×", "t3_p99": "≈1,427 (implied: 10,846 / 7.6)",
@@ -57,7 +70,7 @@ MAX_SCATTER_POINTS = 40_000   # beyond this a fixed random subset is drawn (all 
 MAX_BLOCK_TABLE_ROWS = 200    # the full per-block table; longer ones stay in summary.json only
 _DPI = 100
 
-_UNIT_RE = re.compile(r"^(?:s(?P<step>\d+)/)?(?P<site>[^/]+)/(?:h(?P<head>\d+)|c(?P<c0>\d+)-(?P<c1>\d+))$")
+_UNIT_RE = re.compile(r"^(?:s(?P<step>\d+)/)?(?P<site>[^/]+)/(?:h(?P<head>\d+)|c(?P<c0>\d+)(?:-(?P<c1>\d+)|s(?P<stride>\d+)))$")
 _SITE_RE = re.compile(r"^(?P<kind>double|single)\.(?P<block>\d+)(?:\.(?P<stream>img|txt))?$")
 
 
@@ -66,7 +79,8 @@ _SITE_RE = re.compile(r"^(?P<kind>double|single)\.(?P<block>\d+)(?:\.(?P<stream>
 @dataclass(frozen=True, eq=False)
 class UnitLayout:
     """Where each unit sits in the heatmap. kind: 'heads' (`s12/double.3.img/h07`), 'card'
-    (`s00/single.3/c0016-0031`) or 'other' (any other names: rows are the unit blocks)."""
+    (`s00/single.3/c0016-0031`; strided slices `s00/single.3/c0001s0768`, slice_width 0) or 'other'
+    (any other names: rows are the unit blocks)."""
     kind: str
     step: np.ndarray        # [U] int step, -1 when the names carry none
     site: np.ndarray        # [U] str row label (site group, or block for 'other')
@@ -107,7 +121,10 @@ def parse_units(units, unit_blocks=None) -> UnitLayout:
                 col = np.array([int(m["head"]) for m in matches], dtype=np.int64)
                 return UnitLayout("heads", step, site, col, 0)
             c0 = np.array([int(m["c0"]) for m in matches], dtype=np.int64)
-            widths = np.array([int(m["c1"]) - int(m["c0"]) + 1 for m in matches], dtype=np.int64)
+            if all(m["stride"] is not None for m in matches):       # strided card slices: column = slice index
+                return UnitLayout("card", step, site, c0, 0)
+            mixed = any(m["c1"] is None for m in matches)
+            widths = np.array([0 if mixed else int(m["c1"]) - int(m["c0"]) + 1 for m in matches], dtype=np.int64)
             width = int(widths[0]) if widths.size and (widths == widths[0]).all() and widths[0] > 0 else 0
             if width:
                 return UnitLayout("card", step, site, c0 // width, width)
@@ -195,7 +212,14 @@ def _diverging():
     return matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.85")
 
 
-def _heatmap(path: Path, layout: UnitLayout, t: np.ndarray) -> str:
+def _signs(res) -> tuple[str, str, str]:
+    """(label of the top-level contrast, the prompt a positive t favours, the prompt a negative t favours)."""
+    c = res.contrasts[res.primary]
+    hi, lo = "the photograph prompt A", "the albedo prompt B"
+    return (c.label or "A photograph - B albedo"), *((lo, hi) if c.reverse else (hi, lo))
+
+
+def _heatmap(path: Path, layout: UnitLayout, t: np.ndarray, res=None) -> str:
     from matplotlib.ticker import MaxNLocator
 
     rows = layout.rows()
@@ -232,28 +256,30 @@ def _heatmap(path: Path, layout: UnitLayout, t: np.ndarray) -> str:
         ax.set_yticklabels(rows[::label_every] if k % ncols == 0 else [], fontsize=6)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(axis="x", labelsize=6)
-        ax.set_xlabel({"heads": "head", "card": f"slice ({layout.slice_width} channels)"}.get(layout.kind,
-                                                                                              "unit in block"),
-                      fontsize=7)
+        slice_label = f"slice ({layout.slice_width} channels)" if layout.slice_width else "strided slice"
+        ax.set_xlabel({"heads": "head", "card": slice_label}.get(layout.kind, "unit in block"), fontsize=7)
+    label, pos, neg = _signs(res) if res is not None else ("A photograph - B albedo", "the photograph prompt A",
+                                                           "the albedo prompt B")
     if im is not None:
         cb = fig.colorbar(im, ax=[a for a in axes if a.get_visible()], shrink=0.8)
-        cb.set_label("paired t (A photograph − B albedo)", fontsize=7)
+        cb.set_label(f"paired t ({label})", fontsize=7)
         cb.ax.tick_params(labelsize=6)
     _save(fig, path)
     note = "" if shown == steps else f" (steps shown: {', '.join(map(str, shown))} of {len(steps)} captured)"
+    colours = f"red means higher for {pos}, blue higher for {neg} (t = {label})"
     if layout.kind == "card":
+        quarter = ("in single blocks the first quarter of slices are attention heads, the rest MLP channels"
+                   if layout.slice_width else "strided slices take every (C/16)-th channel, so in single blocks "
+                   "each slice mixes 4 attention channels with 12 MLP channels")
         return ("Paired t of every 16-channel slice: rows are blocks (double blocks' image stream, then single "
                 "blocks), columns are slice indices; double rows end at their last slice and the grey remainder "
-                "is padding; in single blocks the first quarter of slices are attention heads, the rest MLP "
-                "channels; red means higher for the photograph prompt A, blue higher for the albedo prompt B"
-                + note + ".")
+                f"is padding; {quarter}; {colours}" + note + ".")
     if layout.kind == "heads":
         return ("Paired t of every head, one panel per captured step: rows are capture sites in model order "
                 "(double.i.img / double.i.txt are a joint block's image and text streams, single.i a single "
-                "block), columns are heads; red means higher for the photograph prompt A, blue higher for the "
-                f"albedo prompt B, colour saturates at |t| = {vmax:.1f}" + note + ".")
-    return ("Paired t of every unit: rows are unit blocks, columns the unit's position in its block; red means "
-            "higher for prompt A, blue higher for prompt B" + note + ".")
+                f"block), columns are heads; {colours}, colour saturates at |t| = {vmax:.1f}" + note + ".")
+    return ("Paired t of every unit: rows are unit blocks, columns the unit's position in its block; "
+            f"{colours}" + note + ".")
 
 
 def _int_hist(ax, counts: np.ndarray, color: str, label: str, log: bool) -> None:
@@ -347,52 +373,62 @@ def _split_figure(path: Path, res) -> str | None:
 
 
 def _control_figure(path: Path, res) -> str:
-    m, c = res.main, res.control
-    tm, tc = np.abs(m.unit.t), np.abs(c.unit.t)
-    sel = res.selective_beyond_control
+    """One scatter per control set (main t against the direct test's t), and the counts side by side."""
+    directs = [name for name in res.directs if name in res.selective]
+    m = res.main
     sig = m.null.significant
-    fig = _figure(8.4, 3.7)
-    ax, ax2 = fig.subplots(1, 2, width_ratios=[1.2, 1])
+    n_d = len(directs)
+    fig = _figure(3.6 * n_d + 4.2, 3.7)
+    axes = fig.subplots(1, n_d + 1, width_ratios=[1.0] * n_d + [1.1])
     rng = np.random.default_rng(0)
-    groups = [(~sig, "0.6", "other units"), (sig & ~sel, "C1", "FWER-significant (main), not beyond control"),
-              (sel, "C3", "selective beyond control")]
-    for mask, color, label in groups:
-        idx = np.flatnonzero(mask)
-        if idx.size > MAX_SCATTER_POINTS:
-            idx = np.sort(rng.choice(idx, MAX_SCATTER_POINTS, replace=False))
-        ax.scatter(tm[idx], tc[idx], s=3 if idx.size > 2000 else 8, alpha=0.5, color=color, linewidths=0,
-                   label=f"{label} ({int(mask.sum()):,})")
-    lim = float(max(np.max(tm), np.max(tc), 3.5)) * 1.05
-    ax.plot([0, lim], [0, lim], color="0.4", lw=0.8, ls="--")
-    ax.axvline(3, color="0.3", lw=0.6, ls=":")
-    ax.axhline(3, color="0.3", lw=0.6, ls=":")
-    ax.set_xlim(0, lim)
-    ax.set_ylim(0, lim)
-    ax.set_xlabel(f"|t| main: photograph vs albedo ({m.n_pairs} pairs)", fontsize=8)
-    ax.set_ylabel(f"|t| control: A vs paraphrase ({c.n_pairs} pairs)", fontsize=8)
-    ax.legend(fontsize=6, loc="upper left")
-    ax.tick_params(labelsize=7)
-    labels = [f"|t|>{th:g}" for th in m.null.thresholds] + ["FWER"]
-    main_counts = list(m.null.observed) + [int(sig.sum())]
-    ctrl_counts = list(c.null.observed) + [int(c.null.significant.sum())]
-    xs = np.arange(len(labels))
-    ax2.bar(xs - 0.2, main_counts, 0.4, color="C0", label="main (A vs B)")
-    ax2.bar(xs + 0.2, ctrl_counts, 0.4, color="C1", label="control (A vs paraphrase)")
-    for x_, v in zip(xs - 0.2, main_counts):
-        ax2.annotate(f"{int(v):,}", (x_, v), ha="center", va="bottom", fontsize=6)
-    for x_, v in zip(xs + 0.2, ctrl_counts):
-        ax2.annotate(f"{int(v):,}", (x_, v), ha="center", va="bottom", fontsize=6)
+    label, _, _ = _signs(res)
+    for ax, name in zip(axes, directs):
+        dt = res.direct_stats[name].unit.t
+        sel = res.selective[name]
+        groups = [(~sig, "0.6", "other units"), (sig & ~sel, "C1", "main FWER-significant, not beyond this control"),
+                  (sel, "C3", "selective beyond this control")]
+        for mask, color, lab in groups:
+            idx = np.flatnonzero(mask)
+            if idx.size > MAX_SCATTER_POINTS:
+                idx = np.sort(rng.choice(idx, MAX_SCATTER_POINTS, replace=False))
+            ax.scatter(m.unit.t[idx], dt[idx], s=3 if idx.size > 2000 else 8, alpha=0.5, color=color, linewidths=0,
+                       label=f"{lab} ({int(mask.sum()):,})")
+        lim = float(max(np.max(np.abs(m.unit.t)), np.max(np.abs(dt)), 3.5)) * 1.05
+        ax.plot([-lim, lim], [-lim, lim], color="0.4", lw=0.8, ls="--")
+        ax.axhline(0, color="0.3", lw=0.5)
+        ax.axvline(0, color="0.3", lw=0.5)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_xlabel(f"t main ({label})", fontsize=8)
+        ax.set_ylabel(f"t direct: {res.directs[name].label}", fontsize=7)
+        ax.set_title(name.replace("vs_", "vs ") + " control", fontsize=9)
+        ax.legend(fontsize=5.5, loc="upper left")
+        ax.tick_params(labelsize=7)
+    ax2 = axes[-1]
+    names = ["main"] + [res.directs[d].minus for d in directs]
+    fw = [int(sig.sum())] + [int(res.stats[res.directs[d].minus].null.significant.sum()) for d in directs]
+    xs = np.arange(len(names))
+    ax2.bar(xs - 0.27, fw, 0.27, color="C0", label="contrast FWER-significant (main: A vs B; else A vs control)")
+    dfw = [0] + [int(res.direct_stats[d].null.significant.sum()) for d in directs]
+    ax2.bar(xs, dfw, 0.27, color="C2", label="direct test FWER-significant (control − B)")
+    ssel = [0] + [int(res.selective[d].sum()) for d in directs]
+    ax2.bar(xs + 0.27, ssel, 0.27, color="C3", label="selective (main and direct, same sign)")
+    for x_, vals in zip((-0.27, 0.0, 0.27), (fw, dfw, ssel)):
+        for xi, v in zip(xs + x_, vals):
+            ax2.annotate(f"{int(v):,}", (xi, v), ha="center", va="bottom", fontsize=6)
     ax2.set_xticks(xs)
-    ax2.set_xticklabels(labels, fontsize=7)
+    ax2.set_xticklabels(names, fontsize=7)
     ax2.set_ylabel("units", fontsize=8)
-    ax2.legend(fontsize=6)
+    ax2.legend(fontsize=5.5)
     ax2.tick_params(labelsize=7)
     _save(fig, path)
-    return ("Left: each dot is a unit, |t| of the photograph-vs-albedo contrast (x) against |t| of the lexical "
-            "control, A against a lighting-neutral paraphrase of A (y); units below the diagonal respond more "
-            "to the lighting change than to rewording, red ones pass the 'selective beyond control' test. "
-            "Right: how many units pass each criterion in either contrast; a control count near the main count "
-            "means most of the main count is any-prompt-change sensitivity.")
+    return ("Left panels, one per control set: each dot is a unit, its t in the main contrast (x) against its t in the "
+            "direct paired test of the control prompt against the albedo prompt of the same pair, same noise (y). "
+            "Red units are selective beyond that control: both tests FWER-significant with the same sign, so the "
+            "albedo prompt moves them beyond what the control prompt, which shares its wording (vocabulary) or "
+            "rewords the photograph (paraphrase), does. Orange units pass the main test only. Right: how many units "
+            "pass each test; a control contrast whose count nears the main count means most of the main count is "
+            "wording.")
 
 
 def _per_step(layout: UnitLayout, res) -> list[dict]:
@@ -411,6 +447,8 @@ def _per_step(layout: UnitLayout, res) -> list[dict]:
             row["control_gt_3"] = int(np.count_nonzero(ct[m] > 3))
             row["control_fwer"] = int(np.count_nonzero(csig[m]))
             row["control_max_abs_t"] = float(ct[m].max())
+        if res.selective:
+            row["selective"] = int(np.count_nonzero(res.selective_beyond_control[m]))
         rows.append(row)
     return rows
 
@@ -422,6 +460,9 @@ def _step_figure(path: Path, per_step: list[dict], res) -> str:
     for j, c in enumerate(res.config.thresholds):
         ax.plot(steps, [r[f"gt_{c:g}"] for r in per_step], marker="o", ms=3, color=f"C{j}", label=f"|t| > {c:g}")
     ax.plot(steps, [r["fwer"] for r in per_step], marker="s", ms=3, color="C3", label="FWER-significant")
+    if res.selective:
+        ax.plot(steps, [r["selective"] for r in per_step], marker="^", ms=3, color="C2",
+                label="selective beyond every control")
     if res.control is not None:
         ax.plot(steps, [r["control_gt_3"] for r in per_step], marker="o", ms=3, color="C0", ls="--",
                 label="control |t| > 3")
@@ -444,8 +485,9 @@ def _step_figure(path: Path, per_step: list[dict], res) -> str:
     ax2.tick_params(labelsize=7)
     _save(fig, path)
     return ("For each captured step: how many units pass |t| thresholds and the family-wise test (left) and "
-            "the largest |t| (right); solid lines are the photograph-vs-albedo contrast, dashed the lexical "
-            "control, so a step where the two lines meet carries no lighting-specific signal.")
+            "the largest |t| (right); solid lines are the photograph-vs-albedo contrast, dashed the paraphrase "
+            "control, so a step where the two lines meet carries no lighting-specific signal; the green line counts "
+            "the units selective beyond every control set (main and direct tests FWER-significant, same sign).")
 
 
 # ----------------------------------------------------------------------------------- text sections
@@ -503,25 +545,41 @@ def _what_was_run(caps, res, config: dict, layout: UnitLayout, protocol: str) ->
                   f"(non-padding) text tokens; single blocks: {single} tokens "
                   "(reference-image tokens and text padding left out)")
         reducer = str(cap.get("reducer", "rms")) + " over the unit's tokens and channels"
-    control = (f"{caps.control_a.shape[0]} pairs: A against a lighting-neutral paraphrase of A (lexical control)"
-               if caps.has_control else "none")
     sources = config.get("prompts") or {}
+    control_sources = sources.get("controls") or ({"paraphrase": sources["control"]} if sources.get("control") else {})
+    sets = caps.control_sets()
+    control = "; ".join(
+        f"{name}: {cs.a.shape[0]} pairs" + (f" from {control_sources[name]}" if control_sources.get(name) else "")
+        for name, cs in sets.items()) or "none"
+    noise = config.get("noise") or {}
+    if noise:
+        seeds = (f"{noise.get('noise', '?')} noise seeds (from run seed {noise.get('seed', '?')} and the pair id), "
+                 f"{noise.get('seeds_per_pair', 1)} per pair, the same for A, B and the pair's control prompts")
+    else:
+        seeds = f"{cap.get('seed', 'not recorded')} (one noise sample for every pair: an earlier run)"
+    res_src = config.get("resolution_source")
+    rnd = model.get("randomize") or {}
+    weights = ("random-init control: --randomize " + str(rnd.get("mode")) + f" (seed {rnd.get('seed')})"
+               if rnd.get("mode", "none") != "none" else
+               "random (tiny model)" if model.get("source") == "tiny" else "trained")
     rows = [
         ["model", f"{model.get('model', 'not recorded')} (source {model.get('source', '?')}, revision "
                   f"{model.get('revision') or 'default'}, {model.get('dtype', '?')} on {model.get('device', '?')})"],
-        ["protocol", protocol],
+        ["weights", weights],
+        ["protocol", protocol + (f", slice layout {cap.get('slice_layout', 'contiguous')}" if protocol == "card" else "")],
         ["sampling steps", steps if steps is not None else "not recorded"],
         ["captured steps", ", ".join(map(str, cap_steps)) if cap_steps else "not recorded"],
         ["guidance (CFG scale)", guidance if guidance is not None else "not recorded"],
         ["captured forward", forward or "not recorded"],
-        ["resolution", f"{cap['height']}×{cap['width']}" if "height" in cap and "width" in cap else "not recorded"],
-        ["seed (same for A and B)", cap.get("seed", "not recorded")],
+        ["resolution", (f"{cap['height']}×{cap['width']}" if "height" in cap and "width" in cap else "not recorded")
+                       + (f" ({res_src})" if res_src else "")],
+        ["noise", seeds],
         ["reducer", reducer],
         ["token sets", tokens],
         ["real text lengths", len_txt],
         ["pairs", f"{caps.n_pairs} (A rendered photograph vs B albedo of the same scene)"
                   + (f", from {sources['pairs']}" if sources.get("pairs") else "")],
-        ["control set", control + (f", from {sources['control']}" if sources.get("control") else "")],
+        ["control sets", control],
         ["units", f"{caps.n_units:,} ({_sites_summary(layout)})"],
         ["sign-flip null", f"{nl.n_perm:,} sign vectors"
                            + (" (exact enumeration)" if nl.exact else " (random, seeded)")],
@@ -533,8 +591,12 @@ def _what_was_run(caps, res, config: dict, layout: UnitLayout, protocol: str) ->
         rows.append(["capture time", f"{info.get('seconds', '?')} s, {info.get('forwards_per_step', '?')} forward(s) "
                                      f"per step, {info.get('n_image_tokens', '?')} image tokens"])
     out = ["## What was run", ""] + _table(["", ""], rows) + [""]
-    out += ["Sign convention: t > 0 means the unit is larger for A (photograph prompt) than for B (albedo "
-            "prompt); every statistic is on the per-pair difference A − B.", ""]
+    label, pos, neg = _signs(res)
+    out += [f"Sign convention: t = {label}: t > 0 means the unit is larger for {pos} than for {neg}; every "
+            "statistic is on that per-pair difference"
+            + (" (the card family's t = mean(second − first) / (sd / √N), with A first)" if protocol == "card" else "")
+            + ". The same direction holds for every control contrast and direct test, so 'same sign' compares "
+              "like with like.", ""]
     if protocol == "card":
         out += ["**Unit (card protocol).** A unit is a 16-channel slice of an output projection's input (forward "
                 "pre-hook), reduced by RMS over the whole sequence, padding included, and its 16 channels. In "
@@ -554,19 +616,33 @@ def _what_was_run(caps, res, config: dict, layout: UnitLayout, protocol: str) ->
 
 CARD_VS_HEADS = [
     "## Card units vs heads", "",
-    "The card's 16,320 \"heads\" are 16-channel slices of each block's output-projection input: 5 joint blocks × 192 "
-    "+ 20 single blocks × 768 = 960 + 15,360 = 16,320, where 192 = 3072 / 16 (a joint block's image-stream attention "
-    "output) and 768 = 12,288 / 16 (a single block's fused input: 3072 attention channels + 9,216 MLP channels). So "
-    "in single blocks three quarters of the card's units are MLP channels, a real head (128 channels) spans 8 "
-    "slices, and the joint blocks' text stream is not counted at all. The card also reduces over the whole sequence "
-    "including the text padding (prompts are padded to 512 tokens), at one inference step with guidance 1.0.",
+    "The card states only that it tested \"16,320 heads\". In our reconstruction they are 16-channel slices of each "
+    "block's output-projection input: 5 joint blocks × 192 + 20 single blocks × 768 = 960 + 15,360 = 16,320, where "
+    "192 = 3072 / 16 (a joint block's image-stream attention output) and 768 = 12,288 / 16 (a single block's fused "
+    "input: 3072 attention channels + 9,216 MLP channels); that is the only reading of the family's RMS pre-hook on "
+    "the output projections that gives exactly 16,320 (the text stream of the joint blocks is then not counted). "
+    "Which 16 channels form a slice is not stated: `--slice-layout contiguous` takes 16 consecutive channels (a real "
+    "head of 128 channels spans 8 slices, and in single blocks three quarters of the slices are MLP channels), "
+    "`--slice-layout strided` every (C/16)-th channel. That the RMS covers the whole sequence including the text "
+    "padding is also our reconstruction; one inference step and guidance 1.0 are stated by a sibling card.",
     "",
     "The heads protocol counts real heads instead: per step 5 × 24 image-stream + 5 × 24 text-stream + 20 × 24 "
-    "single-block heads = 720 units, padding masked, at several steps of a real sampling run. `--protocol card` "
-    "reproduces the card's units exactly, so its numbers can be set beside the card's; counts from the two "
-    "protocols are not comparable one to one (different unit sets and totals), percentages and null ratios are "
+    "single-block heads = 720 units, padding masked, at several steps of a real sampling run. Counts from the two "
+    "protocols are not comparable one to one (different unit sets and totals); percentages and null ratios are "
     "the closest common ground.", "",
 ]
+
+
+def _protocol_table(config: dict) -> list[str]:
+    from probe.card import protocol_facts
+
+    rows = [[fact, kind, value] for fact, kind, value in protocol_facts(config)]
+    return (["## The card's protocol: stated, stated by a sibling card, reconstructed", ""]
+            + _table(["protocol fact", "source", "this run"], rows)
+            + ["", "Only the first group is the card's own statement. The second comes from another card of the same "
+               "plantain family, which the card points to (\"per-head capture protocol identical to the rest of the "
+               "plantain probe family\"). Everything in the third group is our reconstruction and none of it is "
+               "quoted from the card.", ""])
 
 
 def _headline(res, protocol: str, random_weights: bool) -> list[str]:
@@ -613,19 +689,28 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
         [f"FWER-significant units (tmax null, α = {nl.alpha:g})", "not reported", fw_txt],
         [f"BH q ≤ {res.config.alpha:g}", "not reported", _count(n_q, n_units)],
     ]
-    if res.control is not None:
-        c = res.control
+    for name, dr in res.directs.items():
+        if name not in res.selective:
+            continue
+        cname = dr.minus
+        c, d = res.stats[cname], res.direct_stats[name]
         cat = np.abs(c.unit.t)
+        what = {"paraphrase": "A vs a paraphrase of A", "vocabulary": "A vs the lit photograph in B's words"}.get(
+            cname, f"A vs the {cname} control prompt")
         beyond += [
-            [f"control ({c.n_pairs} pairs): units with |t| > 3 / > 5", "not reported",
+            [f"{cname} control ({c.n_pairs} pairs, {what}): units with |t| > 3 / > 5", "not reported",
              f"{_count(np.count_nonzero(cat > 3), n_units)} / {_count(np.count_nonzero(cat > 5), n_units)}"],
-            ["control: FWER-significant units", "not reported", _count(int(c.null.significant.sum()), n_units)],
-            ["control: max |t|", "not reported", _f(cat.max())],
-            ["units selective beyond the control", "not reported",
-             _count(int(res.selective_beyond_control.sum()), n_units)],
+            [f"{cname} control: FWER-significant units", "not reported", _count(int(c.null.significant.sum()), n_units)],
+            [f"direct test {cname} control prompt vs B: FWER-significant units", "not reported",
+             _count(int(d.null.significant.sum()), n_units)],
+            [f"units selective beyond the {cname} control (`selective_{name}`)", "not reported",
+             _count(int(res.selective[name].sum()), n_units)],
         ]
+    if res.selective:
+        beyond.append(["units selective beyond every control (`selective_beyond_control`)", "not reported",
+                       _count(int(res.selective_beyond_control.sum()), n_units)])
     else:
-        beyond.append(["lexical control", "not reported", "no control set in this run"])
+        beyond.append(["control sets (direct tests)", "not reported", "none in this run"])
     if int(u.degenerate.sum()):
         beyond.append(["zero-variance units (t set to 0)", "—", f"{int(u.degenerate.sum()):,}"])
     out = ["## Headline: the published card beside this run", ""]
@@ -634,10 +719,13 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
             "published; the rows marked 'implied' are its count divided by its ratio. Counts and percentages are "
             "over all units of the run (all captured steps together); the per-step profile below splits them.",
             ""]
-    if res.control is not None:
+    if res.selective:
         from probe.stats import SELECTIVE_DEFINITION
 
-        out += [f"Definition: {SELECTIVE_DEFINITION}.", ""]
+        out += [f"Definition: {SELECTIVE_DEFINITION}. The direct test is the paired t of (control prompt − albedo "
+                "prompt) over the pairs, with the same sign-flip tmax null as the main contrast; a unit that merely "
+                "passes the main test and fails the control contrast is not counted (significant here and not there "
+                "is no test of a difference).", ""]
     return out
 
 
@@ -726,12 +814,18 @@ def _files_section(res) -> list[str]:
     return [
         "## Files", "",
         "- `captures.npz`: `a`, `b` float32 [pairs, units] (A = photograph prompt, B = albedo prompt, row i of "
-        "both is the same scene), `units` (unit names, columns of a and b), `pair_ids`; with a control set "
-        "`control_a`, `control_b` [control pairs, units] and `control_pair_ids`; `unit_blocks` (block of each "
-        "unit). Everything here can be recomputed from it without the model.",
-        f"- `units.csv`: one row per unit, columns {cols}.",
+        "both is the same scene), `units` (unit names, columns of a and b), `pair_ids`; the paraphrase control set in "
+        "`control_a`, `control_b` [control pairs, units] and `control_pair_ids`; every other control set NAME in "
+        "`control_NAME_a`, `control_NAME_b`, `control_NAME_pair_ids`; `control_names`; `unit_blocks` (block of each "
+        "unit); `meta_json` (protocol, t direction, noise design). Everything here can be recomputed from it "
+        "without the model.",
+        f"- `units.csv`: one row per unit, columns {cols}. `t_vs_NAME`, `p_fwer_vs_NAME`: the direct test of control "
+        "set NAME (control prompt − albedo prompt, same pair and noise); `selective_vs_NAME`: main and direct test "
+        "FWER-significant with the same sign; `direction`: what a positive t means.",
         "- `summary.json`: the headline numbers (n_pairs, n_units, n_abs_t_gt_3, n_abs_t_gt_5, null p99s and "
-        "ratios, split-half r, max |t|, FWER and BH counts, per-block rows, the control under `control`).",
+        "ratios, split-half r, max |t|, FWER and BH counts, per-block rows, `n_selective_vs_NAME` per control set, "
+        "every control contrast under `contrasts`, every direct test under `directs`, the paraphrase control also "
+        "under `control`, `direction` and `sign_convention`).",
         "- `config.json`: the resolved capture configuration, model record, prompt files, statistics settings "
         "and library versions.",
         "- `figures/`: the PNGs above.", "",
@@ -742,8 +836,66 @@ def _files_section(res) -> list[str]:
 
 # -------------------------------------------------------------------------------------------- main
 
-def write_report(out: Path, caps, res, summary: dict, config: dict) -> Path:
-    """Write OUT/report.md and OUT/figures/*.png for one analysed run; returns the report's path."""
+def _untrained_note(config: dict, out: Path) -> list[str]:
+    """The first lines of a report that no random-init run has been compared with."""
+    r = RANDOM_REFERENCE
+    argv = [a for a in (config.get("argv") or [])[1:]]
+    if config.get("job") == "probe run" and argv:
+        if argv and argv[0] == "run":
+            argv = argv[1:]
+        keep, skip = [], False
+        for a in argv:
+            if skip:
+                skip = False
+                continue
+            if a in ("--out", "--baseline", "--randomize", "--randomize-seed"):
+                skip = True
+                continue
+            if a.startswith(("--out=", "--baseline=", "--randomize")):
+                continue
+            keep.append(a)
+        rerun = "python -m probe run " + " ".join(keep + ["--randomize", "transformer", "--out", f"{out}-random"])
+    else:
+        rerun = f"python -m probe run <the options of this run> --randomize transformer --out {out}-random"
+    return [
+        "**The card's statistics do not tell a trained network from an untrained one, and no random-init run has "
+        "been compared with this one.** On klein's architecture with random weights (the tiny model, 25 pairs) the "
+        f"card protocol gives {r['card']['pct_abs_t_gt_3']:.1f} % of units at |t| > 3 "
+        f"({r['card']['n_abs_t_gt_3']} of {r['card']['n_units']}) and a split-half r of "
+        f"{r['card']['split_half_r']:.3f} (the card: 66.5 % and 0.912), the heads protocol "
+        f"{r['heads']['pct_abs_t_gt_3']:.1f} % ({r['heads']['n_abs_t_gt_3']} of {r['heads']['n_units']}) and "
+        f"{r['heads']['split_half_r']:.3f} (measured with "
+        f"`{r['card']['command']}` and `{r['heads']['command']}`): any network's units move when its prompt changes. "
+        f"Run the architecture-matched control and compare: `{rerun}`, then `python -m probe compare {out} "
+        f"{out}-random --out {out}-compare` (or add `--baseline {out}-random` to `probe stats` to put the comparison "
+        "in this report).", ""]
+
+
+def _comparison_section(comparison: dict) -> tuple[list[str], list[str]]:
+    """(first lines, section) for a run compared with a random-init baseline (`--baseline`)."""
+    runs = comparison["runs"]
+    c = comparison["comparisons"][0] if comparison["comparisons"] else None
+    from probe.compare import test_sentence
+
+    verdict = ("with S = mean over units of (|t| here − |t| in the control), "
+               + test_sentence((c or {}).get("test") or {}, "control", "this run"))
+    first = [f"**Compared with the random-init control {runs[1]['label']}:** {verdict}.", ""]
+    rows = [[k, *(r[k] if not isinstance(r[k], float) else f"{r[k]:.3f}" for r in runs)]
+            for k in ("n_abs_t_gt_3", "pct_abs_t_gt_3", "n_abs_t_gt_5", "n_fwer_significant", "split_half_r_median",
+                      "max_abs_t")]
+    sec = ["## Against the random-init control", ""]
+    sec += _table(["", f"this run ({runs[0]['label']})", f"control ({runs[1]['label']})"], rows)
+    sec += ["", f"Test: {verdict}. Units are not independent (they share the pairs), so the test resamples pairs and "
+            "recomputes every unit's t in both runs; see `python -m probe compare` for the per-block table and "
+            "figure.", ""]
+    return first, sec
+
+
+def write_report(out: Path, caps, res, summary: dict, config: dict, comparison: dict | None = None) -> Path:
+    """Write OUT/report.md and OUT/figures/*.png for one analysed run; returns the report's path.
+
+    `comparison`: the `probe.compare.compare_runs` result of this run against a random-init baseline;
+    without one the report opens by saying that the card's statistics cannot tell trained from untrained."""
     out = Path(out)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -771,16 +923,17 @@ def write_report(out: Path, caps, res, summary: dict, config: dict) -> Path:
             written.add(name)
 
     add("t by block and head" if layout.kind != "card" else "t by block and slice", "t_heatmap.png", _heatmap,
-        layout, t)
+        layout, t, res)
     add("Observed counts against the sign-flip null", "null_counts.png", _null_figure, res)
     add("Split-half consistency", "split_half.png", _split_figure, res,
         skip_note=f"Not drawn: split-half needs at least 4 pairs (this run has {res.main.n_pairs}).")
-    if res.control is not None:
-        add("Main contrast vs lexical control", "control.png", _control_figure, res)
+    if res.selective:
+        add("Main contrast vs the control sets (direct tests)", "control.png", _control_figure, res)
     else:
-        figures.append(("Main contrast vs lexical control", None,
-                        "Not drawn: this run has no control set (run with a control pair file to measure how many "
-                        "units any rewording of the prompt moves)."))
+        figures.append(("Main contrast vs the control sets (direct tests)", None,
+                        "Not drawn: this run has no control set (run with `--control vocabulary` or `--control "
+                        "paraphrase` to test each unit directly against a prompt that shares B's wording or rewords "
+                        "A)."))
     per_step = _per_step(layout, res) if layout.has_steps else []
     if len(per_step) >= 2:
         add("Per-timestep profile", "step_profile.png", _step_figure, per_step, res)
@@ -792,18 +945,34 @@ def write_report(out: Path, caps, res, summary: dict, config: dict) -> Path:
         if stale not in written and (fig_dir / stale).exists():
             (fig_dir / stale).unlink()
 
-    lines = [RANDOM_WEIGHTS_LINE if random_weights else
-             f"# ray-plantain probe: rendered photograph vs albedo ({protocol} protocol)", ""]
-    if random_weights:
-        lines += [f"# ray-plantain probe: rendered photograph vs albedo ({protocol} protocol)", "",
-                  "The model has random weights: every number and figure below only shows that the pipeline "
-                  "runs end to end.", ""]
+    randomize = (_get(config, "model", "randomize", "mode", default="none") or "none")
+    title = f"# ray-plantain probe: rendered photograph vs albedo ({protocol} protocol)"
+    if randomize != "none":
+        lines = [RANDOMIZED_LINE.format(mode=randomize, seed=_get(config, "model", "randomize", "seed")), "", title, "",
+                 "This run is the architecture-matched random-init control: its numbers are what the protocol gives "
+                 "without training, to be compared with a trained run (`python -m probe compare TRAINED THIS`).", ""]
+    elif random_weights:
+        lines = [RANDOM_WEIGHTS_LINE, "", title, "",
+                 "The model has random weights: every number and figure below only shows that the pipeline "
+                 "runs end to end.", ""]
+    else:
+        lines = [title, ""]
+    sec_cmp: list[str] = []
+    if comparison is not None:
+        first, sec_cmp = _comparison_section(comparison)
+        lines += first
+    elif randomize == "none":
+        lines += _untrained_note(config, out)
+    label, pos, neg = _signs(res)
     lines += ["Does FLUX.2 klein separate a description of a lit, rendered photograph (A) from a request for the "
               "lighting-free albedo of the same scene (B)? Each unit gets a paired test over scene pairs, a "
-              "sign-flip null, split-half consistency and, where present, a lexical control.", ""]
+              "sign-flip null, split-half consistency and, per control set, a direct paired test of the control "
+              f"prompt against the albedo prompt. Sign: t = {label} (t > 0: larger for {pos}).", ""]
     lines += _headline(res, protocol, random_weights)
     lines += _blocks_section(res)
+    lines += sec_cmp
     lines += _what_was_run(caps, res, config, layout, protocol)
+    lines += _protocol_table(config)
     lines += CARD_VS_HEADS
     lines += ["## Figures", ""]
     for k, (title, name, caption) in enumerate(figures, 1):
@@ -816,12 +985,16 @@ def write_report(out: Path, caps, res, summary: dict, config: dict) -> Path:
             hdr = ["step", "units"] + [f"|t|>{c:g}" for c in res.config.thresholds] + ["FWER", "max|t|"]
             if res.control is not None:
                 hdr += ["control |t|>3", "control FWER", "control max|t|"]
+            if res.selective:
+                hdr += ["selective beyond every control"]
             rows = []
             for r in per_step:
                 row = [r["step"], f"{r['units']:,}"] + [f"{r[f'gt_{c:g}']:,}" for c in res.config.thresholds]
                 row += [f"{r['fwer']:,}", _f(r["max_abs_t"])]
                 if res.control is not None:
                     row += [f"{r['control_gt_3']:,}", f"{r['control_fwer']:,}", _f(r["control_max_abs_t"])]
+                if res.selective:
+                    row += [f"{r['selective']:,}"]
                 rows.append(row)
             lines += _table(hdr, rows) + [""]
     lines += _files_section(res)

@@ -1,13 +1,19 @@
-"""Capture per-unit scalars for every prompt of the pair files during real klein sampling runs.
+"""Capture per-unit scalars for every stimulus during real klein sampling runs, resumably.
 
-    from probe.run import CaptureConfig, capture_prompts
+    from probe.run import CaptureConfig, capture_stimuli
     cfg = CaptureConfig(protocol="heads", steps=50, capture_steps=(0, 16, 33, 49), guidance=4.0)
-    values, units = capture_prompts(loaded, prompts, cfg, cache_path=out / "partial_captures.npz")
+    values, units, info = capture_stimuli(loaded, design.stimuli(), cfg, cache_path=out / "partial_captures.npz")
 
-Each prompt is sampled from the same seed (so A and B of a pair start from identical noise and the
-image tokens carry the image being formed). Unique prompts are captured once: the lexical control's
-A side is the main set's A, so it is reused, not recomputed. Finished prompts are cached after each
-batch, so a killed run resumes where it stopped.
+A stimulus (`probe.stimuli.Stimulus`) is a prompt, an optional reference image (passed to the
+pipeline as `image=`: an editing call), and its noise seed; this module does not care which kind of
+design made it. Stimuli with the same prompt, image and seed are captured once. Text-only stimuli
+are batched (each with its own generator, so a batch gives what one call per stimulus gives);
+stimuli with a reference image run one per call (klein reads a list of images as several references
+for one prompt). Finished stimuli are cached after each call, so a killed run resumes where it
+stopped, but only when everything that made the cache is identical: the capture settings, the
+resolved model revision (snapshot commit, or a content hash of a local folder's configs), the
+randomisation, dtype, device type and the torch / diffusers / transformers versions
+(`cache_fields`). Any difference starts fresh and says which field differed.
 """
 from __future__ import annotations
 
@@ -15,13 +21,15 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 PROTOCOLS = ("heads", "card")
+SLICE_LAYOUTS = ("contiguous", "strided")
+CACHE_FORMAT = 2     # partial_captures.npz layout; bump when it changes
 
 
 @dataclass(frozen=True)
@@ -32,27 +40,29 @@ class CaptureConfig:
     guidance: float = 4.0                   # CFG scale; > 1 runs two forwards per step, the conditional is captured
     height: int = 512
     width: int = 512
-    seed: int = 0
-    batch_size: int = 4                     # prompts per pipeline call
+    seed: int = 0                           # the run's seed; each stimulus carries its own noise seed
+    batch_size: int = 4                     # text-only stimuli per pipeline call
     reducer: str = "rms"
     single_tokens: str = "img"
     max_sequence_length: int = 512
     slice_width: int = 16
+    slice_layout: str = "contiguous"        # card slices: 16 consecutive channels, or every (C/16)-th channel
 
     def resolved(self) -> "CaptureConfig":
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}")
+        if self.slice_layout not in SLICE_LAYOUTS:
+            raise ValueError(f"slice_layout must be one of {SLICE_LAYOUTS}")
         steps = self.capture_steps or default_capture_steps(self.steps)
         bad = [s for s in steps if not 0 <= s < self.steps]
         if bad:
             raise ValueError(f"capture steps {bad} are outside 0..{self.steps - 1}")
         return CaptureConfig(**{**asdict(self), "capture_steps": tuple(sorted(set(steps)))})
 
-    def key(self, model_desc: dict) -> str:
-        """Hash of everything that changes captured values (not batch size): the resume key."""
-        d = {k: v for k, v in asdict(self).items() if k != "batch_size"}
-        d["model"] = {k: model_desc.get(k) for k in ("model", "resolved_path", "revision", "dtype")}
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    def value_fields(self) -> dict:
+        """The settings that change captured values (not the batch size; not the run seed: every
+        stimulus key carries its own noise seed)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("batch_size", "seed")}
 
 
 def card_config(**overrides) -> CaptureConfig:
@@ -76,32 +86,84 @@ def n_image_tokens(pipe, height: int, width: int) -> int:
     return (height // f) * (width // f)
 
 
+def pipeline_default_size(pipe) -> tuple[int, int]:
+    """(height, width) the pipeline uses when none is given: default_sample_size x vae_scale_factor
+    (klein base: 128 x 8 = 1024), what `pipe(prompt, num_inference_steps=1, guidance_scale=1.0)` renders."""
+    side = int(pipe.default_sample_size * pipe.vae_scale_factor)
+    return side, side
+
+
 class _StopSampling(Exception):
     """Raised from the step callback once the last captured step is done: later steps can't change it."""
 
 
-def _prompt_key(prompt: str) -> str:
-    return hashlib.sha256(prompt.encode()).hexdigest()[:20]
+# --------------------------------------------------------------------------------------- resume cache
+
+def cache_fields(cfg: CaptureConfig, loaded) -> dict:
+    """Everything a cached value depends on besides its stimulus: the resume key's fields."""
+    import importlib.metadata as md
+
+    from .model import model_fingerprint
+
+    def version(pkg):
+        try:
+            return md.version(pkg)
+        except md.PackageNotFoundError:
+            return None
+
+    fp = model_fingerprint(loaded)
+    return {
+        "cache_format": CACHE_FORMAT,
+        "capture": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.value_fields().items()},
+        "model": fp["model"], "model_source": fp["source"], "model_revision": fp["revision"],
+        "randomize": fp["randomize"], "dtype": loaded.dtype, "device_type": str(loaded.device).split(":")[0],
+        "versions": {p: version(p) for p in ("torch", "diffusers", "transformers")},
+    }
 
 
-def _load_cache(path: Path | None, key: str, n_units: int) -> dict[str, np.ndarray]:
+def fields_key(fields: dict) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k} {a!r} -> {b!r}")
+    return out
+
+
+def load_cache(path: Path | None, fields: dict, n_units: int) -> tuple[dict[str, np.ndarray], str | None]:
+    """(finished stimuli {key: values}, None) when `path` was made with exactly `fields`; else ({}, why not)."""
     if path is None or not path.is_file():
-        return {}
+        return {}, None
     try:
-        z = np.load(path, allow_pickle=False)
-        if str(z["config_key"]) != key or z["values"].shape[1] != n_units:
-            return {}
-        return {str(k): v for k, v in zip(z["keys"], z["values"])}
-    except Exception:  # a cache we can't read is recomputed, never trusted
-        return {}
+        with np.load(path, allow_pickle=False) as z:
+            if "key_fields" not in z.files:
+                return {}, f"{path.name} was written by an older version of the probe (no recorded key)"
+            old = json.loads(str(z["key_fields"]))
+            if old != fields:
+                diff = _differences(old, fields)
+                return {}, f"{path.name} was made with a different {'; '.join(diff[:6])}" + (
+                    f" (and {len(diff) - 6} more)" if len(diff) > 6 else "")
+            if z["values"].shape[1] != n_units:
+                return {}, f"{path.name} holds {z['values'].shape[1]} units, this capture has {n_units}"
+            return {str(k): v for k, v in zip(z["keys"], z["values"])}, None
+    except Exception as e:  # a cache we can't read is recomputed, never trusted
+        return {}, f"{path.name} could not be read ({type(e).__name__}: {e})"
 
 
-def _save_cache(path: Path, key: str, done: dict[str, np.ndarray]) -> None:
+def save_cache(path: Path, fields: dict, done: dict[str, np.ndarray]) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
-    np.savez(tmp, config_key=np.array(key), keys=np.array(list(done)),
-             values=np.stack(list(done.values())).astype(np.float32))
+    np.savez(tmp, config_key=np.array(fields_key(fields)), key_fields=np.array(json.dumps(fields, sort_keys=True)),
+             keys=np.array(list(done)), values=np.stack(list(done.values())).astype(np.float32))
     os.replace(tmp, path)
 
+
+# ------------------------------------------------------------------------------------------- capture
 
 def make_capture(pipe, cfg: CaptureConfig):
     from .capture import HeadCapture, SliceCapture, head_sites
@@ -109,69 +171,121 @@ def make_capture(pipe, cfg: CaptureConfig):
     sites = head_sites(pipe.transformer)
     fps = forwards_per_step(pipe, cfg.guidance)
     if cfg.protocol == "card":
+        if cfg.slice_layout == "strided":
+            from .card import StridedSliceCapture
+
+            return StridedSliceCapture(pipe.transformer, sites, cfg.capture_steps, fps, width=cfg.slice_width)
         return SliceCapture(pipe.transformer, sites, cfg.capture_steps, fps, width=cfg.slice_width)
     return HeadCapture(pipe.transformer, sites, cfg.capture_steps, fps, reducer=cfg.reducer,
                        single_tokens=cfg.single_tokens)
 
 
-def capture_prompts(loaded, prompts: Sequence[str], cfg: CaptureConfig, cache_path: Path | None = None,
-                    progress: bool = True, desc: str = "capture") -> tuple[np.ndarray, list[str], dict]:
-    """Capture every prompt; returns values [len(prompts), units], unit names, and timing info."""
-    import torch
-    from tqdm.auto import tqdm
+def _batches(stimuli: list, batch_size: int) -> list[list]:
+    """Text-only stimuli in batches of `batch_size`; each stimulus with a reference image alone."""
+    text = [s for s in stimuli if s.image is None]
+    out = [text[i:i + batch_size] for i in range(0, len(text), batch_size)]
+    return out + [[s] for s in stimuli if s.image is not None]
+
+
+def _load_image(path: str):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def reference_tokens(pipe, image) -> int:
+    """Tokens klein appends for one reference image: after the pipeline's own preparation (resized to
+    1024² pixels when larger, cropped to multiples of 2 x vae_scale_factor), one per 2 x 2 latent patch."""
+    import math
+
+    w, h = image.size
+    if w * h > 1024 * 1024:
+        scale = math.sqrt(1024 * 1024 / (w * h))
+        w, h = int(w * scale), int(h * scale)
+    m = pipe.vae_scale_factor * 2
+    return (h // m) * (w // m)
+
+
+def _set_batch(cap, pipe, batch, cfg: CaptureConfig, n_img: int, image) -> None:
+    """Tell the capture what the next pipeline call holds. A capture whose set_batch takes the reference
+    token count (and checks every forward against it) gets it; one that skips reference tokens does not."""
+    import inspect
 
     from .capture import text_token_mask
+
+    n_ref = reference_tokens(pipe, image) if image is not None else 0
+    if cfg.protocol == "card":
+        cap.set_batch(len(batch))
+        return
+    mask = text_token_mask(pipe, [s.prompt for s in batch], cfg.max_sequence_length)
+    if n_ref and "n_ref_tokens" in inspect.signature(cap.set_batch).parameters:
+        cap.set_batch(mask, n_img, n_ref_tokens=n_ref)
+    else:
+        cap.set_batch(mask, n_img)
+
+
+def capture_stimuli(loaded, stimuli: Sequence, cfg: CaptureConfig, cache_path: Path | None = None,
+                    progress: bool = True, desc: str = "capture", log=print) -> tuple[dict, list[str], dict]:
+    """Capture every stimulus; returns ({Stimulus.key(): float32 [units]}, unit names, info).
+
+    `log` receives one line when a cache is present but cannot be used (and why).
+    """
+    import torch
+    from tqdm.auto import tqdm
 
     cfg = cfg.resolved()
     pipe = loaded.pipe
     cap = make_capture(pipe, cfg)
-    key = cfg.key(loaded.describe())
-    done = _load_cache(cache_path, key, len(cap.units))
-    todo = [p for p in dict.fromkeys(prompts) if _prompt_key(p) not in done]
+    fields = cache_fields(cfg, loaded)
+    done, why_fresh = load_cache(cache_path, fields, len(cap.units))
+    if why_fresh:
+        log(f"starting fresh: {why_fresh}")
+    unique = list({s.key(): s for s in stimuli}.values())
+    todo = [s for s in unique if s.key() not in done]
     last_step = max(cfg.capture_steps)
     n_img = n_image_tokens(pipe, cfg.height, cfg.width)
     t0 = time.perf_counter()
-    n_forward_batches = 0
+    n_calls = 0
 
     def stop_after_last(pipe_, i, t, kwargs):
         if i >= last_step:
             raise _StopSampling
         return kwargs
 
-    bar = tqdm(total=len(dict.fromkeys(prompts)), initial=len(dict.fromkeys(prompts)) - len(todo), desc=desc,
-               unit="prompt", disable=not progress)
+    bar = tqdm(total=len(unique), initial=len(unique) - len(todo), desc=desc, unit="stimulus", disable=not progress)
     with cap:
-        for start in range(0, len(todo), cfg.batch_size):
-            batch = todo[start:start + cfg.batch_size]
-            if cfg.protocol == "card":
-                cap.set_batch(len(batch))
-            else:
-                mask = text_token_mask(pipe, batch, cfg.max_sequence_length)
-                cap.set_batch(mask, n_img)
-            gens = [torch.Generator(device="cpu").manual_seed(cfg.seed) for _ in batch]
+        for batch in _batches(todo, cfg.batch_size):
+            prompts = [s.prompt for s in batch]
+            image = _load_image(batch[0].image) if batch[0].image is not None else None
+            _set_batch(cap, pipe, batch, cfg, n_img, image)
+            gens = [torch.Generator(device="cpu").manual_seed(int(s.seed)) for s in batch]
+            extra = {"image": image} if image is not None else {}
             try:
                 with torch.inference_mode():
-                    pipe(prompt=list(batch), height=cfg.height, width=cfg.width, num_inference_steps=cfg.steps,
+                    pipe(prompt=prompts, height=cfg.height, width=cfg.width, num_inference_steps=cfg.steps,
                          guidance_scale=cfg.guidance, generator=gens, output_type="latent",
-                         max_sequence_length=cfg.max_sequence_length, callback_on_step_end=stop_after_last)
+                         max_sequence_length=cfg.max_sequence_length, callback_on_step_end=stop_after_last, **extra)
             except _StopSampling:
                 pass
             expected = (last_step + 1) * cap.forwards_per_step
             if cap.forwards_seen != expected:
                 raise RuntimeError(f"the pipeline ran {cap.forwards_seen} transformer forwards, expected {expected}: "
                                    "the CFG layout assumed by the capture does not hold for this pipeline version")
-            vals = cap.collect()
-            for p, v in zip(batch, vals):
-                done[_prompt_key(p)] = v
-            n_forward_batches += 1
+            for s, v in zip(batch, cap.collect()):
+                done[s.key()] = v
+            n_calls += 1
             if cache_path is not None:
-                _save_cache(cache_path, key, done)
+                save_cache(cache_path, fields, done)
             bar.update(len(batch))
     bar.close()
-    values = np.stack([done[_prompt_key(p)] for p in prompts]).astype(np.float32)
-    info = {"seconds": round(time.perf_counter() - t0, 2), "prompts_captured_now": len(todo),
-            "prompts_from_cache": len(dict.fromkeys(prompts)) - len(todo), "pipeline_calls": n_forward_batches,
-            "forwards_per_step": cap.forwards_per_step, "n_image_tokens": n_img, "config_key": key}
+    values = {s.key(): np.asarray(done[s.key()], dtype=np.float32) for s in unique}
+    info = {"seconds": round(time.perf_counter() - t0, 2), "stimuli": len(stimuli), "unique_stimuli": len(unique),
+            "captured_now": len(todo), "from_cache": len(unique) - len(todo), "pipeline_calls": n_calls,
+            "forwards_per_step": cap.forwards_per_step, "n_image_tokens": n_img, "cache_key": fields_key(fields),
+            "cache_fields": fields, "cache_started_fresh_because": why_fresh}
+    # names kept from earlier runs' config.json
+    info["prompts_captured_now"], info["prompts_from_cache"] = info["captured_now"], info["from_cache"]
     return values, list(cap.units), info
 
 
@@ -184,21 +298,6 @@ def real_text_lengths(pipe, prompts: Sequence[str], max_sequence_length: int = 5
     from .capture import text_token_mask
 
     return [int(x) for x in text_token_mask(pipe, prompts, max_sequence_length).sum(1)]
-
-
-@dataclass(frozen=True)
-class PromptSet:
-    """Main pairs and optional control, as plain lists (ids aligned with a/b)."""
-    pair_ids: tuple[str, ...]
-    a: tuple[str, ...]
-    b: tuple[str, ...]
-    control_ids: tuple[str, ...] = ()
-    control_a: tuple[str, ...] = ()
-    control_b: tuple[str, ...] = ()
-    sources: dict = field(default_factory=dict)
-
-    def unique_prompts(self) -> list[str]:
-        return list(dict.fromkeys([*self.a, *self.b, *self.control_a, *self.control_b]))
 
 
 def pipeline_default_guidance(pipe) -> float:

@@ -1,17 +1,20 @@
 """Paired per-unit statistics for the probe: numpy/scipy only (no torch), vectorised over units.
 
-    from probe.stats import StatsConfig, analyse, load_captures
-    caps = load_captures("runs/probe/captures.npz")
-    res = analyse(caps.a, caps.b, caps.units, unit_blocks=caps.unit_blocks,
-                  control=(caps.control_a, caps.control_b), config=StatsConfig(n_perm=10_000, seed=0))
+    from probe.stats import Contrast, Direct, StatsConfig, analyse, analyse_captures, load_captures
+    res = analyse_captures(load_captures("runs/probe/captures.npz"), StatsConfig(n_perm=10_000, seed=0))
+
+    # contrasts are data: any number of named paired contrasts and direct comparisons between them
+    res = analyse([Contrast("main", a, b, pair_ids, label="A photograph - B albedo", columns=None),
+                   Contrast("vocabulary", a, v, pair_ids, columns="control_{name}_{stat}")],
+                  units, directs=[Direct("vs_vocabulary", of="main", minus="vocabulary")])
     res.summary()        # JSON-able dict (summary.json)
     res.units_table()    # {column: array} for units.csv (unit, block, t, d, p, q, p_fwer, ...)
 
-Inputs are `a`, `b` [pairs, units]: A = rendered-photograph prompt, B = albedo prompt, row i of both
-is the same scene. The contrast is always A - B (positive t: the unit is higher for the photograph
-prompt). Everything works on the per-pair differences `diff = a - b` [n, U] in float64.
+A `Contrast` is two arrays [pairs, units] with pair ids: per pair, diff = a - b (or b - a with
+`reverse=True`); row i of a and b is the same pair. A `Direct` comparison of contrasts X and Y is the
+paired test of diff_X - diff_Y over the pairs they share. Each contrast and each direct comparison
+gets the same machinery, on its per-pair differences [n, U] in float64:
 
-What is computed (each part also callable alone):
 - `paired_t`: paired t, Cohen's d_z = mean(diff) / sd(diff) (ddof 1), two-sided p from the t
   distribution with n - 1 df, Benjamini-Hochberg q over all units. Equal to
   `scipy.stats.ttest_rel(a, b)` per unit. Zero-variance units (sd(diff) <= 1e-12 |mean(diff)|,
@@ -41,45 +44,55 @@ What is computed (each part also callable alone):
   resamples, 95 %). These statistics are not smooth in the pair means: resampling adds noise to
   every unit's t, so for mostly-null blocks the interval lies above the observed value (see
   `BlockStats`); the bootstrap medians are reported beside it.
-- `analyse`: all of the above for the main contrast and, given `control=(ca, cb)` (A against a
-  lighting-neutral paraphrase of A, [control_pairs, units]), for the control contrast too, plus
-  "selective beyond the control": a unit is selective beyond the control when
-    (1) p_fwer_main(u) <= alpha, (2) p_fwer_control(u) > alpha, and (3) |d_main(u)| > |d_control(u)|.
-  (3) compares effect sizes: with equal pair counts it is exactly |t_main| > |t_control|, and it
-  stays fair when the control set has fewer pairs. Counts |t| > 3 / > 5 of both contrasts are in
-  the summary side by side (`control` entry).
-- `save_captures` / `load_captures`: the `captures.npz` interchange format, validated.
+
+Columns of units.csv follow one rule (`Analysis.units_table`): the primary (first) contrast gives
+the top-level `t, d, p, q, p_fwer, fwer_significant, mean_a, mean_b, mean_diff, sd_diff`; each
+contrast with a `columns` pattern adds `pattern.format(stat=..., name=...)` for its `column_stats`
+(the image probe: `t_C, d_C, p_fwer_C`); each direct comparison D adds `t_D, d_D, p_fwer_D` and, when
+`selective`, `selective_D` = its `of` contrast and D both FWER-significant with the same sign; the
+column `direction` says what a positive top-level t means.
+
+The text probe (`text_contrasts`, `analyse_text`, `analyse_captures`): main = A (lit photograph) vs
+B (albedo); per control set NAME (paraphrase: A vs a lighting-neutral paraphrase of A, legacy columns
+`control_t, control_d, control_p, control_q, control_p_fwer`; vocabulary: A vs a prompt describing
+the lit photograph with B's fixed words, columns `control_vocabulary_*`) the contrast A vs control
+prompt, and the direct comparison `vs_NAME` = main minus it = control prompt minus albedo prompt of
+the same pair (same noise): `t_vs_NAME`, `p_fwer_vs_NAME`, `selective_vs_NAME`, and
+`selective_beyond_control` = selective beyond every control set (see SELECTIVE_DEFINITION). Under
+the card protocol the sign is reversed (direction "b-a": t = mean(B - A) / (sd / sqrt(N)), the card
+family's definition), for every contrast alike, so "same sign" is unaffected.
 
 Seeds: the sign vectors, splits and bootstrap resamples come from independent streams derived
-from `StatsConfig.seed`; the control contrast reuses them (same sign vectors when its pair count
-is the same).
+from `StatsConfig.seed`; every contrast reuses them (same sign vectors when its pair count is the
+same). `StatsConfig.threads` contrasts are analysed at once; results do not depend on it.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import stats as _sps
 
+# The captures.npz format lives in probe.captures; its names stay importable from here.
+from probe.captures import (PARAPHRASE, Captures, CapturesError, ControlSet, check_control_name,  # noqa: F401
+                            load_captures, save_captures)
+
 __all__ = [
     "StatsConfig", "UnitStats", "PermutationNull", "SplitHalf", "BlockStats", "ContrastStats", "Analysis",
-    "Captures", "CapturesError", "paired_t", "bh_q", "sign_flip_null", "split_half", "block_stats",
-    "analyse_contrast", "analyse", "analyse_captures", "blocks_from_units", "save_captures", "load_captures",
-    "threshold_key",
+    "Contrast", "Direct", "Captures", "CapturesError", "ControlSet", "paired_t", "bh_q", "sign_flip_null",
+    "split_half", "block_stats", "analyse_contrast", "analyse", "analyse_text", "analyse_captures",
+    "text_contrasts", "blocks_from_units", "save_captures", "load_captures", "threshold_key",
+    "SELECTIVE_DEFINITION",
 ]
 
 _DEGENERATE_RTOL = 1e-12   # sd(diff) at or below this fraction of |mean(diff)| is rounding, not variance
 _TIE_RTOL = 1e-6           # the null runs in float32: values this close to |t_u| count as reaching it
 _STREAM_NULL, _STREAM_SPLIT, _STREAM_BOOT = 1, 2, 3
-
-
-class CapturesError(ValueError):
-    """captures.npz (or arrays handed to `analyse`) are malformed: the message says which array and why."""
+_TILE = 1 << 17            # float32 elements per tile (512 KB) of the null and the bootstrap: passes stay in cache
 
 
 @dataclass(frozen=True)
@@ -95,10 +108,12 @@ class StatsConfig:
     d_threshold: float = 0.8                # summary counts |d_z| > this ("large" effect)
     null_quantile: float = 99.0             # percentile of the null count distribution reported (p99)
     chunk: int = 128                        # sign vectors per matmul; memory ~ chunk * units * 4 bytes
+    threads: int = 2                        # contrasts analysed at once (results do not depend on it)
 
     def __post_init__(self):
-        if self.n_perm < 1 or self.n_splits < 0 or self.n_boot < 0 or self.chunk < 1:
-            raise ValueError(f"StatsConfig: n_perm >= 1, n_splits >= 0, n_boot >= 0, chunk >= 1 needed: {self}")
+        if self.n_perm < 1 or self.n_splits < 0 or self.n_boot < 0 or self.chunk < 1 or self.threads < 1:
+            raise ValueError(f"StatsConfig: n_perm >= 1, n_splits >= 0, n_boot >= 0, chunk >= 1, threads >= 1 "
+                             f"needed: {self}")
         if not self.thresholds or any(not (c > 0) for c in self.thresholds):
             raise ValueError(f"StatsConfig.thresholds must be positive |t| values, got {self.thresholds}")
         if not (0 < self.alpha < 1 and 0 < self.ci < 1 and 0 < self.null_quantile < 100):
@@ -241,6 +256,7 @@ def sign_flip_null(diff: np.ndarray, t_obs: np.ndarray, config: StatsConfig = St
     counts = np.empty((n_vec, thr.size), dtype=np.int32)
     ymax = np.empty(n_vec, dtype=np.float32)
     buf = np.empty((min(config.chunk, n_vec), n_units), dtype=np.float32)
+    above = np.empty(buf.shape, dtype=bool)
     for lo in range(0, n_vec, config.chunk):
         hi = min(lo + config.chunk, n_vec)
         y = buf[: hi - lo]
@@ -248,7 +264,9 @@ def sign_flip_null(diff: np.ndarray, t_obs: np.ndarray, config: StatsConfig = St
         np.abs(y, out=y)
         ymax[lo:hi] = y.max(axis=1)
         for k, c in enumerate(y_thr):
-            counts[lo:hi, k] = np.count_nonzero(y > c, axis=1)
+            gt = np.greater(y, c, out=above[: hi - lo])
+            # count_nonzero of a 1-D bool row is a fast byte count; with axis=1 numpy sums via intp
+            counts[lo:hi, k] = [np.count_nonzero(row) for row in gt]
     tmax = _y_to_t(ymax, n)
     observed = np.array([np.count_nonzero(t_abs > c) for c in thr], dtype=np.int64)
     p99 = np.percentile(counts, config.null_quantile, axis=0)
@@ -288,27 +306,6 @@ class SplitHalf:
         return self.q75 - self.q25
 
 
-def _masked_t(w: np.ndarray, dc: np.ndarray, dc2: np.ndarray, center: np.ndarray) -> np.ndarray:
-    """Per-unit t of the pairs weighted by integer counts w [S, n] (subsets or bootstrap multiplicities).
-
-    dc = diff - center (center = the full-sample mean): shifting keeps the one-pass variance free
-    of cancellation. Returns t [S, U] and d [S, U]; zero-variance -> 0.
-    """
-    k = w.sum(axis=1, keepdims=True)
-    s1 = w @ dc
-    s2 = w @ dc2
-    mean_shift = s1 / k
-    var = (s2 - s1 * mean_shift) / (k - 1)
-    return _t_from_moments_k(center + mean_shift, var, k)
-
-
-def _t_from_moments_k(mean, var, k):
-    sd = np.sqrt(np.maximum(var, 0.0))
-    degenerate = sd <= _DEGENERATE_RTOL * np.abs(mean) + 1e-300
-    d = np.where(degenerate, 0.0, mean / np.where(degenerate, 1.0, sd))
-    return d * np.sqrt(k), d
-
-
 def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     x = x - x.mean(axis=1, keepdims=True)
     y = y - y.mean(axis=1, keepdims=True)
@@ -316,6 +313,28 @@ def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     num = (x * y).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _subset_t32(w: np.ndarray, dc: np.ndarray, dc2: np.ndarray, center: np.ndarray, k: int) -> np.ndarray:
+    """Per-unit t [S, U] (float32) of subsets of k pairs (rows of 0/1 weights `w` [S, n], each summing to
+    k), from moments shifted by the full-sample mean (see `_Resampler`). Zero variance -> 0."""
+    m = w @ dc
+    v = w @ dc2
+    m *= np.float32(1.0 / k)                       # mean shift
+    tmp = np.square(m)
+    tmp *= np.float32(k)
+    v -= tmp
+    v *= np.float32(1.0 / (k - 1))                 # variance (ddof 1)
+    m += center                                    # subset mean
+    np.square(m, out=tmp)
+    tmp *= np.float32(_DEGENERATE_RTOL ** 2)
+    degenerate = v <= tmp
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        np.divide(np.float32(k), v, out=v)
+        np.sqrt(v, out=v)
+        m *= v                                     # t = mean sqrt(k / var)
+    m[degenerate] = 0.0
+    return m
 
 
 def split_half(diff: np.ndarray, n_splits: int = 100, seed: int = 0) -> SplitHalf:
@@ -328,15 +347,16 @@ def split_half(diff: np.ndarray, n_splits: int = 100, seed: int = 0) -> SplitHal
         nan = float("nan")
         return SplitHalf(np.full(max(n_splits, 0), np.nan), nan, nan, nan, sizes, None, None)
     rng = np.random.default_rng([seed, _STREAM_SPLIT])
-    w1 = np.zeros((n_splits, n))
+    w1 = np.zeros((n_splits, n))   # per split: 1 for the pairs of the first half
     for s in range(n_splits):
         w1[s, rng.permutation(n)[:h1]] = 1.0
     center = diff.mean(axis=0)
     dc = diff - center
-    dc2 = dc * dc
-    t1, _ = _masked_t(w1, dc, dc2, center)
-    t2, _ = _masked_t(1.0 - w1, dc, dc2, center)
-    r = _rowwise_pearson(t1, t2)
+    dc32, dc2_32, center32 = dc.astype(np.float32), (dc * dc).astype(np.float32), center.astype(np.float32)
+    w1 = w1.astype(np.float32)
+    t1 = _subset_t32(w1, dc32, dc2_32, center32, sizes[0])
+    t2 = _subset_t32(1.0 - w1, dc32, dc2_32, center32, sizes[1])
+    r = _rowwise_pearson(t1.astype(np.float64), t2.astype(np.float64))
     fin = r[np.isfinite(r)]
     med, q25, q75 = (float(v) for v in np.percentile(fin, [50, 25, 75])) if fin.size else (np.nan,) * 3
     return SplitHalf(r=r, median=med, q25=q25, q75=q75, half_sizes=sizes, t_half1=t1[0], t_half2=t2[0])
@@ -416,6 +436,102 @@ def _block_reduce(t: np.ndarray, d: np.ndarray, bounds: np.ndarray, thr: np.ndar
     return mx, cnt, med
 
 
+class _Resampler:
+    """Per-unit q of pair resamples, tile by tile (shared by the block bootstrap and `resampled_abs_t_mean`).
+
+    For multiplicities w [S, n] (float32, each row summing to n) and differences diff [n, U], with
+    dc = diff - center (center = the full-sample mean, which keeps the variance free of cancellation),
+    S1 = w @ dc and S2 = w @ dc2: a resample has mean (n center + S1) / n and variance
+    (n S2 - S1^2) / (n (n - 1)), so q = (n center + S1)^2 / (n S2 - S1^2) gives t^2 = (n - 1) q and
+    d^2 = (n - 1) q / n; every statistic here is monotone in q. Tiles of a few hundred resamples x one
+    block of units keep the elementwise passes in cache. float32 moves t by ~1e-6 relative, far below
+    the resampling spread it summarises. Zero-variance resamples (sd <= 1e-12 |mean|) give q = 0.
+    """
+
+    def __init__(self, diff: np.ndarray, w: np.ndarray):
+        diff = np.asarray(diff, dtype=np.float64)
+        self.n = diff.shape[0]
+        center = diff.mean(axis=0)
+        dc = diff - center
+        self.dc = dc.astype(np.float32)
+        self.dc2 = (dc * dc).astype(np.float32)
+        self.ncenter = (center * self.n).astype(np.float32)
+        self.w = np.asarray(w, dtype=np.float32)
+        self.wn = self.w * np.float32(self.n)
+        self.eps = np.float32(_DEGENERATE_RTOL ** 2 * (self.n - 1) / self.n)
+
+    def tiles(self, lo: int, hi: int):
+        """Yield (r0, r1, q [r1 - r0, hi - lo] float32) over all resamples for units lo:hi."""
+        rows = max(1, _TILE // max(hi - lo, 1))
+        for r0 in range(0, self.w.shape[0], rows):
+            r1 = min(r0 + rows, self.w.shape[0])
+            s1 = self.w[r0:r1] @ self.dc[:, lo:hi]
+            den = self.wn[r0:r1] @ self.dc2[:, lo:hi]
+            tmp = np.square(s1)
+            den -= tmp                                  # n S2 - S1^2
+            s1 += self.ncenter[lo:hi]
+            np.square(s1, out=s1)                       # (n center + S1)^2
+            np.multiply(s1, self.eps, out=tmp)
+            degenerate = den <= tmp
+            with np.errstate(divide="ignore", invalid="ignore"):
+                q = np.divide(s1, den, out=s1)
+            if degenerate.any():
+                q[degenerate] = 0.0
+            yield r0, r1, q
+
+
+def _boot_blocks(rs: _Resampler, bounds: np.ndarray, thr: np.ndarray):
+    """Bootstrap resamples -> per-block max|t| [S, B], counts |t| > c [S, B, K] and median|d| [S, B]
+    (block-ordered units; see `_Resampler`)."""
+    n_boot, n = rs.w.shape
+    nb, nk = len(bounds) - 1, thr.size
+    mx = np.empty((n_boot, nb))
+    cnt = np.empty((n_boot, nb, nk), dtype=np.int64)
+    med = np.empty((n_boot, nb))
+    q_thr = (thr.astype(np.float64) ** 2 / (n - 1)).astype(np.float32)      # |t| > c  <=>  q > c^2 / (n - 1)
+    for i in range(nb):
+        lo, hi = int(bounds[i]), int(bounds[i + 1])
+        size = hi - lo
+        k = size // 2
+        for r0, r1, q in rs.tiles(lo, hi):
+            mx[r0:r1, i] = np.sqrt(q.max(axis=1).astype(np.float64) * (n - 1))
+            for j, c in enumerate(q_thr):
+                cnt[r0:r1, i, j] = np.count_nonzero(q > c, axis=1)
+            # in place: [:, k] is the upper middle value; q >= 0, so its int32 bit patterns sort as the floats do
+            # (and partition faster: no NaN-aware comparisons)
+            q.view(np.int32).partition(k, axis=1)
+            upper = q[:, k].astype(np.float64)
+            # median of |d|: the middle value, or the mean of the two middle values when the block is even
+            mid = np.sqrt(upper) if size % 2 else 0.5 * (np.sqrt(upper) + np.sqrt(q[:, :k].max(axis=1).astype(
+                np.float64)))
+            med[r0:r1, i] = mid * math.sqrt((n - 1) / n)
+    return mx, cnt, med
+
+
+def resample_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """[n_boot, n] float32 multiplicities of `n_boot` resamples of n pairs drawn with replacement."""
+    idx = rng.integers(0, n, size=(n_boot, n))
+    w = np.zeros((n_boot, n), dtype=np.float32)
+    np.add.at(w, (np.repeat(np.arange(n_boot), n), idx.ravel()), 1.0)
+    return w
+
+
+def resampled_abs_t_mean(diff: np.ndarray, w: np.ndarray, width: int = 4096) -> np.ndarray:
+    """Mean over units of |t| in each resample of the pairs (rows of multiplicities `w` [S, n]): [S].
+
+    The per-unit t of every resample is recomputed from the differences `diff` [n, U], so the
+    dependence between units (they share the pairs) is kept: the pairs are the independent units.
+    """
+    rs = _Resampler(diff, w)
+    n_units = rs.dc.shape[1]
+    total = np.zeros(rs.w.shape[0])
+    for lo in range(0, n_units, width):
+        hi = min(lo + width, n_units)
+        for r0, r1, q in rs.tiles(lo, hi):
+            total[r0:r1] += np.sqrt(q.astype(np.float64) * (rs.n - 1)).sum(axis=1)
+    return total / max(n_units, 1)
+
+
 def block_stats(diff: np.ndarray, unit_blocks, config: StatsConfig = StatsConfig(),
                 unit: UnitStats | None = None) -> BlockStats:
     """Per-block max|t|, counts |t| > c and median |d| with bootstrap CIs over pairs (see module docstring)."""
@@ -431,22 +547,8 @@ def block_stats(diff: np.ndarray, unit_blocks, config: StatsConfig = StatsConfig
     med_ci = np.full((nb, 2), np.nan)
     boot_median = np.full((nb, 2 + nk), np.nan)
     if config.n_boot > 0:
-        rng = np.random.default_rng([config.seed, _STREAM_BOOT])
-        idx = rng.integers(0, n, size=(config.n_boot, n))
-        w = np.zeros((config.n_boot, n))
-        np.add.at(w, (np.repeat(np.arange(config.n_boot), n), idx.ravel()), 1.0)
-        dsorted = diff[:, order]
-        center = dsorted.mean(axis=0)
-        dc = dsorted - center
-        dc2 = dc * dc
-        bmx = np.empty((config.n_boot, nb))
-        bcnt = np.empty((config.n_boot, nb, nk))
-        bmed = np.empty((config.n_boot, nb))
-        step = max(1, (4 << 20) // max(diff.shape[1], 1))   # ~32 MB of float64 per [step, U] temporary
-        for lo in range(0, config.n_boot, step):
-            hi = min(lo + step, config.n_boot)
-            bt, bd = _masked_t(w[lo:hi], dc, dc2, center)
-            bmx[lo:hi], bcnt[lo:hi], bmed[lo:hi] = _block_reduce(bt, bd, bounds, thr)
+        w = resample_weights(n, config.n_boot, np.random.default_rng([config.seed, _STREAM_BOOT]))
+        bmx, bcnt, bmed = _boot_blocks(_Resampler(diff[:, order], w), bounds, thr)
         q = [50 * (1 - config.ci), 100 - 50 * (1 - config.ci)]
         mx_ci = np.moveaxis(np.percentile(bmx, q, axis=0), 0, -1)
         cnt_ci = np.moveaxis(np.percentile(bcnt, q, axis=0), 0, -1)
@@ -461,14 +563,15 @@ def block_stats(diff: np.ndarray, unit_blocks, config: StatsConfig = StatsConfig
 
 @dataclass(frozen=True, eq=False)
 class ContrastStats:
-    """Everything computed for one contrast (main A vs B, or control A vs paraphrase of A)."""
+    """Everything computed for one contrast or one direct comparison."""
     n_pairs: int
-    mean_a: np.ndarray          # [U]
-    mean_b: np.ndarray          # [U]
+    mean_a: np.ndarray | None   # [U] mean of the contrast's `a` (None for a direct comparison)
+    mean_b: np.ndarray | None   # [U]
     unit: UnitStats
     null: PermutationNull
     split: SplitHalf
     blocks: BlockStats
+    pair_ids: np.ndarray | None = None   # [n_pairs] the pairs it was computed on (None: by position)
 
     def summary(self, config: StatsConfig) -> dict:
         """JSON-able numbers of this contrast (non-finite values are float('nan'))."""
@@ -505,16 +608,22 @@ class ContrastStats:
         return s
 
 
-def analyse_contrast(a, b, unit_blocks, config: StatsConfig = StatsConfig(), what: str = "a/b") -> ContrastStats:
-    """Unit stats, sign-flip/tmax null, split-half and per-block stats of one paired contrast a - b."""
-    diff = _as_diff(a, b, what)
+def _analyse_diff(diff: np.ndarray, unit_blocks, config: StatsConfig, mean_a=None, mean_b=None,
+                  pair_ids=None) -> ContrastStats:
+    """Unit stats, sign-flip/tmax null, split-half and per-block stats of per-pair differences [n, U]."""
     unit = _unit_stats(diff)
     null = sign_flip_null(diff, unit.t, config, degenerate=unit.degenerate)
     split = split_half(diff, config.n_splits, config.seed)
     blocks = block_stats(diff, unit_blocks, config, unit=unit)
-    return ContrastStats(n_pairs=diff.shape[0], mean_a=np.asarray(a, dtype=np.float64).mean(axis=0),
-                         mean_b=np.asarray(b, dtype=np.float64).mean(axis=0), unit=unit, null=null, split=split,
-                         blocks=blocks)
+    return ContrastStats(n_pairs=diff.shape[0], mean_a=mean_a, mean_b=mean_b, unit=unit, null=null, split=split,
+                         blocks=blocks, pair_ids=pair_ids)
+
+
+def analyse_contrast(a, b, unit_blocks, config: StatsConfig = StatsConfig(), what: str = "a/b") -> ContrastStats:
+    """Unit stats, sign-flip/tmax null, split-half and per-block stats of one paired contrast a - b."""
+    diff = _as_diff(a, b, what)
+    return _analyse_diff(diff, unit_blocks, config, np.asarray(a, dtype=np.float64).mean(axis=0),
+                         np.asarray(b, dtype=np.float64).mean(axis=0))
 
 
 def blocks_from_units(units) -> np.ndarray:
@@ -526,21 +635,100 @@ def blocks_from_units(units) -> np.ndarray:
     return np.full(units.shape, "all")
 
 
-SELECTIVE_DEFINITION = ("selective beyond the control: p_fwer(main) <= alpha, p_fwer(control) > alpha, "
-                        "and |d_z(main)| > |d_z(control)| (= |t_main| > |t_control| when pair counts are equal)")
+@dataclass(frozen=True, eq=False)
+class Contrast:
+    """A named paired contrast: per pair i and unit u, diff = a - b (b - a with `reverse`).
+
+    `columns` is the units.csv column pattern of its per-unit statistics (`{stat}` and `{name}` are
+    filled in; None: no columns of its own, e.g. the text probe's main contrast, whose columns are the
+    top-level t, d, ...); `column_stats` lists which statistics get a column (t, d, p, q, p_fwer,
+    mean_diff). `label` says in words what a positive t means ("A photograph − B albedo").
+    """
+    name: str
+    a: np.ndarray                            # [pairs, units]
+    b: np.ndarray                            # [pairs, units]
+    pair_ids: np.ndarray | None = None       # [pairs] str; None: rows are matched by position
+    reverse: bool = False
+    label: str = ""
+    columns: str | None = "{stat}_{name}"
+    column_stats: tuple[str, ...] = ("t", "d", "p_fwer")
+
+    def diff(self) -> np.ndarray:
+        d = _as_diff(self.a, self.b, f"contrast {self.name!r}")
+        return -d if self.reverse else d
+
+
+@dataclass(frozen=True)
+class Direct:
+    """A direct paired test between two contrasts: per shared pair, diff(`of`) - diff(`minus`), with the
+    same t / sign-flip / tmax / split-half / block machinery. For the text probe, of = main (A - B) and
+    minus = a control set (A - C) give C - B: the control prompt minus the albedo prompt, same noise.
+
+    Columns: `{stat}_{name}` for t, d, p_fwer; with `selective`, also `selective_{name}` = 1 where `of`
+    and this comparison are both FWER-significant with the same sign.
+    """
+    name: str
+    of: str
+    minus: str
+    label: str = ""
+    selective: bool = True
+    column_stats: tuple[str, ...] = ("t", "d", "p_fwer")
+
+
+SELECTIVE_DEFINITION = (
+    "selective beyond a control set C (selective_vs_C): the main contrast and the direct paired test of the "
+    "control prompt against the albedo prompt of the same pair (same noise; t_vs_C) are both FWER-significant "
+    "(tmax sign-flip null, p_fwer <= alpha) with the same sign; selective_beyond_control: selective beyond "
+    "every control set of the run")
+
+_STAT_COLUMNS = ("t", "d", "p", "q", "p_fwer", "mean_diff", "sd_diff")
+
+
+def _stat_column(cs: ContrastStats, stat: str) -> np.ndarray:
+    if stat == "p_fwer":
+        return cs.null.p_fwer
+    if stat not in _STAT_COLUMNS:
+        raise ValueError(f"unknown column statistic {stat!r}; one of {_STAT_COLUMNS}")
+    return getattr(cs.unit, stat)
 
 
 @dataclass(frozen=True, eq=False)
 class Analysis:
-    """Result of `analyse`. `main` is A vs B; `control` (or None) is A vs its lighting-neutral paraphrase."""
-    config: StatsConfig
-    units: np.ndarray                       # [U] unit names
-    unit_blocks: np.ndarray                 # [U] block label per unit
-    main: ContrastStats
-    control: ContrastStats | None
-    selective_beyond_control: np.ndarray | None   # [U] bool, see SELECTIVE_DEFINITION
+    """Result of `analyse`: statistics of every named contrast and direct comparison, by name.
 
-    # convenience views of the main contrast
+    `main` is the primary contrast; `control` the `paraphrase` contrast when there is one (the lexical
+    control the report and the legacy `control_*` columns describe).
+    """
+    config: StatsConfig
+    units: np.ndarray                               # [U] unit names
+    unit_blocks: np.ndarray                         # [U] block label per unit
+    primary: str
+    contrasts: dict                                 # name -> Contrast (definitions, arrays included)
+    stats: dict                                     # name -> ContrastStats
+    directs: dict                                   # name -> Direct
+    direct_stats: dict                              # name -> ContrastStats
+    selective: dict                                 # direct name -> [U] bool (directs with selective=True)
+    all_selective: str | None = None                # column: selective beyond every selective direct
+
+    @property
+    def main(self) -> ContrastStats:
+        return self.stats[self.primary]
+
+    @property
+    def control(self) -> ContrastStats | None:
+        return self.stats.get("paraphrase")
+
+    @property
+    def selective_beyond_control(self) -> np.ndarray | None:
+        """[U] bool: selective beyond every control set (None without control sets)."""
+        if not self.selective:
+            return None
+        return np.logical_and.reduce(list(self.selective.values()))
+
+    @property
+    def direction(self) -> str:
+        return self.contrasts[self.primary].label
+
     @property
     def t(self) -> np.ndarray:
         return self.main.unit.t
@@ -550,48 +738,83 @@ class Analysis:
         return self.main.null.p_fwer
 
     def units_table(self) -> dict[str, np.ndarray]:
-        """Columns of units.csv, one row per unit (control_* columns only with a control set)."""
+        """Columns of units.csv, one row per unit, by rule: the primary contrast's top-level columns, each
+        contrast's `columns` pattern, `selective_beyond_control` (with selective directs), each direct's
+        `{stat}_{name}` and `selective_{name}`, and `direction` (what a positive top-level t means)."""
         u, nl = self.main.unit, self.main.null
         cols: dict[str, np.ndarray] = {
             "unit": self.units, "block": self.unit_blocks, "t": u.t, "d": u.d, "p": u.p, "q": u.q,
             "p_fwer": nl.p_fwer, "fwer_significant": nl.significant.astype(np.int8),
             "mean_a": self.main.mean_a, "mean_b": self.main.mean_b, "mean_diff": u.mean_diff, "sd_diff": u.sd_diff,
         }
-        if self.control is not None:
-            cu = self.control.unit
-            cols.update({"control_t": cu.t, "control_d": cu.d, "control_p": cu.p, "control_q": cu.q,
-                         "control_p_fwer": self.control.null.p_fwer,
-                         "selective_beyond_control": self.selective_beyond_control.astype(np.int8)})
+        for name, c in self.contrasts.items():
+            if c.columns is None:
+                continue
+            for stat in c.column_stats:
+                cols[c.columns.format(stat=stat, name=name)] = _stat_column(self.stats[name], stat)
+        if self.all_selective and self.selective:
+            cols[self.all_selective] = self.selective_beyond_control.astype(np.int8)
+        for name, dr in self.directs.items():
+            for stat in dr.column_stats:
+                cols[f"{stat}_{name}"] = _stat_column(self.direct_stats[name], stat)
+            if name in self.selective:
+                cols[f"selective_{name}"] = self.selective[name].astype(np.int8)
+        cols["direction"] = np.full(self.units.shape, self.direction or "a-b")
         return cols
 
     def summary(self) -> dict:
-        """JSON-able summary (summary.json). Main-contrast keys at top level, control under `control`.
+        """JSON-able summary (summary.json). Primary-contrast keys at top level; every other contrast under
+        `contrasts`, every direct comparison under `directs`, the paraphrase control also under `control`.
 
         Always present: n_pairs, n_units, n_abs_t_gt_3, n_abs_t_gt_5, null_p99_abs_t_gt_3,
-        null_p99_abs_t_gt_5, split_half_r_median, max_abs_t (the 3/5 keys follow `thresholds`).
+        null_p99_abs_t_gt_5, split_half_r_median, max_abs_t (the 3/5 keys follow `thresholds`), and
+        `n_selective_<direct>` for each selective direct (text probe: n_selective_vs_<control>).
         Undefined numbers (e.g. split-half with < 4 pairs) are float('nan').
         """
-        s = self.main.summary(self.config)
+        cfg = self.config
+        s = self.main.summary(cfg)
         s["max_abs_t_unit"] = str(self.units[s["max_abs_t_unit_index"]]) if self.units.size else ""
-        s["thresholds"] = list(self.config.thresholds)
+        s["thresholds"] = list(cfg.thresholds)
         s["n_splits"] = int(self.main.split.r.size)
-        s["n_boot"] = self.config.n_boot
-        s["bootstrap_ci"] = self.config.ci
-        s["seed"] = self.config.seed
+        s["n_boot"] = cfg.n_boot
+        s["bootstrap_ci"] = cfg.ci
+        s["seed"] = cfg.seed
+        s["primary_contrast"] = self.primary
+        s["direction"] = self.direction
+        s["sign_convention"] = (f"t > 0 means the unit is larger on the first term of '{self.direction}'; every "
+                                f"statistic is on that per-pair difference")
+        s["contrasts"] = {}
+        for name, c in self.contrasts.items():
+            if name == self.primary:
+                continue
+            s["contrasts"][name] = {"label": c.label, **self.stats[name].summary(cfg)}
+        s["directs"] = {}
+        for name, dr in self.directs.items():
+            d = {"label": dr.label, "of": dr.of, "minus": dr.minus, **self.direct_stats[name].summary(cfg)}
+            if name in self.selective:
+                d["n_selective"] = int(np.count_nonzero(self.selective[name]))
+                s[f"n_selective_{name}"] = d["n_selective"]
+            s["directs"][name] = d
+        if self.selective:
+            s["selective_definition"] = SELECTIVE_DEFINITION
+            if self.all_selective:
+                s[f"n_{self.all_selective}"] = int(np.count_nonzero(self.selective_beyond_control))
         if self.control is not None:
-            c = self.control.summary(self.config)
-            c["n_selective_beyond_control"] = int(np.count_nonzero(self.selective_beyond_control))
+            c = dict(s["contrasts"]["paraphrase"])
+            if "vs_paraphrase" in self.selective:
+                c["n_selective_vs_paraphrase"] = int(np.count_nonzero(self.selective["vs_paraphrase"]))
+            if self.all_selective:
+                c[f"n_{self.all_selective}"] = s[f"n_{self.all_selective}"]
             c["selective_definition"] = SELECTIVE_DEFINITION
             c["n_fwer_significant_in_both"] = int(np.count_nonzero(
                 self.main.null.significant & self.control.null.significant))
-            for k, th in enumerate(self.config.thresholds):
+            for k, th in enumerate(cfg.thresholds):
                 key = threshold_key(th)
                 m, ct = int(self.main.null.observed[k]), int(self.control.null.observed[k])
                 c[f"main_minus_control_abs_t_gt_{key}"] = m - ct
                 c[f"main_over_control_abs_t_gt_{key}"] = m / max(ct, 1)
             c["ratio_note"] = "main count / max(control count, 1)"
             s["control"] = c
-            s["n_selective_beyond_control"] = c["n_selective_beyond_control"]
         else:
             s["control"] = None
         return s
@@ -623,183 +846,166 @@ class Analysis:
             raise
 
 
-def analyse(a, b, units, unit_blocks=None, control=None, config: StatsConfig = StatsConfig()) -> Analysis:
-    """Run every statistic on A vs B ([pairs, units] each) and, given control=(ca, cb), on the control.
+def _map(fn, items: list, threads: int) -> list:
+    """[fn(x) for x in items], on `threads` threads (numpy's kernels release the GIL); order kept."""
+    if threads <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
 
-    unit_blocks: [U] block label per unit (default: `blocks_from_units(units)`).
-    control: None, or (ca, cb) with ca, cb [control_pairs, units]; (None, None) counts as no control.
-    Raises CapturesError for mismatched shapes or non-finite values.
+    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as ex:
+        return list(ex.map(fn, items))
+
+
+def _aligned_rows(of: Contrast, minus: Contrast, n_of: int, n_minus: int, what: str):
+    """Row indices of the pairs two contrasts share, in `of`'s order."""
+    if of.pair_ids is None or minus.pair_ids is None:
+        if of.pair_ids is not None or minus.pair_ids is not None:
+            raise CapturesError(f"{what}: give pair ids for both contrasts or for neither")
+        if n_of != n_minus:
+            raise CapturesError(f"{what}: without pair ids both contrasts need the same number of pairs "
+                                f"({n_of} vs {n_minus})")
+        return np.arange(n_of), np.arange(n_minus), None
+    pos = {str(p): i for i, p in enumerate(np.asarray(minus.pair_ids).astype(str))}
+    ids = [str(p) for p in np.asarray(of.pair_ids).astype(str) if str(p) in pos]
+    of_pos = {str(p): i for i, p in enumerate(np.asarray(of.pair_ids).astype(str))}
+    return (np.array([of_pos[p] for p in ids], dtype=np.int64), np.array([pos[p] for p in ids], dtype=np.int64),
+            np.array(ids))
+
+
+def analyse(contrasts, units, directs=(), unit_blocks=None, config: StatsConfig = StatsConfig(),
+            all_selective: str | None = None) -> Analysis:
+    """Run every statistic on each named contrast and each direct comparison between them.
+
+    contrasts: a sequence of `Contrast` (the first is the primary one: units.csv's top-level columns);
+    directs: a sequence of `Direct` naming two of the contrasts; units [U] names; unit_blocks [U] block
+    labels (default `blocks_from_units(units)`); all_selective: name of a column that is 1 where every
+    selective direct comparison is (the text probe: `selective_beyond_control`).
+    Raises CapturesError for mismatched shapes, unknown names or non-finite values.
     """
-    a = np.asarray(a)
-    b = np.asarray(b)
+    contrasts = list(contrasts)
+    directs = list(directs)
+    if not contrasts:
+        raise CapturesError("analyse needs at least one contrast")
     units = np.asarray(units).astype(str)
-    if a.ndim != 2:
-        raise CapturesError(f"a: need [pairs, units], got shape {a.shape}")
-    if units.shape != (a.shape[1],):
-        raise CapturesError(f"units: need {a.shape[1]} names (one per column of a), got shape {units.shape}")
+    names = [c.name for c in contrasts] + [d.name for d in directs]
+    dupes = sorted({x for x in names if names.count(x) > 1})
+    if dupes:
+        raise CapturesError(f"contrast and direct-comparison names must be unique: {dupes} repeat")
+    diffs = {}
+    for c in contrasts:
+        if not isinstance(c, Contrast):
+            raise TypeError("analyse(contrasts, ...): every contrast must be a probe.stats.Contrast")
+        d = c.diff()
+        if units.shape != (d.shape[1],):
+            raise CapturesError(f"units: need {d.shape[1]} names (one per column of contrast {c.name!r}), got "
+                                f"shape {units.shape}")
+        if c.pair_ids is not None and np.asarray(c.pair_ids).shape != (d.shape[0],):
+            raise CapturesError(f"contrast {c.name!r}: need {d.shape[0]} pair ids, got "
+                                f"shape {np.asarray(c.pair_ids).shape}")
+        diffs[c.name] = d
     unit_blocks = blocks_from_units(units) if unit_blocks is None else np.asarray(unit_blocks).astype(str)
     if unit_blocks.shape != units.shape:
         raise CapturesError(f"unit_blocks: need {units.size} labels, got shape {unit_blocks.shape}")
-    main = analyse_contrast(a, b, unit_blocks, config, "a/b")
-    ctrl = sel = None
+    by_name = {c.name: c for c in contrasts}
+    jobs = []   # (kind, name, diff, mean_a, mean_b, pair_ids)
+    for c in contrasts:
+        jobs.append(("contrast", c.name, diffs[c.name], np.asarray(c.a, dtype=np.float64).mean(axis=0),
+                     np.asarray(c.b, dtype=np.float64).mean(axis=0),
+                     None if c.pair_ids is None else np.asarray(c.pair_ids).astype(str)))
+    for dr in directs:
+        if dr.of not in by_name or dr.minus not in by_name:
+            raise CapturesError(f"direct comparison {dr.name!r} names contrasts {dr.of!r} and {dr.minus!r}; "
+                                f"known contrasts: {', '.join(by_name)}")
+        what = f"direct comparison {dr.name!r}"
+        ro, rm, ids = _aligned_rows(by_name[dr.of], by_name[dr.minus], diffs[dr.of].shape[0],
+                                    diffs[dr.minus].shape[0], what)
+        if ro.size < 2:
+            raise CapturesError(f"{what}: contrasts {dr.of!r} and {dr.minus!r} share {ro.size} pairs; a paired "
+                                f"test needs at least 2")
+        jobs.append(("direct", dr.name, diffs[dr.of][ro] - diffs[dr.minus][rm], None, None, ids))
+
+    def run(job):
+        _, _, diff, ma, mb, ids = job
+        return _analyse_diff(diff, unit_blocks, config, ma, mb, ids)
+
+    results = _map(run, jobs, config.threads)
+    stats = {j[1]: r for j, r in zip(jobs, results) if j[0] == "contrast"}
+    direct_stats = {j[1]: r for j, r in zip(jobs, results) if j[0] == "direct"}
+    selective = {}
+    for dr in directs:
+        if dr.selective:
+            m, x = stats[dr.of], direct_stats[dr.name]
+            selective[dr.name] = (m.null.significant & x.null.significant
+                                  & (np.sign(m.unit.t) == np.sign(x.unit.t)) & (m.unit.t != 0))
+    return Analysis(config=config, units=units, unit_blocks=unit_blocks, primary=contrasts[0].name,
+                    contrasts=by_name, stats=stats, directs={d.name: d for d in directs}, direct_stats=direct_stats,
+                    selective=selective, all_selective=all_selective if selective else None)
+
+
+# ------------------------------------------------------------------------------------ text probe
+
+TEXT_DIRECTIONS = ("a-b", "b-a")
+
+
+def text_contrasts(a, b, pair_ids=None, controls=None, direction: str = "a-b") -> tuple[list, list]:
+    """The text probe's contrasts and direct comparisons.
+
+    main: A (lit-photograph prompt) vs B (albedo prompt); per control set NAME (`controls`: {name:
+    ControlSet or (a, b[, pair_ids])}, where `a` is the pair's A and `b` the control prompt): the contrast
+    A vs control prompt (columns `control_{stat}` for `paraphrase`, the legacy names, else
+    `control_NAME_{stat}`), and the direct comparison `vs_NAME` = main minus that contrast = control
+    prompt minus albedo prompt (columns t_vs_NAME, d_vs_NAME, p_fwer_vs_NAME, selective_vs_NAME).
+    direction "a-b" (t > 0: higher for A) or "b-a" (the card family's t = mean(second - first)).
+    """
+    if direction not in TEXT_DIRECTIONS:
+        raise ValueError(f"direction must be one of {TEXT_DIRECTIONS}, got {direction!r}")
+    reverse = direction == "b-a"
+    ids = None if pair_ids is None else np.asarray(pair_ids).astype(str)
+
+    def lab(first: str, second: str) -> str:
+        return f"{second} - {first}" if reverse else f"{first} - {second}"
+
+    out = [Contrast("main", a, b, ids, reverse, lab("A photograph", "B albedo"), columns=None)]
+    dirs = []
+    for name, cs in (controls or {}).items():
+        check_control_name(name)
+        if name == "main":
+            raise CapturesError("'main' is the name of the main contrast, not a control set")
+        ca, cb, cids = (cs.a, cs.b, cs.pair_ids) if isinstance(cs, ControlSet) else (tuple(cs) + (None,))[:3]
+        if cids is None and ids is not None:
+            m = np.asarray(ca).shape[0]
+            if m > ids.size:
+                raise CapturesError(f"control set {name!r}: {m} rows without pair ids, but only {ids.size} pairs")
+            cids = ids[:m]
+        legacy = name == PARAPHRASE
+        out.append(Contrast(name, ca, cb, None if cids is None else np.asarray(cids).astype(str), reverse,
+                            lab("A photograph", f"{name} control prompt"),
+                            columns="control_{stat}" if legacy else "control_{name}_{stat}",
+                            column_stats=("t", "d", "p", "q", "p_fwer") if legacy else ("t", "d", "p_fwer")))
+        dirs.append(Direct(f"vs_{name}", of="main", minus=name,
+                           label=lab(f"{name} control prompt", "B albedo")))
+    return out, dirs
+
+
+def analyse_text(a, b, units, pair_ids=None, controls=None, unit_blocks=None, config: StatsConfig = StatsConfig(),
+                 direction: str = "a-b", control=None) -> Analysis:
+    """`analyse` on the text probe's design (`text_contrasts`); selective_beyond_control over all controls.
+
+    control=(ca, cb): shorthand for controls={"paraphrase": (ca, cb)} ((None, None) counts as no control).
+    """
     if control is not None and not (control[0] is None and control[1] is None):
-        ca, cb = (np.asarray(x) if x is not None else None for x in control)
-        if ca is None or cb is None:
+        if control[0] is None or control[1] is None:
             raise CapturesError("control: need both arrays (A and its paraphrase) or neither")
-        if ca.ndim != 2 or ca.shape[1] != a.shape[1]:
-            raise CapturesError(f"control: need [control_pairs, {a.shape[1]}] arrays, got {ca.shape} and {cb.shape}")
-        ctrl = analyse_contrast(ca, cb, unit_blocks, config, "control_a/control_b")
-        sel = (main.null.significant & ~ctrl.null.significant & (np.abs(main.unit.d) > np.abs(ctrl.unit.d)))
-    return Analysis(config=config, units=units, unit_blocks=unit_blocks, main=main, control=ctrl,
-                    selective_beyond_control=sel)
-
-
-# --------------------------------------------------------------------------------------- captures
-
-@dataclass(frozen=True, eq=False)
-class Captures:
-    """Contents of captures.npz: a, b float32 [pairs, units]; units, pair_ids str; optional control
-    arrays [control_pairs, units] with control_pair_ids, unit_blocks [units] and a JSON-able meta dict.
-    Validated on construction (CapturesError)."""
-    a: np.ndarray
-    b: np.ndarray
-    units: np.ndarray
-    pair_ids: np.ndarray
-    control_a: np.ndarray | None = None
-    control_b: np.ndarray | None = None
-    control_pair_ids: np.ndarray | None = None
-    unit_blocks: np.ndarray | None = None
-    meta: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
-        set_("a", _float_2d(self.a, "a"))
-        set_("b", _float_2d(self.b, "b"))
-        if self.a.shape != self.b.shape:
-            raise CapturesError(f"a {self.a.shape} and b {self.b.shape} must have the same shape [pairs, units]")
-        n, u = self.a.shape
-        set_("units", _strings(self.units, "units", u, unique=True))
-        set_("pair_ids", _strings(self.pair_ids, "pair_ids", n, unique=True))
-        if self.unit_blocks is not None:
-            set_("unit_blocks", _strings(self.unit_blocks, "unit_blocks", u))
-        if (self.control_a is None) != (self.control_b is None):
-            raise CapturesError("control_a and control_b must both be present or both absent")
-        if self.control_a is not None:
-            set_("control_a", _float_2d(self.control_a, "control_a"))
-            set_("control_b", _float_2d(self.control_b, "control_b"))
-            if self.control_a.shape != self.control_b.shape or self.control_a.shape[1] != u:
-                raise CapturesError(f"control_a {self.control_a.shape} and control_b {self.control_b.shape} must "
-                                    f"both be [control_pairs, {u}] (the same units as a and b)")
-            if self.control_pair_ids is not None:
-                set_("control_pair_ids", _strings(self.control_pair_ids, "control_pair_ids",
-                                                  self.control_a.shape[0], unique=True))
-        elif self.control_pair_ids is not None and len(self.control_pair_ids):
-            raise CapturesError("control_pair_ids given without control_a/control_b")
-        else:
-            set_("control_pair_ids", None)
-        set_("meta", dict(self.meta or {}))
-
-    @property
-    def n_pairs(self) -> int:
-        return self.a.shape[0]
-
-    @property
-    def n_units(self) -> int:
-        return self.a.shape[1]
-
-    @property
-    def has_control(self) -> bool:
-        return self.control_a is not None
-
-
-def _float_2d(x, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(x, dtype=np.float32)
-    except (TypeError, ValueError) as e:
-        raise CapturesError(f"{name}: not a numeric array ({e})") from e
-    if arr.ndim != 2:
-        raise CapturesError(f"{name}: need a 2-D array [pairs, units], got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise CapturesError(f"{name}: non-finite value at pair {bad[0]}, unit {bad[1]}")
-    return arr
-
-
-def _strings(x, name: str, length: int, unique: bool = False) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "UO" and arr.size:
-        raise CapturesError(f"{name}: need strings, got dtype {arr.dtype}")
-    arr = arr.astype(str)
-    if arr.shape != (length,):
-        raise CapturesError(f"{name}: need {length} entries, got shape {arr.shape}")
-    if unique:
-        vals, counts = np.unique(arr, return_counts=True)
-        if (counts > 1).any():
-            raise CapturesError(f"{name}: duplicate entries, e.g. {vals[counts > 1][0]!r}")
-    return arr
-
-
-_REQUIRED = ("a", "b", "units", "pair_ids")
-
-
-def save_captures(path, captures: Captures) -> Path:
-    """Write captures.npz (compressed; a/b float32, names as unicode arrays, meta as JSON), atomically."""
-    if not isinstance(captures, Captures):
-        raise TypeError("save_captures(path, captures): captures must be a Captures")
-    path = Path(path)
-    arrays = {"a": captures.a, "b": captures.b, "units": captures.units, "pair_ids": captures.pair_ids}
-    if captures.control_a is not None:
-        arrays.update(control_a=captures.control_a, control_b=captures.control_b)
-        if captures.control_pair_ids is not None:
-            arrays["control_pair_ids"] = captures.control_pair_ids
-    if captures.unit_blocks is not None:
-        arrays["unit_blocks"] = captures.unit_blocks
-    if captures.meta:
-        arrays["meta_json"] = np.array(json.dumps(captures.meta))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:   # a file object: np.savez would append .npz to a name
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def load_captures(path) -> Captures:
-    """Read and validate captures.npz; CapturesError names the missing or inconsistent array."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # zip/pickle/format errors: not a captures file
-        raise CapturesError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from e
-    missing = [k for k in _REQUIRED if k not in data]
-    if missing:
-        raise CapturesError(f"{path}: missing array(s) {', '.join(missing)}; captures.npz needs a, b "
-                            f"[pairs, units], units and pair_ids")
-    meta = {}
-    if "meta_json" in data:
-        try:
-            meta = json.loads(str(data["meta_json"]))
-        except json.JSONDecodeError as e:
-            raise CapturesError(f"{path}: meta_json is not valid JSON ({e})") from e
-    try:
-        return Captures(a=data["a"], b=data["b"], units=data["units"], pair_ids=data["pair_ids"],
-                        control_a=data.get("control_a"), control_b=data.get("control_b"),
-                        control_pair_ids=data.get("control_pair_ids"), unit_blocks=data.get("unit_blocks"),
-                        meta=meta)
-    except CapturesError as e:
-        raise CapturesError(f"{path}: {e}") from e
+        ca = np.asarray(control[0])
+        if ca.ndim != 2 or ca.shape[1] != np.asarray(a).shape[1]:
+            raise CapturesError(f"control: need [control_pairs, {np.asarray(a).shape[1]}] arrays, got {ca.shape}")
+        controls = {PARAPHRASE: tuple(control), **(controls or {})}
+    contrasts, directs = text_contrasts(a, b, pair_ids, controls, direction)
+    return analyse(contrasts, units, directs, unit_blocks, config, all_selective="selective_beyond_control")
 
 
 def analyse_captures(captures: Captures, config: StatsConfig = StatsConfig()) -> Analysis:
-    """`analyse` on a Captures (control included when present)."""
-    control = (captures.control_a, captures.control_b) if captures.has_control else None
-    return analyse(captures.a, captures.b, captures.units, unit_blocks=captures.unit_blocks, control=control,
-                   config=config)
+    """`analyse_text` on a Captures: every control set in the file, the sign from meta['direction']
+    (default 'a-b', the convention of files written before the key existed)."""
+    return analyse_text(captures.a, captures.b, captures.units, captures.pair_ids, captures.control_sets(),
+                        captures.unit_blocks, config, direction=captures.meta.get("direction", "a-b"))

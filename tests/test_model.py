@@ -97,3 +97,47 @@ def test_probe_cli_missing_model_is_a_message_not_a_traceback(tmp_path):
     assert "Traceback" not in r.stderr, r.stderr
     assert "--model tiny" in r.stderr and "nope" in r.stderr
     # (evaluate's CLI: tests/test_pipeline_e2e.py::test_evaluate_bad_inputs, with a real render folder)
+
+
+def test_randomize_replaces_weights_from_config_seeded(tiny_cache):
+    plain = load_pipeline(ModelSpec("tiny", device="cpu"))
+    r1 = load_pipeline(ModelSpec("tiny", device="cpu", randomize="transformer", randomize_seed=3))
+    r2 = load_pipeline(ModelSpec("tiny", device="cpu", randomize="transformer", randomize_seed=3))
+    r4 = load_pipeline(ModelSpec("tiny", device="cpu", randomize="transformer", randomize_seed=4))
+    both = load_pipeline(ModelSpec("tiny", device="cpu", randomize="all", randomize_seed=3))
+    w = lambda l: dict(l.pipe.transformer.state_dict())  # noqa: E731
+    te = lambda l: l.pipe.text_encoder.model.embed_tokens.weight  # noqa: E731
+    for name, t in w(r1).items():
+        assert torch.equal(t, w(r2)[name]), name                      # seeded: the same fresh weights
+    assert not torch.equal(w(r1)["x_embedder.weight"], w(plain)["x_embedder.weight"])
+    assert not torch.equal(w(r1)["x_embedder.weight"], w(r4)["x_embedder.weight"])
+    assert torch.equal(te(r1), te(plain)) and not torch.equal(te(both), te(plain))   # transformer: encoder kept
+    assert type(r1.pipe.transformer) is type(plain.pipe.transformer)
+    assert r1.pipe.transformer.config == plain.pipe.transformer.config            # same architecture
+    rec = r1.describe()["randomize"]
+    assert rec["mode"] == "transformer" and rec["seed"] == 3 and [c["name"] for c in rec["components"]] == ["transformer"]
+    assert [c["name"] for c in both.randomized["components"]] == ["transformer", "text_encoder"]
+    assert r1.random_weights and plain.describe()["randomize"] == {"mode": "none"}
+    img = r1.pipe(prompt="a cube", height=64, width=64, num_inference_steps=2, output_type="np").images
+    assert np.isfinite(img).all()
+
+
+def test_hub_id_from_the_cache_records_its_commit_and_randomizes(tiny_pipe, tmp_path, monkeypatch):
+    """A hub id resolved offline from a Hugging Face cache: the snapshot's commit is the revision."""
+    from probe.model import model_fingerprint
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--acme--tiny-klein"
+    tiny_pipe.save_pretrained(repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    loaded = load_pipeline(ModelSpec("acme/tiny-klein", device="cpu", randomize="transformer", randomize_seed=1))
+    assert loaded.source == "hub" and loaded.revision == commit
+    fp = model_fingerprint(loaded)
+    assert fp["revision"] == f"commit:{commit}" and fp["randomize"] == {"mode": "transformer", "seed": 1}

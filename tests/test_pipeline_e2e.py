@@ -68,7 +68,8 @@ def test_probe_resume_and_stats_from_captures(probed, tmp_path):
             "--n-boot", "100", "--n-splits", "20", "--out", str(out), "--quiet", "--no-report")
     assert "RANDOM WEIGHTS" in r.stdout
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["capture_info"]["prompts_captured_now"] == 0 and cfg["capture_info"]["prompts_from_cache"] == 15
+    # 5 pairs x (A, B, paraphrase, vocabulary control): 20 stimuli, all from the cache
+    assert cfg["capture_info"]["prompts_captured_now"] == 0 and cfg["capture_info"]["prompts_from_cache"] == 20
     cli("probe", "stats", "--from", str(out / "captures.npz"), "--out", str(tmp_path / "re"), "--n-perm", "300",
         "--n-boot", "100", "--n-splits", "20")
     a = json.loads((out / "summary.json").read_text())
@@ -78,7 +79,7 @@ def test_probe_resume_and_stats_from_captures(probed, tmp_path):
 
 def test_probe_card_protocol_units(tmp_path, tiny_cache):
     cli("probe", "--model", "tiny", "--protocol", "card", "--limit", "4", "--control", "none", "--out", str(tmp_path),
-        "--quiet", "--no-report", "--n-boot", "50", "--n-splits", "10")
+        "--quiet", "--no-report", "--n-boot", "50", "--n-splits", "10", "--height", "64", "--width", "64")
     z = np.load(tmp_path / "captures.npz")
     # tiny: 2 double blocks x (64 / 16) + 2 single blocks x ((64 + 192) / 16) slices, one step
     assert z["a"].shape == (4, 2 * 4 + 2 * 16)

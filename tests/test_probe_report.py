@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from probe.report import CARD_TOP_BLOCKS, FIGURE_NAMES, RANDOM_WEIGHTS_LINE, parse_units, write_report
-from probe.stats import Captures, StatsConfig, analyse
+from probe.stats import Captures, ControlSet, StatsConfig, analyse_captures
 
 FAST = StatsConfig(n_perm=200, n_boot=50, n_splits=20, seed=0)
 CARD_NUMBERS = ("10,846 (66.5%)", "7.6×", "7,445 (45.6%)", "1,489×", "9,136 (56.0%)", "0.912 [0.91, 0.92]",
@@ -38,21 +38,23 @@ def card_units(n_double=2, n_single=2, double_ch=64, single_ch=256, width=16) ->
     return names
 
 
-def make_run(units, n_pairs=12, control=True, planted=(), seed=0, config=FAST):
+def make_run(units, n_pairs=12, control=True, planted=(), seed=0, config=FAST, vocabulary=False, direction="a-b"):
+    """Captures as `probe run` writes them: the control sets' A is the main A (same prompt, same noise)."""
     rng = np.random.default_rng(seed)
     u = len(units)
     a = rng.normal(size=(n_pairs, u)).astype(np.float32)
     b = rng.normal(size=(n_pairs, u)).astype(np.float32)
     for name in planted:
-        a[:, units.index(name)] += 4.0      # d_z ~ 2.8: far past every threshold with 12 pairs
+        b[:, units.index(name)] -= 4.0      # B (albedo) only: d_z ~ 2.8 against A and against every control
+    ids = np.array([f"p{i:02d}" for i in range(n_pairs)])
     ca = cb = None
     if control:
-        ca = rng.normal(size=(n_pairs, u)).astype(np.float32)
-        cb = rng.normal(size=(n_pairs, u)).astype(np.float32)
-    caps = Captures(a=a, b=b, units=np.array(units), pair_ids=np.array([f"p{i:02d}" for i in range(n_pairs)]),
-                    control_a=ca, control_b=cb,
-                    control_pair_ids=np.array([f"p{i:02d}" for i in range(n_pairs)]) if control else None)
-    res = analyse(a, b, units, control=(ca, cb) if control else None, config=config)
+        ca, cb = a.copy(), rng.normal(size=(n_pairs, u)).astype(np.float32)
+    named = {"vocabulary": ControlSet(a.copy(), rng.normal(size=(n_pairs, u)).astype(np.float32), ids)} \
+        if vocabulary else {}
+    caps = Captures(a=a, b=b, units=np.array(units), pair_ids=ids, control_a=ca, control_b=cb,
+                    control_pair_ids=ids if control else None, controls=named, meta={"direction": direction})
+    res = analyse_captures(caps, config)
     return caps, res
 
 
@@ -136,8 +138,11 @@ def test_heads_report_with_control_random_weights(tmp_path):
     assert fw >= len(PLANTED)
     assert f"{fw:,} (" in row(md, r"FWER-significant units (tmax null, α = 0.05)")
     sel = summary["n_selective_beyond_control"]
-    assert sel >= len(PLANTED) and f"{sel:,} (" in row(md, "units selective beyond the control")
-    assert "control (12 pairs)" in md and "RANDOM WEIGHTS)" in md
+    assert sel >= len(PLANTED)
+    assert f"{sel:,} (" in row(md, "units selective beyond every control (`selective_beyond_control`)")
+    assert f"{summary['n_selective_vs_paraphrase']:,} (" in row(
+        md, "units selective beyond the paraphrase control (`selective_vs_paraphrase`)")
+    assert "paraphrase control (12 pairs, A vs a paraphrase of A)" in md and "RANDOM WEIGHTS)" in md
 
     # top blocks: the planted blocks lead, with their bootstrap intervals
     top = md.split("## Top blocks by max |t|")[1].split("\n\n")[1]
@@ -149,7 +154,7 @@ def test_heads_report_with_control_random_weights(tmp_path):
     # what was run, units and files
     for text in ("Card units vs heads", "5 joint blocks × 192", "768 = 12,288 / 16", "three quarters",
                  "conditional (first of the two CFG forwards per step)", "64×64", "head_dim",
-                 "padding", "200 sign vectors (random, seeded)", "12 pairs: A against a lighting-neutral",
+                 "padding", "200 sign vectors (random, seeded)", "paraphrase: 12 pairs",
                  "2 double.img sites × 4 heads + 2 double.txt sites × 4 heads + 2 single sites × 4 heads = 24",
                  "python -m probe stats --from captures.npz --out DIR", "`control_a`", "`selective_beyond_control`",
                  "summary.json", "config.json"):
@@ -194,7 +199,7 @@ def test_card_unit_names_without_control(tmp_path):
     assert "Not drawn: one captured step only." in md
     assert "16-channel slice" in md and "MLP channels" in md and "`s00/double.0.img/c0000-0015`" in md
     assert "this run (card, 40 units, 12 pairs)" in md
-    assert "no control set in this run" in row(md, "lexical control")
+    assert "none in this run" in row(md, "control sets (direct tests)")
     assert "2 double.img sites × 4 slices + 2 single sites × 16 slices = 40 units per step" in md
     for number in CARD_NUMBERS:
         assert number in md
@@ -241,3 +246,36 @@ def test_other_unit_names_fall_back_to_blocks(tmp_path):
     figs = check_figures(tmp_path, md)
     assert "t_heatmap.png" in figs and "Not drawn: the unit names carry no step." in md
     assert "not recorded" in row(md, "model")
+
+
+def test_report_first_lines_without_random_init_comparison_and_two_controls(tmp_path):
+    from probe.report import RANDOM_REFERENCE
+
+    caps, res = make_run(head_units(), planted=PLANTED, vocabulary=True)
+    cfg = {**run_config(), "job": "probe run", "argv": ["probe/__main__.py", "run", "--model", "x", "--out", "o"]}
+    md = write_report(tmp_path, caps, res, summary_of(res, "heads", False), cfg).read_text()
+    head = md.split("## Headline")[0]
+    assert md.splitlines()[0].startswith("# ray-plantain probe")
+    assert "The card's statistics do not tell a trained network from an untrained one" in head
+    ref = RANDOM_REFERENCE
+    assert f"{ref['card']['pct_abs_t_gt_3']:.1f} %" in head and f"{ref['heads']['split_half_r']:.3f}" in head
+    assert ref["card"]["command"] in head and "python -m probe run --model x --randomize transformer --out" in head
+    for name in ("paraphrase", "vocabulary"):
+        assert f"units selective beyond the {name} control (`selective_vs_{name}`)" in md
+        assert f"direct test {name} control prompt vs B: FWER-significant units" in md
+    assert "control.png" in check_figures(tmp_path, md)
+    assert "significant here and not there" in md
+
+
+def test_card_sign_convention_in_the_report(tmp_path):
+    caps, res = make_run(card_units(), control=False, planted=("s00/single.0/c0016-0031",), direction="b-a")
+    cfg = {**run_config("card", steps=(0,)), "direction": res.direction,
+           "resolution_source": "pipeline default (default_sample_size x vae_scale_factor)"}
+    md = write_report(tmp_path, caps, res, summary_of(res, "card", False), cfg).read_text()
+    assert "t = B albedo - A photograph" in md and "red means higher for the albedo prompt B" in md
+    assert "the card family's t = mean(second − first)" in md
+    table = md.split("## The card's protocol")[1].split("\n\n")[1]
+    assert "| one inference step | stated by a sibling plantain card |" in table
+    assert "| 25 paired prompts (A rendered photograph, B albedo) | stated by the card |" in table
+    assert "| resolution | our reconstruction | 64×64 (pipeline default" in table
+    assert res.t[caps.units.tolist().index("s00/single.0/c0016-0031")] < 0     # planted: B lower, so B - A < 0

@@ -370,3 +370,113 @@ def test_module_imports_without_torch():
     code = "import sys, probe.prompts; sys.exit(1 if 'torch' in sys.modules else 0)"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr or "probe.prompts pulled in torch"
+
+
+# ----------------------------------------------------------------------------------------------
+# control sets: the vocabulary control and named control files
+
+from probe.prompts import (  # noqa: E402
+    SHIPPED_CONTROLS,
+    generate_vocabulary,
+    load_control,
+    resolve_control_sets,
+    shipped_control_path,
+    vocabulary_control,
+    write_control,
+)
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in re.findall(r"[A-Za-z0-9]+(?:['\-][A-Za-z0-9]+)*", text)]
+
+
+def _first_clause_after_scene(a: str, v: str) -> str:
+    """The lighting clause of V: the text between the scene and ', not '."""
+    return v.split(", not ", 1)[0].rsplit(", ", 1)[-1]
+
+
+def _check_vocabulary(pairs, control, max_ratio):
+    from collections import Counter
+
+    assert [c.id for c in control] == [p.id for p in pairs] and all(c.a == p.a for c, p in zip(control, pairs))
+    for p, c in zip(pairs, control):
+        missing = Counter(_words(p.b)) - Counter(_words(c.b))
+        missing.pop("of", None)     # the scene's leading "of" goes when V has no photo framing ("A matte red cube")
+        assert not missing, (p.id, missing)                      # every word of B, as often as B has it
+        assert ", not " in c.b and not c.b.lower().startswith(("an albedo", "the albedo", "a flat"))
+        light = _first_clause_after_scene(p.a, c.b)
+        assert len(light.split()) >= 2 and light in p.a, (p.id, light)  # A's own lighting words
+        assert 1.0 <= word_count(c.b) / word_count(p.b) <= max_ratio, (p.id, word_count(c.b), word_count(p.b))
+
+
+def test_shipped_vocabulary_control_is_the_generators_output():
+    pairs = load_pairs(default_pairs_path())
+    name, control = load_control(shipped_control_path("vocabulary"))
+    assert name == "vocabulary" and set(SHIPPED_CONTROLS) == {"paraphrase", "vocabulary"}
+    check_control(pairs, control)
+    _check_vocabulary(pairs, control, 1.2)
+    # regenerable from the pair file alone (`python -m probe prompts --from-pairs ... --vocabulary ...`)
+    assert generate_vocabulary(default_pairs_path(), None) == control
+    assert load_control(default_control_path())[0] is None          # the legacy file: the paraphrase set
+
+
+def test_vocabulary_control_of_generated_pairs_and_unusable_pairs(scene_dir):
+    pairs = generate_pairs(scene_dir, None, seed=0)
+    _check_vocabulary(pairs, vocabulary_control(pairs), 1.25)
+    with pytest.raises(PromptFileError, match="'odd'.*share no scene text"):
+        vocabulary_control([PromptPair("odd", "A photo of a cube, lit by a lamp.", "Albedo only, flat colours.")])
+
+
+def test_cli_regenerates_vocabulary_from_a_pair_file(tmp_path, capsys):
+    parser = add_prompts_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--from-pairs", str(default_pairs_path()), "--vocabulary", str(tmp_path / "v.jsonl")])
+    assert main_prompts(args) == 0
+    assert "wrote 25 vocabulary-control pairs" in capsys.readouterr().out
+    assert (tmp_path / "v.jsonl").read_text() == shipped_control_path("vocabulary").read_text()
+    with pytest.raises(PromptFileError, match="needs --vocabulary"):
+        main_prompts(parser.parse_args(["--from-pairs", str(default_pairs_path())]))
+
+
+def test_cli_writes_named_control_files(scene_dir, tmp_path):
+    parser = add_prompts_arguments(argparse.ArgumentParser())
+    main_prompts(parser.parse_args(["--scenes", str(scene_dir), "--out", str(tmp_path / "p.jsonl"), "--control",
+                                    str(tmp_path / "c.jsonl"), "--vocabulary", str(tmp_path / "v.jsonl")]))
+    assert load_control(tmp_path / "c.jsonl")[0] == "paraphrase"
+    assert load_control(tmp_path / "v.jsonl")[0] == "vocabulary"
+    assert json.loads((tmp_path / "v.jsonl").read_text().splitlines()[0])["control"] == "vocabulary"
+
+
+def test_control_files_name_one_set(tmp_path):
+    pairs = load_pairs(default_pairs_path())[:3]
+    write_control(pairs, tmp_path / "x.jsonl", "wording_b")
+    assert load_control(tmp_path / "x.jsonl") == ("wording_b", pairs)
+    lines = (tmp_path / "x.jsonl").read_text().splitlines()
+    rec = json.loads(lines[1])
+    rec["control"] = "other"
+    (tmp_path / "mixed.jsonl").write_text("\n".join([lines[0], json.dumps(rec), lines[2]]) + "\n")
+    with pytest.raises(PromptFileError, match="different control sets"):
+        load_control(tmp_path / "mixed.jsonl")
+    with pytest.raises(PromptFileError, match="lower-case"):
+        write_control(pairs, tmp_path / "bad.jsonl", "Bad-Name")
+
+
+def test_resolve_control_sets(tmp_path):
+    pairs = load_pairs(default_pairs_path())
+    got = resolve_control_sets(None, pairs, shipped_pairs=True)
+    assert list(got) == ["paraphrase", "vocabulary"] and all(len(cs) == 25 for cs, _ in got.values())
+    assert resolve_control_sets(["none"], pairs, True) == {}
+    sub = pairs[:4]
+    own = resolve_control_sets(None, sub, shipped_pairs=False)
+    assert list(own) == ["vocabulary"] and "derived from the pair file" in own["vocabulary"][1]
+    assert own["vocabulary"][0] == vocabulary_control(sub)
+    assert len(resolve_control_sets(["paraphrase"], sub, True)["paraphrase"][0]) == 4
+    write_control(vocabulary_control(sub), tmp_path / "mine.jsonl", "vocabulary")
+    with pytest.raises(PromptFileError, match="name the set 'vocabulary', not 'mine'"):
+        resolve_control_sets([f"mine={tmp_path / 'mine.jsonl'}"], sub, False)
+    assert list(resolve_control_sets([str(tmp_path / "mine.jsonl")], sub, False)) == ["vocabulary"]
+    with pytest.raises(PromptFileError, match="unknown control set 'vocab'.*paraphrase, vocabulary"):
+        resolve_control_sets(["vocab"], pairs, True)
+    with pytest.raises(PromptFileError, match="given twice"):
+        resolve_control_sets(["vocabulary", "vocabulary"], pairs, True)
+    with pytest.raises(PromptFileError, match="cannot be combined"):
+        resolve_control_sets(["none", "paraphrase"], pairs, True)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from probe.stats import (Analysis, Captures, CapturesError, StatsConfig, _masked_t, _sign_vectors, analyse,
+from probe.stats import (Analysis, Captures, CapturesError, StatsConfig, _Resampler, _sign_vectors, _subset_t32,
+                         analyse_text,
                          analyse_captures, bh_q, block_stats, blocks_from_units, load_captures, paired_t,
                          save_captures, sign_flip_null, split_half)
 
@@ -61,7 +62,7 @@ def test_zero_variance_units_give_t0_p1_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         u = paired_t(a, b)
-        res = analyse(a, b, [f"u{i}" for i in range(50)], config=StatsConfig(n_perm=200, n_boot=50, n_splits=10))
+        res = analyse_text(a, b, [f"u{i}" for i in range(50)], config=StatsConfig(n_perm=200, n_boot=50, n_splits=10))
     assert u.degenerate[:3].all() and not u.degenerate[3:].any()
     assert (u.t[:3] == 0).all() and (u.d[:3] == 0).all() and (u.p[:3] == 1).all()
     assert (res.main.null.p_fwer[:3] == 1).all()
@@ -140,7 +141,7 @@ def test_null_calibration_observed_count_inside_band():
 
 def test_planted_effects_example_is_above_null():
     a, b = planted(8)
-    res = analyse(a, b, [f"u{i}" for i in range(2000)], config=StatsConfig(n_perm=1000, n_boot=0, n_splits=10))
+    res = analyse_text(a, b, [f"u{i}" for i in range(2000)], config=StatsConfig(n_perm=1000, n_boot=0, n_splits=10))
     s = res.summary()
     assert s["n_abs_t_gt_5"] > s["null_p99_abs_t_gt_5"]
     assert s["ratio_vs_null_p99_abs_t_gt_5"] >= s["n_abs_t_gt_5"] / max(s["null_p99_abs_t_gt_5"], 1) - 1e-12
@@ -158,7 +159,7 @@ def test_planted_effects_recovered_with_few_false_positives():
     recall, false_pos, recall_q = [], [], []
     for seed in range(3):
         a, b = planted(20 + seed)
-        res = analyse(a, b, [f"u{i}" for i in range(2000)], config=StatsConfig(n_perm=1000, n_boot=0, n_splits=5,
+        res = analyse_text(a, b, [f"u{i}" for i in range(2000)], config=StatsConfig(n_perm=1000, n_boot=0, n_splits=5,
                                                                                 seed=seed))
         sig = res.main.null.significant
         recall.append(sig[:40].mean())
@@ -214,15 +215,21 @@ def test_split_half_needs_four_pairs():
     assert np.isnan(sh.r).all() and np.isnan(sh.median)
 
 
-def test_masked_t_equals_scipy_on_subsets_and_bootstrap_resamples():
+def test_resampled_and_subset_t_equal_scipy():
+    """The float32 bootstrap (multiplicities) and split-half (0/1 subsets) t against scipy on the same rows."""
     rng = np.random.default_rng(15)
-    diff = rng.normal(0.3, 1.0, size=(10, 30))
+    diff = rng.normal(0.3, 1.0, size=(10, 30)) * rng.uniform(0.5, 20, 30) + rng.uniform(-50, 50, 30)
     idx = np.array([0, 0, 3, 3, 3, 5, 7, 8, 9, 9])
-    w = np.bincount(idx, minlength=10).astype(float)[None]
+    w = np.bincount(idx, minlength=10).astype(np.float32)[None]
+    (_, _, q), = _Resampler(diff, w).tiles(0, 30)
+    ref = sps.ttest_1samp(diff[idx], 0.0).statistic
+    np.testing.assert_allclose(np.sqrt(q[0] * 9), np.abs(ref), rtol=2e-5)
+    sub = np.zeros((1, 10), np.float32)
+    sub[0, [1, 2, 4, 6, 8]] = 1
     center = diff.mean(0)
-    t, d = _masked_t(w, diff - center, (diff - center) ** 2, center)
-    np.testing.assert_allclose(t[0], sps.ttest_1samp(diff[idx], 0.0).statistic, rtol=1e-10)
-    np.testing.assert_allclose(d[0], diff[idx].mean(0) / diff[idx].std(0, ddof=1), rtol=1e-10)
+    t = _subset_t32(sub, (diff - center).astype(np.float32), ((diff - center) ** 2).astype(np.float32),
+                    center.astype(np.float32), 5)
+    np.testing.assert_allclose(t[0], sps.ttest_1samp(diff[[1, 2, 4, 6, 8]], 0.0).statistic, rtol=2e-5)
 
 
 # ---------------------------------------------------------------------------------------- blocks
@@ -275,7 +282,7 @@ def test_analyse_with_control_summary_and_table():
     cb = rng.normal(size=(n, units))
     ca[:, 10:20] += 2.5 * np.sqrt(2.0)                # units 10..19 also move under the lexical control
     names = np.array([f"s00/double.{i // 100}.img/h{i % 100:02d}" for i in range(units)])
-    res = analyse(a, b, names, control=(ca, cb), config=StatsConfig(n_perm=500, n_boot=100, n_splits=20))
+    res = analyse_text(a, b, names, control=(ca, cb), config=StatsConfig(n_perm=500, n_boot=100, n_splits=20))
     assert isinstance(res, Analysis)
     s = res.summary()
     for k in REQUIRED_SUMMARY:
@@ -302,7 +309,7 @@ def test_analyse_with_control_summary_and_table():
 
 def test_analyse_without_control_and_csv(tmp_path):
     a, b = noise(19, units=50)
-    res = analyse(a, b, [f"u{i}" for i in range(50)], control=(None, None),
+    res = analyse_text(a, b, [f"u{i}" for i in range(50)], control=(None, None),
                   config=StatsConfig(n_perm=100, n_boot=20, n_splits=10))
     assert res.control is None and res.summary()["control"] is None
     assert "control_t" not in res.units_table()
@@ -314,15 +321,15 @@ def test_analyse_without_control_and_csv(tmp_path):
 def test_analyse_rejects_bad_inputs():
     a, b = noise(20, units=10)
     with pytest.raises(CapturesError, match="same shape"):
-        analyse(a, b[:, :9], [f"u{i}" for i in range(10)])
+        analyse_text(a, b[:, :9], [f"u{i}" for i in range(10)])
     with pytest.raises(CapturesError, match="units"):
-        analyse(a, b, ["u0"])
+        analyse_text(a, b, ["u0"])
     bad = a.copy()
     bad[3, 4] = np.nan
     with pytest.raises(CapturesError, match="pair 3, unit 4"):
-        analyse(bad, b, [f"u{i}" for i in range(10)])
+        analyse_text(bad, b, [f"u{i}" for i in range(10)])
     with pytest.raises(CapturesError, match="control"):
-        analyse(a, b, [f"u{i}" for i in range(10)], control=(a[:, :5], b[:, :5]))
+        analyse_text(a, b, [f"u{i}" for i in range(10)], control=(a[:, :5], b[:, :5]))
     with pytest.raises(ValueError):
         StatsConfig(thresholds=())
 
