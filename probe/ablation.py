@@ -22,6 +22,7 @@ means and replacements are tensor ops on the device.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
@@ -57,7 +58,7 @@ class HeadAblation:
         self.units = [parse_unit(u).head_name for u in units]
         self.sites = {name: by_site[name] for name in plan}
         self.plan = {s: {r: sorted(h) for r, h in regions.items()} for s, regions in plan.items()}
-        self._handles: list = []
+        self._hooks = contextlib.ExitStack()
         self._layout: TokenLayout | None = None
         self._real_txt: list[torch.Tensor] = []
         self._fps = 1
@@ -144,19 +145,17 @@ class HeadAblation:
 
     def __enter__(self):
         modules = dict(self.transformer.named_modules())
-        try:
-            self._handles.append(self.transformer.register_forward_pre_hook(self._on_transformer, with_kwargs=True))
-            for name, site in self.sites.items():
-                self._handles.append(modules[site.module].register_forward_pre_hook(self._make_hook(site)))
-        except Exception:
-            self.remove()
-            raise
+        hooks = [(self.transformer, self._on_transformer, True)]
+        hooks += [(modules[site.module], self._make_hook(site), False) for site in self.sites.values()]
+        with contextlib.ExitStack() as stack:          # a failing registration removes the ones before it
+            for module, fn, with_kwargs in hooks:
+                stack.callback(module.register_forward_pre_hook(fn, with_kwargs=with_kwargs).remove)
+            self._hooks = stack.pop_all()
         return self
 
     def __exit__(self, *exc) -> None:
         self.remove()
 
     def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+        """Remove every hook (idempotent)."""
+        self._hooks.close()

@@ -133,6 +133,7 @@ def test_ablation_changes_the_output_and_restores_the_model(tiny_pipe):
     with HeadAblation(tiny_pipe.transformer, ["double.0.img/h01", "single.1/h00", "single.0.txt/h03"]) as abl:
         abl.prepare(txt_len=512, n_img=n_img, n_ref=n_img, real_txt=[lc, lu], forwards_per_step=2)
         ablated = _edit(tiny_pipe, steps=2)
-        assert len(abl._handles) == 1 + 3          # the transformer's hook + one per hooked site
+        n_hooks = sum(len(m._forward_pre_hooks) for m in tiny_pipe.transformer.modules())
+        assert n_hooks == 1 + 3 and set(abl.sites) == {"double.0.img", "single.1", "single.0"}
     assert not torch.allclose(ablated, base)
     torch.testing.assert_close(_edit(tiny_pipe, steps=2), base)
