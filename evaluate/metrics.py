@@ -314,12 +314,14 @@ def dssim(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, data_range: float 
 def eroded_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     """Mask pixels whose (2r+1) x (2r+1) neighbourhood lies inside the mask (the image border does
     not erode: window metrics crop it themselves)."""
-    from scipy.ndimage import binary_erosion
+    import cv2
 
     mask = np.asarray(mask, bool)
     if radius <= 0:
         return mask.copy()
-    return binary_erosion(mask, structure=np.ones((2 * radius + 1, 2 * radius + 1), bool), border_value=1)
+    # OpenCV's erosion pads with the maximum by default: the image border does not erode
+    k = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    return cv2.erode(mask.astype(np.uint8), k).astype(bool)
 
 
 def shading_leakage(gt: np.ndarray, pred: np.ndarray, shading: np.ndarray, mask: np.ndarray,
@@ -360,8 +362,11 @@ def degenerate_prediction(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, re
     gt, pred, mask = _prep(gt, pred, mask)
     if not mask.any():
         return ""
-    p, g = pred[mask], gt[mask]
+    return _degenerate(gt[mask], pred[mask], rel_tol)
 
+
+def _degenerate(g: np.ndarray, p: np.ndarray, rel_tol: float = 1e-3) -> str:
+    """degenerate_prediction on the mask pixels g, p [N, C]."""
     def spread(a: np.ndarray) -> float:
         rms = float(np.sqrt(np.mean(a * a)))
         return float(np.sqrt(np.mean(a.var(axis=0)))) / rms if rms > 0 else 0.0
@@ -521,7 +526,7 @@ def score_pair(gt_linear: np.ndarray, pred_linear: np.ndarray, mask: np.ndarray,
         out[f"lpips_srgb_{a}"] = lpips(gt_srgb, p_srgb, mask) if lpips is not None else float("nan")
     res = {k: out[k] for k in metric_columns()}
     res["shading_leakage_linear"] = shading_leakage(gt, pred, shading, mask) if shading is not None else float("nan")
-    res["degenerate"] = degenerate_prediction(gt, pred, mask)
+    res["degenerate"] = _degenerate(g, p)
     res["scale_scalar"] = float(scales["scalar"][0])
     for i, ch in enumerate("rgb"):
         res[f"scale_per_channel_{ch}"] = float(scales["per_channel"][i])
@@ -532,12 +537,28 @@ def score_pair(gt_linear: np.ndarray, pred_linear: np.ndarray, mask: np.ndarray,
 # illumination invariance
 
 
-def _nmse(a: np.ndarray, b: np.ndarray, m: np.ndarray, alignment: str) -> float:
-    """sum over m of (a - s*b)^2 / sum over m of a^2, s fitted by `alignment` (b onto a)."""
-    s = fit_scales(a, b, m, alignment)
-    aa, bb = np.asarray(a, np.float64)[m], np.asarray(b, np.float64)[m] * s
-    den = float((aa * aa).sum())
-    return float(((aa - bb) ** 2).sum() / den) if den > 0 else float("nan")
+def _pair_disagreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Both invariance columns of one pair of predictions a, b [N, C] (pixels valid in both), from
+    per-channel sums: SSE(a <- b) = sum(a^2) - 2 s sum(ab) + s^2 sum(b^2) with s fitted as fit_scales
+    does (b onto a), then symmetrised. Equal to the direct formulas (tests check this)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    aa, bb, ab = (a * a).sum(0), (b * b).sum(0), (a * b).sum(0)
+    n = a.size
+    out = {}
+    for al in ALIGNMENTS:
+        def sse(xx, yy, xy):   # fit y onto x
+            if al == "none":
+                sc = np.ones_like(xy)
+            elif al == "scalar":
+                sc = np.full_like(xy, float(_ls_scale(xy.sum(), yy.sum())))
+            else:
+                sc = _ls_scale(xy, yy)
+            return float(np.clip(xx - 2 * sc * xy + sc * sc * yy, 0.0, None).sum())
+        s_ab, s_ba = sse(aa, bb, ab), sse(bb, aa, ab)
+        out[f"inv_mse_linear_{al}"] = 0.5 * (s_ab + s_ba) / n
+        na, nb = float(aa.sum()), float(bb.sum())
+        out[f"inv_nmse_linear_{al}"] = (0.5 * (s_ab / na + s_ba / nb)) if na > 0 and nb > 0 else float("nan")
+    return out
 
 
 def invariance(preds: Sequence[np.ndarray], masks: Sequence[np.ndarray],
@@ -566,10 +587,8 @@ def invariance(preds: Sequence[np.ndarray], masks: Sequence[np.ndarray],
             m = np.asarray(masks[i], bool) & np.asarray(masks[j], bool)
             if not m.any():
                 continue
-            for a in ALIGNMENTS:
-                vals[f"inv_mse_linear_{a}"].append(0.5 * (mse(preds[i], preds[j], m, a) + mse(preds[j], preds[i], m, a)))
-                vals[f"inv_nmse_linear_{a}"].append(0.5 * (_nmse(preds[i], preds[j], m, a)
-                                                           + _nmse(preds[j], preds[i], m, a)))
+            for c, v in _pair_disagreement(np.asarray(preds[i])[m], np.asarray(preds[j])[m]).items():
+                vals[c].append(v)
     out: dict[str, float] = {c: (float(np.nanmean(v)) if v and np.isfinite(v).any() else float("nan"))
                              for c, v in vals.items()}
     out["n_lightings"] = n

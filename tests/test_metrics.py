@@ -377,3 +377,17 @@ def test_shading_leakage_zero_for_truth_one_for_the_image():
     row = M.score_pair(albedo, albedo * shading, mask, shading=shading)
     assert row["shading_leakage_linear"] == pytest.approx(1.0)
     assert np.isnan(M.score_pair(albedo, albedo, mask)["shading_leakage_linear"])          # no shading given
+
+
+def test_invariance_from_sums_equals_the_direct_formulas():
+    g, p1, p2, mask = _two_lightings(15)
+    p2[:5] = 0.0                                   # a dark band: per-channel scales differ from scalar
+    inv = M.invariance([p1, p2], [mask, mask])
+    for a in M.ALIGNMENTS:
+        direct = 0.5 * (M.mse(p1, p2, mask, a) + M.mse(p2, p1, mask, a))
+        assert inv[f"inv_mse_linear_{a}"] == pytest.approx(direct, rel=1e-9)
+        nm = []
+        for x, y in ((p1, p2), (p2, p1)):
+            s_, ya = M.align(x, y, mask, a)
+            nm.append(((x[mask] - ya[mask]) ** 2).sum() / (x[mask] ** 2).sum())
+        assert inv[f"inv_nmse_linear_{a}"] == pytest.approx(np.mean(nm), rel=1e-9)
