@@ -135,7 +135,7 @@ def main_ablate(args, loaded=None, checked=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "ablation_plan.json", {"probe": str(args.probe), "ks": ks, "n_random": args.n_random,
-                                            "select": getattr(args, "select", None) or "render_vs_albedo",
+                                            "select": getattr(args, "select", None) or "the probe's primary contrast",
                                             "definition": ABLATION_DEFINITION, "selection": plan["selection"],
                                             "methods": plan["methods"]})
     for k, sel in plan["selection"].items():
@@ -180,8 +180,8 @@ def main_link(args) -> int:
 
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["id", "cluster", "selectivity", metric])
-    w.writerows([p["id"], p["cluster"], p["selectivity"], p["error"]] for p in link["pairs"])
+    w.writerow(["id", "selectivity", metric, "cluster"])
+    w.writerows([p["id"], p["selectivity"], p["error"], p["cluster"]] for p in link["pairs"])
     atomic_write_text(out / "link.csv", buf.getvalue())
     _link_plot(out / "figures" / "link_scatter.png", link, metric, probe.random_weights)
     print(f"link ({link['kind']}): Spearman rho = {corr['rho']:.3f} [{corr['ci_low']:.3f}, {corr['ci_high']:.3f}] over "

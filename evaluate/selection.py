@@ -129,7 +129,8 @@ def _column(probe: ProbeRun, name: str) -> np.ndarray:
 
 def rank_units(probe: ProbeRun, select: str | None = None) -> tuple[np.ndarray, np.ndarray, str, str]:
     """(order, eligible, rule, contrast): unit indices ranked eligible-first by |t| of the contrast,
-    the boolean eligibility per unit, the rule in words and the contrast name."""
+    the boolean eligibility per unit, the rule in words and the contrast name (an image probe's
+    render_vs_albedo / lighting / albedo; a text probe's a_minus_b)."""
     select = select or "render_vs_albedo"
     if select not in SELECT_CHOICES:
         raise ProbeError(f"--select must be one of {', '.join(SELECT_CHOICES)}, got {select!r}")
@@ -166,10 +167,10 @@ def rank_units(probe: ProbeRun, select: str | None = None) -> tuple[np.ndarray, 
                      + ", ".join(f"selective_vs_{c}" for c in probe.controls) + ")")
     else:
         parts.append("no direct control test in this probe folder (no selective_vs_* columns): none applied")
-    rule = "; ".join(parts) + f"; ranked by |t| of that contrast"
+    rule = "; ".join(parts) + "; ranked by |t| of that contrast"
     score = np.abs(np.nan_to_num(t, nan=0.0))
     order = np.lexsort((-score, ~eligible))      # eligible first, then by |t| descending (stable)
-    return order, eligible, rule, select
+    return order, eligible, rule, (select if image else "a_minus_b")
 
 
 def _parse(unit: str):
