@@ -2,7 +2,8 @@
 
     from evaluate.causal import ablation_plan, summarise_ablation
     plan = ablation_plan(probe, ks=[8, 32], n_random=19, seed=0, select="lighting")
-    summarise_ablation(out, plan, metric="lmse_linear_scalar")      # after the runs were generated and scored
+    summarise_ablation(out, plan["methods"], [8, 32], 19, "lmse_linear_scalar", n_boot=1000, seed=0,
+                       selection=plan["selection"])                 # after the runs were generated and scored
 
 For each k: `klein__ablate_top{k}` silences the k heads chosen by evaluate.selection's rule, and
 `klein__ablate_rand{k}_r{i}` (i < n_random) k heads drawn from the same unit groups (block and
@@ -13,6 +14,7 @@ the number of draws can reach. With fewer than 19 draws the rank p cannot reach 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -106,7 +108,6 @@ def summarise_ablation(out: Path, plan: dict, ks: list[int], n_random: int, metr
     write_json(out / "ablation.json", result)
     if table:
         from evaluate.predictions import atomic_write_text
-        import io
 
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=list(table[0]))

@@ -14,6 +14,7 @@ loads a model or writes a file, so a bad input overwrites nothing.
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from pathlib import Path
 
@@ -176,7 +177,6 @@ def main_link(args) -> int:
             "probe": str(probe.path), "stimuli": probe.stimuli, **link}
     write_json(out / "link.json", link)
     from evaluate.predictions import atomic_write_text
-    import io
 
     buf = io.StringIO()
     w = csv.writer(buf)

@@ -1,7 +1,7 @@
 """`evaluate.report.write_report` on a tiny fake evaluation folder (no torch, no model).
 
 The folder is built from the real writers: render layout via render.imageio, predictions via
-evaluate.baselines, scores via evaluate.score.score, ablation.json via evaluate.jobs.summarise_ablation;
+evaluate.baselines, scores via evaluate.score.score, ablation.json via evaluate.causal.summarise_ablation;
 link.json is written by hand in the format of evaluate.jobs.main_link.
 """
 from __future__ import annotations
