@@ -131,9 +131,9 @@ class HeadAblation:
             for region, heads in regions.items():
                 idx = self._channels(site, heads, x.device)
                 span = self._layout.span(kind, region)
-                part = x[:, span].index_select(-1, idx)                # [b, tokens, len(idx)]
+                part = x[:, span].index_select(-1, idx).float()        # [b, tokens, len(idx)], float32 means
                 if region == "txt":
-                    m, n = self._txt_weights(x.shape[0], x.device, part.dtype)
+                    m, n = self._txt_weights(x.shape[0], x.device, torch.float32)
                     mean = (part * m).sum(1, keepdim=True) / n
                     new = part * (1 - m) + mean * m                    # padding positions keep their values
                 else:
