@@ -17,6 +17,7 @@ steps without CFG, and its guidance is recorded as not used.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import sys
@@ -172,124 +173,148 @@ def _token_layout(pipe, prompt: str, model_size: tuple[int, int], cfg_on: bool) 
             "forwards_per_step": 2 if cfg_on else 1}
 
 
-def _prompt_inputs(pipe, prompt: str, cfg_on: bool) -> dict:
-    """The prompt as klein's __call__ takes it, encoded once for the whole run (identical for every
-    sample: the text encoder need not run again per sample); the prompt text for pipelines without
-    `encode_prompt`."""
-    if not hasattr(pipe, "encode_prompt"):
-        return {"prompt": prompt}
+@contextlib.contextmanager
+def encode_prompt_once(pipe):
+    """Within the block, `pipe.encode_prompt` computes each distinct prompt once and returns the same
+    embeddings afterwards: a run edits every sample with one instruction (and CFG's empty prompt), so
+    the text encoder need not run again per sample. The pipeline is still called with the prompt
+    text, exactly as a plain call (and the probe's edit capture) calls it; the pixels are identical
+    (tests check this). Calls given embeddings pass straight through. Restored on exit."""
     import torch
 
-    with torch.inference_mode():
-        emb = {"prompt_embeds": pipe.encode_prompt(prompt=prompt)[0]}
-        if cfg_on:
-            emb["negative_prompt_embeds"] = pipe.encode_prompt(prompt="")[0]   # klein's unconditional prompt
-    return emb
+    original = getattr(pipe, "encode_prompt", None)
+    if original is None:
+        yield
+        return
+    cache: dict = {}
+
+    def encode_prompt(*args, **kwargs):
+        if any(isinstance(v, torch.Tensor) for v in (*args, *kwargs.values())):
+            return original(*args, **kwargs)
+        key = repr((args, sorted(kwargs.items())))
+        if key not in cache:
+            cache[key] = original(*args, **kwargs)
+        return cache[key]
+
+    pipe.encode_prompt = encode_prompt
+    try:
+        yield
+    finally:
+        del pipe.encode_prompt          # the class's method again
 
 
-def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> dict:
-    """Run klein editing on every selected sample; returns a run summary. Resumable (see the module docstring)."""
-    import torch
+def _plan(loaded, cfg: GenerateConfig) -> dict:
+    """Everything a run needs, checked before anything is written: samples, prompt, sampling settings,
+    the ablation, each sample's reference transform and generation key, and the resume decisions
+    (`--resume strict` raises here)."""
     from PIL import Image
-    from tqdm.auto import tqdm
 
     from probe.prompts import load_edit_instructions
 
     mode = cfg.resume_mode
-    manifest = load_render_manifest(cfg.data)
-    entries = select_samples(manifest, cfg)
+    entries = select_samples(load_render_manifest(cfg.data), cfg)
     instructions = load_edit_instructions(cfg.instructions_file)
     if not 0 <= cfg.instruction < len(instructions):
         raise DataError(f"--instruction {cfg.instruction} is out of range: there are {len(instructions)} wordings")
     prompt = instructions[cfg.instruction]
     pipe = loaded.pipe
     sampling = resolve_sampling(pipe, cfg.steps, cfg.guidance)
-    for n in sampling["notes"]:
-        print(f"note: {n}", file=sys.stderr)
     # The tiny random model only checks code paths: keep its dry runs small.
     max_side = cfg.max_side or (64 if loaded.random_weights else 1024)
-    ablation = None
-    ablation_definition = None
+    ablation = definition = None
     if cfg.ablate:
         from probe.ablation import ABLATION_DEFINITION, HeadAblation
 
         ablation = HeadAblation(pipe.transformer, cfg.ablate)   # bad unit names fail before any write
-        ablation_definition = ABLATION_DEFINITION
-    common_key = {"format": GENERATION_FORMAT, "kind": "klein reference edit", "model": model_identity(loaded),
-                  "prompt": prompt, "negative_prompt": "" if sampling["cfg"] else None, "steps": sampling["steps"],
-                  "guidance": sampling["guidance"], "seed": cfg.seed, "max_side": max_side, "input": INPUT,
-                  "ablated_units": sorted(ablation.units) if ablation else [],
-                  "ablation": ablation_definition, "versions": library_versions()}
-
-    # keys of every selected sample first: --resume strict must fail before anything is written
+        definition = ABLATION_DEFINITION
+    common = {"format": GENERATION_FORMAT, "kind": "klein reference edit", "model": model_identity(loaded),
+              "prompt": prompt, "negative_prompt": "" if sampling["cfg"] else None, "steps": sampling["steps"],
+              "guidance": sampling["guidance"], "seed": cfg.seed, "max_side": max_side, "input": INPUT,
+              "ablated_units": sorted(ablation.units) if ablation else [], "ablation": definition,
+              "versions": library_versions()}
     multiple = int(getattr(pipe, "vae_scale_factor", 8)) * 2    # klein: 16 (VAE 8 x patch 2)
-    plans, keys = {}, {}
+    transforms, keys = {}, {}
     for e in entries:
         src = Path(cfg.data) / e["image_srgb"]
-        if not src.is_file():
-            raise DataError(f"cannot read the reference image {src}: file not found")
         try:
             with Image.open(src) as im:
                 w, h = im.size
         except Exception as err:
             raise DataError(f"cannot read the reference image {src}: {err}") from err
         try:
-            plans[e["id"]] = plan_reference(w, h, max_side=max_side, multiple=multiple)
+            transforms[e["id"]] = plan_reference(w, h, max_side=max_side, multiple=multiple)
         except ValueError as err:
             raise DataError(f"{src}: {err}") from err
-        keys[e["id"]] = {**common_key, "reference": {"file": e["image_srgb"], "sha256": file_sha256(src)},
-                         "reference_transform": plans[e["id"]].describe()}
+        keys[e["id"]] = {**common, "reference": {"file": e["image_srgb"], "sha256": file_sha256(src)},
+                         "reference_transform": transforms[e["id"]].describe()}
     store = PredictionStore(cfg.out, cfg.method)
-    decisions = store.plan(keys, mode)
-    n_stale = sum(1 for d in decisions.values() if d.state == "mismatch")
-    if n_stale:
-        fields = sorted({f for d in decisions.values() for f in d.differing})
-        print(f"note: {cfg.method}: {n_stale} prediction(s) on disk were made with other settings "
-              f"({', '.join(fields[:8])}); regenerating them", file=sys.stderr)
+    return {"entries": entries, "prompt": prompt, "sampling": sampling, "ablation": ablation, "definition": definition,
+            "transforms": transforms, "keys": keys, "store": store, "decisions": store.plan(keys, mode)}
 
+
+def _edit(pipe, ref: np.ndarray, prompt: str, sampling: dict, seed: int) -> np.ndarray:
+    """One klein edit of a prepared reference: the output decoded from the pipeline's 8-bit values to linear.
+
+    No height/width: the pipeline generates at the reference's size (its sides are already multiples
+    of 16 and its area within klein's limit), the same call as probe.edit_capture makes."""
+    import torch
+    from PIL import Image
+
+    with torch.inference_mode():
+        img = pipe(image=Image.fromarray(ref), prompt=prompt, num_inference_steps=sampling["steps"],
+                   guidance_scale=sampling["guidance"] if sampling["cfg"] else 1.0,
+                   generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np").images[0]
+    # without rescaling, the PNG written back from this linear array is the pipeline's 8-bit values exactly
+    return srgb_to_linear(np.round(np.clip(np.asarray(img, dtype=np.float32), 0, 1) * 255) / 255.0)
+
+
+def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> dict:
+    """Run klein editing on every selected sample; returns a run summary. Resumable (see the module docstring)."""
+    from tqdm.auto import tqdm
+
+    run = _plan(loaded, cfg)
+    pipe, prompt, sampling, ablation, store = (loaded.pipe, run["prompt"], run["sampling"], run["ablation"],
+                                               run["store"])
+    for n in sampling["notes"]:
+        print(f"note: {n}", file=sys.stderr)
+    stale = {s: d for s, d in run["decisions"].items() if d.state == "mismatch"}
+    if stale:
+        fields = sorted({f for d in stale.values() for f in d.differing})
+        print(f"note: {cfg.method}: {len(stale)} prediction(s) on disk were made with other settings "
+              f"({', '.join(fields[:8])}); regenerating them", file=sys.stderr)
     done = skipped = 0
-    seconds = []
+    seconds: list[float] = []
     layouts: dict = {}
-    text = _prompt_inputs(pipe, prompt, sampling["cfg"]) if any(not d.keep for d in decisions.values()) else {}
-    bar = tqdm(entries, desc=f"generate {cfg.method}", unit="sample", disable=not progress)
     try:
-        if ablation is not None:
-            ablation.__enter__()
-        for e in bar:
-            sid = e["id"]
-            if decisions[sid].keep:
-                skipped += 1
-                continue
-            t = plans[sid]
-            ref = t.apply(_read_reference(Path(cfg.data) / e["image_srgb"]))
+        with contextlib.ExitStack() as stack:
             if ablation is not None:
-                lay = layouts.get(t.model) or layouts.setdefault(t.model, _token_layout(pipe, prompt, t.model,
-                                                                                        sampling["cfg"]))
-                ablation.prepare(**lay)
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                img = pipe(image=Image.fromarray(ref), **text, height=t.model[1], width=t.model[0],
-                           num_inference_steps=sampling["steps"],
-                           guidance_scale=sampling["guidance"] if sampling["cfg"] else 1.0,
-                           generator=torch.Generator(device="cpu").manual_seed(cfg.seed), output_type="np").images[0]
-            dt = time.perf_counter() - t0
-            seconds.append(dt)
-            q = np.round(np.clip(np.asarray(img, dtype=np.float32), 0, 1) * 255)
-            # decoded from the pipeline's 8-bit values: without rescaling the PNG written back is those values exactly
-            pred = t.invert(srgb_to_linear(q / 255.0))
-            store.write(sid, pred, key=keys[sid], scene=e.get("scene"), lighting=e.get("lighting"),
-                        reference=e["image_srgb"], reference_size=list(t.original),
-                        reference_size_given_to_model=list(t.model), reference_transform=t.describe(),
-                        prompt=prompt, instruction_index=cfg.instruction, seed=cfg.seed, steps=sampling["steps"],
-                        guidance=sampling["guidance"], seconds=round(dt, 3), ablated_units=list(cfg.ablate),
-                        model=loaded.spec.model, revision=keys[sid]["model"]["revision"],
-                        random_weights=loaded.random_weights)
-            done += 1
+                stack.enter_context(ablation)
+            stack.enter_context(encode_prompt_once(pipe))
+            for e in tqdm(run["entries"], desc=f"generate {cfg.method}", unit="sample", disable=not progress):
+                sid = e["id"]
+                if run["decisions"][sid].keep:
+                    skipped += 1
+                    continue
+                t = run["transforms"][sid]
+                if ablation is not None:
+                    if t.model not in layouts:
+                        layouts[t.model] = _token_layout(pipe, prompt, t.model, sampling["cfg"])
+                    ablation.prepare(**layouts[t.model])
+                t0 = time.perf_counter()
+                out = _edit(pipe, t.apply(_read_reference(Path(cfg.data) / e["image_srgb"])), prompt, sampling,
+                            cfg.seed)
+                seconds.append(time.perf_counter() - t0)
+                store.write(sid, t.invert(out), key=run["keys"][sid], scene=e.get("scene"), lighting=e.get("lighting"),
+                            reference=e["image_srgb"], reference_size=list(t.original),
+                            reference_size_given_to_model=list(t.model), reference_transform=t.describe(),
+                            prompt=prompt, instruction_index=cfg.instruction, seed=cfg.seed,
+                            steps=sampling["steps"], guidance=sampling["guidance"], seconds=round(seconds[-1], 3),
+                            ablated_units=list(cfg.ablate), model=loaded.spec.model,
+                            revision=run["keys"][sid]["model"]["revision"], random_weights=loaded.random_weights)
+                done += 1
     finally:
-        if ablation is not None:
-            ablation.__exit__(None, None, None)
         store.finish({"source": "evaluate.generate", "model_record": loaded.describe(),
-                      "ablation_definition": ablation_definition})
-    return {"method": cfg.method, "generated": done, "skipped_finished": skipped, "regenerated_stale": n_stale,
-            "selected": len(entries), "mean_seconds": float(np.mean(seconds)) if seconds else None,
+                      "ablation_definition": run["definition"]})
+    return {"method": cfg.method, "generated": done, "skipped_finished": skipped, "regenerated_stale": len(stale),
+            "selected": len(run["entries"]), "mean_seconds": float(np.mean(seconds)) if seconds else None,
             "steps": sampling["steps"], "guidance": sampling["guidance"], "config": asdict(cfg)}

@@ -217,24 +217,35 @@ def test_distilled_model_runs_its_own_steps_without_cfg(tmp_path):
     assert not (tmp_path / "pred" / "zero").exists()
 
 
-def test_prompt_encoded_once_gives_the_plain_calls_pixels(tmp_path, tiny_loaded):
-    """generate encodes the instruction once per run; the pixels equal a plain pipe(prompt=...) call."""
+def test_prompt_encoded_once_gives_the_plain_calls_pixels(tmp_path, tiny_loaded, monkeypatch):
+    """generate encodes the instruction (and CFG's empty prompt) once per run, yet calls the pipeline with
+    the prompt text as a plain call does; the pixels equal a plain pipe(prompt=...) call's."""
     import torch
+    from diffusers import Flux2KleinPipeline
     from PIL import Image
 
     from probe.prompts import load_edit_instructions
-    from render.imageio import srgb_to_linear
+    from render.imageio import read_exr, srgb_to_linear
 
-    data = planted_render(tmp_path / "render", w=64, h=48, n=1)
+    encoded = []
+    original = Flux2KleinPipeline.encode_prompt
+
+    def counting(self, *a, **k):
+        encoded.append(k.get("prompt"))
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(Flux2KleinPipeline, "encode_prompt", counting)
+    data = planted_render(tmp_path / "render", w=64, h=48, n=3)
     generate_predictions(tiny_loaded, GenerateConfig(data=str(data), out=str(tmp_path / "pred"), steps=2),
                          progress=False)
+    prompt = load_edit_instructions()[0]
+    assert sorted(encoded) == sorted([prompt, ""])          # 3 edits with CFG: each prompt encoded once
+    assert "encode_prompt" not in vars(tiny_loaded.pipe)     # the pipeline's own method again afterwards
     t = plan_reference(64, 48, max_side=64, multiple=tiny_loaded.pipe.vae_scale_factor * 2)
     ref = (read_png_srgb(data / "plant0__key" / "image_srgb.png") * 255).round().astype(np.uint8)
     with torch.inference_mode():
-        out = tiny_loaded.pipe(image=Image.fromarray(t.apply(ref)), prompt=load_edit_instructions()[0],
-                               height=t.model[1], width=t.model[0], num_inference_steps=2, guidance_scale=4.0,
-                               generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+        out = tiny_loaded.pipe(image=Image.fromarray(t.apply(ref)), prompt=prompt, num_inference_steps=2,
+                               guidance_scale=4.0, generator=torch.Generator().manual_seed(0),
+                               output_type="np").images[0]
     want = t.invert(srgb_to_linear(np.round(np.clip(out, 0, 1) * 255) / 255))
-    from render.imageio import read_exr
-
     np.testing.assert_array_equal(read_exr(tmp_path / "pred" / "klein" / "plant0__key_albedo_linear.exr"), want)
