@@ -32,6 +32,9 @@ from typing import Sequence
 
 import numpy as np
 
+# Storage moved to evaluate.predictions; these names stay importable from here for existing callers.
+from evaluate.predictions import prediction_finished, write_method_manifest, write_prediction  # noqa: F401
+
 __all__ = [
     "BASELINE_METHODS", "HDR_BASELINE_METHODS", "RetinexConfig", "image_as_albedo", "color_retinex",
     "poisson_integrate", "write_baselines", "WeightsUnavailableError", "marigold_weights_dir", "write_marigold",

@@ -41,7 +41,7 @@ import numpy as np
 
 __all__ = ["COLOUR_SPACE", "RESUME_MODES", "Resume", "StalePredictionError", "PredictionStore", "prediction_paths",
            "key_differences", "file_sha256", "atomic_write_text", "library_versions", "SHARED_FILES",
-           "write_prediction", "write_method_manifest"]
+           "write_prediction", "write_method_manifest", "prediction_finished"]
 
 COLOUR_SPACE = {"albedo_linear": "linear-light RGB, float32 EXR",
                 "albedo_srgb": "IEC 61966-2-1 sRGB, 8-bit PNG of albedo_linear clipped to [0, 1]"}
@@ -333,6 +333,13 @@ class PredictionStore:
                         "rerun reuses a prediction only when its whole key equals the new run's",
                 "n_predictions": len(sides), "uniform": len(keys) <= 1, **self._summary_fields(sides),
                 "generation_keys": keys}
+
+
+def prediction_finished(pred_dir: str | os.PathLike, method: str, sample_id: str) -> bool:
+    """A prediction is on disk: its sidecar, EXR and PNG exist and read back. Says nothing about what
+    made it (no key is checked): for status listings; resuming uses PredictionStore.check."""
+    store = PredictionStore(pred_dir, method)
+    return store.sidecar(sample_id) is not None and store._readable(sample_id)
 
 
 def write_prediction(pred_dir: str | os.PathLike, method: str, sample_id: str, albedo_linear: np.ndarray,

@@ -249,3 +249,14 @@ def test_prompt_encoded_once_gives_the_plain_calls_pixels(tmp_path, tiny_loaded,
                                output_type="np").images[0]
     want = t.invert(srgb_to_linear(np.round(np.clip(out, 0, 1) * 255) / 255))
     np.testing.assert_array_equal(read_exr(tmp_path / "pred" / "klein" / "plant0__key_albedo_linear.exr"), want)
+
+
+def test_prediction_finished_for_status_listings(tmp_path):
+    """evaluate.baselines keeps exporting the storage helpers other jobs import (e.g. status listings)."""
+    from evaluate.baselines import prediction_finished, write_prediction
+
+    assert not prediction_finished(tmp_path, "klein", "a__key")
+    write_prediction(tmp_path, "klein", "a__key", np.full((4, 4, 3), 0.5, np.float32), key={"k": 1})
+    assert prediction_finished(tmp_path, "klein", "a__key")
+    (tmp_path / "klein" / "a__key_albedo_linear.exr").write_bytes(b"broken")
+    assert not prediction_finished(tmp_path, "klein", "a__key")
