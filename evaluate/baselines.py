@@ -20,7 +20,8 @@ Methods (no model, no torch):
   from weights already on disk; never downloads. It gets the same sRGB PNG.
 
 Storage and resume are `evaluate.predictions` (one sidecar per sample with its generation key:
-method, parameters, input file and checksum); a prediction is redone when its key differs.
+method, parameters, input file and checksum); a prediction is redone when its key differs. With
+--shard K/N (N > 1) a run writes no file another shard writes (see evaluate.predictions).
 """
 from __future__ import annotations
 
@@ -154,13 +155,13 @@ def color_retinex(image_linear: np.ndarray, mask: np.ndarray, config: RetinexCon
 # writing the baselines (storage: evaluate.predictions)
 
 
-def _select(data_dir, shard) -> tuple[object, list]:
+def _select(data_dir, shard) -> tuple[object, list, object]:
     from evaluate.score import open_dataset
     from render.shard import Shard
 
     ds = open_dataset(data_dir)
     sh = shard if isinstance(shard, Shard) else Shard.parse(shard)
-    return ds, sh.select(ds.samples)
+    return ds, sh.select(ds.samples), sh
 
 
 def _input(data_dir, entry: dict, hdr: bool) -> tuple[np.ndarray, dict]:
@@ -193,7 +194,7 @@ def write_baselines(data_dir: str | os.PathLike, pred_dir: str | os.PathLike,
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; choose from {known} (Marigold: write_marigold)")
     mode = {True: "on", False: "off"}.get(resume, resume)
-    ds, samples = _select(data_dir, shard)
+    ds, samples, shard = _select(data_dir, shard)
     params = {"image_as_albedo": {}, "retinex_color": asdict(retinex)}
     desc = {"image_as_albedo": "the input image taken as albedo (MIT 'reflectance' baseline)",
             "retinex_color": "Grosse et al. 2009 colour Retinex (MIT intrinsic images benchmark), L2 Poisson "
@@ -242,7 +243,8 @@ def write_baselines(data_dir: str | os.PathLike, pred_dir: str | os.PathLike,
             base = m.removesuffix("_hdr")
             report[m]["manifest"] = str(stores[m].finish(
                 {"description": desc[base] + (" (on the HDR linear render)" if m.endswith("_hdr") else ""),
-                 "params": params[base], "source": "evaluate.baselines", "data": str(data_dir)}))
+                 "params": params[base], "source": "evaluate.baselines", "data": str(data_dir)},
+                shard=shard, samples=[s.id for s in samples]))
     return report
 
 
@@ -302,7 +304,7 @@ def write_marigold(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, wei
     if space not in ("srgb", "linear"):
         raise ValueError(f"{path}: target_properties does not state the albedo colour space ({space!r})")
     k = names.index("albedo")
-    ds, samples = _select(data_dir, shard)
+    ds, samples, shard = _select(data_dir, shard)
     store = PredictionStore(pred_dir, method)
     keys = {}
     for s in samples:
@@ -332,5 +334,5 @@ def write_marigold(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, wei
             done += 1
     finally:
         manifest = store.finish({"description": "diffusers MarigoldIntrinsicsPipeline albedo", "weights": str(path),
-                                 "albedo_prediction_space": space})
+                                 "albedo_prediction_space": space}, shard=shard, samples=[s.id for s in samples])
     return {"written": done, "skipped_finished": skipped, "manifest": str(manifest)}

@@ -314,8 +314,11 @@ def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> 
                             shard=cfg.shard)
                 done += 1
     finally:
+        from render.shard import Shard
+
         store.finish({"source": "evaluate.generate", "model_record": loaded.describe(),
-                      "ablation_definition": run["definition"]})
+                      "ablation_definition": run["definition"]},
+                     shard=Shard.parse(cfg.shard), samples=[e["id"] for e in run["entries"]])
     return {"method": cfg.method, "generated": done, "skipped_finished": skipped, "regenerated_stale": len(stale),
             "selected": len(run["entries"]), "mean_seconds": float(np.mean(seconds)) if seconds else None,
             "steps": sampling["steps"], "guidance": sampling["guidance"], "config": asdict(cfg)}

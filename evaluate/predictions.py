@@ -4,8 +4,8 @@
     store = PredictionStore("runs/evaluate/pred", "klein")
     state = store.check("cornell_box__key", key)          # Resume.MISSING / MATCH / MISMATCH (+ differing fields)
     store.write("cornell_box__key", albedo_linear, key=key, seconds=3.1)
-    store.finish()                                         # manifest.json + config.json rebuilt from the sidecars
-    entries = store.entries()                              # what `evaluate score` reads
+    store.finish(shard=shard)         # unsharded: manifest.json + config.json from the sidecars; a shard: its own record
+    entries = store.entries()         # what `evaluate score` reads (the sidecars)
 
 Layout of one method folder, PRED/<method>/:
 
@@ -17,12 +17,15 @@ Layout of one method folder, PRED/<method>/:
                                  reference transform, ablated units, library versions...)
     manifest.json                index of the sidecars present (rebuilt from them, never edited)
     config.json                  the generation key(s) of the predictions on disk, with counts
+    shards/shard-K-of-N.json     a sharded run's own record (its shard, settings and samples)
 
 Several processes may write into one method folder at once (torchrun ranks, SLURM array tasks):
-every sample has its own files, each file is written to a unique temporary name and renamed into
-place (atomic on POSIX file systems, shared ones included), and the two shared files are rebuilt
-from the sidecars and atomically replaced, again after the last write, so the last writer leaves
-them complete. Readers (`entries`) trust the sidecars over the manifest.
+every sample has its own files, each written to a unique temporary name and renamed into place
+(atomic on POSIX file systems, shared ones included), and no file is written by two ranks: a
+sharded run (N > 1) ends by writing only its shard record. The shared index files, manifest.json
+and config.json, are rebuilt from the sidecars (atomic replace) by an unsharded run and by
+`evaluate score` (`rebuild_index`), so they are complete once the shards are. Readers (`entries`)
+trust the sidecars over the manifest.
 
 Resume: a prediction is kept only when its sidecar's key equals the key of the run now asking
 (`check`); `mode="on"` regenerates a differing one, `"strict"` raises `StalePredictionError`
@@ -47,6 +50,7 @@ COLOUR_SPACE = {"albedo_linear": "linear-light RGB, float32 EXR",
                 "albedo_srgb": "IEC 61966-2-1 sRGB, 8-bit PNG of albedo_linear clipped to [0, 1]"}
 RESUME_MODES = ("on", "strict", "off")
 SHARED_FILES = ("manifest.json", "config.json")
+_INDEX_FIELDS = ("method", "colour_space", "colour_space_note", "n_predictions", "predictions")   # always rebuilt
 PER_SAMPLE_KEY_FIELDS = ("reference", "reference_transform")   # differ per sample by nature; not a run setting
 
 
@@ -274,14 +278,34 @@ class PredictionStore:
         atomic_write_text(p["sidecar"], _dumps(side))
         return side
 
-    def finish(self, extra: dict | None = None, retries: int = 3) -> Path:
+    def finish(self, extra: dict | None = None, shard=None, samples: Sequence[str] = ()) -> Path:
+        """End of a writing run. Unsharded (shard None or N = 1): rebuild the index (rebuild_index).
+        Sharded: write only shards/shard-K-of-N.json (the shard, `extra`, the samples it covers),
+        so that no file is written by two ranks. Returns the file written."""
+        count = int(getattr(shard, "count", 1) or 1)
+        if count <= 1:
+            return self.rebuild_index(extra)
+        index = int(shard.index)
+        record = {"method": self.method,
+                  "shard": {"index": index, "count": count, "source": getattr(shard, "source", None) or f"{index}/{count}"},
+                  "run": extra or {}, "samples": list(samples)}
+        return atomic_write_text(self.dir / "shards" / f"shard-{index}-of-{count}.json", _dumps(record))
+
+    def shard_records(self) -> list[dict]:
+        recs = [self._read(p) for p in sorted((self.dir / "shards").glob("shard-*-of-*.json"))]
+        return [r for r in recs if isinstance(r, dict)]
+
+    def rebuild_index(self, extra: dict | None = None, retries: int = 3) -> Path:
         """Rebuild manifest.json and config.json from the sidecars present now (atomic replace).
 
-        Rebuilt again while the set of sidecars changed under us (another rank finished), so the
-        last process to finish leaves a complete index. `extra` adds method-level fields that do
-        not depend on the run (a description, baseline parameters).
-        """
+        `extra` adds method-level fields that do not depend on the samples (a description, baseline
+        parameters); None keeps those of the manifest on disk, or of the shard records. Rebuilt again
+        while the set of sidecars changed under us (another process finished meanwhile)."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        if extra is None:   # keep the manifest's own fields; the key summary is recomputed over them
+            extra = {k: v for k, v in self.manifest().items() if k not in _INDEX_FIELDS}
+            if not extra:
+                extra = next((r.get("run") for r in self.shard_records() if r.get("run")), {}) or {}
         before = None
         for _ in range(max(1, retries)):
             sides = self.sidecars()
@@ -292,6 +316,15 @@ class PredictionStore:
             atomic_write_text(self.dir / "config.json", _dumps(self._config(sides)))
             before = names
         return self.dir / "manifest.json"
+
+    def index(self) -> dict:
+        """The manifest as rebuild_index would write it now, without writing (for readers)."""
+        extra = {k: v for k, v in self.manifest().items() if k not in _INDEX_FIELDS}
+        return self._manifest(self.sidecars(), extra) if self._sidecar_files() else self.manifest()
+
+    def has_predictions(self) -> bool:
+        """A method folder: a manifest.json, or at least one sidecar."""
+        return (self.dir / "manifest.json").is_file() or bool(self._sidecar_files())
 
     def _keys(self, sides: Iterable[dict]) -> list[dict]:
         groups: dict[str, dict] = {}
@@ -327,7 +360,8 @@ class PredictionStore:
 
     def _config(self, sides: list[dict]) -> dict:
         keys = self._keys(sides)
-        return {"method": self.method,
+        shards = [r.get("shard") for r in self.shard_records()]
+        return {"method": self.method, **({"shards": shards} if shards else {}),
                 "what": "the generation key(s) of the predictions on disk in this folder, rebuilt from their "
                         "sidecars (the per-sample fields reference and reference_transform are in each sidecar); a "
                         "rerun reuses a prediction only when its whole key equals the new run's",
@@ -349,5 +383,5 @@ def write_prediction(pred_dir: str | os.PathLike, method: str, sample_id: str, a
 
 
 def write_method_manifest(pred_dir: str | os.PathLike, method: str, extra: dict | None = None) -> Path:
-    """PredictionStore(pred_dir, method).finish(extra): manifest.json and config.json from the sidecars."""
-    return PredictionStore(pred_dir, method).finish(extra)
+    """PredictionStore(pred_dir, method).rebuild_index(extra): manifest.json and config.json from the sidecars."""
+    return PredictionStore(pred_dir, method).rebuild_index(extra or {})

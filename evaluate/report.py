@@ -135,9 +135,12 @@ def collect_inputs(out: Path, data: Path | None = None, probe: Path | None = Non
         data = Path(score_config["data_dir"])
     manifests, configs = {}, {}
     if Path(pred).is_dir():
+        from evaluate.predictions import PredictionStore
+
         for d in sorted(p for p in Path(pred).iterdir() if p.is_dir()):
-            man = _read_json(d / "manifest.json")
-            if man is not None:
+            store = PredictionStore(pred, d.name)
+            man = store.index() if store.sidecars() else _read_json(d / "manifest.json")
+            if man is not None and (man or (d / "manifest.json").is_file()):
                 manifests[d.name] = man
                 cfg = _read_json(d / "config.json")
                 if cfg is not None:

@@ -24,6 +24,9 @@ decoded to linear. Writes into `out_dir`:
                        samples both scored, with cluster-bootstrap CIs;
 - score_config.json    the resolved configuration and library versions.
 
+Scoring first rebuilds each method folder's manifest.json and config.json from its sidecars, so
+after a sharded generate (whose ranks write no shared file) the folder's index is complete.
+
 A missing or unreadable prediction is an error row, never a silent skip; so is a prediction whose
 sidecar records a reference image other than the one the render folder holds now (the render was
 redone: regenerate). A prediction whose size differs from the ground truth is resized to it (area
@@ -53,7 +56,7 @@ from evaluate.stats import bootstrap_mean_ci, paired_difference
 
 __all__ = [
     "ScoreConfig", "ScoreResult", "SampleRef", "Dataset", "open_dataset", "discover_methods",
-    "load_prediction_manifest", "read_prediction", "match_size", "bootstrap_mean_ci", "score",
+    "load_prediction_manifest", "read_prediction", "match_size", "bootstrap_mean_ci", "score", "refresh_indexes",
     "add_score_arguments", "main_score", "ROW_COLUMNS", "SCALE_COLUMNS", "ScoreError", "GroundTruth",
 ]
 
@@ -166,12 +169,25 @@ def open_dataset(data_dir: str | os.PathLike) -> Dataset:
 
 
 def discover_methods(pred_dir: str | os.PathLike) -> list[str]:
-    """Method folders of PRED that hold a manifest.json, sorted."""
+    """Method folders of PRED (a manifest.json or prediction sidecars), sorted."""
+    from evaluate.predictions import PredictionStore
+
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise ScoreError(f"prediction folder {pred_dir} does not exist: run `python -m evaluate generate` "
                          "or `python -m evaluate baselines` first")
-    return sorted(p.name for p in pred_dir.iterdir() if p.is_dir() and (p / "manifest.json").is_file())
+    return sorted(p.name for p in pred_dir.iterdir() if p.is_dir() and PredictionStore(pred_dir, p.name).has_predictions())
+
+
+def refresh_indexes(pred_dir: str | os.PathLike, methods: Sequence[str]) -> None:
+    """Rebuild each method folder's manifest.json / config.json from its sidecars (after sharded runs,
+    which write no shared file); folders without sidecars (other tools' manifests) are left alone."""
+    from evaluate.predictions import PredictionStore
+
+    for m in methods:
+        store = PredictionStore(pred_dir, m)
+        if store.sidecars():
+            store.rebuild_index()
 
 
 def load_prediction_manifest(pred_dir: str | os.PathLike, method: str) -> dict:
@@ -346,6 +362,7 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
         if not methods:
             raise ScoreError(f"no method folder with a manifest.json in {pred_dir}")
     methods = tuple(methods)
+    refresh_indexes(pred_dir, methods)
     cfg = ScoreConfig(str(data_dir), str(pred_dir), str(out_dir), methods, n_boot, seed, lpips, metric_config)
 
     manifests = {m: load_prediction_manifest(pred_dir, m) for m in methods}

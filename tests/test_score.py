@@ -301,8 +301,17 @@ def test_baselines_shards_cover_every_sample_once(data, tmp_path):
     r0 = B.write_baselines(data, pred, methods=("image_as_albedo",), shard="0/2", progress=False)
     r1 = B.write_baselines(data, pred, methods=("image_as_albedo",), shard="1/2", progress=False)
     assert r0["image_as_albedo"]["written"] + r1["image_as_albedo"]["written"] == len(ids)
-    man = json.loads((pred / "image_as_albedo" / "manifest.json").read_text())
+    folder = pred / "image_as_albedo"
+    # shards write no shared file: each leaves its own record; the index is rebuilt by the next reader
+    assert not (folder / "manifest.json").exists() and not (folder / "config.json").exists()
+    recs = [json.loads((folder / "shards" / f"shard-{k}-of-2.json").read_text()) for k in (0, 1)]
+    assert sorted(recs[0]["samples"] + recs[1]["samples"]) == ids and recs[1]["shard"]["count"] == 2
+    res = S.score(data, pred, tmp_path / "out", n_boot=10, progress=False)
+    assert res.n_errors == 0 and res.methods == ("image_as_albedo",)
+    man = json.loads((folder / "manifest.json").read_text())
     assert sorted(e["sample"] for e in man["predictions"]) == ids
+    assert "image taken as albedo" in man["description"]          # the run's fields, from the shard records
+    assert json.loads((folder / "config.json").read_text())["shards"][0]["count"] == 2
 
 
 def test_unknown_baseline_and_marigold_without_weights(data, tmp_path):
