@@ -310,8 +310,7 @@ def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> 
                             prompt=prompt, instruction_index=cfg.instruction, seed=cfg.seed,
                             steps=sampling["steps"], guidance=sampling["guidance"], seconds=round(seconds[-1], 3),
                             ablated_units=list(cfg.ablate), model=loaded.spec.model,
-                            revision=run["keys"][sid]["model"]["revision"], random_weights=loaded.random_weights,
-                            shard=cfg.shard)
+                            revision=run["keys"][sid]["model"]["revision"], random_weights=loaded.random_weights)
                 done += 1
     finally:
         from render.shard import Shard
