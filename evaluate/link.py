@@ -100,7 +100,13 @@ def link_text_probe(probe, a: np.ndarray, b: np.ndarray, pair_ids: Sequence[str]
     for s, v in errors.items():
         if np.isfinite(v):
             per_scene.setdefault(scene_of.get(s, s), []).append(v)
-    sel_all = selectivity(np.asarray(a, np.float64) - np.asarray(b, np.float64), probe.units["t"], idx)
+    # t's sign follows the probe's `direction` (the card protocol reports B - A): the per-pair difference
+    # must be taken the same way round, or sign(t) * diff flips the selectivity of every unit.
+    direction = str(probe.summary.get("direction") or "a-b")
+    if direction not in ("a-b", "b-a"):
+        raise LinkError(f"{probe.path}: unknown t direction {direction!r} in summary.json (expected a-b or b-a)")
+    first, second = (a, b) if direction == "a-b" else (b, a)
+    sel_all = selectivity(np.asarray(first, np.float64) - np.asarray(second, np.float64), probe.units["t"], idx)
     ids, xs, ys = [], [], []
     for pid, sv in zip(pair_ids, sel_all):
         pid = str(pid)
@@ -112,5 +118,5 @@ def link_text_probe(probe, a: np.ndarray, b: np.ndarray, pair_ids: Sequence[str]
                         f"{[str(p) for p in list(pair_ids)[:3]]}..., scenes: {sorted(per_scene)[:3]}...)")
     return _result("indirect: text probe, per scene", ids, xs, ys, ids, sel, n_boot, seed,
                    "INDIRECT: the text probe never sees the rendered image. selectivity = mean over the selected "
-                   "units of sign(t) (a - b) / sd(a - b) of the scene's prompt pair; error = the mean metric over "
+                   f"units of sign(t) (x - y) / sd(x - y) of the scene's prompt pair, x - y = {direction} (t's direction); error = the mean metric over "
                    "the scene's samples (lightings, colour variants); one point per scene")

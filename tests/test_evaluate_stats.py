@@ -232,6 +232,26 @@ def test_text_link_is_labelled_indirect(tmp_path):
     assert res["pairs"][0]["error"] == pytest.approx(np.mean([errors["scene0__key"], errors["scene0__rim"]]))
 
 
+def test_text_link_follows_the_probe_direction(tmp_path):
+    """A card-mode probe reports t = B - A (summary `direction` b-a): the link must take the per-pair
+    difference the same way round, so the same data gives the same selectivity under either convention."""
+    units = fake_probe_units()
+    rng = np.random.default_rng(5)
+    pairs = [f"scene{i}" for i in range(6)]
+    a, b = rng.normal(size=(6, len(units))), rng.normal(size=(6, len(units)))
+    t = (a - b).mean(0) / ((a - b).std(0, ddof=1) / np.sqrt(6))
+    errors = {f"scene{i}__key": float(rng.normal()) for i in range(6)}
+    scene_of = {s: s.split("__")[0] for s in errors}
+    res = {}
+    for direction, sign in (("a-b", 1.0), ("b-a", -1.0)):
+        path = write_fake_probe(tmp_path / direction, {"unit": units, "t": sign * t * 10},
+                                {"stimuli": "text", "direction": direction})
+        res[direction] = link_text_probe(read_probe(path), a, b, pairs, errors, scene_of, k=3, n_boot=50)
+    xs = {d: [p["selectivity"] for p in r["pairs"]] for d, r in res.items()}
+    assert xs["a-b"] == pytest.approx(xs["b-a"]) and res["a-b"]["selection"]["units"] == res["b-a"]["selection"]["units"]
+    assert "b-a" in res["b-a"]["definition"]
+
+
 def test_main_link_writes_direct_link_json(tmp_path, capsys):
     from evaluate.jobs import main_link
 
