@@ -35,6 +35,7 @@ from typing import Sequence
 import numpy as np
 
 from probe.job import USER_ERRORS, UsageError
+from probe.run import _differences
 from probe.shards import (RUN_ONLY_ARGS, ShardFile, ShardFileError, design_fingerprint, find_shard_files,
                           read_shard)
 
@@ -95,12 +96,6 @@ def _order(f: ShardFile):
 def _names(items: Sequence[str], limit: int = _LISTED) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def _differences(old, new, prefix: str = "") -> list[str]:
-    from probe.run import _differences as diff
-
-    return diff(old, new, prefix)
 
 
 def _explain(ref: ShardFile, other: ShardFile) -> list[str]:
