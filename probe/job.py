@@ -221,23 +221,33 @@ def _capture_config(args, loaded):
 def _check_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe_file = out / ".write-test"
+        probe_file = out / f".write-test-{platform.node()}-{os.getpid()}"     # shards share the folder
         probe_file.write_text("")
         probe_file.unlink()
     except OSError as e:
         raise UsageError(f"cannot write to the output folder {out}: {e}") from e
 
 
+def _shard(args):
+    """The run's --shard (K/N, auto, or none: the whole run), resolved before anything is loaded."""
+    from render.shard import Shard
+
+    try:
+        return Shard.parse(getattr(args, "shard", None))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 def main_run(args) -> int:
-    from probe.captures import ControlSet
     from probe.card import CARD_SIGN
     from probe.model import load_pipeline, spec_from_args
-    from probe.run import capture_stimuli, real_text_lengths, unit_block
-    from probe.stats import Captures, save_captures
+    from probe.run import capture_stimuli, real_text_lengths
+    from probe.shards import shard_path, shard_stimuli
 
     out = Path(args.out)
+    shard = _shard(args)
     design, controls, sources = _load_design(args)
-    baseline = _baseline(args, out)
+    baseline = _baseline(args, out) if shard.is_whole else None     # a sharded run's statistics wait for the merge
     _check_out(out)
     loaded = load_pipeline(spec_from_args(args))
     cfg, resolution_source = _capture_config(args, loaded)
@@ -248,24 +258,13 @@ def main_run(args) -> int:
     elif loaded.random_weights:
         print("note: --model tiny has random weights: this is a dry run and its numbers are not findings",
               file=sys.stderr)
-    cache = out / "partial_captures.npz"
+    cache = out / "partial_captures.npz" if shard.is_whole else shard_path(out, shard)
     if args.no_resume and cache.exists():
         cache.unlink()
     log = lambda msg: print(f"note: {msg}", file=sys.stderr)  # noqa: E731
-    values, units, info = capture_stimuli(loaded, design.stimuli(), cfg, cache_path=cache, progress=not args.quiet,
-                                          log=log)
-    arrays = design.assemble(values)
-    direction = CARD_SIGN if cfg.protocol == "card" else "a-b"
-    meta = {"protocol": cfg.protocol, "direction": direction, "stimuli": "text",
-            "controls": {name: src for name, src in sources["controls"].items()},
-            "seeds_per_pair": design.seeds_per_pair, "noise": design.noise}
-    named = {n: ControlSet(*v) for n, v in arrays["controls"].items() if n != "paraphrase"}
-    para = arrays["controls"].get("paraphrase")
-    caps = Captures(a=arrays["a"], b=arrays["b"], units=np.array(units), pair_ids=np.array(design.pair_ids),
-                    control_a=para[0] if para else None, control_b=para[1] if para else None,
-                    control_pair_ids=para[2] if para else None, controls=named,
-                    unit_blocks=np.array([unit_block(u) for u in units]), meta=meta)
-    save_captures(out / "captures.npz", caps)
+    every = design.stimuli()
+    values, units, info = capture_stimuli(loaded, shard_stimuli(every, shard), cfg, cache_path=cache,
+                                          progress=not args.quiet, log=log)
     lengths = {"a": real_text_lengths(loaded.pipe, design.a, cfg.max_sequence_length),
                "b": real_text_lengths(loaded.pipe, design.b, cfg.max_sequence_length)}
     for name, prompts in design.controls.items():
@@ -278,8 +277,38 @@ def main_run(args) -> int:
         "noise": design.record(), "capture_info": info, "text_lengths": lengths,
         "captured_forward": ("conditional (first of the two CFG forwards per step)" if info["forwards_per_step"] == 2
                              else "the only forward per step (no CFG)"),
+        "direction": CARD_SIGN if cfg.protocol == "card" else "a-b", "shard": shard.as_dict(),
     }
-    summary = analyse_and_write(caps, out, config, _stats_config(args, cfg.protocol), args.no_report, baseline)
+    if not shard.is_whole:
+        from probe.shards import write_shard_of_run
+
+        return write_shard_of_run(out, shard, cache, args, every, values, units, info, config)
+    return finish_run(out, design, values, units, config, args, baseline)
+
+
+def finish_run(out: Path, design, values: dict, units: list[str], config: dict, args, baseline=None) -> int:
+    """The step after capture, shared by `probe run` and `probe merge` (CONTRACTS C5): the captured values
+    {Stimulus.key(): [units]} -> captures.npz -> statistics -> units.csv, summary.json, config.json, report.
+
+    `config` is the run record (config.json without the statistics: capture settings, model, prompts, noise,
+    capture_info, direction); `args` gives the statistics options. No model is needed."""
+    from probe.captures import ControlSet
+    from probe.run import unit_block
+    from probe.stats import Captures, save_captures
+
+    protocol = config["capture"]["protocol"]
+    arrays = design.assemble(values)
+    meta = {"protocol": protocol, "direction": config["direction"], "stimuli": "text",
+            "controls": dict(config["prompts"]["controls"]),
+            "seeds_per_pair": design.seeds_per_pair, "noise": design.noise}
+    named = {n: ControlSet(*v) for n, v in arrays["controls"].items() if n != "paraphrase"}
+    para = arrays["controls"].get("paraphrase")
+    caps = Captures(a=arrays["a"], b=arrays["b"], units=np.array(units), pair_ids=np.array(design.pair_ids),
+                    control_a=para[0] if para else None, control_b=para[1] if para else None,
+                    control_pair_ids=para[2] if para else None, controls=named,
+                    unit_blocks=np.array([unit_block(u) for u in units]), meta=meta)
+    save_captures(out / "captures.npz", caps)
+    summary = analyse_and_write(caps, out, config, _stats_config(args, protocol), args.no_report, baseline)
     _print_summary(out, summary)
     return 0
 
