@@ -264,7 +264,10 @@ def _room(p: dict) -> tuple[list[Part], list[PortalSpec]]:
                              if s[1] - s[0] > 0.01]
             for j, (a, b) in enumerate(spans):
                 parts.append(box_on(wall, f"skirting_{wall}_{j}", "skirting", a, b, 0.0, sk, 0.0, 0.012, 0.002))
-    return parts, portals
+    closed = p["ceiling"] and set(p["walls"]) == set(WALLS)
+    # a portal makes Cycles sample the sky only through it: right for a closed room, wrong for one whose open
+    # side also lets the sky in (that light would then be found by chance only, i.e. with more noise)
+    return parts, (portals if closed else [])
 
 
 _OPENING_DOC = "{wall: back|front|left|right, center: m along the wall (x for back/front, y for left/right)"
@@ -304,16 +307,17 @@ COMPOSITES: dict[str, CompositeType] = {
             "wall": _p(0.006, 0.001, 0.05, "m")},
         ("body",), _vase),
     "lamp": CompositeType(
-        "a table lamp: base, stem and an open shade; light it with a point light of radius <= 0.03 m inside the "
-        "shade just above its lower rim, z = height - 0.9 * shade_height above the lamp's location (most of the "
-        "room then sees the bulb directly, which renders with far less noise than light bounced off the shade)", {
+        "a table lamp: base, stem and an open shade; light it with a point light of radius <= 0.02 m at the "
+        "shade's lower rim, z = height - shade_height - 0.02 above the lamp's location (the room then sees the "
+        "bulb directly, which renders with far less noise than light bounced out of the shade)", {
             "height": _p(0.5, 0.1, 2.5, "m"), "base_radius": _p(0.08, 0.02, 0.5, "m"),
             "shade_radius": _p([0.09, 0.14], 0.02, 1.0, "top, bottom radius of the shade, m", "vec2"),
             "shade_height": _p(0.18, 0.03, 1.0, "m")},
         ("base", "shade"), _lamp),
     "room": CompositeType(
         "a room shell: floor, ceiling and thick walls (interior x in +-w/2, y in +-d/2, z in 0..h) with an optional "
-        "window opening (frame, sill; a light portal is added over it) and door (frame, closed leaf), and "
+        "window opening (frame, sill; in a closed room a light portal is added over it) and door (frame, closed "
+        "leaf), and "
         "skirting boards; back wall at +y", {
             "size": _p([4.0, 5.0, 2.7], 0.5, 50.0, "interior width, depth, height, m", "vec3"),
             "wall_thickness": _p(0.12, 0.02, 1.0, "m"),

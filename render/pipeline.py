@@ -361,6 +361,7 @@ def _resolve_scenes(scenes, only: Sequence[str] | None) -> list[Scene]:
 
 
 SCRATCH_PREFIX = "ray-plantain-"
+_SAID: set[str] = set()
 
 
 def _scratch_dir() -> str:
@@ -459,7 +460,8 @@ def render_dataset(
             device = bl.resolve_device(settings.device)   # before anything is written: a bad --device changes nothing
         except bl.DeviceError as e:
             raise RenderError(str(e)) from None
-        if device.note:
+        if device.note and device.note not in _SAID:
+            _SAID.add(device.note)        # once per process, however many runs it makes
             print(f"python -m render: {device.note}", file=sys.stderr)
         timings["startup"] = time.perf_counter() - t0
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 DEFAULT_RESOLUTION = 256
-DEFAULT_SAMPLES = 128          # the most per pixel: adaptive sampling stops converged pixels earlier
+DEFAULT_SAMPLES = 96           # the most per pixel: adaptive sampling stops converged pixels earlier
 DEFAULT_ADAPTIVE_THRESHOLD = 0.02
-DEFAULT_ADAPTIVE_MIN = 32
+DEFAULT_ADAPTIVE_MIN = 16
 # --device: Cycles backends; auto takes the first GPU backend of GPU_PREFERENCE that bpy reports a device for
 DEVICES = ("auto", "cpu", "cuda", "optix", "hip")
 GPU_PREFERENCE = ("optix", "cuda", "hip")

@@ -194,6 +194,9 @@ def test_composites_expand_into_placed_parts():
             "material": {"base_color": [0.7, 0.7, 0.7]}}
     r = parse_scene(with_objects(room))
     assert len(r.portals) == 1 and r.portals[0].location[0] < -2.0 < r.portals[0].look_at[0]   # faces into the room
+    open_room = copy.deepcopy(room)
+    open_room["params"]["walls"] = ["back", "left", "right"]
+    assert parse_scene(with_objects(open_room)).portals == ()        # the sky also comes in through the open side
     names = {o.name for o in r.objects}
     assert {"room.floor", "room.ceiling", "room.door_back_leaf", "room.window_left_sill"} <= names
     assert any(n.startswith("room.skirting_back") for n in names)
@@ -269,7 +272,7 @@ def test_generator_composes_every_kind_with_descriptions():
         assert 2 <= len(s.lightings) <= 3 and s.description and not lighting_words.search(s.description), s.id
         assert all(l.description.startswith("lit ") for l in s.lightings)
         groups = {o.group for o in s.objects}
-        kinds.add("room" if "room" in groups and s.portals and any("chair" in (g or "") for g in groups) else
+        kinds.add("room" if "room" in groups and any("chair" in (g or "") for g in groups) else
                   "tabletop" if "room" in groups else "yard")
         assert any(isinstance(o.material.base_color, Texture) for o in s.objects)
     assert kinds == set(KINDS)
@@ -325,3 +328,14 @@ np.savez({str(tmp_path / 'p.npz')!r}, albedo=p["albedo"], diffcol=p["Diffuse Col
         hi = cols.max(0) + 1e-5
         assert (px >= lo).all() and (px <= hi).all(), (kind, px[(px < lo).any(-1) | (px > hi).any(-1)][:3])
         assert px.std(0).max() > 0.02, f"{kind}: the texture shows no pattern"
+
+
+def test_texture_make_fills_defaults_like_the_parser():
+    t = Texture.make("wood", (0.5, 0.3, 0.1), (0.2, 0.1, 0.05), ring_spacing=0.01)
+    parsed = parse_scene(with_objects({"name": "x", "primitive": "cube", "material": {"base_color": {
+        "type": "wood", "color1": [0.5, 0.3, 0.1], "color2": [0.2, 0.1, 0.05], "ring_spacing": 0.01}}}))
+    assert parsed.objects[-1].material.base_color == t and t.ring_spacing == 0.01 and t.grain == 0.3
+    with pytest.raises(TypeError, match="mortar"):
+        Texture.make("wood", (0, 0, 0), (1, 1, 1), mortar=0.01)
+    with pytest.raises(AttributeError, match="mortar"):
+        t.mortar

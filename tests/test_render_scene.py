@@ -81,7 +81,6 @@ def test_default_scenes_use_every_primitive_texture_composite_and_light():
     assert {"area", "point", "spot"} <= lights
     assert any(l.world and l.world.sky for s in scenes for l in s.lightings)            # Nishita sky + sun
     assert any(li.temperature_k for s in scenes for l in s.lightings for li in l.lights)
-    assert any(s.portals for s in scenes)                                                 # a room with a window
 
 
 def test_scene_round_trips_through_json(tmp_path):
