@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "once converged; the decomposition stays exact")
     r.add_argument("--threads", metavar="N", type=int, default=0, help="CPU threads for Cycles (default 0 = all)")
     r.add_argument("--exposure", choices=EXPOSURES, default="auto",
-                   help="auto (default): scale each sample's light so its median shading is 1 (incident-light "
-                   "metering, 1/3-EV steps; recorded per sample, albedo untouched); none: Cycles' radiance as is")
+                   help="auto (default): scale each sample's light (image, shading, residual; never albedo) so its "
+                   "centre-weighted median shading is 0.5, with highlight protection, in 1/3-EV steps (incident-light "
+                   "metering, recorded per sample); none: Cycles' radiance as is")
     r.add_argument("--firefly-clamp", metavar="F", type=float, default=RenderSettings.firefly_clamp,
                    help=f"clamp indirect light per sample at F x the image's mean luminance, from a tiny pre-pass "
                    f"(default {RenderSettings.firefly_clamp:g}; 0 = off); the ground-truth identity is unaffected")
