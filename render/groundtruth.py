@@ -46,8 +46,15 @@ REQUIRED_PASSES = (
 _OPTIONAL_RESIDUAL = ("Volume Direct", "Volume Indirect")
 
 DEFINITIONS = {
-    "image": "Cycles Combined pass, linear Rec.709 (Blender's scene-linear working space), no denoising, "
-             "no view transform.",
+    "image": "linear Rec.709 (Blender's scene-linear working space), no view transform. With render denoise "
+             "'none': Cycles' Combined pass. With 'passes': albedo * shading + residual recomposed from the denoised "
+             "shading and residual (see denoise); the combined image is never denoised on its own.",
+    "denoise": "render setting denoise: 'none', or 'passes': Intel Open Image Denoise (sample.json denoise: version, "
+               "filter, quality, guides) runs on shading (guided by the camera-space normal and a flat albedo of 1; "
+               "then 0 where albedo is 0) and on residual (unguided); image is recomposed from them, so the identity "
+               "holds to float precision. Albedo, normal, depth, mask and object_index are never denoised. "
+               "denoise.noisy_identity_error is the identity error of Cycles' passes before denoising (the check that "
+               "they add up to its Combined pass). Denoising trades noise for some blur of fine lighting detail.",
     "image_srgb": "image clipped to [0, 1] and encoded with the IEC 61966-2-1 sRGB curve, 8-bit PNG.",
     "albedo": "base colour of the first surface each camera sample hits (a shader AOV fed from each material's "
               "Base Color input), averaged over the pixel's samples; 0 on the background. Independent of view "
