@@ -8,9 +8,10 @@
 Mode `passes`: Intel Open Image Denoise (the RT filter Blender itself uses) runs on the two noisy light
 passes, never on the combined image:
 - shading (diffuse light / albedo: lighting without surface colour), guided by the camera-space normal
-  (a per-pixel mean, clean: OIDN is told `cleanAux`) and a flat albedo of 1 (OIDN takes a normal only
-  beside an albedo; shading has no surface colour in it); then set to 0 where albedo is 0, as in
-  groundtruth.decompose;
+  (a per-pixel mean, clean: OIDN is told `cleanAux`) and a flat albedo of 1 where the surface has a
+  diffuse lobe, 0 where it has none (OIDN takes a normal only beside an albedo; shading has no surface
+  colour in it); then set to 0 where albedo is 0, as in groundtruth.decompose, and where Cycles' Diffuse
+  Color pass is 0 (metals: no sample met a diffuse lobe, so their shading is 0 by construction, not by noise);
 - residual (glossy + emission + environment), unguided;
 - image is recomposed as albedo * shading + residual in float64 and stored as float32, so the identity
   holds to float precision by construction. The identity of the *noisy* passes (that Cycles' passes add
@@ -31,9 +32,10 @@ __all__ = ["DENOISE_MODES", "DENOISE_QUALITIES", "Denoiser", "GUIDES", "METHOD"]
 # the real albedo made it worse (OIDN expects colour = albedo x light, shading has no albedo in it; error 0.019
 # vs 0.012), denoising diffuse light and dividing by albedo too (0.017); the normal beside a flat albedo was
 # best (0.012). The residual (mostly glossy reflections) came out best without guides.
-GUIDES = {"shading": ("albedo=1", "normal"), "residual": ()}
-METHOD = ("OIDN RT filter (hdr, cleanAux) on shading, guided by the camera-space normal and a flat albedo of 1 "
-          "(then 0 where albedo is 0), and on residual, unguided; image recomposed as albedo * shading + residual "
+GUIDES = {"shading": ("albedo=1 where diffuse, else 0", "normal"), "residual": ()}
+METHOD = ("OIDN RT filter (hdr, cleanAux) on shading, guided by the camera-space normal and a flat albedo (1 where "
+          "the surface has a diffuse lobe, 0 where Cycles' Diffuse Color is 0; shading is then set to 0 there and where "
+          "albedo is 0), and on residual, unguided; image recomposed as albedo * shading + residual "
           "(float64, stored float32). The combined image is never denoised on its own.")
 
 
@@ -60,8 +62,13 @@ class Denoiser:
         if self._oidn is None:
             return gt
         dn, a = self._oidn, gt.albedo
-        shading = dn.denoise(gt.shading, albedo=np.ones_like(gt.shading), normal=gt.normal)
-        shading = np.where(a > 0, shading, np.float32(0.0)).astype(np.float32)
+        if gt.diffuse_color is not None:
+            diffuse = (gt.diffuse_color > 0).any(axis=-1, keepdims=True)
+        else:
+            diffuse = np.ones(a.shape[:2] + (1,), bool)
+        flat = np.broadcast_to(diffuse, a.shape).astype(np.float32)
+        shading = dn.denoise(gt.shading, albedo=flat, normal=gt.normal)
+        shading = np.where((a > 0) & diffuse, shading, np.float32(0.0)).astype(np.float32)
         residual = dn.denoise(gt.residual)
         a64 = a.astype(np.float64)
         image = (a64 * shading + residual.astype(np.float64)).astype(np.float32)

@@ -112,6 +112,9 @@ class GroundTruth:
     object_index: np.ndarray   # [H, W] int32
     coverage: np.ndarray       # [H, W] float32 in [0, 1]
     identity_error: float
+    # Cycles' Diffuse Color pass [H, W, 3] (not written): 0 where no sample met a diffuse lobe (metals, background),
+    # so diffuse light and shading are 0 there by construction; render.denoise keeps them 0. None: unknown
+    diffuse_color: np.ndarray | None = None
 
     def stats(self) -> dict:
         img = self.image
@@ -242,4 +245,5 @@ def decompose(passes: dict[str, np.ndarray], camera_from_world: np.ndarray | Non
 
     err = identity_error(image, albedo, shading, residual)
     return GroundTruth(image=image, albedo=albedo, shading=shading, residual=residual, normal=normal, depth=depth,
-                       mask=mask, object_index=object_index, coverage=coverage, identity_error=err)
+                       mask=mask, object_index=object_index, coverage=coverage, identity_error=err,
+                       diffuse_color=_rgb(passes["Diffuse Color"]).astype(np.float32))

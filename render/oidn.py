@@ -40,8 +40,8 @@ def _candidates() -> list[Path]:
     names = _NAMES.get(sys.platform, _NAMES["linux"])
     found: list[Path] = []
     env = os.environ.get("OIDN_LIBRARY")
-    if env:
-        found.append(Path(env))
+    if env:                                        # asked for explicitly: that one or none
+        return [Path(env)]
     spec = importlib.util.find_spec("bpy")         # where bpy lives, without importing it
     if spec is not None and spec.origin:
         pkg = Path(spec.origin).parent
@@ -51,7 +51,8 @@ def _candidates() -> list[Path]:
 
 
 def find_library() -> Path | None:
-    """The OIDN shared library to load: $OIDN_LIBRARY, else the one shipped with bpy; None if neither exists."""
+    """The OIDN shared library to load: $OIDN_LIBRARY if set (None if it does not exist), else the one shipped
+    with bpy (None if bpy or its copy is missing)."""
     for p in _candidates():
         if p.is_file():
             return p.resolve()
@@ -105,9 +106,11 @@ class Oidn:
         if path is None:
             looked = ", ".join(str(p) for p in _candidates()) or "(bpy is not installed)"
             raise OidnError(
-                f"denoising needs Intel Open Image Denoise, which the bpy wheel ships, but no OIDN library was found "
-                f"(looked at {looked}). Install bpy (pip install bpy) or point OIDN_LIBRARY at an OIDN 2.x library, "
-                f"or render with --denoise none.")
+                f"denoising needs Intel Open Image Denoise (OIDN 2.x), which the bpy wheel ships, but no OIDN library "
+                f"was found (looked at {looked}"
+                f"{'; OIDN_LIBRARY is set, so nowhere else' if os.environ.get('OIDN_LIBRARY') else ''}). Point the "
+                f"environment variable OIDN_LIBRARY at libOpenImageDenoise (e.g. a system OIDN 2.x), reinstall bpy, "
+                f"or render with --denoise none (no denoising; nothing else changes).")
         try:
             self._lib = _load(path)
         except (OSError, AttributeError) as e:
