@@ -33,7 +33,7 @@ LEGACY = {"exposure": "none", "firefly_clamp": 0.0, "adaptive_threshold": 0.0, "
 class RenderSettings:
     width: int = DEFAULT_RESOLUTION
     height: int = DEFAULT_RESOLUTION
-    samples: int = DEFAULT_SAMPLES          # Cycles samples per pixel (the most, with adaptive sampling), no denoising
+    samples: int = DEFAULT_SAMPLES          # Cycles samples per pixel (the most, with adaptive sampling)
     adaptive_threshold: float = DEFAULT_ADAPTIVE_THRESHOLD   # Cycles' noise threshold; 0: every pixel gets `samples`
     adaptive_min_samples: int = DEFAULT_ADAPTIVE_MIN         # samples every pixel gets before it may stop
     max_bounces: int = 8
