@@ -33,6 +33,9 @@ from .regions import TokenLayout
 
 # Flux2KleinPipeline: references above this many pixels are first resized to it (aspect kept).
 MAX_REFERENCE_AREA = 1024 * 1024
+# The reference preparation of `probe run --stimuli images` (recorded in the capture settings and the resume key).
+REFERENCE_AS_RENDERED = ("none: the rendered PNG as it is (the pipeline itself resizes references above 1024x1024 "
+                         "pixels and crops them to multiples of 16)")
 
 
 def pipeline_default(pipe, name: str):
@@ -74,30 +77,36 @@ def edit_layout(pipe, reference, height: int | None = None, width: int | None = 
     return TokenLayout(txt_len=int(txt_len), n_img=(gen_h // m) * (gen_w // m), n_ref=(ref_h // m) * (ref_w // m))
 
 
-def edit_call_kwargs(reference, prompt: str, steps: int, guidance: float, seeds: Sequence[int] = (0,)) -> dict:
+def edit_call_kwargs(reference, prompt: str, steps: int, guidance: float, seeds: Sequence[int] = (0,),
+                     max_sequence_length: int | None = None) -> dict:
     """The pipeline arguments of one klein edit, as `evaluate generate` passes them (output_type aside).
 
     One seed: exactly evaluate's arguments. Several: a batch of the same edit with one generator per
-    seed (the pipeline repeats the reference latents over the batch)."""
+    seed (the pipeline repeats the reference latents over the batch). max_sequence_length is passed
+    only when given (None: the pipeline's default, as evaluate leaves it)."""
     import torch
 
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("at least one noise seed is needed")
     gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-    return dict(image=reference, prompt=prompt if len(seeds) == 1 else [prompt] * len(seeds),
-                num_inference_steps=int(steps), guidance_scale=float(guidance),
-                generator=gens[0] if len(seeds) == 1 else gens)
+    kwargs = dict(image=reference, prompt=prompt if len(seeds) == 1 else [prompt] * len(seeds),
+                  num_inference_steps=int(steps), guidance_scale=float(guidance),
+                  generator=gens[0] if len(seeds) == 1 else gens)
+    if max_sequence_length is not None:
+        kwargs["max_sequence_length"] = int(max_sequence_length)
+    return kwargs
 
 
 def capture_edit(pipe, cap, reference, prompt: str, *, steps: int, guidance: float, seeds: Sequence[int] = (0,),
-                 prepare_reference: Callable | None = None) -> np.ndarray:
+                 prepare_reference: Callable | None = None, max_sequence_length: int | None = None) -> np.ndarray:
     """Run one klein editing call under an entered capture; return float32 [len(seeds), len(cap.units)].
 
     pipe: a Flux2KleinPipeline; cap: a HeadCapture or SliceCapture on pipe.transformer, entered (`with`),
     whose forwards_per_step matches `guidance` (2 when the pipeline runs CFG) and whose steps are all
     < `steps`; reference: a path or PIL image; prepare_reference: PIL -> PIL, applied first (the same
-    preparation evaluate generate applies). Row i holds the units for noise seed seeds[i]."""
+    preparation evaluate generate applies); max_sequence_length: the text length (None or the
+    pipeline's default: not passed, as evaluate does). Row i holds the units for noise seed seeds[i]."""
     import torch
 
     from .capture import HeadCapture, SliceCapture, StopSampling, text_token_mask
@@ -109,7 +118,9 @@ def capture_edit(pipe, cap, reference, prompt: str, *, steps: int, guidance: flo
     ref = load_reference(reference)
     if prepare_reference is not None:
         ref = prepare_reference(ref)
-    layout = edit_layout(pipe, ref)
+    if max_sequence_length is not None and max_sequence_length == pipeline_default(pipe, "max_sequence_length"):
+        max_sequence_length = None
+    layout = edit_layout(pipe, ref, max_sequence_length=max_sequence_length)
     n = len(seeds)
     if isinstance(cap, HeadCapture):
         cap.set_batch(text_token_mask(pipe, [prompt] * n, layout.txt_len), layout.n_img, layout.n_ref)
@@ -117,7 +128,7 @@ def capture_edit(pipe, cap, reference, prompt: str, *, steps: int, guidance: flo
         cap.set_batch(n, layout)
     else:
         raise TypeError(f"capture_edit needs a HeadCapture or SliceCapture, got {type(cap).__name__}")
-    kwargs = edit_call_kwargs(ref, prompt, steps, guidance, seeds)
+    kwargs = edit_call_kwargs(ref, prompt, steps, guidance, seeds, max_sequence_length)
     try:
         with torch.inference_mode():
             pipe(**kwargs, output_type="latent", callback_on_step_end=cap.stop_callback())
