@@ -10,8 +10,9 @@ import numpy as np
 from probe.classify import CLASS_DEFINITION, CLASSES
 from probe.image_stimuli import ORIENTATION_LIMITS
 
-__all__ = ["intro", "contrast_section", "classes_section", "class_scatter", "files_section", "CLASS_COLOURS",
-           "CLASS_MEANING"]
+__all__ = ["intro", "contrast_section", "classes_section", "class_scatter", "contrast_picture", "contrast_figure",
+           "files_section",
+           "CLASS_COLOURS", "CLASS_MEANING"]
 
 CLASS_COLOURS = {"lighting-selective": "C1", "albedo-selective": "C0", "both": "C4", "neither": "0.75",
                  "inconclusive": "0.45"}
@@ -164,6 +165,74 @@ def class_scatter(path, res) -> str | None:
             f"{cls.margin:g}). Lighting-selective units lie right of the red vertical line and below the green "
             "horizontal one; albedo-selective units above the red horizontal line and left of the green vertical one"
             + (f" ({'; '.join(notes)})" if notes else "") + ".")
+
+
+def _quartet(data, scene: str | None, truth: dict | None):
+    """(scene, [(title, sample, kind)] x 4) for one base scene with two lightings and a colour variant: the scene
+    under its harder lighting, its lighting twin, its colour twin (variant 1, same lighting), its albedo."""
+    from render.dataset import list_samples
+
+    samples = list_samples(data)
+    by_base: dict = {}
+    for s in samples:
+        by_base.setdefault(s.base_scene, []).append(s)
+    for base in ([scene] if scene else sorted(by_base)):
+        group = by_base.get(base, [])
+        at = {(s.variant, s.lighting): s for s in group}
+        lights = sorted({s.lighting for s in group})
+        if len(lights) < 2 or not any(s.variant == 1 for s in group):
+            continue
+        c = ((truth or {}).get("lighting") or {}).get("values", {}).get(base, {})
+        lights.sort(key=lambda light: (-c.get(light, 0.0), light))
+        hard, soft = lights[0], lights[1]
+        if (0, hard) in at and (0, soft) in at and (1, hard) in at:
+            return base, [(f"{base}, {hard}", at[(0, hard)], "render"),
+                          (f"lighting twin: {soft}", at[(0, soft)], "render"),
+                          (f"colour twin: ~c1, {hard}", at[(1, hard)], "render"),
+                          ("its albedo (ground truth)", at[(0, hard)], "albedo")]
+    raise ValueError(f"no base scene{' ' + scene if scene else ''} in {data} has two lightings and a colour variant")
+
+
+def contrast_picture(path, data, scene: str | None = None, truth: dict | None = None) -> str:
+    """One scene of a render folder as the three contrasts see it: the scene, its lighting twin (lighting
+    contrast), its colour twin (albedo contrast) and its ground-truth albedo (render_vs_albedo); returns a
+    caption. `truth`: the orientation record (summary.json image_design.orientation) puts the harder lighting
+    first. ValueError when no scene has two lightings and a colour variant."""
+    from PIL import Image as PILImage
+
+    from probe.report import _figure, _save
+
+    base, panels = _quartet(data, scene, truth)
+    fig = _figure(9.6, 2.9)
+    axes = fig.subplots(1, 4)
+    notes = ["", "lighting contrast:\nonly the light differs", "albedo contrast:\nonly the colours differ",
+             "render_vs_albedo:\nthe card's question"]
+    for ax, (title, s, kind), note in zip(axes, panels, notes):
+        with PILImage.open(s.image_srgb if kind == "render" else (s.albedo_srgb or s.image_srgb)) as im:
+            ax.imshow(np.asarray(im.convert("RGB")))
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(note or "the scene", fontsize=7)
+    _save(fig, path)
+    return (f"The three contrasts on one scene ({base}): the scene under its harder lighting (the A side of the "
+            "lighting contrast), the same scene and colours under its other lighting, the same scene and lighting "
+            "with variant colours, and the scene's ground-truth albedo image. Each image is one editing call "
+            "with the same text and noise.")
+
+
+def contrast_figure(path, design: dict) -> str | None:
+    """`contrast_picture` of the run's render folder (its first scene with two lightings and a colour variant);
+    None when the folder is not there any more (e.g. `probe stats` elsewhere) or has no such scene."""
+    from pathlib import Path
+
+    data = design.get("data")
+    if not data or not (Path(data) / "manifest.json").is_file():
+        return None
+    try:
+        return contrast_picture(path, data, truth=design.get("orientation"))
+    except (ValueError, FileNotFoundError, OSError):
+        return None
 
 
 def files_section(res) -> list[str]:

@@ -65,14 +65,15 @@ CARD_TOP_BLOCKS = (
     ("joint[1]", "double.1.img", 26.76, 135, 192, 1.10),
 )
 FIGURE_NAMES = ("t_heatmap.png", "null_counts.png", "split_half.png", "control.png", "step_profile.png")
-IMAGE_FIGURE_NAMES = ("t_heatmap_lighting.png", "t_heatmap_albedo.png", "class_scatter.png")   # image probe only
+IMAGE_FIGURE_NAMES = ("contrasts.png", "t_heatmap_lighting.png", "t_heatmap_albedo.png",   # image probe only
+                      "class_scatter.png")
 MAX_HEATMAP_PANELS = 8        # more steps than this: an evenly spread subset, named in the caption
 MAX_SCATTER_POINTS = 40_000   # beyond this a fixed random subset is drawn (all units still count)
 MAX_BLOCK_TABLE_ROWS = 200    # the full per-block table; longer ones stay in summary.json only
 _DPI = 100
 
 _UNIT_RE = re.compile(r"^(?:s(?P<step>\d+)/)?(?P<site>[^/]+)/(?:h(?P<head>\d+)|c(?P<c0>\d+)(?:-(?P<c1>\d+)|s(?P<stride>\d+)))$")
-_SITE_RE = re.compile(r"^(?P<kind>double|single)\.(?P<block>\d+)(?:\.(?P<stream>img|txt))?$")
+_SITE_RE = re.compile(r"^(?P<kind>double|single)\.(?P<block>\d+)(?:\.(?P<stream>img|txt|ref))?$")
 
 
 # ------------------------------------------------------------------------------------- unit names
@@ -105,7 +106,8 @@ def _site_key(name: str):
     m = _SITE_RE.match(name)
     if m is None:
         return (2, 0, 0, name)
-    return (0 if m["kind"] == "double" else 1, int(m["block"]), {None: 0, "img": 0, "txt": 1}[m["stream"]], "")
+    return (0 if m["kind"] == "double" else 1, int(m["block"]), {None: 0, "img": 0, "txt": 1, "ref": 2}[m["stream"]],
+            "")
 
 
 def parse_units(units, unit_blocks=None) -> UnitLayout:
@@ -983,6 +985,13 @@ def write_report(out: Path, caps, res, summary: dict, config: dict, comparison: 
             written.add(name)
 
     images = _is_images(res)
+    if images:
+        from probe.image_report import contrast_figure
+
+        add("The three contrasts on one scene of this run", "contrasts.png", contrast_figure,
+            caps.meta.get("image_design") or {},
+            skip_note="Not drawn: the render folder is not readable from here (or has no scene with two lightings "
+                      "and a colour variant).")
     by = "t by block and head" if layout.kind != "card" else "t by block and slice"
     add(f"{by}: {res.primary}" if images else by, "t_heatmap.png", _heatmap, layout, t, res)
     if images:

@@ -62,6 +62,13 @@ the same pair (same noise): `t_vs_NAME`, `p_fwer_vs_NAME`, `selective_vs_NAME`, 
 the card protocol the sign is reversed (direction "b-a": t = mean(B - A) / (sd / sqrt(N)), the card
 family's definition), for every contrast alike, so "same sign" is unaffected.
 
+The image probe (`image_contrasts`, `analyse_images`; `analyse_captures` on a captures.npz with meta
+stimuli = "images"): the contrasts render_vs_albedo (primary: the top-level columns), lighting and
+albedo, each with columns t_C, d_C, p_fwer_C, no direct comparisons; then the unit classes of
+`probe.classify` (FWER-significance of lighting and albedo, TOST equivalence within
+`StatsConfig.equivalence_margin` on d_z): columns p_equiv_lighting, p_equiv_albedo, class, and a
+constant `pairs_over` column ("samples (CLUSTERED)" when pairs are not scenes).
+
 Seeds: the sign vectors, splits and bootstrap resamples come from independent streams derived
 from `StatsConfig.seed`; every contrast reuses them (same sign vectors when its pair count is the
 same). `StatsConfig.threads` contrasts are analysed at once; results do not depend on it.
@@ -719,6 +726,7 @@ class Analysis:
     selective: dict                                 # direct name -> [U] bool (directs with selective=True)
     all_selective: str | None = None                # column: selective beyond every selective direct
     classification: object | None = None            # image probe: probe.classify.Classification of the units
+    constant_columns: tuple = ()                    # (name, value) columns of units.csv with one value for all
 
     @property
     def main(self) -> ContrastStats:
@@ -773,6 +781,8 @@ class Analysis:
             for name, p in self.classification.p_equiv.items():
                 cols[f"p_equiv_{name}"] = p
             cols["class"] = self.classification.classes
+        for name, value in self.constant_columns:
+            cols[name] = np.full(self.units.shape, value)
         cols["direction"] = np.full(self.units.shape, self.direction or "a-b")
         return cols
 
@@ -1030,7 +1040,8 @@ def analyse_captures(captures: Captures, config: StatsConfig = StatsConfig()) ->
         described = (captures.meta.get("image_design") or {}).get("contrasts") or {}
         labels = {n: (c.get("a", "A"), c.get("b", "B")) for n, c in described.items()}
         return analyse_images(captures.contrast_sets(), captures.units, captures.unit_blocks, config,
-                              direction=captures.meta.get("direction", "a-b"), labels=labels)
+                              direction=captures.meta.get("direction", "a-b"), labels=labels,
+                              pairs_over=(captures.meta.get("image_design") or {}).get("pairs_over", "scenes"))
     return analyse_text(captures.a, captures.b, captures.units, captures.pair_ids, captures.control_sets(),
                         captures.unit_blocks, config, direction=captures.meta.get("direction", "a-b"))
 
@@ -1059,15 +1070,17 @@ def image_contrasts(sets, direction: str = "a-b", labels=None) -> list[Contrast]
 
 
 def analyse_images(sets, units, unit_blocks=None, config: StatsConfig = StatsConfig(), direction: str = "a-b",
-                   labels=None) -> Analysis:
+                   labels=None, pairs_over: str = "scenes") -> Analysis:
     """`analyse` on the image probe's contrasts (`image_contrasts`), then the unit classes from the lighting
-    and albedo contrasts (`probe.classify`, margin `config.equivalence_margin`, level `config.alpha`)."""
+    and albedo contrasts (`probe.classify`, margin `config.equivalence_margin`, level `config.alpha`).
+    units.csv gets a `pairs_over` column: "scenes", or "samples (CLUSTERED)" when pairs are samples."""
     import dataclasses
 
     from probe.classify import classify_units
 
     res = analyse(image_contrasts(sets, direction, labels), units, (), unit_blocks, config)
+    cls = None
     if "lighting" in res.stats and "albedo" in res.stats:
         cls = classify_units(res.stats["lighting"], res.stats["albedo"], config.equivalence_margin, config.alpha)
-        res = dataclasses.replace(res, classification=cls)
-    return res
+    flag = "scenes" if pairs_over == "scenes" else f"{pairs_over} (CLUSTERED)"
+    return dataclasses.replace(res, classification=cls, constant_columns=(("pairs_over", flag),))
