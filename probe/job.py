@@ -328,20 +328,6 @@ def _check_out(out: Path) -> None:
         raise UsageError(f"cannot write to the output folder {out}: {e}") from e
 
 
-def finish_run(design, values: dict, units, out: Path, config: dict, stats_cfg, meta: dict | None = None,
-               no_report: bool = False, baseline=None) -> dict:
-    """The step after capture, one function for `probe run` and `probe merge` (CONTRACTS C5): the captured
-    stimulus values {Stimulus.key(): [units]} of a design (text or images) -> captures.npz -> statistics ->
-    units.csv, summary.json, config.json, report (and per_sample.npz for the image probe). Returns the summary."""
-    from probe.stats import blocks_from_units, save_captures
-
-    units = np.asarray(units).astype(str)
-    caps = design.captures(values, units, meta or {}, unit_blocks=blocks_from_units(units))
-    out.mkdir(parents=True, exist_ok=True)
-    save_captures(out / "captures.npz", caps)
-    return analyse_and_write(caps, out, config, stats_cfg, no_report, baseline)
-
-
 def main_run(args) -> int:
     from probe.card import CARD_SIGN
     from probe.model import load_pipeline, spec_from_args
@@ -349,7 +335,7 @@ def main_run(args) -> int:
 
     out = Path(args.out)
     design, controls, sources = _load_design(args)
-    stats_cfg = _stats_config(args, args.protocol)
+    _stats_config(args, args.protocol)          # bad statistics options fail before anything is written
     baseline = _baseline(args, out)
     _check_out(out)
     loaded = load_pipeline(spec_from_args(args))
@@ -367,31 +353,50 @@ def main_run(args) -> int:
     log = lambda msg: print(f"note: {msg}", file=sys.stderr)  # noqa: E731
     values, units, info = capture_stimuli(loaded, design.stimuli(), cfg, cache_path=cache, progress=not args.quiet,
                                           log=log)
-    direction = CARD_SIGN if cfg.protocol == "card" else "a-b"
-    meta = {"protocol": cfg.protocol, "direction": direction}
     config = {
         "job": "probe run", "argv": sys.argv, "capture": asdict(cfg), "resolution_source": resolution_source,
-        "model": loaded.describe(), "stimuli": design.kind, "capture_info": info,
+        "model": loaded.describe(), "stimuli": design.kind, "n_pairs": len(design.pair_ids),
+        "noise": design.record(), "capture_info": info,
         "captured_forward": ("conditional (first of the two CFG forwards per step)" if info["forwards_per_step"] == 2
                              else "the only forward per step (no CFG)"),
+        "direction": CARD_SIGN if cfg.protocol == "card" else "a-b",
     }
     if design.kind == "images":
-        meta["equivalence_margin"] = stats_cfg.equivalence_margin
-        config.update({"images": sources, "n_pairs": len(design.pair_ids), "noise": design.record(),
-                       "text_lengths": {"image_prompt": real_text_lengths(loaded.pipe, [design.prompt],
-                                                                          cfg.max_sequence_length)}})
+        config.update({"images": sources, "text_lengths": {
+            "image_prompt": real_text_lengths(loaded.pipe, [design.prompt], cfg.max_sequence_length)}})
     else:
-        meta["controls"] = {name: src for name, src in sources["controls"].items()}
         lengths = {"a": real_text_lengths(loaded.pipe, design.a, cfg.max_sequence_length),
                    "b": real_text_lengths(loaded.pipe, design.b, cfg.max_sequence_length)}
         for name, prompts in design.controls.items():
             lengths[name] = real_text_lengths(loaded.pipe, list(prompts.values()), cfg.max_sequence_length)
         config.update({
-            "prompts": sources, "n_pairs": len(design.pair_ids),
-            "n_control_pairs": len(controls.get("paraphrase", ([],))[0]),
+            "prompts": sources, "n_control_pairs": len(controls.get("paraphrase", ([],))[0]),
             "control_sets": {name: {"n_pairs": len(cs), "source": src} for name, (cs, src) in controls.items()},
-            "noise": design.record(), "text_lengths": lengths})
-    summary = finish_run(design, values, units, out, config, stats_cfg, meta, args.no_report, baseline)
+            "text_lengths": lengths})
+    return finish_run(out, design, values, units, config, args, baseline)
+
+
+def finish_run(out: Path, design, values: dict, units, config: dict, args, baseline=None) -> int:
+    """The step after capture, shared by `probe run` and `probe merge` (CONTRACTS C5): the captured values
+    {Stimulus.key(): [units]} of a design (text pairs or the image probe's images) -> captures.npz ->
+    statistics -> units.csv, summary.json, config.json, report, and per_sample.npz for the image probe.
+
+    `config` is the run record (config.json without the statistics: capture settings, model, the design's
+    sources, noise, capture_info, direction); `args` gives the statistics options. No model is needed."""
+    from probe.stats import blocks_from_units, save_captures
+
+    protocol = config["capture"]["protocol"]
+    stats_cfg = _stats_config(args, protocol)
+    meta = {"protocol": protocol, "direction": config["direction"]}
+    if design.kind == "images":
+        meta["equivalence_margin"] = stats_cfg.equivalence_margin     # `probe stats` keeps the run's own
+    else:
+        meta["controls"] = dict(config["prompts"]["controls"])
+    units = np.asarray(units).astype(str)
+    caps = design.captures(values, units, meta, unit_blocks=blocks_from_units(units))
+    out.mkdir(parents=True, exist_ok=True)
+    save_captures(out / "captures.npz", caps)
+    summary = analyse_and_write(caps, out, config, stats_cfg, args.no_report, baseline)
     _print_summary(out, summary)
     return 0
 

@@ -226,9 +226,10 @@ def test_argument_errors_come_before_anything_is_written(tmp_path, capsys):
 
 def test_pairs_over_samples_is_flagged_clustered_in_every_output(tmp_path):
     """--pairs-over samples (no model: synthetic values through the design and the shared post-capture step)."""
+    from types import SimpleNamespace
+
     from probe.image_stimuli import ImageDesign, build_image_plan
     from probe.job import finish_run
-    from probe.stats import StatsConfig
     from tests.fakes import write_synthetic_render_variants
 
     root = write_synthetic_render_variants(tmp_path / "r", h=16, w=16)
@@ -237,8 +238,10 @@ def test_pairs_over_samples_is_flagged_clustered_in_every_output(tmp_path):
     values = {s.key(): rng.normal(size=6).astype(np.float32) for s in design.stimuli()}
     units = [f"s00/double.0.ref/h{i:02d}" for i in range(6)]
     out = tmp_path / "run"
-    summary = finish_run(design, values, units, out, {"model": {"source": "tiny", "random_weights": True}},
-                         StatsConfig(n_perm=100, n_boot=0, n_splits=0), {"protocol": "heads", "direction": "a-b"})
+    args = SimpleNamespace(n_perm=100, n_splits=0, n_boot=0, stats_seed=0, equivalence_margin=None, no_report=False)
+    config = {"capture": {"protocol": "heads"}, "direction": "a-b", "model": {"source": "tiny", "random_weights": True}}
+    assert finish_run(out, design, values, units, config, args) == 0
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["clustered"] and "CLUSTERED" in summary["clustered_note"] and summary["pairs_over"] == "samples"
     rows = (out / "units.csv").read_text().splitlines()
     col = rows[0].split(",").index("pairs_over")
