@@ -3,10 +3,12 @@
     python benchmarks/bench_evaluate.py            # tiny klein on CPU + scoring 100 samples at 256^2
     python benchmarks/bench_evaluate.py --model /data/klein-base-4b --device cuda --size 512
 
-1. Generation through `evaluate.generate.generate_predictions` (reading the reference, running the
-   pipeline, writing PNG + EXR + sidecar, rebuilding the manifest) against plain
-   `pipe(image=..., prompt=...)` calls with the same settings on the same images, alternating
-   rounds (goal <= 1.02x).
+1. Generation through `evaluate.generate.generate_predictions` (hashing and reading the reference,
+   the generation key, padding to multiples of 16, running the pipeline, mapping back, writing PNG +
+   EXR + sidecar, rebuilding manifest and config) against plain `pipe(image=..., prompt=...)` calls
+   with the same settings on the same images, alternating rounds. evaluate encodes the instruction
+   once per run (it is the same for every sample; `encode_prompt_once`), so it is also compared with
+   plain calls under the same prompt cache: that ratio is evaluate's own bookkeeping (goal <= 1.02x).
 2. Scoring throughput: `benchmarks/bench_score.py`'s 100 samples at 256x256, LPIPS off (goal < 10 s).
 
 With --model tiny the weights are random: timings only, never findings.
@@ -14,6 +16,7 @@ With --model tiny the weights are random: timings only, never findings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -68,37 +71,53 @@ def main() -> int:
     sync = torch.cuda.synchronize if loaded.device.startswith("cuda") else (lambda: None)
     guidance = 4.0
 
-    def plain() -> float:
+    from evaluate.generate import encode_prompt_once
+
+    def clock(fn, *a) -> tuple[float, float]:
+        """(wall s, process CPU s) of fn(*a): on a shared CPU machine the CPU time is the steadier number."""
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn(*a)
+        sync()
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    def plain(once: bool) -> None:
+        with encode_prompt_once(pipe) if once else contextlib.nullcontext():
+            calls()
+
+    def calls() -> None:
         for i in range(args.n):
             ref = Image.open(data / f"scene{i:02d}__key" / "image_srgb.png").convert("RGB")
             with torch.inference_mode():
                 pipe(image=ref, prompt=prompt, num_inference_steps=args.steps, guidance_scale=guidance,
                      generator=torch.Generator(device="cpu").manual_seed(0), output_type="np")
-        sync()
-        return time.perf_counter() - t0
 
-    def through_evaluate(r: int) -> float:
-        cfg = GenerateConfig(data=str(data), out=str(tmp / f"pred{r}"), steps=args.steps, guidance=guidance, resume=False)
-        sync()
-        t0 = time.perf_counter()
+    def through_evaluate(r: int) -> None:
+        cfg = GenerateConfig(data=str(data), out=str(tmp / f"pred{r}"), steps=args.steps, guidance=guidance,
+                             max_side=args.size, resume=False)   # the same reference size as the plain calls
         generate_predictions(loaded, cfg, progress=False)
-        sync()
-        return time.perf_counter() - t0
 
-    plain()  # warm-up (first-call allocations, kernel selection)
-    t_plain, t_eval = [], []
+    plain(False)  # warm-ups (first-call allocations, kernel selection, first imports)
+    through_evaluate(-1)
+    t_plain, t_emb, t_eval = [], [], []
     for r in range(args.rounds):
-        t_plain.append(plain())
-        t_eval.append(through_evaluate(r))
-    mp, me = statistics.median(t_plain), statistics.median(t_eval)
+        t_plain.append(clock(plain, False))
+        t_emb.append(clock(plain, True))
+        t_eval.append(clock(through_evaluate, r))
+    med = lambda ts, k: statistics.median(t[k] for t in ts)  # noqa: E731
+    mp, mb, me = (med(t, 0) for t in (t_plain, t_emb, t_eval))
+    cp, cb, ce = (med(t, 1) for t in (t_plain, t_emb, t_eval))
     print(f"generation: {loaded.spec.model} on {loaded.device} ({loaded.dtype}), {args.n} samples x {args.steps} steps, "
           f"{args.size}^2 references, CFG {guidance}, median of {args.rounds} alternating rounds"
           + (" [random weights: timing only]" if loaded.random_weights else ""))
-    print(f"  plain pipeline calls      : {mp:8.3f} s  ({mp / args.n * 1e3:.1f} ms/sample)")
-    print(f"  through evaluate generate : {me:8.3f} s  ({me / args.n * 1e3:.1f} ms/sample)")
-    print(f"  ratio {me / mp:.4f}x   goal <= 1.02x")
+    print(f"  {'':42s}   wall s   CPU s (this process)")
+    print(f"  plain pipeline calls                     : {mp:8.3f} {cp:8.3f}")
+    print(f"  plain calls, prompt encoded once         : {mb:8.3f} {cb:8.3f}")
+    print(f"  through evaluate generate                : {me:8.3f} {ce:8.3f}")
+    print(f"  evaluate / plain calls with the prompt encoded once (its bookkeeping; goal <= 1.02x): "
+          f"wall {me / mb:.4f}x, CPU {ce / cb:.4f}x")
+    print(f"  evaluate / plain calls (a user's own loop):                                      "
+          f"wall {me / mp:.4f}x, CPU {ce / cp:.4f}x")
     shutil.rmtree(tmp, ignore_errors=True)
     if not args.skip_score:
         print()

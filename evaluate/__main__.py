@@ -4,13 +4,15 @@
     python -m evaluate generate --data runs/render --model black-forest-labs/FLUX.2-klein-base-4B
     python -m evaluate baselines --data runs/render          # image-as-albedo, colour Retinex (no model)
     python -m evaluate score --data runs/render               # reads predictions back: no GPU
-    python -m evaluate ablate --data runs/render --probe runs/probe --k 16,64 --n-random 5
+    python -m evaluate ablate --data runs/render --probe runs/probe --k 16,64 --n-random 19
     python -m evaluate link --probe runs/probe                # selectivity vs albedo error
     python -m evaluate report                                 # report.md + report.html
 
 Every subcommand works in one folder, --out (default runs/evaluate): predictions in OUT/pred/<method>/,
-scores.csv, score_summary.json, invariance.csv, link.json, ablation.json, report.md. Generation resumes
-(finished predictions are skipped) and shards with --shard K/N (K = 0..N-1).
+scores.csv, score_summary.json, invariance.csv, link.json, ablation.json, report.md. Generation resumes:
+a prediction on disk is reused only when everything that made it (model and revision, prompt, steps,
+guidance, seed, reference image, ablated heads, versions) is the same (--resume strict: stop instead of
+regenerating); it shards with --shard K/N (K = 0..N-1), and shards may share one --out.
 """
 from __future__ import annotations
 
@@ -18,6 +20,44 @@ import argparse
 import sys
 
 SUBCOMMANDS = ("generate", "baselines", "score", "ablate", "link", "report", "all")
+SELECT_CHOICES = ("render_vs_albedo", "lighting", "albedo")     # evaluate.selection (kept light for --help)
+RESUME_MODES = ("on", "strict", "off")                           # evaluate.predictions
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" once: not when the help text already names its default, nor for an
+    unset (None) or off (False) default, which the help text explains."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text.lower() or action.default is None or action.default is False
+                or action.default is argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-paragraph error (no usage block), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _resume_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", choices=RESUME_MODES, default="on",
+                   help="on: reuse a prediction only when its generation key matches, regenerate it otherwise; "
+                        "strict: stop with an error naming the differing fields; off: regenerate all")
+    p.add_argument("--no-resume", action="store_true", help="the same as --resume off")
 
 
 def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
@@ -31,39 +71,48 @@ def _generation(p: argparse.ArgumentParser) -> None:
     g.add_argument("--instruction", type=int, default=0,
                    help="index of the editing instruction in prompts/edit_instructions.json")
     g.add_argument("--instructions-file", default=None, help="another instructions JSON file")
-    g.add_argument("--steps", type=int, default=None, help="inference steps (default: the model's own, full depth)")
-    g.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's own)")
+    g.add_argument("--steps", type=positive_int, default=None,
+                   help="inference steps (default: the model's own: 50 for klein base, 4 for a distilled klein)")
+    g.add_argument("--guidance", type=float, default=None,
+                   help="CFG scale (default: the model's own; a distilled klein runs without CFG)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed (the same for every sample)")
-    g.add_argument("--limit", type=int, default=None, help="only the first N samples (after sharding)")
-    g.add_argument("--max-side", type=int, default=None,
+    g.add_argument("--limit", type=positive_int, default=None, help="only the first N samples (after sharding)")
+    g.add_argument("--max-side", type=positive_int, default=None,
                    help="downscale larger references to this side (default 1024; 64 for --model tiny)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _scoring(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("scoring")
-    g.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs")
+    g.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs (clusters: base scenes)")
     g.add_argument("--lpips", choices=("auto", "off"), default="auto",
                    help="auto: LPIPS when the lpips package and its backbone weights are present")
-    g.add_argument("--workers", type=int, default=None, help="scoring threads (default: all cores)")
+    g.add_argument("--workers", type=positive_int, default=None, help="scoring threads (default: min(4, cores))")
 
 
 def _ablation(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("causal test")
-    g.add_argument("--probe", default="runs/probe", help="probe run folder (units.csv, captures.npz)")
+    g.add_argument("--probe", default="runs/probe", help="probe run folder (units.csv, summary.json, ...)")
     g.add_argument("--k", default="8,32", help="comma-separated numbers of heads to ablate")
-    g.add_argument("--n-random", type=int, default=3, help="block-matched random k-head draws per k (controls)")
-    g.add_argument("--metric", default=None, help="metric column for the summary (default: LMSE, per-channel)")
+    g.add_argument("--n-random", type=int, default=19,
+                   help="random k-head draws per k from the same blocks (controls); the rank p cannot go below "
+                        "1/(1 + draws), so 19 or more reach 0.05")
+    g.add_argument("--select", choices=SELECT_CHOICES, default=None,
+                   help="contrast whose selective heads are ablated: lighting / albedo need an image probe (its "
+                        "`class` column); default: the probe's primary contrast (render_vs_albedo, or a text "
+                        "probe's A - B)")
+    g.add_argument("--metric", default=None, help="metric column for the summary (default: lmse_linear_scalar)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from probe.model import add_model_arguments
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m evaluate", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}", required=True,
+                                parser_class=Parser)
+    fmt = HelpFormatter
 
     g = sub.add_parser("generate", help="klein's albedo for every sample (plus baselines)", formatter_class=fmt)
     _common(g)
@@ -73,10 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shard", default=None, help="K/N: this job's share of the samples (K = 0..N-1); "
                    "auto: from a SLURM array or torchrun")
     g.add_argument("--no-baselines", action="store_true", help="do not also write the baseline predictions")
-    g.add_argument("--no-resume", action="store_true", help="regenerate finished predictions")
     g.add_argument("--status", type=int, metavar="N", default=None,
                    help="load no model: list the predictions still missing from OUT, split N ways as --shard "
                         "K/N splits them, and the shards to run again (exit 0 complete, 3 incomplete)")
+    _resume_arg(g)
 
     b = sub.add_parser("baselines", help="image-as-albedo and colour-Retinex predictions (no model)",
                        formatter_class=fmt)
@@ -84,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--shard", default=None, help="K/N share of the samples, or auto (SLURM array / torchrun)")
     b.add_argument("--marigold", default=None, metavar="DIR",
                    help="also run diffusers' Marigold intrinsics pipeline from this local weights folder")
+    b.add_argument("--hdr", action="store_true",
+                   help="also write image_as_albedo_hdr and retinex_color_hdr, which read the linear HDR render "
+                        "instead of the 8-bit sRGB PNG every other method gets (separately named methods)")
+    _resume_arg(b)
 
     s = sub.add_parser("score", help="score every prediction folder against ground truth (no GPU)",
                        formatter_class=fmt)
@@ -103,16 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
     l_ = sub.add_parser("link", help="probe selectivity per scene vs albedo error (Spearman, bootstrap CI)",
                         formatter_class=fmt)
     _common(l_, data=False)
-    l_.add_argument("--probe", default="runs/probe", help="probe run folder (captures.npz, units.csv)")
+    l_.add_argument("--probe", default="runs/probe",
+                    help="probe run folder: an image probe (per_sample.npz: direct, per sample) or a text probe "
+                         "(captures.npz: indirect, per scene)")
     l_.add_argument("--method", default="klein", help="prediction method whose error is linked")
-    l_.add_argument("--metric", default=None, help="metric column (default: LMSE, per-channel)")
-    l_.add_argument("--top-k", type=int, default=50, help="selective units averaged per pair")
-    l_.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    l_.add_argument("--metric", default=None, help="metric column (default: lmse_linear_scalar)")
+    l_.add_argument("--top-k", type=positive_int, default=50, help="selective units averaged per sample or pair")
+    l_.add_argument("--select", choices=SELECT_CHOICES, default=None,
+                    help="contrast whose selective units are averaged (default: the probe's primary contrast)")
+    l_.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (clusters: base scenes)")
 
     r = sub.add_parser("report", help="report.md and report.html from what is in OUT", formatter_class=fmt)
     _common(r)
     r.add_argument("--probe", default="runs/probe", help="probe run folder (for the link section)")
-    r.add_argument("--max-grid", type=int, default=12, help="samples shown in the image grid")
+    r.add_argument("--max-grid", type=int, default=12, help="samples shown in the image grid (0: none)")
 
     al = sub.add_parser("all", help="generate, baselines, score, ablate, link and report in one go",
                         formatter_class=fmt)
@@ -120,8 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(al)
     _generation(al)
     _ablation(al)
-    al.add_argument("--top-k", type=int, default=50, help="selective units averaged per pair (link)")
+    al.add_argument("--top-k", type=positive_int, default=50, help="selective units averaged per sample or pair (link)")
     al.add_argument("--no-ablate", action="store_true", help="skip the ablation runs")
+    _resume_arg(al)
     al.add_argument("--shard", default=None, help=argparse.SUPPRESS)
     _scoring(al)
     return parser

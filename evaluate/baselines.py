@@ -3,24 +3,28 @@
     from evaluate.baselines import write_baselines
     write_baselines("runs/render", "runs/evaluate/pred")       # image_as_albedo/ and retinex_color/
 
+Every method reads the same input klein reads: the rendered 8-bit `image_srgb.png`, decoded to
+linear (IEC 61966-2-1), so a method is never helped by seeing more than the others (the HDR render
+keeps highlights that the PNG clips at 1). Reading the HDR linear EXR instead is a different
+method with its own name (`*_hdr`), written only on request.
+
 Methods (no model, no torch):
-- `image_as_albedo`: the rendered linear image itself (MIT's "everything is reflectance" baseline).
+- `image_as_albedo`: the input image itself (MIT's "everything is reflectance" baseline).
 - `retinex_color`: Grosse et al. 2009's colour Retinex, as in the MIT intrinsic images benchmark
   code (`color_retinex`): log-image gradients are kept as reflectance gradients when their
   chromatic part or their grey part exceeds a threshold, the grey log-reflectance is integrated by
   least squares (a Poisson solve on the mask), shading = grey image / grey reflectance, and the
   colour albedo = image / shading (grey-light assumption; MIT's code stops at a grey reflectance).
+- `image_as_albedo_hdr`, `retinex_color_hdr`: the same on the linear HDR render (image_linear.exr).
 - `marigold_intrinsics` (optional, `write_marigold`): diffusers' MarigoldIntrinsicsPipeline, only
-  from weights already on disk; never downloads.
+  from weights already on disk; never downloads. It gets the same sRGB PNG.
 
-Layout per method: PRED/<method>/<sample>_albedo_linear.exr (float32 linear RGB),
-<sample>_albedo_srgb.png (8-bit sRGB of the same values clipped to [0, 1]), <sample>.json (the
-sidecar, written last: the done marker) and manifest.json rebuilt from the sidecars, so shards
-writing into one folder never collide. Finished predictions whose files read back are skipped.
+Storage and resume are `evaluate.predictions` (one sidecar per sample with its generation key:
+method, parameters, input file and checksum); a prediction is redone when its key differs. With
+--shard K/N (N > 1) a run writes no file another shard writes (see evaluate.predictions).
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -29,15 +33,19 @@ from typing import Sequence
 
 import numpy as np
 
+# Storage moved to evaluate.predictions; these names stay importable from here for existing callers.
+from evaluate.predictions import prediction_finished, write_method_manifest, write_prediction  # noqa: F401
+
 __all__ = [
-    "BASELINE_METHODS", "RetinexConfig", "image_as_albedo", "color_retinex", "poisson_integrate",
-    "prediction_paths", "prediction_finished", "write_prediction", "write_method_manifest",
-    "write_baselines", "WeightsUnavailableError", "marigold_weights_dir", "write_marigold",
+    "BASELINE_METHODS", "HDR_BASELINE_METHODS", "RetinexConfig", "image_as_albedo", "color_retinex",
+    "poisson_integrate", "write_baselines", "WeightsUnavailableError", "marigold_weights_dir", "write_marigold",
 ]
 
 BASELINE_METHODS = ("image_as_albedo", "retinex_color")
-COLOUR_SPACE = {"albedo_linear": "linear-light RGB, float32 EXR",
-                "albedo_srgb": "IEC 61966-2-1 sRGB, 8-bit PNG of albedo_linear clipped to [0, 1]"}
+HDR_BASELINE_METHODS = ("image_as_albedo_hdr", "retinex_color_hdr")
+BASELINE_FORMAT = 2          # 2: every baseline reads the sRGB PNG unless named *_hdr
+INPUTS = {"srgb": "image_srgb.png (8-bit sRGB, as rendered) decoded to linear: the input every method gets",
+          "hdr": "image_linear.exr (the linear HDR render, not clipped): a different input from klein's"}
 
 
 @dataclass(frozen=True)
@@ -144,123 +152,99 @@ def color_retinex(image_linear: np.ndarray, mask: np.ndarray, config: RetinexCon
 
 
 # ---------------------------------------------------------------------------------------------
-# the layout
+# writing the baselines (storage: evaluate.predictions)
 
 
-def prediction_paths(pred_dir: str | os.PathLike, method: str, sample_id: str) -> dict[str, Path]:
-    d = Path(pred_dir) / method
-    return {"albedo_linear": d / f"{sample_id}_albedo_linear.exr", "albedo_srgb": d / f"{sample_id}_albedo_srgb.png",
-            "sidecar": d / f"{sample_id}.json"}
-
-
-def prediction_finished(pred_dir: str | os.PathLike, method: str, sample_id: str) -> bool:
-    """Done = sidecar, EXR and PNG all exist and read back."""
-    from render.imageio import read_exr, read_png_srgb
-
-    p = prediction_paths(pred_dir, method, sample_id)
-    if not all(q.is_file() for q in p.values()):
-        return False
-    try:
-        read_exr(p["albedo_linear"])
-        read_png_srgb(p["albedo_srgb"])
-        return json.loads(p["sidecar"].read_text()).get("sample") == sample_id
-    except Exception:
-        return False
-
-
-def write_prediction(pred_dir: str | os.PathLike, method: str, sample_id: str, albedo_linear: np.ndarray,
-                     **extra) -> dict:
-    """Write one prediction (EXR, PNG, then the sidecar as the done marker); returns the sidecar dict."""
-    from render.imageio import atomic_path, write_exr, write_png_srgb
-
-    p = prediction_paths(pred_dir, method, sample_id)
-    a = np.asarray(albedo_linear, dtype=np.float32)
-    write_exr(p["albedo_linear"], a)
-    write_png_srgb(p["albedo_srgb"], a)
-    side = {"sample": sample_id, "albedo_linear": p["albedo_linear"].name, "albedo_srgb": p["albedo_srgb"].name,
-            "size": [int(a.shape[1]), int(a.shape[0])], **extra}
-    with atomic_path(p["sidecar"]) as tmp:
-        tmp.write_text(json.dumps(side, indent=2, default=str))
-    return side
-
-
-def write_method_manifest(pred_dir: str | os.PathLike, method: str, extra: dict | None = None) -> Path:
-    """Rebuild PRED/<method>/manifest.json from the sidecars present now (sorted by sample)."""
-    from render.imageio import atomic_path
-
-    d = Path(pred_dir) / method
-    preds = []
-    for side in sorted(d.glob("*.json")):
-        if side.name in ("manifest.json", "config.json"):
-            continue
-        try:
-            rec = json.loads(side.read_text())
-        except (json.JSONDecodeError, OSError):
-            continue
-        if isinstance(rec, dict) and "sample" in rec:
-            preds.append(rec)
-    manifest = {"method": method, "colour_space": COLOUR_SPACE,
-                "colour_space_note": "albedo_linear is linear RGB; albedo_srgb is its sRGB encoding",
-                **(extra or {}), "predictions": preds}
-    with atomic_path(d / "manifest.json") as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    return d / "manifest.json"
-
-
-def _select(data_dir, shard) -> tuple[object, list]:
+def _select(data_dir, shard) -> tuple[object, list, object]:
     from evaluate.score import open_dataset
     from render.shard import Shard
 
     ds = open_dataset(data_dir)
     sh = shard if isinstance(shard, Shard) else Shard.parse(shard)
-    return ds, sh.select(ds.samples)
+    return ds, sh.select(ds.samples), sh
+
+
+def _input(data_dir, entry: dict, hdr: bool) -> tuple[np.ndarray, dict]:
+    """The linear input image of one sample and its record (file, sha256) for the generation key."""
+    from evaluate.predictions import file_sha256
+    from render.imageio import read_exr, read_png_srgb
+
+    rel = entry["image"] if hdr else entry["image_srgb"]
+    path = Path(data_dir) / rel
+    img = read_exr(path)[..., :3] if hdr else read_png_srgb(path, linear=True)
+    return np.asarray(img, np.float32), {"file": rel, "sha256": file_sha256(path)}
 
 
 def write_baselines(data_dir: str | os.PathLike, pred_dir: str | os.PathLike,
                     methods: Sequence[str] = BASELINE_METHODS, shard=None,
-                    retinex: RetinexConfig = RetinexConfig(), resume: bool = True,
+                    retinex: RetinexConfig = RetinexConfig(), resume: bool | str = True,
                     progress: bool = True) -> dict[str, dict]:
     """Write the baseline predictions of every sample (this shard's share) for `methods`.
 
     Returns {method: {"written": n, "skipped_finished": n, "manifest": path}}. Resumable: a sample
-    whose three files exist and read back is skipped (resume=False redoes it).
+    whose prediction was made with the same key (method, parameters, input and its checksum) is
+    kept; resume="strict" raises on a differing one, False/"off" redoes everything.
     """
     from tqdm.auto import tqdm
 
-    unknown = [m for m in methods if m not in BASELINE_METHODS]
+    from evaluate.predictions import PredictionStore, file_sha256
+
+    known = BASELINE_METHODS + HDR_BASELINE_METHODS
+    unknown = [m for m in methods if m not in known]
     if unknown:
-        raise ValueError(f"unknown baseline(s) {unknown}; choose from {BASELINE_METHODS} "
-                         "(Marigold: write_marigold)")
-    ds, samples = _select(data_dir, shard)
+        raise ValueError(f"unknown baseline(s) {unknown}; choose from {known} (Marigold: write_marigold)")
+    mode = {True: "on", False: "off"}.get(resume, resume)
+    ds, samples, shard = _select(data_dir, shard)
     params = {"image_as_albedo": {}, "retinex_color": asdict(retinex)}
-    desc = {"image_as_albedo": "the rendered linear image taken as albedo (MIT 'reflectance' baseline)",
+    desc = {"image_as_albedo": "the input image taken as albedo (MIT 'reflectance' baseline)",
             "retinex_color": "Grosse et al. 2009 colour Retinex (MIT intrinsic images benchmark), L2 Poisson "
                              "solve; colour albedo = image / grey shading, scaled to max 1 over the mask"}
+    stores = {m: PredictionStore(pred_dir, m) for m in methods}
+
+    def key(m: str, ref: dict) -> dict:
+        base = m.removesuffix("_hdr")
+        return {"format": BASELINE_FORMAT, "kind": "baseline", "method": base, "params": params[base],
+                "input": INPUTS["hdr" if m.endswith("_hdr") else "srgb"], "reference": ref}
+
+    keys: dict[str, dict[str, dict]] = {m: {} for m in methods}
+    for s in samples:
+        e = ds.entry(s.id)
+        for m in methods:
+            rel = e.get("image" if m.endswith("_hdr") else "image_srgb")
+            path = Path(data_dir) / rel if rel else None
+            ref = {"file": rel, "sha256": file_sha256(path) if path is not None and path.is_file() else None}
+            keys[m][s.id] = key(m, ref)
+    decisions = {m: stores[m].plan(keys[m], mode) for m in methods}   # strict: raises before any write
     report = {m: {"written": 0, "skipped_finished": 0} for m in methods}
-    for m in methods:
-        (Path(pred_dir) / m).mkdir(parents=True, exist_ok=True)
     try:
         for s in tqdm(samples, desc="baselines", unit="sample", disable=not progress):
-            todo = [m for m in methods if not (resume and prediction_finished(pred_dir, m, s.id))]
+            todo = [m for m in methods if not decisions[m][s.id].keep]
             for m in set(methods) - set(todo):
                 report[m]["skipped_finished"] += 1
             if not todo:
                 continue
-            gt = ds.load(s.id, image=True)
+            e = ds.entry(s.id)
+            mask = ds.load(s.id).mask if any(m.startswith("retinex") for m in todo) else None
+            inputs = {}
             for m in todo:
+                hdr = m.endswith("_hdr")
+                if hdr not in inputs:
+                    inputs[hdr] = _input(data_dir, e, hdr)
+                img, _ = inputs[hdr]
                 t0 = time.perf_counter()
-                if m == "image_as_albedo":
-                    a = image_as_albedo(gt.image_linear)
-                else:
-                    a = color_retinex(gt.image_linear, gt.mask, retinex)
-                write_prediction(pred_dir, m, s.id, a, scene=s.scene, lighting=s.lighting,
-                                 seconds=round(time.perf_counter() - t0, 4), params=params[m])
+                a = image_as_albedo(img) if m.startswith("image_as_albedo") else color_retinex(img, mask, retinex)
+                base = m.removesuffix("_hdr")
+                stores[m].write(s.id, a, key=keys[m][s.id], scene=s.scene, lighting=s.lighting,
+                                seconds=round(time.perf_counter() - t0, 4), params=params[base],
+                                input=INPUTS["hdr" if hdr else "srgb"])
                 report[m]["written"] += 1
     finally:
         for m in methods:
-            report[m]["manifest"] = str(write_method_manifest(
-                pred_dir, m, {"description": desc[m], "params": params[m], "source": "evaluate.baselines",
-                              "data": str(data_dir)}))
+            base = m.removesuffix("_hdr")
+            report[m]["manifest"] = str(stores[m].finish(
+                {"description": desc[base] + (" (on the HDR linear render)" if m.endswith("_hdr") else ""),
+                 "params": params[base], "source": "evaluate.baselines", "data": str(data_dir)},
+                shard=shard, samples=[s.id for s in samples]))
     return report
 
 
@@ -294,7 +278,7 @@ def marigold_weights_dir(weights: str | os.PathLike | None) -> Path:
 
 def write_marigold(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, weights: str | os.PathLike | None,
                    method: str = "marigold_intrinsics", shard=None, device: str | None = None,
-                   steps: int | None = None, ensemble_size: int = 1, seed: int = 0, resume: bool = True,
+                   steps: int | None = None, ensemble_size: int = 1, seed: int = 0, resume: bool | str = True,
                    progress: bool = True) -> dict:
     """Marigold intrinsics albedo of every sample, from local weights only (else WeightsUnavailableError).
 
@@ -307,6 +291,7 @@ def write_marigold(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, wei
     from diffusers import MarigoldIntrinsicsPipeline
     from tqdm.auto import tqdm
 
+    from evaluate.predictions import PredictionStore, file_sha256, library_versions
     from render.imageio import read_png_srgb, srgb_to_linear
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -319,12 +304,20 @@ def write_marigold(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, wei
     if space not in ("srgb", "linear"):
         raise ValueError(f"{path}: target_properties does not state the albedo colour space ({space!r})")
     k = names.index("albedo")
-    ds, samples = _select(data_dir, shard)
-    (Path(pred_dir) / method).mkdir(parents=True, exist_ok=True)
+    ds, samples, shard = _select(data_dir, shard)
+    store = PredictionStore(pred_dir, method)
+    keys = {}
+    for s in samples:
+        rel = ds.entry(s.id)["image_srgb"]
+        keys[s.id] = {"format": BASELINE_FORMAT, "kind": "marigold intrinsics", "weights": str(path.resolve()),
+                      "albedo_prediction_space": space, "steps": steps, "ensemble_size": ensemble_size, "seed": seed,
+                      "input": INPUTS["srgb"], "reference": {"file": rel, "sha256": file_sha256(Path(data_dir) / rel)},
+                      "versions": library_versions()}
+    decisions = store.plan(keys, {True: "on", False: "off"}.get(resume, resume))
     done = skipped = 0
     try:
         for s in tqdm(samples, desc=method, unit="sample", disable=not progress):
-            if resume and prediction_finished(pred_dir, method, s.id):
+            if decisions[s.id].keep:
                 skipped += 1
                 continue
             e = ds.entry(s.id)
@@ -335,12 +328,11 @@ def write_marigold(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, wei
                            generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np")
             pred = np.asarray(out.prediction[k], dtype=np.float32)  # [H, W, 3] in [0, 1]
             lin = srgb_to_linear(pred) if space == "srgb" else pred
-            write_prediction(pred_dir, method, s.id, lin, scene=s.scene, lighting=s.lighting,
-                             seconds=round(time.perf_counter() - t0, 3), seed=seed, steps=steps,
-                             ensemble_size=ensemble_size, prediction_space=space, weights=str(path))
+            store.write(s.id, lin, key=keys[s.id], scene=s.scene, lighting=s.lighting,
+                        seconds=round(time.perf_counter() - t0, 3), seed=seed, steps=steps,
+                        ensemble_size=ensemble_size, prediction_space=space, weights=str(path))
             done += 1
     finally:
-        manifest = write_method_manifest(pred_dir, method, {"description": "diffusers MarigoldIntrinsicsPipeline "
-                                                            "albedo", "weights": str(path),
-                                                            "albedo_prediction_space": space})
+        manifest = store.finish({"description": "diffusers MarigoldIntrinsicsPipeline albedo", "weights": str(path),
+                                 "albedo_prediction_space": space}, shard=shard, samples=[s.id for s in samples])
     return {"written": done, "skipped_finished": skipped, "manifest": str(manifest)}

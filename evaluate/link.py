@@ -1,158 +1,122 @@
-"""Link the probe's head selectivity to the physical correctness of klein's albedo.
+"""The link: does the probe's selectivity go with the physical correctness of klein's albedo?
 
-    from evaluate.link import selectivity_per_pair, spearman_with_ci, top_head_units, random_matched_units
-    sel = selectivity_per_pair(a, b, t, k=50)            # one number per probe pair (scene)
-    rho = spearman_with_ci(sel, err, n_boot=1000)        # against that scene's albedo error
-    top = top_head_units(units_csv_rows, k=16)           # for the causal (ablation) test
-    rand = random_matched_units(top, all_units, rng)     # k heads drawn from the same blocks
+    from evaluate.link import link_image_probe, link_text_probe
+    res = link_image_probe(probe, errors, k=50)          # direct: per sample, the image the edit saw
+    res = link_text_probe(probe, caps, errors, k=50)     # indirect: per scene, from text prompts
 
-Correlational part: per scene, the probe's A-B difference on the top-k selective units (signed by
-each unit's t, scaled by the unit's SD of differences across pairs) against the scene's albedo error
-(mean over its lightings). Causal part: mean-ablate the top-k heads during generation, and k random
-heads drawn from the same blocks as controls; `ablation_effects` compares the metric changes.
+Selectivity of a row (a sample or a pair) = mean over the k selected units (evaluate.selection's
+rule) of sign(t_u) * diff_u / sd_u, with sd_u the SD of the unit's differences across rows: units
+of different scale count alike, and a row scores high when it moves the selective units the way
+the whole set does.
+
+- Image probe (direct): diff = the probe's per-sample render_vs_albedo difference
+  (per_sample.npz, C3), computed on the very rendered image klein edits; error = that sample's
+  metric. Spearman rho over samples with a cluster bootstrap over base scenes (the npz's scene_ids).
+- Text probe (indirect): diff = a - b of each prompt pair (one per scene), which never sees the
+  rendered image; error = the mean metric over the samples of that (base) scene.
+Both report the CI half-width expected at rho = 0 for the number of independent scenes.
 numpy/scipy only.
 """
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
-from scipy import stats as sps
 
-# Direction of each metric family: +1 when larger is worse (an error), -1 when larger is better.
-METRIC_DIRECTION = {"mse": 1, "lmse": 1, "dssim": 1, "lpips": 1, "psnr": -1, "ssim": -1}
+from evaluate.stats import spearman_cluster
 
-
-def metric_direction(column: str) -> int:
-    for prefix, sign in METRIC_DIRECTION.items():
-        if column.startswith(prefix):
-            return sign
-    return 1
+__all__ = ["selectivity", "selectivity_per_pair", "link_image_probe", "link_text_probe", "LinkError"]
 
 
-def strip_step(unit: str) -> str:
-    parts = unit.split("/")
-    return "/".join(parts[1:]) if parts[0].startswith("s") and parts[0][1:].isdigit() else unit
+class LinkError(ValueError):
+    """Probe and scores cannot be linked (message is user-facing)."""
 
 
-def unit_site(unit: str) -> str:
-    return strip_step(unit).rsplit("/", 1)[0]
-
-
-def is_head_unit(unit: str) -> bool:
-    return strip_step(unit).rsplit("/", 1)[-1].startswith("h")
-
-
-def top_head_units(units: Sequence[str], t: Sequence[float], k: int) -> list[str]:
-    """The k heads with the largest |t| (step prefix dropped: ablation acts at every step)."""
-    units = list(units)
-    if not all(is_head_unit(u) for u in units):
-        raise ValueError("ablation needs real-head units (probe --protocol heads); card slices are not heads")
-    order = np.argsort(-np.abs(np.nan_to_num(np.asarray(t, dtype=float))), kind="stable")
-    picked: list[str] = []
-    for i in order:
-        u = strip_step(units[i])
-        if u not in picked:
-            picked.append(u)
-        if len(picked) == k:
-            break
-    return picked
-
-
-def random_matched_units(top: Sequence[str], all_units: Sequence[str], rng: np.random.Generator) -> list[str]:
-    """As many heads per site as `top` has, drawn from the other heads of the same sites."""
-    pool: dict[str, list[str]] = defaultdict(list)
-    for u in dict.fromkeys(strip_step(u) for u in all_units):
-        pool[unit_site(u)].append(u)
-    chosen: list[str] = []
-    top_set = set(top)
-    for site, n in Counter(unit_site(u) for u in top).items():
-        others = [u for u in pool[site] if u not in top_set]
-        candidates = others if len(others) >= n else pool[site]
-        chosen += list(rng.choice(candidates, size=n, replace=False))
-    return chosen
+def selectivity(diff: np.ndarray, t: np.ndarray, idx: Sequence[int]) -> np.ndarray:
+    """Per row of diff [rows, units]: mean over idx of sign(t_u) * diff[:, u] / sd_u."""
+    d = np.asarray(diff, dtype=np.float64)[:, list(idx)]
+    sign = np.sign(np.nan_to_num(np.asarray(t, dtype=np.float64)[list(idx)]))
+    sd = d.std(axis=0, ddof=1) if d.shape[0] > 1 else np.ones(d.shape[1])
+    sd[~np.isfinite(sd) | (sd == 0)] = 1.0
+    return (sign * d / sd).mean(axis=1)
 
 
 def selectivity_per_pair(a: np.ndarray, b: np.ndarray, t: np.ndarray, k: int = 50) -> np.ndarray:
-    """Per pair: mean over the top-k |t| units of sign(t_u) * (a_iu - b_iu) / sd_u.
-
-    sd_u is the SD of the A-B differences across pairs, so units of different scale count alike and
-    a pair scores high when it moves the selective units the way the whole set does.
-    """
-    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    """selectivity of a - b over the top-k |t| units (the earlier, rule-free selection)."""
     t = np.nan_to_num(np.asarray(t, dtype=np.float64))
     idx = np.argsort(-np.abs(t), kind="stable")[: max(1, min(k, t.size))]
-    sd = d[:, idx].std(axis=0, ddof=1)
-    sd[~np.isfinite(sd) | (sd == 0)] = 1.0
-    return (np.sign(t[idx]) * d[:, idx] / sd).mean(axis=1)
+    return selectivity(np.asarray(a, np.float64) - np.asarray(b, np.float64), t, idx)
 
 
-@dataclass(frozen=True)
-class Correlation:
-    rho: float
-    p: float
-    ci_low: float
-    ci_high: float
-    n: int
-    n_boot: int
-
-    def as_dict(self) -> dict:
-        return self.__dict__.copy()
+def _result(kind: str, ids, xs, ys, clusters, sel, n_boot: int, seed: int, definition: str) -> dict:
+    corr = spearman_cluster(xs, ys, clusters, n_boot=n_boot, seed=seed)
+    return {"kind": kind, "n_matched": len(ids), "n_clusters": corr["n_clusters"],
+            "spearman": corr.as_dict(), "expected_halfwidth_at_0": corr["expected_halfwidth_at_0"],
+            "selection": {k: v for k, v in sel.as_dict().items() if k != "indices"}, "definition": definition,
+            "pairs": [{"id": i, "selectivity": float(x), "error": float(y), "cluster": str(c)}
+                      for i, x, y, c in zip(ids, xs, ys, clusters)]}
 
 
-def spearman_with_ci(x: Sequence[float], y: Sequence[float], n_boot: int = 1000, seed: int = 0,
-                     level: float = 0.95) -> Correlation:
-    """Spearman rho with a percentile bootstrap CI over scenes (resampled with replacement)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    n = len(x)
-    if n < 3:
-        return Correlation(float("nan"), float("nan"), float("nan"), float("nan"), n, 0)
-    res = sps.spearmanr(x, y)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    rx = sps.rankdata(x[idx], axis=1)
-    ry = sps.rankdata(y[idx], axis=1)
-    rx -= rx.mean(1, keepdims=True)
-    ry -= ry.mean(1, keepdims=True)
-    den = np.sqrt((rx ** 2).sum(1) * (ry ** 2).sum(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        boots = (rx * ry).sum(1) / den
-    boots = boots[np.isfinite(boots)]
-    lo, hi = (np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]) if boots.size else (np.nan, np.nan))
-    return Correlation(float(res.statistic), float(res.pvalue), float(lo), float(hi), n, int(boots.size))
+def link_image_probe(probe, errors: Mapping[str, float], k: int = 50, select: str | None = None,
+                     n_boot: int = 1000, seed: int = 0) -> dict:
+    """Direct link from an image probe's per_sample.npz (see the module docstring)."""
+    from evaluate.selection import select_units
+
+    ps = probe.per_sample
+    if ps is None:
+        raise LinkError(f"{probe.path} has no per_sample.npz: the direct link needs an image probe run with it")
+    sel = select_units(probe, k, select)
+    idx = sel.details["indices"]
+    t = np.asarray(probe.units["t"], float)   # the sign of the contrast diff measures: render_vs_albedo
+    sample_ids = [str(s) for s in ps["sample_ids"]]
+    scenes = [str(s) for s in ps["scene_ids"]]
+    keep = [i for i, s in enumerate(sample_ids) if s in errors and np.isfinite(errors[s])]
+    if len(keep) < 3:
+        raise LinkError(f"only {len(keep)} of the image probe's {len(sample_ids)} samples have a scored prediction "
+                        f"(probe samples e.g. {sample_ids[:3]}, scored e.g. {sorted(errors)[:3]}): "
+                        "were the probe and the evaluation run on the same render folder?")
+    sel_all = selectivity(ps["diff"], t, idx)
+    xs = [float(sel_all[i]) for i in keep]
+    ys = [float(errors[sample_ids[i]]) for i in keep]
+    return _result("direct: image probe, per sample", [sample_ids[i] for i in keep], xs, ys,
+                   [scenes[i] for i in keep], sel, n_boot, seed,
+                   "selectivity = mean over the selected units of sign(t) * (value on the rendered image - value on "
+                   "its ground-truth albedo image) / sd across samples, from per_sample.npz (the image the edit saw); "
+                   "error = that sample's metric; CI resamples base scenes")
 
 
-def _mean_ci(x, n_boot: int, seed: int) -> tuple[float, float, float]:
-    from evaluate.score import bootstrap_mean_ci
+def link_text_probe(probe, a: np.ndarray, b: np.ndarray, pair_ids: Sequence[str], errors: Mapping[str, float],
+                    scene_of: Mapping[str, str], k: int = 50, select: str | None = None, n_boot: int = 1000,
+                    seed: int = 0) -> dict:
+    """Indirect link from a text probe's captures: one row per pair (scene); see the module docstring.
 
-    r = bootstrap_mean_ci(x, n_boot=n_boot, seed=seed)
-    f = lambda v: float("nan") if v is None else float(v)  # noqa: E731
-    return f(r["mean"]), f(r["ci95_low"]), f(r["ci95_high"])
-
-
-def ablation_effects(base: dict[str, float], top: dict[str, float], randoms: Sequence[dict[str, float]],
-                     direction: int = 1, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Per-sample metric changes (ablated - unablated, signed so that > 0 means worse).
-
-    `base`, `top` and each of `randoms` map sample id -> metric. The permutation p for "top-k hurts
-    more than random k" is (1 + #{random draws whose mean harm >= top's}) / (1 + #draws).
+    errors: sample id -> metric; scene_of: sample id -> base scene (C1) used to average a scene's errors.
     """
-    def harm(run: dict[str, float]) -> np.ndarray:
-        ids = [s for s in base if s in run and np.isfinite(base[s]) and np.isfinite(run[s])]
-        return direction * (np.array([run[s] for s in ids]) - np.array([base[s] for s in ids]))
+    from evaluate.selection import select_units
 
-    h_top = harm(top)
-    m_top, lo, hi = _mean_ci(h_top, n_boot, seed)
-    rand_means = np.array([np.mean(harm(r)) if len(harm(r)) else np.nan for r in randoms], dtype=float)
-    rand_means = rand_means[np.isfinite(rand_means)]
-    p = float((1 + np.sum(rand_means >= m_top)) / (1 + rand_means.size)) if rand_means.size else float("nan")
-    all_rand = np.concatenate([harm(r) for r in randoms]) if randoms else np.array([])
-    r_mean, r_lo, r_hi = _mean_ci(all_rand, n_boot, seed + 1)
-    return {"n_samples": int(h_top.size), "top_harm_mean": m_top, "top_harm_ci": [lo, hi],
-            "random_harm_mean": r_mean, "random_harm_ci": [r_lo, r_hi],
-            "random_draw_means": [float(v) for v in rand_means], "n_random_draws": int(rand_means.size),
-            "p_top_hurts_more": p}
+    sel = select_units(probe, k, select)
+    idx = sel.details["indices"]
+    per_scene: dict[str, list[float]] = {}
+    for s, v in errors.items():
+        if np.isfinite(v):
+            per_scene.setdefault(scene_of.get(s, s), []).append(v)
+    # t's sign follows the probe's `direction` (the card protocol reports B - A): the per-pair difference
+    # must be taken the same way round, or sign(t) * diff flips the selectivity of every unit.
+    direction = str(probe.summary.get("direction") or "a-b")
+    if direction not in ("a-b", "b-a"):
+        raise LinkError(f"{probe.path}: unknown t direction {direction!r} in summary.json (expected a-b or b-a)")
+    first, second = (a, b) if direction == "a-b" else (b, a)
+    sel_all = selectivity(np.asarray(first, np.float64) - np.asarray(second, np.float64), probe.units["t"], idx)
+    ids, xs, ys = [], [], []
+    for pid, sv in zip(pair_ids, sel_all):
+        pid = str(pid)
+        err = errors.get(pid, np.mean(per_scene[pid]) if pid in per_scene else None)
+        if err is not None:
+            ids.append(pid), xs.append(float(sv)), ys.append(float(err))
+    if len(ids) < 3:
+        raise LinkError(f"only {len(ids)} probe pairs match scored scenes/samples (pair ids: "
+                        f"{[str(p) for p in list(pair_ids)[:3]]}..., scenes: {sorted(per_scene)[:3]}...)")
+    return _result("indirect: text probe, per scene", ids, xs, ys, ids, sel, n_boot, seed,
+                   "INDIRECT: the text probe never sees the rendered image. selectivity = mean over the selected "
+                   f"units of sign(t) (x - y) / sd(x - y) of the scene's prompt pair, x - y = {direction} (t's direction); error = the mean metric over "
+                   "the scene's samples (lightings, colour variants); one point per scene")

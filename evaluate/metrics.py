@@ -21,9 +21,18 @@ Columns produced: mse_linear_*, mse_srgb_*, lmse_linear_*, psnr_srgb_*, dssim_sr
 lpips_srgb_* (empty when LPIPS is unavailable, see `lpips_status`), plus the fitted scales
 `scale_scalar`, `scale_per_channel_r/g/b`.
 
-Masking: only pixels with mask True count. Pixel-wise metrics select them; window metrics (SSIM,
-LPIPS) set the pixels outside the mask to 0 in *both* images first, so values there cannot leak in,
-then average the metric's map over mask pixels.
+Masking: only pixels with mask True count. Pixel-wise metrics select them. Window metrics (SSIM,
+LPIPS) set the pixels outside the mask to 0 in *both* images (so values there cannot leak in) and
+average the metric's map over the mask *eroded by the window radius* (3 px for the 7x7 SSIM
+window): a window that reaches outside the mask would compare zero-filled pixels, which look alike
+in any two images and flatter a poor prediction near the object's edge. (Until this version the
+maps were averaged over the whole mask.) LPIPS uses the same erosion; its receptive field is
+larger, so some edge influence remains there.
+
+Beyond the anchors: `shading_leakage_linear`, the least-squares slope of log(pred / gt) on
+log(shading) over mask pixels (0: the prediction carries none of the lighting; 1: all of it, like
+the image taken as albedo), and `degenerate_prediction` (a zero or spatially constant prediction,
+flagged instead of being scored "best" by the illumination-invariance test).
 
 No torch import here: the LPIPS adapter imports `lpips` (and so torch) only inside
 `LpipsScorer.create`, and only after `lpips_status` found the package and its weights on disk.
@@ -40,15 +49,28 @@ from typing import Sequence
 import numpy as np
 
 __all__ = [
-    "ALIGNMENTS", "MetricConfig", "metric_columns", "COLUMN_DOCS", "INVARIANCE_COLUMNS",
-    "fit_scales", "align", "mse", "lmse", "psnr", "dssim", "score_pair", "invariance",
+    "ALIGNMENTS", "MetricConfig", "metric_columns", "all_metric_columns", "COLUMN_DOCS", "INVARIANCE_COLUMNS",
+    "EXTRA_METRIC_COLUMNS", "fit_scales", "align", "mse", "lmse", "psnr", "dssim", "score_pair", "invariance",
+    "shading_leakage", "degenerate_prediction", "eroded_mask", "metric_direction",
     "LpipsStatus", "lpips_status", "LpipsScorer",
 ]
 
 ALIGNMENTS = ("none", "scalar", "per_channel")
 _METRIC_SPACES = (("mse", "linear"), ("mse", "srgb"), ("lmse", "linear"),
                   ("psnr", "srgb"), ("dssim", "srgb"), ("lpips", "srgb"))
-INVARIANCE_COLUMNS = tuple(f"inv_mse_linear_{a}" for a in ALIGNMENTS)
+INVARIANCE_COLUMNS = tuple(f"inv_mse_linear_{a}" for a in ALIGNMENTS) + tuple(f"inv_nmse_linear_{a}" for a in ALIGNMENTS)
+EXTRA_METRIC_COLUMNS = ("shading_leakage_linear",)
+# Direction of each metric family: +1 when larger is worse (an error), -1 when larger is better.
+METRIC_DIRECTION = {"mse": 1, "lmse": 1, "dssim": 1, "lpips": 1, "psnr": -1, "ssim": -1, "shading": 1, "inv": 1}
+
+
+def metric_direction(column: str) -> int:
+    """+1 when a larger value of the column is worse, -1 when better (shading leakage: |value| matters,
+    > 0 in practice)."""
+    for prefix, sign in METRIC_DIRECTION.items():
+        if column.startswith(prefix):
+            return sign
+    return 1
 
 
 @dataclass(frozen=True)
@@ -64,8 +86,13 @@ class MetricConfig:
 
 
 def metric_columns(with_lpips: bool = True) -> list[str]:
-    """The metric column names, in CSV order."""
+    """The `{metric}_{space}_{alignment}` column names, in CSV order."""
     return [f"{m}_{s}_{a}" for m, s in _METRIC_SPACES if with_lpips or m != "lpips" for a in ALIGNMENTS]
+
+
+def all_metric_columns(with_lpips: bool = True) -> list[str]:
+    """metric_columns() and the alignment-free columns (shading leakage)."""
+    return metric_columns(with_lpips) + list(EXTRA_METRIC_COLUMNS)
 
 
 _METRIC_DOCS = {
@@ -73,8 +100,9 @@ _METRIC_DOCS = {
     "lmse": "MIT local MSE: 20x20 windows at stride 10, each window with its own least-squares scale "
             "(of the column's alignment kind), summed windowed SSE / summed windowed gt^2",
     "psnr": "10*log10(data_range^2 / MSE) with data_range=1 (scikit-image); inf when MSE is 0",
-    "dssim": "(1 - SSIM)/2, SSIM from scikit-image (7x7 uniform window, data_range=1), map averaged over mask pixels",
-    "lpips": "LPIPS distance (lpips package), spatial map averaged over mask pixels",
+    "dssim": "(1 - SSIM)/2, SSIM from scikit-image (7x7 uniform window, data_range=1), map averaged over the mask "
+             "eroded by the window radius (3 px), so no window reaches outside the mask",
+    "lpips": "LPIPS distance (lpips package), spatial map averaged over the mask eroded by 3 px",
 }
 _ALIGN_DOCS = {
     "none": "prediction as given",
@@ -92,10 +120,24 @@ COLUMN_DOCS: dict[str, str] = {
     for m, s in _METRIC_SPACES for a in ALIGNMENTS
 }
 COLUMN_DOCS.update({
-    f"inv_mse_linear_{a}": "illumination invariance: mean over pairs of lightings of one scene of the symmetrised "
-                           "MSE between the two predictions on pixels valid in both, after fitting one prediction "
-                           f"to the other ({_ALIGN_DOCS[a]}); 0 for ground truth" for a in ALIGNMENTS
+    f"inv_mse_linear_{a}": "illumination invariance (scale-dependent, kept for comparison with earlier runs: "
+                           "scaling both predictions by c scales it by c^2, so dark or constant outputs score "
+                           "well): mean over pairs of lightings of one scene of the symmetrised MSE between the "
+                           "two predictions on pixels valid in both, after fitting one prediction to the other "
+                           f"({_ALIGN_DOCS[a]}); 0 for ground truth" for a in ALIGNMENTS
 })
+COLUMN_DOCS.update({
+    f"inv_nmse_linear_{a}": "illumination invariance, scale-free: mean over pairs (i, j) of lightings of one scene "
+                            "of the symmetrised normalised disagreement sum(p_i - s*p_j)^2 / sum(p_i^2) on pixels "
+                            f"valid in both ({_ALIGN_DOCS[a]}); the same for c*pred; 0 for ground truth; pairs with "
+                            "a degenerate (zero or constant) prediction are left out and counted. Read beside the "
+                            "accuracy columns, never alone" for a in ALIGNMENTS
+})
+COLUMN_DOCS["shading_leakage_linear"] = (
+    "shading leakage: least-squares slope of log(pred/gt) on log(shading) over mask pixels and channels (each "
+    "channel centred, so the prediction's scale does not matter); 0: the prediction carries none of the "
+    "lighting, 1: all of it (the image taken as albedo, where the non-diffuse residual is small); pixels "
+    "where pred, gt or shading is <= 1e-6 are left out; NaN when the shading does not vary")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,10 +285,11 @@ def dssim(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, data_range: float 
 
     scikit-image defaults (uniform win_size x win_size window, K1=0.01, K2=0.03, sample covariance),
     data_range as given (1 for albedo), channels treated separately then averaged. Pixels outside the
-    mask are set to 0 in both images before filtering; the SSIM map is averaged over mask pixels that
-    are at least (win_size-1)/2 from the border (scikit-image's own crop), so with a full mask this is
-    exactly (1 - skimage's mssim)/2. The window shrinks to the largest odd size <= min(H, W) for tiny
-    images; NaN if that is < 3 or no mask pixel is inside the crop.
+    mask are set to 0 in both images before filtering; the SSIM map is averaged over the mask eroded
+    by the window radius r = (win_size-1)/2 (a square of side 2r+1: no window that counts reaches
+    outside the mask) and at least r from the image border (scikit-image's own crop), so with a full
+    mask this is exactly (1 - skimage's mssim)/2. The window shrinks to the largest odd size
+    <= min(H, W) for tiny images; NaN if that is < 3 or no pixel is left after erosion.
     """
     from skimage.metrics import structural_similarity
 
@@ -262,10 +305,77 @@ def dssim(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, data_range: float 
     pad = (win - 1) // 2
     inner = np.zeros_like(mask)
     inner[pad:mask.shape[0] - pad, pad:mask.shape[1] - pad] = True
-    sel = mask & inner
+    sel = eroded_mask(mask, pad) & inner
     if not sel.any():
         return float("nan")
     return float((1.0 - smap[sel].astype(np.float64).mean()) / 2.0)
+
+
+def eroded_mask(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Mask pixels whose (2r+1) x (2r+1) neighbourhood lies inside the mask (the image border does
+    not erode: window metrics crop it themselves)."""
+    import cv2
+
+    mask = np.asarray(mask, bool)
+    if radius <= 0:
+        return mask.copy()
+    # OpenCV's erosion pads with the maximum by default: the image border does not erode
+    k = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    return cv2.erode(mask.astype(np.uint8), k).astype(bool)
+
+
+def shading_leakage(gt: np.ndarray, pred: np.ndarray, shading: np.ndarray, mask: np.ndarray,
+                    eps: float = 1e-6) -> float:
+    """Least-squares slope b of log(pred/gt) = a_c + b log(shading) over mask pixels (linear values).
+
+    Per channel c, x = log(shading_c) and y = log(pred_c / gt_c) are centred over the pixels where
+    pred, gt and shading all exceed eps (so a per-channel scale of the prediction only moves a_c);
+    b = sum_c sum(x y) / sum_c sum(x^2). 0 for the ground truth; 1 for pred = gt * shading (the
+    image without its non-diffuse residual). A grey shading passed as [H, W] or [H, W, 1] is used
+    for every channel. NaN when the shading does not vary over the valid pixels.
+    """
+    gt, pred, mask = _prep(gt, pred, mask)
+    sh = np.asarray(shading, dtype=np.float64)
+    if sh.ndim == 2:
+        sh = sh[..., None]
+    if sh.shape[:2] != mask.shape:
+        raise ValueError(f"shading {sh.shape} does not match the mask {mask.shape}")
+    sh = np.broadcast_to(sh, gt.shape)
+    num = den = 0.0
+    for c in range(gt.shape[-1]):
+        ok = mask & (gt[..., c] > eps) & (pred[..., c] > eps) & (sh[..., c] > eps)
+        if ok.sum() < 2:
+            continue
+        x = np.log(sh[..., c][ok])
+        y = np.log(pred[..., c][ok] / gt[..., c][ok])
+        x -= x.mean()
+        y -= y.mean()
+        num += float((x * y).sum())
+        den += float((x * x).sum())
+    return num / den if den > 1e-12 else float("nan")
+
+
+def degenerate_prediction(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, rel_tol: float = 1e-3) -> str:
+    """Why a prediction cannot be ranked by consistency ("" when it can): "zero" (no energy on the
+    mask) or "constant" (its relative spread std/rms over the mask is below rel_tol while the ground
+    truth's is not). Such outputs agree perfectly across lightings for no merit of theirs."""
+    gt, pred, mask = _prep(gt, pred, mask)
+    if not mask.any():
+        return ""
+    return _degenerate(gt[mask], pred[mask], rel_tol)
+
+
+def _degenerate(g: np.ndarray, p: np.ndarray, rel_tol: float = 1e-3) -> str:
+    """degenerate_prediction on the mask pixels g, p [N, C]."""
+    def spread(a: np.ndarray) -> float:
+        rms = float(np.sqrt(np.mean(a * a)))
+        return float(np.sqrt(np.mean(a.var(axis=0)))) / rms if rms > 0 else 0.0
+
+    if not np.any(np.abs(p) > 1e-12):
+        return "zero"
+    if spread(p) < rel_tol and spread(g) >= rel_tol:
+        return "constant"
+    return ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,8 +460,9 @@ class LpipsScorer:
                                      status.backbone_weights)
         return cls(model, status), status
 
-    def __call__(self, gt_srgb: np.ndarray, pred_srgb: np.ndarray, mask: np.ndarray) -> float:
-        """LPIPS map (inputs scaled to [-1, 1], outside-mask pixels 0 in both) averaged over mask pixels."""
+    def __call__(self, gt_srgb: np.ndarray, pred_srgb: np.ndarray, mask: np.ndarray, erode: int = 3) -> float:
+        """LPIPS map (inputs scaled to [-1, 1], outside-mask pixels 0 in both) averaged over the mask
+        eroded by `erode` pixels (NaN when nothing is left)."""
         import torch
 
         gt, pred, mask = _prep(gt_srgb, pred_srgb, mask)
@@ -366,7 +477,8 @@ class LpipsScorer:
         with torch.no_grad():
             d = self.model(t(gt), t(pred))  # [1, 1, H, W] with spatial=True
         dmap = d[0, 0].cpu().numpy().astype(np.float64)
-        return float(dmap[mask].mean())
+        sel = eroded_mask(mask, erode)
+        return float(dmap[sel].mean()) if sel.any() else float("nan")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,12 +486,14 @@ class LpipsScorer:
 
 
 def score_pair(gt_linear: np.ndarray, pred_linear: np.ndarray, mask: np.ndarray,
-               config: MetricConfig = MetricConfig(), lpips: LpipsScorer | None = None) -> dict[str, float]:
+               config: MetricConfig = MetricConfig(), lpips: LpipsScorer | None = None,
+               shading: np.ndarray | None = None) -> dict[str, float]:
     """Every metric column (see module docstring) for one linear ground truth / prediction pair.
 
     Same values as calling mse / lmse / psnr / dssim per column (tests check this), computed with
-    shared intermediates. The LPIPS columns are NaN (written empty) when `lpips` is None. Also
-    returns the fitted linear scales: scale_scalar, scale_per_channel_r/g/b.
+    shared intermediates. The LPIPS columns are NaN (written empty) when `lpips` is None, the shading
+    leakage when `shading` (the render's linear diffuse shading) is None. Also returns the fitted
+    linear scales (scale_scalar, scale_per_channel_r/g/b) and `degenerate` ("", "zero" or "constant").
     """
     from skimage.metrics import peak_signal_noise_ratio
 
@@ -411,6 +525,8 @@ def score_pair(gt_linear: np.ndarray, pred_linear: np.ndarray, mask: np.ndarray,
         out[f"dssim_srgb_{a}"] = dssim(gt_srgb, p_srgb, mask, config.data_range, config.ssim_win_size)
         out[f"lpips_srgb_{a}"] = lpips(gt_srgb, p_srgb, mask) if lpips is not None else float("nan")
     res = {k: out[k] for k in metric_columns()}
+    res["shading_leakage_linear"] = shading_leakage(gt, pred, shading, mask) if shading is not None else float("nan")
+    res["degenerate"] = _degenerate(g, p)
     res["scale_scalar"] = float(scales["scalar"][0])
     for i, ch in enumerate("rgb"):
         res[f"scale_per_channel_{ch}"] = float(scales["per_channel"][i])
@@ -421,29 +537,61 @@ def score_pair(gt_linear: np.ndarray, pred_linear: np.ndarray, mask: np.ndarray,
 # illumination invariance
 
 
-def invariance(preds: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> dict[str, float]:
+def _pair_disagreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Both invariance columns of one pair of predictions a, b [N, C] (pixels valid in both), from
+    per-channel sums: SSE(a <- b) = sum(a^2) - 2 s sum(ab) + s^2 sum(b^2) with s fitted as fit_scales
+    does (b onto a), then symmetrised. Equal to the direct formulas (tests check this)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    aa, bb, ab = (a * a).sum(0), (b * b).sum(0), (a * b).sum(0)
+    n = a.size
+    out = {}
+    for al in ALIGNMENTS:
+        def sse(xx, yy, xy):   # fit y onto x
+            if al == "none":
+                sc = np.ones_like(xy)
+            elif al == "scalar":
+                sc = np.full_like(xy, float(_ls_scale(xy.sum(), yy.sum())))
+            else:
+                sc = _ls_scale(xy, yy)
+            return float(np.clip(xx - 2 * sc * xy + sc * sc * yy, 0.0, None).sum())
+        s_ab, s_ba = sse(aa, bb, ab), sse(bb, aa, ab)
+        out[f"inv_mse_linear_{al}"] = 0.5 * (s_ab + s_ba) / n
+        na, nb = float(aa.sum()), float(bb.sum())
+        out[f"inv_nmse_linear_{al}"] = (0.5 * (s_ab / na + s_ba / nb)) if na > 0 and nb > 0 else float("nan")
+    return out
+
+
+def invariance(preds: Sequence[np.ndarray], masks: Sequence[np.ndarray],
+               degenerate: Sequence[bool] | None = None) -> dict[str, float]:
     """Disagreement between predictions of one scene under different lightings (linear values).
 
     For each unordered pair (i, j) with M = mask_i & mask_j:
-      d(i<-j) = mean over M and channels of (pred_i - s*pred_j)^2, s = fit_scales(pred_i, pred_j, M, a),
-      pair value = (d(i<-j) + d(j<-i)) / 2 (symmetric, no ground truth needed).
-    inv_mse_linear_{a} = mean over pairs. Ground truth albedo is identical across lightings, so it
-    scores 0 under every alignment. NaN with fewer than two predictions or no overlapping pixels.
-    Also returns n_lightings and n_pairs.
+      inv_mse:  d(i<-j) = mean over M and channels of (pred_i - s*pred_j)^2 (scale-dependent, legacy);
+      inv_nmse: d(i<-j) = sum over M of (pred_i - s*pred_j)^2 / sum over M of pred_i^2 (scale-free:
+                the same value for c*pred_i, c*pred_j);
+    s = fit_scales(pred_i, pred_j, M, a); pair value = (d(i<-j) + d(j<-i)) / 2; column = mean over
+    pairs. Ground truth albedo is identical across lightings, so it scores 0. Pairs involving a
+    prediction flagged in `degenerate` are left out (n_degenerate counts the flagged predictions):
+    a constant output agrees with itself for no merit. NaN with fewer than two usable predictions.
+    Also returns n_lightings, n_pairs and n_degenerate.
     """
     n = len(preds)
     if n != len(masks):
         raise ValueError(f"{n} predictions but {len(masks)} masks")
+    bad = list(degenerate) if degenerate is not None else [False] * n
     vals: dict[str, list[float]] = {c: [] for c in INVARIANCE_COLUMNS}
     for i in range(n):
         for j in range(i + 1, n):
+            if bad[i] or bad[j]:
+                continue
             m = np.asarray(masks[i], bool) & np.asarray(masks[j], bool)
             if not m.any():
                 continue
-            for a in ALIGNMENTS:
-                d = 0.5 * (mse(preds[i], preds[j], m, a) + mse(preds[j], preds[i], m, a))
-                vals[f"inv_mse_linear_{a}"].append(d)
-    out: dict[str, float] = {c: (float(np.mean(v)) if v else float("nan")) for c, v in vals.items()}
+            for c, v in _pair_disagreement(np.asarray(preds[i])[m], np.asarray(preds[j])[m]).items():
+                vals[c].append(v)
+    out: dict[str, float] = {c: (float(np.nanmean(v)) if v and np.isfinite(v).any() else float("nan"))
+                             for c, v in vals.items()}
     out["n_lightings"] = n
     out["n_pairs"] = len(vals[INVARIANCE_COLUMNS[0]])
+    out["n_degenerate"] = int(sum(bool(b) for b in bad))
     return out

@@ -34,8 +34,33 @@ __all__ = ["write_report", "ReportInputs", "collect_inputs", "random_weight_sour
 
 BASE_METHOD = "klein"
 BASELINE_ORDER = ("image_as_albedo", "retinex_color", "marigold_intrinsics")
-KEY_METRICS = ("lmse_linear_per_channel", "mse_linear_scalar", "mse_srgb_none", "dssim_srgb_none",
-               "psnr_srgb_none", "lpips_srgb_none")
+# The headline: every metric under `scalar` alignment (one least-squares scale, fitted in linear
+# space; sRGB columns encode the aligned prediction), so methods with an arbitrary albedo scale are
+# compared fairly; `none` and `per_channel` go to the detail tables.
+KEY_METRICS = ("lmse_linear_scalar", "mse_linear_scalar", "mse_srgb_scalar", "dssim_srgb_scalar",
+               "psnr_srgb_scalar", "lpips_srgb_scalar", "shading_leakage_linear")
+HEADLINE_INVARIANCE = "inv_nmse_linear_scalar"
+DEFINITION_CHANGES = (
+    "Headline table: every metric under `scalar` alignment (before: LMSE per-channel and sRGB metrics without "
+    "alignment); `none` and `per_channel` are in the detail tables. The default metric of the link and the causal "
+    "test is `lmse_linear_scalar` (before: `lmse_linear_per_channel`).",
+    "Confidence intervals resample base scenes (a scene's lightings and colour variants together), everywhere; "
+    "before, samples were resampled as if independent.",
+    "Illumination invariance: `inv_nmse_linear_*` is scale-free (normalised by the predictions' energy) and leaves "
+    "out degenerate (zero or constant) predictions; the earlier `inv_mse_linear_*` scaled with the predictions "
+    "(c^2) and ranked dark or constant outputs best. It is shown beside accuracy, never alone.",
+    "DSSIM and LPIPS maps are averaged over the mask eroded by the window radius (before: the whole mask, where "
+    "zero-filled windows at the edge look alike).",
+    "Every method gets the same input, the 8-bit `image_srgb.png` decoded to linear (before, the baselines read the "
+    "HDR EXR); HDR-input baselines are separate methods (`*_hdr`).",
+    "klein's reference is padded to multiples of 16 and its output cropped back pixel-exactly (before, the pipeline "
+    "cropped references and scoring stretched the output back).",
+    "Ablation replaces a head's output by its mean over exactly the token region the probe measured (before: the "
+    "whole stream, reference tokens and text padding included); heads are chosen among FWER-significant units that "
+    "pass the probe's control test and, for image probes, its class; the random-k interval comes from the spread "
+    "between draws; the p is a rank p and its smallest attainable value is stated.",
+    "New: shading leakage (slope of log(pred/gt) on log(shading)), and paired differences klein minus each baseline.",
+)
 GRID_ROWS_PER_FIGURE = 6      # more rows per PNG make the images too small to read
 MAX_ERROR_ROWS = 200
 MAX_JSON_CHARS = 20_000
@@ -110,9 +135,12 @@ def collect_inputs(out: Path, data: Path | None = None, probe: Path | None = Non
         data = Path(score_config["data_dir"])
     manifests, configs = {}, {}
     if Path(pred).is_dir():
+        from evaluate.predictions import PredictionStore
+
         for d in sorted(p for p in Path(pred).iterdir() if p.is_dir()):
-            man = _read_json(d / "manifest.json")
-            if man is not None:
+            store = PredictionStore(pred, d.name)
+            man = store.index() if store.sidecars() else _read_json(d / "manifest.json")
+            if man is not None and (man or (d / "manifest.json").is_file()):
                 manifests[d.name] = man
                 cfg = _read_json(d / "config.json")
                 if cfg is not None:
@@ -346,7 +374,7 @@ def _probe_arg(inp: ReportInputs) -> str:
 
 
 def section_metrics(inp: ReportInputs) -> list[Block]:
-    from evaluate.link import metric_direction
+    from evaluate.metrics import metric_direction
 
     blocks = [H("Metrics against ground truth albedo")]
     s = inp.summary
@@ -358,10 +386,16 @@ def section_metrics(inp: ReportInputs) -> list[Block]:
     all_cols = list(next(iter(s["methods"].values()), {}).get("metrics", {})) if s["methods"] else []
     cols = [c for c in KEY_METRICS if c in all_cols]
     lp = s.get("lpips") or {}
-    blocks.append(P(f"Mean over samples [percentile-bootstrap 95% CI, {s.get('n_boot', '?')} resamples], "
-                    f"computed on mask pixels only; {s.get('n_samples', '?')} samples in {s.get('n_scenes', '?')} "
-                    "scenes. Column names read `metric_space_alignment`: `linear` = linear-light RGB, `srgb` = "
-                    "both images sRGB-encoded; the albedo scale is fitted in linear space."))
+    clustered = s.get("clusters") == "base_scene"
+    blocks.append(P(f"Mean over samples [95% CI, {s.get('n_boot', '?')} bootstrap resamples "
+                    + (f"of the {s.get('n_clusters', '?')} base scenes (a scene's lightings and colour variants are "
+                       "resampled together: they are not independent)" if clustered else
+                       "of samples (this score_summary.json predates clustered CIs)")
+                    + f"], computed on mask pixels only; {s.get('n_samples', '?')} samples in "
+                    f"{s.get('n_scenes', '?')} scenes. Headline: every metric under `scalar` alignment (one "
+                    "least-squares scale per prediction, fitted in linear space; sRGB columns encode the aligned "
+                    "prediction), so methods whose albedo scale is arbitrary are compared fairly. Column names read "
+                    "`metric_space_alignment`: `linear` = linear-light RGB, `srgb` = both images sRGB-encoded."))
 
     def table(columns: list[str]) -> Block:
         rows = []
@@ -378,6 +412,12 @@ def section_metrics(inp: ReportInputs) -> list[Block]:
         blocks.append(Note("score_summary.json lists no method apart from ablation runs."))
         return blocks
     blocks.append(table(cols))
+    degenerate = [f"`{m}` ({s['methods'][m].get('n_degenerate')})" for m in methods
+                  if s["methods"][m].get("n_degenerate")]
+    if degenerate:
+        blocks.append(P("Degenerate predictions (zero or spatially constant over the mask), counted per method: "
+                        + ", ".join(degenerate) + "."))
+    blocks += _paired_block(s, methods, cols)
     if any(c.startswith("lpips") for c in all_cols) and not lp.get("available", False):
         blocks.append(P(f"LPIPS ({DASH}): not computed: {lp.get('reason', 'no reason recorded')}."))
     docs = dict(s.get("columns") or {})
@@ -392,42 +432,77 @@ def section_metrics(inp: ReportInputs) -> list[Block]:
     blocks += [P("**Definitions**"), Items(legend)]
     rest = [c for c in all_cols if c not in cols]
     if rest:
-        blocks.append(Details("the other metric columns", children=[table(rest)]))
+        blocks.append(Details("the other metric columns (alignments `none` and `per_channel`)",
+                              children=[table(rest)]))
     return blocks
 
 
-def section_invariance(inp: ReportInputs) -> list[Block]:
-    from evaluate.score import bootstrap_mean_ci
+def _paired_block(s: dict, methods: list[str], cols: list[str]) -> list[Block]:
+    pd = s.get("paired_differences")
+    if not isinstance(pd, dict) or BASE_METHOD not in methods:
+        return []
+    others = [m for m in methods if m != BASE_METHOD and isinstance(pd.get(m), dict)]
+    if not others:
+        return []
+    rows = [[f"`{BASE_METHOD}` − `{m}`", *[_mean_ci(pd[m].get(c)) for c in cols],
+             str(max((pd[m].get(c) or {}).get("n", 0) for c in cols))] for m in others]
+    return [P(f"**Paired differences**: per sample, `{BASE_METHOD}` minus the other method on the same sample, "
+              "mean over the samples both scored [95% CI resampling base scenes]. For errors a negative difference "
+              "favours klein; for PSNR a positive one does; a CI that excludes 0 is a difference the data support."),
+            Table(["difference", *[f"`{c}`" for c in cols], "n samples"], rows)]
 
-    blocks = [H("Illumination invariance")]
+
+def section_invariance(inp: ReportInputs) -> list[Block]:
+    from evaluate.stats import bootstrap_mean_ci
+
+    blocks = [H("Illumination invariance (beside accuracy)")]
     rows = inp.invariance
     if rows is None:
         return blocks + [Note(f"No invariance.csv in {inp.out}: run {_cmd(inp, 'score')} to make it.")]
     cols = [c for c in (rows[0].keys() if rows else []) if c.startswith("inv_")]
     if not rows or not cols:
         return blocks + [Note("invariance.csv has no rows: no scene has predictions under two lightings.")]
+    head = [c for c in cols if c.startswith("inv_nmse")] or cols
+    legacy = [c for c in cols if c not in head]
     methods = sorted({r["method"] for r in rows if not is_ablation(r["method"])},
                      key=lambda m: ({m: i for i, m in enumerate((BASE_METHOD,) + BASELINE_ORDER)}.get(m, 99), m))
     n_boot = int((inp.summary or {}).get("n_boot", 1000) or 0)
-    table = []
-    for m in methods:
-        mr = [r for r in rows if r["method"] == m]
-        cells = []
-        for c in cols:
-            vals = [x for x in (_f(r.get(c)) for r in mr) if x is not None]
-            cells.append(_mean_ci(bootstrap_mean_ci(vals, n_boot=n_boot, seed=0)) if vals else DASH)
-        n_used = sum(1 for r in mr if _f(r.get(cols[0])) is not None)
-        table.append([f"`{m}`", *cells, f"{n_used} / {len(mr)}"])
+    acc_col = KEY_METRICS[0]
+    msum = (inp.summary or {}).get("methods") or {}
+
+    def table(columns: list[str]) -> list[list[str]]:
+        out = []
+        for m in methods:
+            mr = [r for r in rows if r["method"] == m]
+            cells = []
+            for c in columns:
+                pairs = [(x, r.get("base_scene") or r.get("scene")) for r in mr if (x := _f(r.get(c))) is not None]
+                cells.append(_mean_ci(bootstrap_mean_ci([x for x, _ in pairs], n_boot=n_boot, seed=0,
+                                                        clusters=[c_ for _, c_ in pairs])) if pairs else DASH)
+            n_used = sum(1 for r in mr if _f(r.get(columns[0])) is not None)
+            n_deg = sum(int(_f(r.get("n_degenerate")) or 0) for r in mr)
+            acc = _mean_ci(((msum.get(m) or {}).get("metrics") or {}).get(acc_col))
+            out.append([f"`{m}`", acc, *cells, str(n_deg), f"{n_used} / {len(mr)}"])
+        return out
+
     blocks.append(P("Per scene: disagreement between the predictions of one scene under its different lightings "
-                    "(linear values, after scale alignment); mean over scenes [bootstrap 95% CI]. Ground truth "
-                    "albedo is the same under every lighting, so ground truth scores 0; lower is better."))
-    blocks.append(Table(["method", *[f"`{c}`" for c in cols], "scenes used / scenes"], table))
+                    "(linear values, after scale alignment), normalised by the predictions' energy so that it does "
+                    "not reward dark outputs; mean over scenes [95% CI resampling base scenes]. Ground truth scores 0; "
+                    "lower is more consistent. Consistency alone is not correctness (a constant output is perfectly "
+                    f"consistent), so accuracy (`{acc_col}`) stands beside it, and degenerate predictions (zero or "
+                    "constant over the mask) are left out of the pairs and counted."))
+    blocks.append(Table(["method", f"accuracy `{acc_col}`", *[f"`{c}`" for c in head], "degenerate predictions",
+                         "scenes used / scenes"], table(head)))
     try:
         from evaluate.metrics import COLUMN_DOCS
 
-        blocks.append(Items([f"`{c}`: {COLUMN_DOCS[c]}" for c in cols if c in COLUMN_DOCS]))
+        blocks.append(Items([f"`{c}`: {COLUMN_DOCS[c]}" for c in head if c in COLUMN_DOCS]))
     except ImportError:  # pragma: no cover
         pass
+    if legacy:
+        blocks.append(Details("the earlier, scale-dependent `inv_mse_linear_*` (do not rank methods by it)",
+                              children=[Table(["method", f"accuracy `{acc_col}`", *[f"`{c}`" for c in legacy],
+                                               "degenerate predictions", "scenes used / scenes"], table(legacy))]))
     return blocks
 
 
@@ -440,13 +515,26 @@ def section_link(inp: ReportInputs) -> list[Block]:
     if "_unreadable" in ln:
         return blocks + [Note(f"link.json is unreadable ({ln['_unreadable']}).")]
     sp = ln.get("spearman") or {}
+    kind = ln.get("kind", "indirect: text probe, per scene (link.json predates the direct link)")
+    if not kind.startswith("direct"):
+        blocks.append(P("**Indirect link**: the text probe's selectivity comes from prompts, never from the rendered "
+                        "image klein edits; an image probe (`probe run --stimuli images`) gives the direct, per-sample "
+                        "link."))
+    half = ln.get("expected_halfwidth_at_0", sp.get("expected_halfwidth_at_0"))
     blocks.append(Table(
-        ["method", "metric", "Spearman rho [95% CI]", "p", "n (matched pairs)", "bootstrap resamples", "top-k units"],
-        [[f"`{ln.get('method', '?')}`", f"`{ln.get('metric', '?')}`",
+        ["kind", "method", "metric", "Spearman rho [95% CI]", "p (samples as independent)", "n points", "scenes",
+         "CI half-width expected at rho = 0", "bootstrap resamples"],
+        [[kind, f"`{ln.get('method', '?')}`", f"`{ln.get('metric', '?')}`",
           _ci_pair(sp.get("rho"), [sp.get("ci_low"), sp.get("ci_high")]), _num(sp.get("p")),
-          str(ln.get("n_matched", sp.get("n", "?"))), str(sp.get("n_boot", "?")), str(ln.get("top_k", "?"))]]))
+          str(ln.get("n_matched", sp.get("n", "?"))), str(ln.get("n_clusters", sp.get("n_clusters", "?"))),
+          _num(half), str(sp.get("n_boot", "?"))]]))
+    blocks.append(P("The CI resamples base scenes; the expected half-width at rho = 0 (Fisher z, for the number of "
+                    "scenes) is the power: a CI about that wide around 0 is what no link looks like."))
+    sel = ln.get("selection") or {}
+    if sel.get("rule"):
+        blocks.append(P(f"Units ({ln.get('top_k', '?')}): {sel['rule']}."))
     if ln.get("definition"):
-        blocks.append(P(f"Definition: {ln['definition']}. Bootstrap CI: scenes resampled with replacement."))
+        blocks.append(P(f"Definition: {ln['definition']}."))
     fig = inp.out / "figures" / "link_scatter.png"
     blocks.append(Img("figures/link_scatter.png", "selectivity vs error") if fig.is_file()
                   else Note(f"figures/link_scatter.png is missing: rerun `python -m evaluate link{_probe_arg(inp)}"
@@ -468,7 +556,7 @@ def _ablation_plot(path: Path, ab: dict, metric: str, random_weights: bool) -> b
         e = ab["by_k"][k]["metrics"][metric]
         for dx, mean, ci, colour, label in ((-0.18, e.get("top_harm_mean"), e.get("top_harm_ci"), "tab:red", "top-k"),
                                             (0.18, e.get("random_harm_mean"), e.get("random_harm_ci"), "tab:grey",
-                                             "random k (pooled)")):
+                                             "random k (mean over draws)")):
             m = _f(mean)
             if m is None:
                 continue
@@ -501,23 +589,35 @@ def section_ablation(inp: ReportInputs, random_weights: bool) -> list[Block]:
     if "_unreadable" in ab:
         return blocks + [Note(f"ablation.json is unreadable ({ab['_unreadable']}).")]
     metric = ab.get("primary_metric", "?")
-    rows = []
+    rows, rules = [], []
     for k, entry in (ab.get("by_k") or {}).items():
+        sel = entry.get("selection") or {}
+        if sel.get("rule"):
+            rules.append(f"k = {k}: {sel['rule']}" + (f" **({sel['n_filled']} of {k} heads not selective)**"
+                                                       if sel.get("n_filled") else ""))
         e = (entry.get("metrics") or {}).get(metric)
         if not e:
-            rows.append([k, DASH, DASH, DASH, DASH, "primary metric not computed"])
+            rows.append([k, DASH, DASH, DASH, DASH, DASH, "primary metric not computed"])
             continue
+        p = e.get("rank_p_top_hurts_more", e.get("p_top_hurts_more"))
+        pmin = e.get("p_min_attainable")
+        if pmin is None and e.get("n_random_draws"):
+            pmin = 1 / (1 + e["n_random_draws"])
         rows.append([k, _ci_pair(e.get("top_harm_mean"), e.get("top_harm_ci")),
-                     _ci_pair(e.get("random_harm_mean"), e.get("random_harm_ci")),
-                     _num(e.get("p_top_hurts_more")), str(e.get("n_random_draws", "?")), str(e.get("n_samples", "?"))])
+                     _ci_pair(e.get("random_harm_mean"), e.get("random_harm_ci")), _num(p), _num(pmin),
+                     str(e.get("n_random_draws", "?")), str(e.get("n_samples", "?"))])
     blocks.append(P(f"Primary metric `{metric}`. Harm = metric(ablated) - metric(unablated) per sample, signed so "
-                    "that > 0 means worse; mean [bootstrap 95% CI]. Random: k heads drawn from the same blocks as the "
-                    "top-k, pooled over draws. p = (1 + #draws whose mean harm >= top-k's) / (1 + #draws), for "
-                    "'top-k hurts more than random k'. Heads are mean-ablated over tokens "
-                    + (f"({inp.ablation_plan.get('definition')})" if inp.ablation_plan and
-                       inp.ablation_plan.get("definition") else "") + "."))
-    blocks.append(Table(["k", "top-k harm [95% CI]", "random-k harm [95% CI]", "permutation p", "random draws",
-                         "samples"], rows))
+                    "that > 0 means worse. Top-k: mean harm [95% CI resampling base scenes]. Random: k heads drawn "
+                    "from the same blocks and token regions as the top-k; mean of the draws' mean harms [Student-t "
+                    "95% interval from the spread between draws]. Rank p = (1 + #draws whose mean harm >= top-k's) / "
+                    "(1 + #draws) for 'top-k hurts more than random k': it cannot go below 1/(1 + #draws), listed as "
+                    "the smallest attainable p (19 draws are needed to reach 0.05). "
+                    + (f"Ablation: {inp.ablation_plan.get('definition')}." if inp.ablation_plan and
+                       inp.ablation_plan.get("definition") else "")))
+    blocks.append(Table(["k", "top-k harm [95% CI]", "random-k harm [95% CI]", "rank p", "smallest attainable p",
+                         "random draws", "samples"], rows))
+    if rules:
+        blocks += [P("**Which heads** (the selection rule, as applied):"), Items(rules)]
     if _ablation_plot(inp.out / "figures" / "ablation.png", ab, metric, random_weights):
         blocks.append(Img("figures/ablation.png", "ablation harm per k"))
     others = sorted({m for entry in (ab.get("by_k") or {}).values() for m in (entry.get("metrics") or {})} - {metric})
@@ -639,8 +739,8 @@ def _load_cells(inp: ReportInputs, ds, sid: str, methods: list[str]) -> dict[str
             continue
         cells[m] = linear_to_srgb(pred)
         if m == BASE_METHOD:
-            # the error the metric table's per-channel columns see: LS scale per channel, linear, mask only
-            s = fit_scales(gt.albedo_linear, pred, gt.mask, "per_channel")
+            # the error the headline (scalar) columns see: one LS scale, linear, mask only
+            s = fit_scales(gt.albedo_linear, pred, gt.mask, "scalar")
             err = np.abs(gt.albedo_linear.astype(np.float64) - pred * s).mean(axis=-1)
             err[~gt.mask] = np.nan
             cells["error"] = err
@@ -726,13 +826,13 @@ def section_grids(inp: ReportInputs, max_grid: int, random_weights: bool) -> lis
     # one colour scale for every grid, so rows compare; the 99th percentile keeps an outlier from washing it out
     vmax = float(np.quantile(finite, 0.99)) if finite.size else 1.0
     vmax = vmax if vmax > 0 else 1e-6
-    columns = [(k, lab or f"{BASE_METHOD} error |GT - s*pred|\n(linear, per-channel LS s)") for k, lab in columns]
+    columns = [(k, lab or f"{BASE_METHOD} error |GT - s*pred|\n(linear, one LS scale s)") for k, lab in columns]
     n_scenes = len({sc for sid, sc in pool if sid in set(chosen)})
     blocks.append(P(f"{len(chosen)} of {len(ds.samples)} samples from {n_scenes} scenes. Columns: the rendered "
                     "input, the ground-truth albedo and every prediction as written (sRGB encoding of the linear "
                     "values clipped to [0, 1]; no scale alignment)"
-                    + (f"; error map of `{BASE_METHOD}`: mean over channels of |GT - s_c * pred| in linear values, "
-                       "s_c fitted per channel by least squares on the mask (the `*_per_channel` alignment), grey "
+                    + (f"; error map of `{BASE_METHOD}`: mean over channels of |GT - s * pred| in linear values, "
+                       "one s fitted by least squares on the mask (the headline's `*_scalar` alignment), grey "
                        f"outside the mask, colour scale 0 to {vmax:.3g} (99th percentile) on every grid"
                        if BASE_METHOD in methods else f"; no `{BASE_METHOD}` predictions, so no error map")
                     + ". Ablation runs are not shown."))
@@ -776,6 +876,7 @@ def write_report(out: Path, data: Path | None = None, probe: Path | None = None,
     blocks += section_ablation(inp, random_weights)
     blocks += section_errors(inp)
     blocks += section_configs(inp)
+    blocks += [H("What changed in the definitions (this version)"), Items(DEFINITION_CHANGES)]
 
     from render.imageio import atomic_path
 

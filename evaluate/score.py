@@ -4,28 +4,39 @@
     res = score("runs/render", "runs/evaluate/pred", "runs/evaluate")   # every method folder in pred
     print(res.summary["methods"]["klein"]["metrics"]["lmse_linear_per_channel"])
 
-Reads PRED/<method>/manifest.json ({"method", "predictions": [{"sample", "albedo_linear",
-"albedo_srgb", ...}]}); for each sample of the render manifest and each method, the prediction
-is the linear EXR when it exists, else the sRGB PNG decoded to linear. Writes into `out_dir`:
+Reads every method folder PRED/<method>/ through `evaluate.predictions` (the per-sample sidecars,
+or manifest.json's `predictions` list for folders written by other tools); for each sample of the
+render manifest and each method, the prediction is the linear EXR when it exists, else the sRGB PNG
+decoded to linear. Writes into `out_dir`:
 
 - scores.csv           one row per (method, sample): status ok/error, the error message, the
-                       prediction's source file and size, whether and how it was resized, then
-                       every metric column of `evaluate.metrics` (empty when not computed);
+                       prediction's source file and size, whether and how it was resized, the
+                       sample's cluster (`base_scene`), then every metric column of
+                       `evaluate.metrics` (empty when not computed), shading leakage, and
+                       `degenerate` (zero or constant prediction);
 - invariance.csv       one row per (method, scene): disagreement between the scene's predictions
-                       under its different lightings (inv_mse_linear_*; 0 for ground truth);
-- score_summary.json   per method: mean and percentile-bootstrap 95% CI over samples of every
-                       column, n ok / n errors, the error list, LPIPS status and reason;
+                       under its different lightings (inv_nmse_linear_*: scale-free; inv_mse_linear_*:
+                       the earlier, scale-dependent form); 0 for ground truth;
+- score_summary.json   per method: mean and 95% CI of every column, resampling scenes (cluster
+                       bootstrap over `base_scene`: the lightings and colour variants of one scene are
+                       not independent), n ok / n errors, the error list, LPIPS status and reason;
+                       `paired_differences`: klein minus each other method per column, over the
+                       samples both scored, with cluster-bootstrap CIs;
 - score_config.json    the resolved configuration and library versions.
 
-A missing or unreadable prediction is an error row, never a silent skip. A prediction whose size
-differs from the ground truth is resized to it (area averaging when shrinking both axes, bilinear
-otherwise, on linear values) and the row records it.
+Scoring first rebuilds each method folder's manifest.json and config.json from its sidecars, so
+after a sharded generate (whose ranks write no shared file) the folder's index is complete.
+
+A missing or unreadable prediction is an error row, never a silent skip; so is a prediction whose
+sidecar records a reference image other than the one the render folder holds now (the render was
+redone: regenerate). A prediction whose size differs from the ground truth is resized to it (area
+averaging when shrinking both axes, bilinear otherwise, on linear values) and the row records it;
+`evaluate generate` writes predictions at the ground truth's size (see evaluate.registration).
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import os
 import sys
@@ -39,19 +50,25 @@ from typing import Any, Sequence
 import numpy as np
 
 from probe.job import json_clean, versions, write_json
-from evaluate.metrics import (COLUMN_DOCS, INVARIANCE_COLUMNS, LpipsScorer, LpipsStatus,
-                              MetricConfig, invariance, metric_columns, score_pair)
+from evaluate.metrics import (COLUMN_DOCS, INVARIANCE_COLUMNS, LpipsScorer, LpipsStatus, MetricConfig,
+                              all_metric_columns, invariance, score_pair)
+from evaluate.stats import bootstrap_mean_ci, paired_difference
 
 __all__ = [
     "ScoreConfig", "ScoreResult", "SampleRef", "Dataset", "open_dataset", "discover_methods",
-    "load_prediction_manifest", "read_prediction", "match_size", "bootstrap_mean_ci", "score",
+    "load_prediction_manifest", "read_prediction", "match_size", "bootstrap_mean_ci", "score", "refresh_indexes",
     "add_score_arguments", "main_score", "ROW_COLUMNS", "SCALE_COLUMNS", "ScoreError", "GroundTruth",
 ]
 
-ROW_COLUMNS = ("method", "sample", "scene", "lighting", "status", "error", "pred_source", "pred_hw", "gt_hw",
-               "resized", "resize_interp", "n_valid")
+ROW_COLUMNS = ("method", "sample", "scene", "lighting", "base_scene", "variant", "status", "error", "pred_source",
+               "pred_hw", "gt_hw", "resized", "resize_interp", "n_valid", "degenerate")
 SCALE_COLUMNS = ("scale_scalar", "scale_per_channel_r", "scale_per_channel_g", "scale_per_channel_b")
-INV_ROW_COLUMNS = ("method", "scene", "n_lightings", "n_ok", "n_pairs", "note")
+INV_ROW_COLUMNS = ("method", "scene", "base_scene", "n_lightings", "n_ok", "n_pairs", "n_degenerate", "note")
+BASE_METHOD = "klein"
+SUMMARY_WHAT = ("per method: mean and percentile 95% CI of every column, resampling clusters (base scenes: a "
+                "scene's lightings and colour variants together) with replacement; invariance: per scene, the same "
+                "over clusters; non-finite values left out and counted. paired_differences: klein minus each other "
+                "method per sample (samples both scored), clustered CI")
 
 
 class ScoreError(ValueError):
@@ -67,6 +84,8 @@ class SampleRef:
     id: str
     scene: str
     lighting: str
+    base_scene: str = ""        # the cluster (C1); the scene id without `~c<k>`; old manifests: = scene
+    variant: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,7 @@ class GroundTruth:
     albedo_linear: np.ndarray   # float32 [H, W, 3], linear
     mask: np.ndarray            # bool [H, W]
     image_linear: np.ndarray | None = None
+    shading: np.ndarray | None = None   # float32 [H, W, 3], linear diffuse shading (None when not rendered)
 
 
 class Dataset:
@@ -100,9 +120,12 @@ class Dataset:
             if "id" not in e:
                 raise ScoreError(f"{mpath}: a sample entry has no `id`: {e}")
             self._entries[e["id"]] = e
-        self.samples = [SampleRef(i, str(self._entries[i].get("scene", i.split("__")[0])),
-                                  str(self._entries[i].get("lighting", i.split("__")[-1])))
-                        for i in sorted(self._entries)]
+        self.samples = []
+        for i in sorted(self._entries):
+            e = self._entries[i]
+            scene = str(e.get("scene", i.split("__")[0]))
+            self.samples.append(SampleRef(i, scene, str(e.get("lighting", i.split("__")[-1])),
+                                          str(e.get("base_scene") or scene), int(e.get("variant", 0) or 0)))
         try:
             from render import dataset as _rd
 
@@ -117,7 +140,8 @@ class Dataset:
             # a one-entry manifest: load_sample looks the id up by a scan, quadratic over a big run
             s = self._rd.load_sample(self.root, sample_id, {"samples": [self._entries[sample_id]]})
             return GroundTruth(np.asarray(s.albedo_linear, np.float32)[..., :3], np.asarray(s.mask, bool),
-                               np.asarray(s.image_linear, np.float32)[..., :3] if image else None)
+                               np.asarray(s.image_linear, np.float32)[..., :3] if image else None,
+                               np.asarray(s.shading, np.float32)[..., :3])
         from render.imageio import read_exr, read_png_srgb
 
         e = self._entries[sample_id]
@@ -127,9 +151,10 @@ class Dataset:
         albedo = read_exr(self.root / e["albedo"])[..., :3]
         mask = read_png_srgb(self.root / e["mask"]).max(axis=-1) > 0.5  # 0 / 255 PNG; render.dataset's rule
         img = read_exr(self.root / e["image"])[..., :3] if image else None
+        shading = read_exr(self.root / e["shading"])[..., :3] if e.get("shading") else None
         if albedo.shape[:2] != mask.shape:
             raise ValueError(f"{sample_id}: albedo {albedo.shape[:2]} and mask {mask.shape} differ in size")
-        return GroundTruth(albedo, mask, img)
+        return GroundTruth(albedo, mask, img, shading)
 
     def entry(self, sample_id: str) -> dict:
         return dict(self._entries[sample_id])
@@ -144,25 +169,38 @@ def open_dataset(data_dir: str | os.PathLike) -> Dataset:
 
 
 def discover_methods(pred_dir: str | os.PathLike) -> list[str]:
-    """Method folders of PRED that hold a manifest.json, sorted."""
+    """Method folders of PRED (a manifest.json or prediction sidecars), sorted."""
+    from evaluate.predictions import PredictionStore
+
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise ScoreError(f"prediction folder {pred_dir} does not exist: run `python -m evaluate generate` "
                          "or `python -m evaluate baselines` first")
-    return sorted(p.name for p in pred_dir.iterdir() if p.is_dir() and (p / "manifest.json").is_file())
+    return sorted(p.name for p in pred_dir.iterdir() if p.is_dir() and PredictionStore(pred_dir, p.name).has_predictions())
+
+
+def refresh_indexes(pred_dir: str | os.PathLike, methods: Sequence[str]) -> None:
+    """Rebuild each method folder's manifest.json / config.json from its sidecars (after sharded runs,
+    which write no shared file); folders without sidecars (other tools' manifests) are left alone."""
+    from evaluate.predictions import PredictionStore
+
+    for m in methods:
+        store = PredictionStore(pred_dir, m)
+        if store.sidecars():
+            store.rebuild_index()
 
 
 def load_prediction_manifest(pred_dir: str | os.PathLike, method: str) -> dict:
-    path = Path(pred_dir) / method / "manifest.json"
-    if not path.is_file():
-        raise ScoreError(f"no predictions for method {method!r}: {path} not found")
+    """The method's manifest fields with `predictions` read through evaluate.predictions (sidecars
+    first, so a manifest left behind by a concurrent writer never hides a finished prediction)."""
+    from evaluate.predictions import PredictionStore
+
+    store = PredictionStore(pred_dir, method)
     try:
-        m = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ScoreError(f"{path} is not valid JSON ({e})") from e
-    if not isinstance(m.get("predictions"), list):
-        raise ScoreError(f"{path} has no `predictions` list")
-    return m
+        entries = store.entries()
+    except (FileNotFoundError, ValueError) as e:
+        raise ScoreError(str(e)) from e
+    return {**store.manifest(), "predictions": entries}
 
 
 def read_prediction(method_dir: str | os.PathLike, entry: dict) -> tuple[np.ndarray, str]:
@@ -223,37 +261,22 @@ def match_size(pred: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, str]:
     return out, name
 
 
-# ---------------------------------------------------------------------------------------------
-# statistics
+def stale_reference(data_dir: Path, entry: dict, cache: dict) -> str:
+    """"" when the prediction's sidecar records no reference checksum or the same one the render
+    folder's file has now; else the error message for its row."""
+    ref = ((entry.get("key") or {}).get("reference") or {}) if isinstance(entry.get("key"), dict) else {}
+    rel, want = ref.get("file"), ref.get("sha256")
+    if not rel or not want:
+        return ""
+    from evaluate.predictions import file_sha256
 
-
-def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> dict[str, Any]:
-    """Mean of the finite values and its percentile-bootstrap CI (resampling values with replacement).
-
-    Non-finite values (NaN: not computed; inf: PSNR of a perfect prediction) are left out and
-    counted in n_nonfinite. The same seed gives the same resampling indices for equal n, so CIs of
-    different columns of one method are paired.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    fin = v[np.isfinite(v)]
-    out: dict[str, Any] = {"mean": None, "ci95_low": None, "ci95_high": None, "n": int(fin.size),
-                           "n_nonfinite": int(v.size - fin.size)}
-    if fin.size == 0:
-        return out
-    out["mean"] = float(fin.mean())
-    if fin.size == 1 or n_boot <= 0:
-        return out
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    chunk = max(1, 2_000_000 // fin.size)  # bounded index memory for big runs
-    for s in range(0, n_boot, chunk):
-        k = min(chunk, n_boot - s)
-        means[s:s + k] = fin[rng.integers(0, fin.size, size=(k, fin.size))].mean(axis=1)
-    a = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [a, 1.0 - a])
-    out["ci95_low"], out["ci95_high"] = float(lo), float(hi)
-    return out
+    path = Path(data_dir) / rel
+    if path not in cache:
+        cache[path] = file_sha256(path) if path.is_file() else None
+    if cache[path] == want:
+        return ""
+    return (f"stale prediction: made from a reference {rel} (sha256 {want[:12]}...) that the render folder no longer "
+            f"holds ({'missing' if cache[path] is None else 'sha256 ' + cache[path][:12] + '...'}); regenerate it")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,6 +362,7 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
         if not methods:
             raise ScoreError(f"no method folder with a manifest.json in {pred_dir}")
     methods = tuple(methods)
+    refresh_indexes(pred_dir, methods)
     cfg = ScoreConfig(str(data_dir), str(pred_dir), str(out_dir), methods, n_boot, seed, lpips, metric_config)
 
     manifests = {m: load_prediction_manifest(pred_dir, m) for m in methods}
@@ -365,11 +389,13 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
     else:
         scorer, lp_status = LpipsScorer.create(metric_config.lpips_net)
 
-    mcols = metric_columns()
+    mcols = all_metric_columns()
+    sha_cache: dict = {}
 
     def score_sample(s: SampleRef) -> tuple[list[dict], dict[str, tuple[np.ndarray, np.ndarray]]]:
         """Rows of one sample (one per method) and the usable predictions, for the invariance test."""
-        base = {"sample": s.id, "scene": s.scene, "lighting": s.lighting}
+        base = {"sample": s.id, "scene": s.scene, "lighting": s.lighting, "base_scene": s.base_scene,
+                "variant": s.variant}
         out_rows, kept = [], {}
         try:
             gt = ds.load(s.id)
@@ -388,6 +414,10 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
             if entry is None:
                 row.update(status="error", error=f"no prediction for this sample in {pred_dir / m}/manifest.json")
                 continue
+            stale = stale_reference(Path(data_dir), entry, sha_cache)
+            if stale:
+                row.update(status="error", error=stale)
+                continue
             try:
                 pred, src = read_prediction(pred_dir / m, entry)
                 row["pred_source"] = src
@@ -395,9 +425,9 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
                 pred, interp = match_size(pred, gt.mask.shape)
                 row["resized"] = bool(interp)
                 row["resize_interp"] = interp
-                row.update(score_pair(gt.albedo_linear, pred, gt.mask, metric_config, scorer))
+                row.update(score_pair(gt.albedo_linear, pred, gt.mask, metric_config, scorer, shading=gt.shading))
                 row["status"] = "ok"
-                kept[m] = (pred, gt.mask)
+                kept[m] = (pred, gt.mask, bool(row["degenerate"]))
             except Exception as e:
                 row.update(status="error", error=f"{type(e).__name__}: {e}")
         return out_rows, kept
@@ -405,15 +435,20 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
     def scene_invariance(scene: str, n_total: int, kept: dict[str, list]) -> list[dict]:
         out = []
         for m in methods:
-            r = {"method": m, "scene": scene, "n_lightings": n_total, "n_ok": len(kept[m])}
+            r = {"method": m, "scene": scene, "base_scene": base_of[scene], "n_lightings": n_total,
+                 "n_ok": len(kept[m]), "n_degenerate": sum(1 for k in kept[m] if k[2])}
             if len(kept[m]) < 2:
                 r.update({c: float("nan") for c in INVARIANCE_COLUMNS}, n_pairs=0,
                          note="fewer than two lightings with a usable prediction")
             else:
-                inv = invariance([p for p, _ in kept[m]], [k for _, k in kept[m]])
+                inv = invariance([k[0] for k in kept[m]], [k[1] for k in kept[m]], [k[2] for k in kept[m]])
                 r.update({c: inv[c] for c in INVARIANCE_COLUMNS}, n_pairs=inv["n_pairs"])
+                notes = []
                 if len(kept[m]) < n_total:
-                    r["note"] = f"{n_total - len(kept[m])} lighting(s) without a usable prediction left out"
+                    notes.append(f"{n_total - len(kept[m])} lighting(s) without a usable prediction left out")
+                if inv["n_degenerate"]:
+                    notes.append(f"{inv['n_degenerate']} degenerate (zero or constant) prediction(s) left out")
+                r["note"] = "; ".join(notes)
             out.append(r)
         return out
 
@@ -423,6 +458,8 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
         workers = min(4, os.cpu_count() or 1)
     workers = 1 if scorer is not None else max(1, int(workers))
     ordered = sorted(ds.samples, key=lambda s: (s.scene, s.id))
+    base_of = {s.scene: s.base_scene for s in ds.samples}
+    cluster_of = {s.id: s.base_scene for s in ds.samples}
     n_per_scene: dict[str, int] = {}
     for s in ordered:
         n_per_scene[s.scene] = n_per_scene.get(s.scene, 0) + 1
@@ -453,15 +490,18 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
 
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = list(ROW_COLUMNS) + mcols + list(SCALE_COLUMNS)
+    for r in rows:
+        if r.get("status") != "ok":
+            r.pop("degenerate", None)
     _write_csv(out_dir / "scores.csv", columns, rows)
     _write_csv(out_dir / "invariance.csv", list(INV_ROW_COLUMNS[:-1]) + list(INVARIANCE_COLUMNS) + ["note"], inv_rows)
 
     lp = {"available": scorer is not None, "reason": lp_status.reason, "net": lp_status.net,
           "backbone_weights": lp_status.backbone_weights}
     summary = {
-        "what": "per method: mean and percentile-bootstrap 95% CI over samples (invariance: over scenes); "
-                "non-finite values left out and counted",
-        "n_samples": len(ds.samples), "n_scenes": len(n_per_scene), "n_boot": n_boot, "seed": seed,
+        "what": SUMMARY_WHAT, "clusters": "base_scene",
+        "n_samples": len(ds.samples), "n_scenes": len(n_per_scene), "n_clusters": len(set(cluster_of.values())),
+        "n_boot": n_boot, "seed": seed,
         "lpips": lp, "columns": {c: COLUMN_DOCS[c] for c in mcols + list(INVARIANCE_COLUMNS)},
         "seconds": round(elapsed, 3), "methods": {},
     }
@@ -472,6 +512,7 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
         msum: dict[str, Any] = {
             "n_samples": len(mrows), "n_ok": len(ok), "n_errors": len(errs),
             "n_resized": sum(1 for r in ok if r.get("resized")),
+            "n_degenerate": sum(1 for r in ok if r.get("degenerate")),
             "errors": [{"sample": r["sample"], "error": r.get("error")} for r in errs],
             "ignored_prediction_ids": unknown.get(m, []),
             "colour_space": manifests[m].get("colour_space", manifests[m].get("colour_space_note")),
@@ -483,12 +524,16 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
                 msum["metrics"][c] = {"mean": None, "ci95_low": None, "ci95_high": None, "n": 0,
                                       "n_nonfinite": len(ok), "status": "not computed: " + lp_status.reason}
                 continue
-            msum["metrics"][c] = bootstrap_mean_ci([r.get(c, float("nan")) for r in ok], n_boot, seed)
+            msum["metrics"][c] = bootstrap_mean_ci([r.get(c, float("nan")) for r in ok], n_boot, seed,
+                                                   clusters=[r["base_scene"] for r in ok])
         minv = [r for r in inv_rows if r["method"] == m]
         msum["invariance"]["n_scenes"] = len(minv)
+        msum["invariance"]["n_degenerate"] = sum(r.get("n_degenerate", 0) for r in minv)
         for c in INVARIANCE_COLUMNS:
-            msum["invariance"][c] = bootstrap_mean_ci([r.get(c, float("nan")) for r in minv], n_boot, seed)
+            msum["invariance"][c] = bootstrap_mean_ci([r.get(c, float("nan")) for r in minv], n_boot, seed,
+                                                      clusters=[r["base_scene"] for r in minv])
         summary["methods"][m] = msum
+    summary["paired_differences"] = _paired(rows, methods, mcols, cluster_of, n_boot, seed)
     summary = json_clean(summary)
     write_json(out_dir / "score_summary.json", summary)
     config = {**asdict(cfg), "workers": workers, "dataset_reader": ds.reader, "versions": versions(),
@@ -497,6 +542,30 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
     n_ok = sum(1 for r in rows if r.get("status") == "ok")
     return ScoreResult(out_dir, out_dir / "scores.csv", out_dir / "invariance.csv", out_dir / "score_summary.json",
                        out_dir / "score_config.json", methods, len(rows), n_ok, len(rows) - n_ok, lp_status, summary)
+
+
+def _paired(rows: list[dict], methods: Sequence[str], cols: Sequence[str], cluster_of: dict, n_boot: int,
+            seed: int) -> dict:
+    """klein minus each other (non-ablation) method, per column: mean over common samples, clustered CI."""
+    if BASE_METHOD not in methods:
+        return {"note": f"no {BASE_METHOD!r} predictions scored: no paired differences"}
+
+    def values(m: str, c: str) -> dict[str, float]:
+        out = {}
+        for r in rows:
+            v = r.get(c)
+            if r["method"] == m and r.get("status") == "ok" and isinstance(v, (int, float)):
+                out[r["sample"]] = float(v)
+        return out
+
+    res: dict[str, Any] = {"definition": f"per sample {BASE_METHOD} minus the other method (same sample, same "
+                                         "ground truth); mean over samples both scored; 95% CI resampling base "
+                                         "scenes; for errors < 0 favours klein, for PSNR > 0 does"}
+    for m in methods:
+        if m == BASE_METHOD or "__ablate_" in m:
+            continue
+        res[m] = {c: paired_difference(values(BASE_METHOD, c), values(m, c), cluster_of, n_boot, seed) for c in cols}
+    return res
 
 
 # ---------------------------------------------------------------------------------------------

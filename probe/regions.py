@@ -115,3 +115,32 @@ class TokenLayout:
         if seq_len != want:
             raise RuntimeError(f"{where or kind}: hooked input has {seq_len} tokens, the layout {self} predicts "
                                f"{want} for a {kind} site: the pipeline's sequence layout is not what the capture assumes")
+
+
+@dataclass(frozen=True)
+class UnitName:
+    """A parsed head unit name: `s12/double.3.img/h07` -> step 12, group double.3.img, head 7."""
+    step: int | None      # None when the name has no `sNN/` prefix (ablation acts at every step)
+    group: str            # canonical group (single.{i}.img is written single.{i})
+    head: int
+    site: str             # the hooked module's site name
+    region: str           # img | txt | ref
+
+    @property
+    def head_name(self) -> str:
+        """The unit without its step: `double.3.img/h07` (what ablation and selection key on)."""
+        return f"{self.group}/h{self.head:02d}"
+
+
+def parse_unit(name: str) -> UnitName:
+    """Parse `[sNN/]<group>/hNN`; raises ValueError for card slices (`/c0000-0015`) and anything else."""
+    parts = str(name).split("/")
+    step = None
+    if len(parts) == 3 and parts[0][:1] == "s" and parts[0][1:].isdigit():
+        step = int(parts[0][1:])
+        parts = parts[1:]
+    if len(parts) != 2 or parts[1][:1] != "h" or not parts[1][1:].isdigit():
+        raise ValueError(f"not a head unit name: {name!r} (expected e.g. s12/double.3.img/h07 or single.5/h11; "
+                         "card slices such as .../c0000-0015 are not heads)")
+    site, region = group_site_region(parts[0])
+    return UnitName(step, group_name(site, region), int(parts[1][1:]), site, region)

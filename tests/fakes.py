@@ -105,4 +105,34 @@ def write_synthetic_render_variants(root: Path, scenes=("alpha", "beta"), lighti
                 "recolor": {"variants": variants, "seed": seed, "range": "synthetic (tests/fakes.py)"} if variants
                 else None}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+def fake_probe_units(steps=(0, 3), groups=("double.0.img", "double.0.txt", "single.0", "single.1"), heads=4) -> list[str]:
+    """Unit names in the probe's order (C2) for a tiny-klein-sized probe."""
+    return [f"s{s:02d}/{g}/h{h:02d}" for s in steps for g in groups for h in range(heads)]
+
+
+def write_fake_probe(root: Path, columns: dict, summary: dict | None = None, per_sample: dict | None = None) -> Path:
+    """A probe run folder as CONTRACTS C3 describes it: units.csv from `columns` (name -> per-unit values;
+    `unit` required; the other always-present columns are filled with neutral values when absent),
+    summary.json, and per_sample.npz (image probes) when given."""
+    import csv
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    units = list(columns["unit"])
+    n = len(units)
+    t = np.asarray(columns.get("t", np.zeros(n)), dtype=float)
+    base = {"unit": units, "block": [u.rsplit("/", 1)[0] for u in units], "t": t, "d": t / 5, "p": np.full(n, 0.5),
+            "q": np.full(n, 0.5), "p_fwer": np.where(np.abs(t) > 5, 0.01, 0.9),
+            "fwer_significant": (np.abs(t) > 5).astype(int), "mean_a": np.ones(n), "mean_b": np.ones(n),
+            "mean_diff": t / 10, "sd_diff": np.ones(n)}
+    base.update(columns)
+    cols = list(base)
+    with open(root / "units.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for i in range(n):
+            w.writerow([base[c][i] for c in cols])
+    (root / "summary.json").write_text(json.dumps({"n_units": n, "fwer_alpha": 0.05, **(summary or {})}))
+    if per_sample is not None:
+        np.savez(root / "per_sample.npz", **per_sample)
     return root

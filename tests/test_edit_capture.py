@@ -35,7 +35,8 @@ def test_same_pipeline_arguments_as_evaluate_generate(tiny_loaded, tmp_path, mon
         assert not args
         calls.append(dict(kwargs))
         if kwargs.get("output_type") == "np":   # evaluate's call: record only, no need to sample 50 steps
-            return SimpleNamespace(images=[np.zeros((64, 64, 3), np.float32)])
+            w, h = kwargs["image"].size           # klein returns the size of the reference it was given
+            return SimpleNamespace(images=[np.zeros((h, w, 3), np.float32)])
         return original(self, **kwargs)
 
     monkeypatch.setattr(Flux2KleinPipeline, "__call__", recording)

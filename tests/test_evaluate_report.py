@@ -1,7 +1,7 @@
 """`evaluate.report.write_report` on a tiny fake evaluation folder (no torch, no model).
 
 The folder is built from the real writers: render layout via render.imageio, predictions via
-evaluate.baselines, scores via evaluate.score.score, ablation.json via evaluate.jobs.summarise_ablation;
+evaluate.baselines, scores via evaluate.score.score, ablation.json via evaluate.causal.summarise_ablation;
 link.json is written by hand in the format of evaluate.jobs.main_link.
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from evaluate import report as R
-from evaluate.baselines import write_baselines, write_method_manifest, write_prediction
+from evaluate.baselines import write_baselines
+from evaluate.predictions import write_method_manifest, write_prediction
 from evaluate.score import score
 from fakes import write_synthetic_render
 from render.imageio import write_png_encoded
@@ -24,9 +25,9 @@ H, W = 24, 32
 WARNING = "RANDOM WEIGHTS"
 
 
-def write_render(root: Path, scene: str = "alpha", lightings=("key", "rim")) -> Path:
-    """Two samples (one scene, two lightings) in the render output layout."""
-    return write_synthetic_render(root, scenes=(scene,), lightings=lightings, h=H, w=W)
+def write_render(root: Path, scenes=("alpha", "beta"), lightings=("key", "rim")) -> Path:
+    """Four samples (two scenes, two lightings each) in the render output layout."""
+    return write_synthetic_render(root, scenes=scenes, lightings=lightings, h=H, w=W)
 
 
 def _klein_like(pred: Path, data: Path, method: str, ids, random_weights: bool, seed: int, ablate=()) -> None:
@@ -38,7 +39,7 @@ def _klein_like(pred: Path, data: Path, method: str, ids, random_weights: bool, 
     for sid in ids:
         gt = read_exr(data / sid / "albedo_linear.exr")
         noisy = np.clip(gt * 0.8 + rng.normal(0, 0.05, gt.shape), 0, 1).astype(np.float32)
-        write_prediction(pred, method, sid, noisy, scene="alpha", lighting=sid.split("__")[1], prompt="albedo",
+        write_prediction(pred, method, sid, noisy, scene=sid.split("__")[0], lighting=sid.split("__")[1], prompt="albedo",
                          seed=0, steps=4, guidance=1.0, model=model["model"], random_weights=random_weights,
                          ablated_units=list(ablate))
     write_method_manifest(pred, method, {"model": model, "prompt": "turn this into its albedo", "steps": 4,
@@ -54,7 +55,7 @@ def build_out(root: Path, random_weights: bool, extras: bool = True) -> tuple[Pa
     data = write_render(root / "render")
     out = root / "eval"
     pred = out / "pred"
-    ids = ["alpha__key", "alpha__rim"]
+    ids = ["alpha__key", "alpha__rim", "beta__key", "beta__rim"]
     write_baselines(data, pred, progress=False)
     _klein_like(pred, data, "klein", ids, random_weights, seed=1)
     if extras:
@@ -64,7 +65,7 @@ def build_out(root: Path, random_weights: bool, extras: bool = True) -> tuple[Pa
                     ablate=("double.0.img/h01",))
     score(data, pred, out, n_boot=50, lpips="off", progress=False, workers=1)
     if extras:
-        from evaluate.jobs import summarise_ablation
+        from evaluate.causal import summarise_ablation
 
         plan = {"klein__ablate_top2": ["double.0.img/h00"], "klein__ablate_rand2_r0": ["double.0.img/h01"]}
         (out / "ablation_plan.json").write_text(json.dumps(
@@ -106,12 +107,12 @@ def test_random_weights_first_line_and_tables(random_run):
     assert "ablate" not in metrics  # ablation runs stay out of the main table
     assert "lmse_linear_per_channel" in metrics and "psnr_srgb_none" in metrics
     assert "lpips_srgb_none" in metrics and "not computed" in metrics  # LPIPS off: dash plus the reason
-    assert "2 / 0" in metrics       # n ok / n errors of klein
+    assert "4 / 0" in metrics       # n ok / n errors of klein
     assert "lower is better" in metrics and "linear values" in metrics  # legend from COLUMN_DOCS
     assert "[" in metrics.split("`klein`")[1].splitlines()[0]  # mean [CI]
 
     inv = _section(md, "## Illumination invariance")
-    assert "`klein`" in inv and "inv_mse_linear_per_channel" in inv and "1 / 1" in inv
+    assert "`klein`" in inv and "inv_nmse_linear_per_channel" in inv and "2 / 2" in inv
 
     link = _section(md, "## Link")
     assert "0.4 [-0.8, 1]" in link and "figures/link_scatter.png" in link and "selectivity" in link
@@ -140,7 +141,7 @@ def test_grid_png_is_valid_and_excludes_ablations(random_run):
         with Image.open(g) as im:
             assert im.size[0] > 200 and im.size[1] > 100
     section = _section(md, "## Per-sample predictions")
-    assert "2 of 2 samples" in section and "error map of `klein`" in section
+    assert "4 of 4 samples" in section and "error map of `klein`" in section
 
 
 def test_html_is_self_contained_and_warns(random_run):
@@ -210,3 +211,23 @@ def test_spread_samples_covers_scenes():
     picked = R.spread_samples(samples[:6], 5)  # 2 scenes x 3 lightings: both scenes, then second lightings
     assert len(picked) == 5 and {p.split("__")[0] for p in picked} == {"s0", "s1"}
     assert R.spread_samples(samples, 0) == []
+
+
+def test_headline_is_scalar_aligned_beside_paired_differences(random_run):
+    out, _, path = random_run
+    md = path.read_text()
+    metrics = _section(md, "## Metrics against ground truth albedo")
+    header = next(line for line in metrics.splitlines() if line.startswith("| method"))
+    for c in ("lmse_linear_scalar", "mse_linear_scalar", "mse_srgb_scalar", "dssim_srgb_scalar", "psnr_srgb_scalar",
+              "shading_leakage_linear"):
+        assert f"`{c}`" in header, c
+    assert "_none" not in header and "_per_channel" not in header      # those are in the detail tables
+    assert "mse_srgb_none" in metrics and "alignments `none` and `per_channel`" in metrics
+    assert "base scenes" in metrics and "Paired differences" in metrics
+    assert "`klein` − `image_as_albedo`" in metrics and "`klein` − `retinex_color`" in metrics
+    inv = _section(md, "## Illumination invariance")
+    assert "accuracy `lmse_linear_scalar`" in inv and "degenerate" in inv
+    assert inv.index("accuracy") < inv.index("inv_nmse_linear_scalar")
+    abl = _section(md, "## Ablation")
+    assert "rank p" in abl and "smallest attainable p" in abl and "permutation" not in abl
+    assert "What changed in the definitions" in md and "scalar" in _section(md, "## What changed")

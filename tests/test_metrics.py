@@ -154,7 +154,10 @@ def test_masked_pixels_ignored():
     p2[~mask] = rng.uniform(-50, 50, (int((~mask).sum()), 3))
     other = M.score_pair(g2, p2, mask)
     assert base.keys() == other.keys()
+    assert other["degenerate"] == base["degenerate"] == ""
     for k in base:
+        if k == "degenerate":
+            continue
         if np.isnan(base[k]):
             assert np.isnan(other[k]), k
         else:
@@ -180,8 +183,14 @@ def test_psnr_and_ssim_agree_with_scikit_image():
     assert M.dssim(gs, gs, full) == pytest.approx(0.0, abs=1e-7)
 
 
+def _disc(h, w, r=0.4):
+    yy, xx = np.mgrid[0:h, 0:w]
+    return ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) < (r * min(h, w)) ** 2
+
+
 def test_score_pair_equals_the_single_metric_functions():
-    g, p, mask = _rand(10, 45, 47)
+    g, p, _ = _rand(10, 45, 47)
+    mask = _disc(45, 47)      # a compact mask: the window metrics keep pixels after erosion
     row = M.score_pair(g, p, mask)
     gs = linear_to_srgb(g).astype(np.float64)
     for a in M.ALIGNMENTS:
@@ -192,6 +201,7 @@ def test_score_pair_equals_the_single_metric_functions():
         assert row[f"lmse_linear_{a}"] == pytest.approx(M.lmse(g, p, mask, a), rel=1e-10)
         assert row[f"psnr_srgb_{a}"] == pytest.approx(M.psnr(gs, ps, mask), rel=1e-6)
         assert row[f"dssim_srgb_{a}"] == pytest.approx(M.dssim(gs, ps, mask), rel=1e-6)
+        assert np.isfinite(row[f"dssim_srgb_{a}"])
         assert np.isnan(row[f"lpips_srgb_{a}"])
     assert row["scale_scalar"] == pytest.approx(M.fit_scales(g, p, mask, "scalar")[0])
 
@@ -294,3 +304,90 @@ def test_lpips_available_branch():
     assert scorer(gs, ps, mask) > 1e-3
     row = M.score_pair(g, p, mask, lpips=scorer)
     assert all(np.isfinite(row[f"lpips_srgb_{a}"]) for a in M.ALIGNMENTS)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 10: scale-free invariance (3), eroded windows (6), shading leakage (11)
+
+
+def _two_lightings(seed=12, h=40, w=48):
+    rng = np.random.default_rng(seed)
+    g = rng.uniform(0.1, 0.9, (h, w, 3))
+    p1 = g * rng.uniform(0.8, 1.2, (h, w, 3))
+    p2 = g * rng.uniform(0.8, 1.2, (h, w, 3))
+    return g, p1, p2, _disc(h, w)
+
+
+def test_invariance_is_scale_free_and_flags_constant_predictions():
+    g, p1, p2, mask = _two_lightings()
+    base = M.invariance([p1, p2], [mask, mask])
+    dark = M.invariance([0.01 * p1, 0.01 * p2], [mask, mask])
+    for a in M.ALIGNMENTS:
+        assert dark[f"inv_nmse_linear_{a}"] == pytest.approx(base[f"inv_nmse_linear_{a}"], rel=1e-9)
+        # the earlier form shrinks with the square of the scale: dark outputs looked "more invariant"
+        assert dark[f"inv_mse_linear_{a}"] == pytest.approx(1e-4 * base[f"inv_mse_linear_{a}"], rel=1e-9)
+    const = np.full_like(g, 0.3)
+    assert M.degenerate_prediction(g, const, mask) == "constant"
+    assert M.degenerate_prediction(g, 0 * g, mask) == "zero"
+    assert M.degenerate_prediction(g, p1, mask) == "" and M.degenerate_prediction(g, g, mask) == ""
+    flagged = M.invariance([const, const * 1.01], [mask, mask], degenerate=[True, True])
+    assert np.isnan(flagged["inv_nmse_linear_none"]) and flagged["n_degenerate"] == 2 and flagged["n_pairs"] == 0
+    row = M.score_pair(g, const, mask)
+    assert row["degenerate"] == "constant"
+
+
+def test_window_metrics_average_over_the_eroded_mask():
+    """Zero-filled windows at the mask edge must not count: DSSIM equals scikit-image's SSIM map of the
+    unmasked images averaged over the mask eroded by the window radius, whatever lies outside the mask."""
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(13)
+    h, w = 48, 56
+    gt = rng.uniform(0, 1, (h, w, 3))                    # texture
+    pred = np.full_like(gt, 0.5)                          # a grey prediction
+    mask = _disc(h, w, 0.35)
+    _, smap = structural_similarity(gt.astype(np.float32), pred.astype(np.float32), win_size=7, data_range=1.0,
+                                    channel_axis=-1, full=True)
+    inner = M.eroded_mask(mask, 3)
+    assert 0 < inner.sum() < mask.sum()
+    want = (1 - smap[inner].mean()) / 2
+    assert M.dssim(gt, pred, mask) == pytest.approx(want, rel=1e-5)
+    # what averaging over the whole mask gave, with both images zero-filled outside: the edge band looks alike
+    z = np.where(mask[..., None], gt, 0).astype(np.float32), np.where(mask[..., None], pred, 0).astype(np.float32)
+    _, zmap = structural_similarity(*z, win_size=7, data_range=1.0, channel_axis=-1, full=True)
+    band = mask & ~inner
+    assert (1 - zmap[band].mean()) / 2 < 0.8 * want          # flattering near the edge: why it is left out
+    gt2, pred2 = gt.copy(), pred.copy()
+    gt2[~mask], pred2[~mask] = 0.9, 0.1                   # anything outside the mask: no effect
+    assert M.dssim(gt2, pred2, mask) == pytest.approx(M.dssim(gt, pred, mask), rel=1e-9)
+
+
+def test_shading_leakage_zero_for_truth_one_for_the_image():
+    rng = np.random.default_rng(14)
+    h, w = 32, 40
+    albedo = rng.uniform(0.1, 0.9, (h, w, 3))
+    yy, xx = np.mgrid[0:h, 0:w] / w
+    shading = np.repeat((0.2 + 1.5 * xx * (1 - 0.4 * yy))[..., None], 3, -1)
+    mask = _disc(h, w)
+    assert M.shading_leakage(albedo, albedo, shading, mask) == pytest.approx(0.0, abs=1e-12)
+    assert M.shading_leakage(albedo, 0.3 * albedo, shading, mask) == pytest.approx(0.0, abs=1e-12)   # scale-free
+    assert M.shading_leakage(albedo, albedo * shading, shading, mask) == pytest.approx(1.0, rel=1e-9)
+    assert M.shading_leakage(albedo, 2 * albedo * shading ** 0.5, shading, mask) == pytest.approx(0.5, rel=1e-9)
+    assert np.isnan(M.shading_leakage(albedo, albedo * 2, np.ones_like(shading), mask))   # flat light: undefined
+    row = M.score_pair(albedo, albedo * shading, mask, shading=shading)
+    assert row["shading_leakage_linear"] == pytest.approx(1.0)
+    assert np.isnan(M.score_pair(albedo, albedo, mask)["shading_leakage_linear"])          # no shading given
+
+
+def test_invariance_from_sums_equals_the_direct_formulas():
+    g, p1, p2, mask = _two_lightings(15)
+    p2[:5] = 0.0                                   # a dark band: per-channel scales differ from scalar
+    inv = M.invariance([p1, p2], [mask, mask])
+    for a in M.ALIGNMENTS:
+        direct = 0.5 * (M.mse(p1, p2, mask, a) + M.mse(p2, p1, mask, a))
+        assert inv[f"inv_mse_linear_{a}"] == pytest.approx(direct, rel=1e-9)
+        nm = []
+        for x, y in ((p1, p2), (p2, p1)):
+            s_, ya = M.align(x, y, mask, a)
+            nm.append(((x[mask] - ya[mask]) ** 2).sum() / (x[mask] ** 2).sum())
+        assert inv[f"inv_nmse_linear_{a}"] == pytest.approx(np.mean(nm), rel=1e-9)

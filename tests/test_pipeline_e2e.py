@@ -112,10 +112,25 @@ def test_evaluate_end_to_end(rendered, probed, tmp_path):
     assert abl["by_k"]["2"]["metrics"]["lmse_linear_per_channel"]["n_random_draws"] == 2
     report = (ev / "report.md").read_text()
     assert "RANDOM" in report.splitlines()[0].upper()
-    # resume: a second generate skips every finished prediction
+    assert "rank p" in report and "smallest attainable p" in report
+    assert abl["p_min_attainable"] == pytest.approx(1 / 3) and "selection" in abl["by_k"]["2"]
+    assert link["kind"].startswith("indirect") and "expected_halfwidth_at_0" in link
+    plan = json.loads((ev / "ablation_plan.json").read_text())
+    assert "FWER-significant" in plan["selection"]["2"]["rule"] and "token-region" in plan["definition"]
+    # resume: a second generate skips every finished prediction ...
     r = cli("evaluate", "generate", "--model", "tiny", "--data", str(rendered), "--out", str(ev), "--steps", "3",
             "--quiet", "--no-baselines")
-    assert f"0 generated, {len(ids)} already finished" in r.stdout
+    assert f"0 generated (0 of them replacing predictions made with other settings), {len(ids)} already finished" \
+        in r.stdout
+    # ... but only when everything that made them is the same: --resume strict stops and names the field
+    before = (ev / "pred" / "klein" / p0["albedo_srgb"]).read_bytes()
+    r = cli("evaluate", "generate", "--model", "tiny", "--data", str(rendered), "--out", str(ev), "--steps", "2",
+            "--quiet", "--no-baselines", "--resume", "strict", check=False)
+    assert r.returncode == 2 and "steps" in r.stderr and "Traceback" not in r.stderr
+    assert (ev / "pred" / "klein" / p0["albedo_srgb"]).read_bytes() == before
+    cfg = json.loads((ev / "pred" / "klein" / "config.json").read_text())
+    assert cfg["steps"] == 3 and cfg["n_predictions"] == len(ids)       # config.json: what is on disk
+    # (regenerating on a differing key is tested in test_predictions.py, without a subprocess)
 
 
 def test_evaluate_bad_inputs(rendered, tmp_path):

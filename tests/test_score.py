@@ -162,7 +162,11 @@ def test_summary_means_and_bootstrap_cis(scored):
     vals = [float(r["mse_linear_none"]) for r in rows]
     assert m["n"] == len(vals) == 2
     assert m["mean"] == pytest.approx(np.mean(vals))
-    assert min(vals) <= m["ci95_low"] <= m["mean"] <= m["ci95_high"] <= max(vals)
+    # both ok samples are lightings of one scene: one cluster, so no CI (resampling it changes nothing)
+    assert {r["base_scene"] for r in rows} == {"beta"} and m["n_clusters"] == 1 and m["resampled"] == "clusters"
+    assert m["ci95_low"] is None and m["ci95_high"] is None
+    g = summ["methods"]["gt"]["metrics"]["mse_linear_none"]
+    assert g["n_clusters"] == 2 and g["ci95_low"] <= g["mean"] <= g["ci95_high"]
     # PSNR of a perfect prediction is inf: left out of the mean and counted
     assert summ["methods"]["gt"]["metrics"]["psnr_srgb_none"]["n_nonfinite"] == len(ids)
     assert set(summ["columns"]) >= set(metric_columns()) | set(INVARIANCE_COLUMNS)
@@ -236,9 +240,10 @@ def test_baselines_write_layout_resume_and_score(data, tmp_path):
             e = next(e for e in man["predictions"] if e["sample"] == sid)
             assert (pred / m / e["albedo_linear"]).is_file() and (pred / m / e["albedo_srgb"]).is_file()
             assert e["albedo_linear"] == f"{sid}_albedo_linear.exr" and e["albedo_srgb"] == f"{sid}_albedo_srgb.png"
-    # image_as_albedo is the linear image, bit for bit
-    ds = S.open_dataset(data)
-    img = ds.load(ids[0], image=True).image_linear
+    # image_as_albedo is the input every method gets: the 8-bit sRGB PNG decoded to linear, bit for bit
+    from render.imageio import read_png_srgb
+
+    img = read_png_srgb(data / ids[0] / "image_srgb.png", linear=True)
     np.testing.assert_array_equal(read_exr(pred / "image_as_albedo" / f"{ids[0]}_albedo_linear.exr"), img)
 
     # resume: nothing redone; a corrupted file is redone
@@ -296,8 +301,17 @@ def test_baselines_shards_cover_every_sample_once(data, tmp_path):
     r0 = B.write_baselines(data, pred, methods=("image_as_albedo",), shard="0/2", progress=False)
     r1 = B.write_baselines(data, pred, methods=("image_as_albedo",), shard="1/2", progress=False)
     assert r0["image_as_albedo"]["written"] + r1["image_as_albedo"]["written"] == len(ids)
-    man = json.loads((pred / "image_as_albedo" / "manifest.json").read_text())
+    folder = pred / "image_as_albedo"
+    # shards write no shared file: each leaves its own record; the index is rebuilt by the next reader
+    assert not (folder / "manifest.json").exists() and not (folder / "config.json").exists()
+    recs = [json.loads((folder / "shards" / f"shard-{k}-of-2.json").read_text()) for k in (0, 1)]
+    assert sorted(recs[0]["samples"] + recs[1]["samples"]) == ids and recs[1]["shard"]["count"] == 2
+    res = S.score(data, pred, tmp_path / "out", n_boot=10, progress=False)
+    assert res.n_errors == 0 and res.methods == ("image_as_albedo",)
+    man = json.loads((folder / "manifest.json").read_text())
     assert sorted(e["sample"] for e in man["predictions"]) == ids
+    assert "image taken as albedo" in man["description"]          # the run's fields, from the shard records
+    assert json.loads((folder / "config.json").read_text())["shards"][0]["count"] == 2
 
 
 def test_unknown_baseline_and_marigold_without_weights(data, tmp_path):
@@ -351,3 +365,115 @@ def test_scoring_imports_no_torch(data, tmp_path):
                        cwd=Path(__file__).resolve().parents[1])
     assert r.returncode == 0, r.stderr
     assert "clean" in r.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 10: clusters, paired differences, degenerate predictions, shading leakage, stale references
+
+
+def _method(pred: Path, method: str, data: Path, make, key=None) -> None:
+    from evaluate.predictions import PredictionStore
+
+    ds = S.open_dataset(data)
+    store = PredictionStore(pred, method)
+    for s in ds.samples:
+        gt = ds.load(s.id, image=True)
+        store.write(s.id, make(gt, s), key=key(s) if key else None, scene=s.scene, lighting=s.lighting)
+    store.finish()
+
+
+def test_clusters_follow_base_scene_and_old_manifests(tmp_path):
+    """C1: colour variants `<scene>~c<k>` share their base scene's cluster; manifests without base_scene
+    fall back to scene."""
+    data = write_synthetic_render(tmp_path / "render", scenes=("alpha", "alpha~c1", "beta"))
+    man = json.loads((data / "manifest.json").read_text())
+    for e in man["samples"]:
+        if e["scene"] == "alpha~c1":
+            e["base_scene"], e["variant"] = "alpha", 1
+        elif e["scene"] == "alpha":
+            e["base_scene"], e["variant"] = "alpha", 0
+        # beta: an entry written before the change (no base_scene, no variant)
+    (data / "manifest.json").write_text(json.dumps(man))
+    pred = tmp_path / "pred"
+    _method(pred, "klein", data, lambda gt, s: gt.albedo_linear * 0.9)
+    res = S.score(data, pred, tmp_path / "out", n_boot=50, progress=False)
+    rows = _read_csv(res.scores_csv)
+    assert {(r["scene"], r["base_scene"], r["variant"]) for r in rows} == {
+        ("alpha", "alpha", "0"), ("alpha~c1", "alpha", "1"), ("beta", "beta", "0")}
+    summ = res.summary
+    assert summ["clusters"] == "base_scene" and summ["n_clusters"] == 2 and summ["n_scenes"] == 3
+    assert summ["methods"]["klein"]["metrics"]["mse_linear_none"]["n_clusters"] == 2
+    inv = _read_csv(res.invariance_csv)
+    assert sorted(r["scene"] for r in inv) == ["alpha", "alpha~c1", "beta"]   # invariance per scene (variant)
+
+
+def test_paired_differences_and_degenerate_predictions(data, tmp_path):
+    pred = tmp_path / "pred"
+    B.write_baselines(data, pred, progress=False)
+    rng = np.random.default_rng(3)
+    _method(pred, "klein", data, lambda gt, s: np.clip(gt.albedo_linear * 0.8 + rng.normal(0, 0.02, gt.albedo_linear.shape),
+                                                       0, 1).astype(np.float32))
+    _method(pred, "grey", data, lambda gt, s: np.full_like(gt.albedo_linear, 0.4))
+    res = S.score(data, pred, tmp_path / "out", n_boot=200, progress=False)
+    rows = _read_csv(res.scores_csv)
+    pd = res.summary["paired_differences"]
+    for other in ("image_as_albedo", "retinex_color", "grey"):
+        k = {r["sample"]: float(r["mse_linear_scalar"]) for r in rows if r["method"] == "klein"}
+        o = {r["sample"]: float(r["mse_linear_scalar"]) for r in rows if r["method"] == other}
+        d = pd[other]["mse_linear_scalar"]
+        assert d["mean"] == pytest.approx(np.mean([k[s] - o[s] for s in k])) and d["n"] == 4 and d["n_clusters"] == 2
+        assert d["ci95_low"] <= d["mean"] <= d["ci95_high"]
+    assert "klein" not in pd and "shading_leakage_linear" in pd["grey"]
+    # a constant prediction is flagged, and not ranked "most invariant"
+    assert {r["degenerate"] for r in rows if r["method"] == "grey"} == {"constant"}
+    assert {r["degenerate"] for r in rows if r["method"] == "klein"} == {""}
+    inv = [r for r in _read_csv(res.invariance_csv) if r["method"] == "grey"]
+    assert all(r["inv_nmse_linear_scalar"] == "" and "degenerate" in r["note"] for r in inv)
+    assert res.summary["methods"]["grey"]["n_degenerate"] == 4
+    assert res.summary["methods"]["grey"]["invariance"]["inv_nmse_linear_scalar"]["mean"] is None
+    assert res.summary["methods"]["klein"]["invariance"]["inv_nmse_linear_scalar"]["mean"] is not None
+
+
+def test_shading_leakage_of_image_as_albedo_and_truth(data, tmp_path):
+    pred = tmp_path / "pred"
+    B.write_baselines(data, pred, methods=B.BASELINE_METHODS + B.HDR_BASELINE_METHODS, progress=False)
+    _method(pred, "truth", data, lambda gt, s: gt.albedo_linear)
+    res = S.score(data, pred, tmp_path / "out", n_boot=50, progress=False)
+    rows = _read_csv(res.scores_csv)
+    leak = lambda m: [float(r["shading_leakage_linear"]) for r in rows if r["method"] == m]  # noqa: E731
+    assert leak("truth") == pytest.approx([0.0] * 4, abs=1e-9)
+    assert leak("image_as_albedo_hdr") == pytest.approx([1.0] * 4, abs=1e-5)   # the fake render has no residual
+    # from the 8-bit PNG every method gets: the same up to quantisation and the few pixels clipped at 1
+    assert leak("image_as_albedo") == pytest.approx([1.0] * 4, abs=1e-2)
+    assert leak("retinex_color") == pytest.approx([0.0] * 4, abs=0.1)     # Retinex removes most of the shading
+    m = res.summary["methods"]["image_as_albedo_hdr"]["metrics"]["shading_leakage_linear"]
+    assert m["mean"] == pytest.approx(1.0, abs=1e-5) and m["n_clusters"] == 2
+
+
+def test_baselines_read_the_same_srgb_input_as_klein(data, tmp_path):
+    from render.imageio import read_png_srgb
+
+    pred = tmp_path / "pred"
+    B.write_baselines(data, pred, methods=("image_as_albedo", "image_as_albedo_hdr"), progress=False)
+    sid = "beta__rim"
+    png = read_png_srgb(data / sid / "image_srgb.png", linear=True)
+    hdr = S.open_dataset(data).load(sid, image=True).image_linear
+    assert hdr.max() > 1.0                                           # the render has highlights the PNG clips
+    np.testing.assert_array_equal(read_exr(pred / "image_as_albedo" / f"{sid}_albedo_linear.exr"), png)
+    np.testing.assert_array_equal(read_exr(pred / "image_as_albedo_hdr" / f"{sid}_albedo_linear.exr"), hdr)
+    side = json.loads((pred / "image_as_albedo" / f"{sid}.json").read_text())
+    assert side["key"]["reference"]["file"] == f"{sid}/image_srgb.png" and "8-bit sRGB" in side["key"]["input"]
+
+
+def test_prediction_of_an_older_render_is_an_error_row(data, tmp_path):
+    import shutil
+
+    local = tmp_path / "render"
+    shutil.copytree(data, local)
+    pred = tmp_path / "pred"
+    B.write_baselines(local, pred, methods=("image_as_albedo",), progress=False)
+    write_png_srgb(local / "beta__key" / "image_srgb.png", np.full((H, W, 3), 0.2, np.float32))   # re-rendered
+    res = S.score(local, pred, tmp_path / "out", n_boot=20, progress=False)
+    rows = {r["sample"]: r for r in _read_csv(res.scores_csv)}
+    assert rows["beta__key"]["status"] == "error" and "stale prediction" in rows["beta__key"]["error"]
+    assert rows["alpha__key"]["status"] == "ok"
