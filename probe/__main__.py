@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--image-prompt", default=None, metavar="TEXT",
                    help="the editing text of every call (default: the first instruction of "
                         "prompts/edit_instructions.json, what evaluate generate uses)")
+    g.add_argument("--max-side", type=int, default=None, metavar="N",
+                   help="references are prepared as evaluate generate prepares them: downscaled when a side is over "
+                        "N (default 1024; 64 for --model tiny, as evaluate), then padded to multiples of 16")
     g.add_argument("--pairs-over", choices=("scenes", "samples"), default="scenes",
                    help="scenes: one pair per base scene, its lightings and variants averaged first (independent); "
                         "samples: every sample-level pair (CLUSTERED, flagged in every output)")

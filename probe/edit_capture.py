@@ -15,7 +15,7 @@ after the last captured step, and a batch of noise seeds on the same reference (
 evaluate's call; several: one generator per seed, the same reference latents repeated by the pipeline).
 
 How the reference is prepared (downscaled, padded) is the caller's: pass `prepare_reference`, a
-function PIL.Image -> PIL.Image, the same one `evaluate generate` applies. The pipeline then crops
+function PIL.Image -> PIL.Image, the same one `evaluate generate` applies (`ReferencePrep`). The pipeline then crops
 the reference to multiples of 2 x vae_scale_factor (16 px for klein), and, with no height/width
 given, generates an image of the cropped reference's size. `edit_layout` predicts the token counts
 of that call (`probe.regions.TokenLayout`); the capture checks them against every captured forward.
@@ -25,6 +25,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -33,9 +34,41 @@ from .regions import TokenLayout
 
 # Flux2KleinPipeline: references above this many pixels are first resized to it (aspect kept).
 MAX_REFERENCE_AREA = 1024 * 1024
-# The reference preparation of `probe run --stimuli images` (recorded in the capture settings and the resume key).
-REFERENCE_AS_RENDERED = ("none: the rendered PNG as it is (the pipeline itself resizes references above 1024x1024 "
-                         "pixels and crops them to multiples of 16)")
+
+
+@dataclass(frozen=True)
+class ReferencePrep:
+    """The reference preparation of `evaluate generate`, as a PIL -> PIL function for `capture_edit`:
+    `evaluate.registration.plan_reference(w, h, max_side, multiple).apply` (scale only when a side is over
+    max_side or under klein's 64-px minimum, then pad to multiples of `multiple` with reflected content), so
+    the probe measures the heads on exactly the image evaluate edits and scores.
+
+    Layering: this reaches into `evaluate` (imported when called), because the preparation lives there; it
+    is model-facing and would belong in `probe` (see DESIGN.md), where evaluate could import it."""
+    max_side: int
+    multiple: int = 16
+
+    @classmethod
+    def like_evaluate(cls, loaded, max_side: int | None = None) -> "ReferencePrep":
+        """evaluate generate's defaults: max_side 1024 (64 for a random-weight model), multiple 2 x vae_scale_factor."""
+        side = max_side or (64 if loaded.random_weights else 1024)
+        return cls(int(side), int(getattr(loaded.pipe, "vae_scale_factor", 8)) * 2)
+
+    def plan(self, width: int, height: int):
+        from evaluate.registration import plan_reference
+
+        return plan_reference(width, height, max_side=self.max_side, multiple=self.multiple)
+
+    def __call__(self, image):
+        from PIL import Image
+
+        arr = np.asarray(image.convert("RGB"))
+        return Image.fromarray(self.plan(arr.shape[1], arr.shape[0]).apply(arr))
+
+    def describe(self) -> str:
+        return (f"as evaluate generate: evaluate.registration.plan_reference(max_side={self.max_side}, "
+                f"multiple={self.multiple}): scaled only when a side is over {self.max_side} or under 64 px, then "
+                f"padded to multiples of {self.multiple} with reflected content")
 
 
 def pipeline_default(pipe, name: str):

@@ -231,6 +231,9 @@ def _load_image_design(args):
     from probe.image_stimuli import ImageDesign, build_image_plan
     from probe.prompts import load_edit_instructions
 
+    if args.max_side is not None and args.max_side < 64:
+        raise UsageError(f"--max-side must be at least 64 (klein's smallest reference side), got {args.max_side}; "
+                         "nothing was written")
     for flag, given in (("--pairs", args.pairs), ("--control", args.control), ("--height", args.height),
                         ("--width", args.width)):
         if given:
@@ -265,9 +268,9 @@ def _load_design(args):
     _check_seeds(args)
     if getattr(args, "stimuli", "text") == "images":
         return _load_image_design(args)
-    if getattr(args, "data", None) or getattr(args, "image_prompt", None):
-        raise UsageError("--data and --image-prompt belong to the image probe: add --stimuli images; nothing was "
-                         "written")
+    if getattr(args, "data", None) or getattr(args, "image_prompt", None) or getattr(args, "max_side", None):
+        raise UsageError("--data, --image-prompt and --max-side belong to the image probe: add --stimuli images; "
+                         "nothing was written")
     pairs_path = Path(args.pairs) if args.pairs else default_pairs_path()
     pairs = load_pairs(pairs_path)
     if args.limit:
@@ -290,9 +293,7 @@ def _capture_config(args, loaded):
     tiny = loaded.source == "tiny"
     editing = getattr(args, "stimuli", "text") == "images"
     if editing:
-        from probe.edit_capture import REFERENCE_AS_RENDERED
-
-        size = dict(height=None, width=None, editing=True, reference_prep=REFERENCE_AS_RENDERED)
+        size = dict(height=None, width=None, editing=True, reference_prep=_reference_prep(args, loaded).describe())
         source = "the reference image's size (editing calls, as evaluate generate makes them)"
     elif args.protocol == "card":
         dh, dw = pipeline_default_size(loaded.pipe)
@@ -316,6 +317,13 @@ def _capture_config(args, loaded):
     return CaptureConfig(protocol="heads", steps=args.steps or 50, capture_steps=steps_list,
                          guidance=pipeline_default_guidance(loaded.pipe) if args.guidance is None else args.guidance,
                          reducer=args.reducer, single_tokens=args.single_tokens, **common).resolved(), source
+
+
+def _reference_prep(args, loaded):
+    """The image probe's reference preparation: evaluate generate's own, with its --max-side."""
+    from probe.edit_capture import ReferencePrep
+
+    return ReferencePrep.like_evaluate(loaded, getattr(args, "max_side", None))
 
 
 def _check_out(out: Path) -> None:
@@ -351,8 +359,9 @@ def main_run(args) -> int:
     if args.no_resume and cache.exists():
         cache.unlink()
     log = lambda msg: print(f"note: {msg}", file=sys.stderr)  # noqa: E731
+    prepare = _reference_prep(args, loaded) if design.kind == "images" else None
     values, units, info = capture_stimuli(loaded, design.stimuli(), cfg, cache_path=cache, progress=not args.quiet,
-                                          log=log)
+                                          log=log, prepare_reference=prepare)
     config = {
         "job": "probe run", "argv": sys.argv, "capture": asdict(cfg), "resolution_source": resolution_source,
         "model": loaded.describe(), "stimuli": design.kind, "n_pairs": len(design.pair_ids),
@@ -362,6 +371,7 @@ def main_run(args) -> int:
         "direction": CARD_SIGN if cfg.protocol == "card" else "a-b",
     }
     if design.kind == "images":
+        sources = {**sources, "reference_prep": prepare.describe(), "max_side": prepare.max_side}
         config.update({"images": sources, "text_lengths": {
             "image_prompt": real_text_lengths(loaded.pipe, [design.prompt], cfg.max_sequence_length)}})
     else:

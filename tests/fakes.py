@@ -105,6 +105,9 @@ def write_synthetic_render_variants(root: Path, scenes=("alpha", "beta"), lighti
                 "recolor": {"variants": variants, "seed": seed, "range": "synthetic (tests/fakes.py)"} if variants
                 else None}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return root
+
+
 def fake_probe_units(steps=(0, 3), groups=("double.0.img", "double.0.txt", "single.0", "single.1"), heads=4) -> list[str]:
     """Unit names in the probe's order (C2) for a tiny-klein-sized probe."""
     return [f"s{s:02d}/{g}/h{h:02d}" for s in steps for g in groups for h in range(heads)]

@@ -251,3 +251,47 @@ def test_pairs_over_samples_is_flagged_clustered_in_every_output(tmp_path):
     caps = load_captures(out / "captures.npz")
     assert caps.meta["image_design"]["clustered"] and caps.n_pairs == 8      # 8 samples: 8 sample-level pairs
     assert summary["image_design"]["contrasts"]["lighting"]["clustered"]
+
+
+def test_references_are_prepared_as_evaluate_generate_prepares_them(tiny_loaded, tmp_path, monkeypatch):
+    """A 70 x 50 render (not a multiple of 16, under klein's 64 px): the image run hands klein the very image,
+    and the same call arguments, that `evaluate generate` does with the same --max-side (evaluate.registration:
+    upscaled, then padded to multiples of 16)."""
+    import functools
+    from types import SimpleNamespace
+
+    from diffusers import Flux2KleinPipeline
+
+    from evaluate.generate import GenerateConfig, generate_predictions
+    from probe.edit_capture import ReferencePrep
+    from probe.run import CaptureConfig, capture_stimuli
+    from probe.stimuli import Stimulus
+    from tests.fakes import write_synthetic_render
+
+    calls = []
+    original = Flux2KleinPipeline.__call__
+
+    @functools.wraps(original)
+    def recording(self, *args, **kwargs):
+        calls.append(dict(kwargs))
+        if kwargs.get("output_type") == "np":
+            w, h = kwargs["image"].size
+            return SimpleNamespace(images=[np.zeros((h, w, 3), np.float32)])
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(Flux2KleinPipeline, "__call__", recording)
+    root = write_synthetic_render(tmp_path / "render", scenes=("alpha",), lightings=("key",), h=50, w=70)
+    generate_predictions(tiny_loaded, GenerateConfig(data=str(root), out=str(tmp_path / "pred"), seed=3, steps=1,
+                                                     max_side=128), progress=False)
+    prep = ReferencePrep.like_evaluate(tiny_loaded, 128)
+    cfg = CaptureConfig(steps=1, capture_steps=(0,), guidance=calls[0]["guidance_scale"], height=None, width=None,
+                        editing=True, reference_prep=prep.describe())
+    stim = Stimulus("alpha", "render:alpha__key", calls[0]["prompt"], 3, image=str(root / "alpha__key/image_srgb.png"))
+    capture_stimuli(tiny_loaded, [stim], cfg, progress=False, prepare_reference=prep)
+    ev, mine = calls[0], calls[1]
+    assert ev["image"].size == mine["image"].size and all(v % prep.multiple == 0 for v in mine["image"].size)
+    assert mine["image"].size != (70, 50)
+    np.testing.assert_array_equal(np.asarray(ev["image"]), np.asarray(mine["image"]))
+    assert set(ev) - {"output_type"} == set(mine) - {"output_type", "callback_on_step_end"}
+    assert "plan_reference(max_side=128, multiple=" in prep.describe()
+    assert ReferencePrep.like_evaluate(tiny_loaded).max_side == 64          # evaluate's default for a tiny model
