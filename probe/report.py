@@ -631,7 +631,10 @@ def _what_was_run(caps, res, config: dict, layout: UnitLayout, protocol: str) ->
                 "stream, the first inner_dim channels of a single block's fused `to_out`, whose other channels "
                 "are MLP activations), reduced to one number per prompt over real tokens only (text padding "
                 "masked). Names: `s12/double.3.img/h07` (step 12, joint block 3, image stream, head 7), "
-                "`s12/double.3.txt/h07`, `s12/single.9/h07` (or `single.9.txt/h07` for text tokens).", ""]
+                "`s12/double.3.txt/h07`, `s12/single.9/h07` (or `single.9.txt/h07` for text tokens)."
+                + (" Editing calls add the reference image's tokens as units of their own: `s12/double.3.ref/h07`, "
+                   "`s12/single.9.ref/h07` (the same head over the reference tokens, which klein appends after the "
+                   "generated ones)." if _is_images(res) else ""), ""]
     return out
 
 
@@ -887,7 +890,7 @@ def _files_section(res) -> list[str]:
         "- `summary.json`: the headline numbers (n_pairs, n_units, n_abs_t_gt_3, n_abs_t_gt_5, null p99s and "
         "ratios, split-half r, max |t|, FWER and BH counts, per-block rows, `n_selective_vs_NAME` per control set, "
         "every control contrast under `contrasts`, every direct test under `directs`, the paraphrase control also "
-        "under `control`, `direction` and `sign_convention`).",
+        "under `control`, `direction` (\"a-b\" or \"b-a\"), `direction_label` and `sign_convention`).",
         "- `config.json`: the resolved capture configuration, model record, prompt files, statistics settings "
         "and library versions.",
         "- `figures/`: the PNGs above.", "",
