@@ -102,9 +102,9 @@ def link_text_probe(probe, a: np.ndarray, b: np.ndarray, pair_ids: Sequence[str]
             per_scene.setdefault(scene_of.get(s, s), []).append(v)
     # t's sign follows the probe's `direction` (the card protocol reports B - A): the per-pair difference
     # must be taken the same way round, or sign(t) * diff flips the selectivity of every unit.
-    direction = str(probe.summary.get("direction") or "a-b")
+    direction = str(probe.summary.get("t_direction") or "a-b")   # summary `direction` is the words for it
     if direction not in ("a-b", "b-a"):
-        raise LinkError(f"{probe.path}: unknown t direction {direction!r} in summary.json (expected a-b or b-a)")
+        raise LinkError(f"{probe.path}: unknown t_direction {direction!r} in summary.json (expected a-b or b-a)")
     first, second = (a, b) if direction == "a-b" else (b, a)
     sel_all = selectivity(np.asarray(first, np.float64) - np.asarray(second, np.float64), probe.units["t"], idx)
     ids, xs, ys = [], [], []

@@ -7,6 +7,8 @@
     python -m probe run --protocol card --out runs/probe-card   # the published card's protocol
     python -m probe run --stimuli images --data runs/render --out runs/probe-images   # no words: rendered pixels
     python -m probe stats --from runs/probe/captures.npz --out runs/probe-restat   # no model, no torch
+    python -m probe run --shard auto --out runs/probe ...   # one share of the pairs per SLURM task / torchrun rank
+    python -m probe merge runs/probe                        # check the shards, then statistics and report
     python -m probe prompts --scenes my_scenes/ --out pairs.jsonl --control control.jsonl --vocabulary vocab.jsonl
     python -m probe prompts --from-pairs prompts/pairs.jsonl --vocabulary prompts/vocabulary.jsonl
 
@@ -20,7 +22,28 @@ from __future__ import annotations
 import argparse
 import sys
 
-SUBCOMMANDS = ("run", "stats", "prompts", "compare")
+SUBCOMMANDS = ("run", "stats", "prompts", "compare", "merge")
+
+
+MERGE_DESCRIPTION = """Merge the shards of `python -m probe run --shard K/N|auto` into one run.
+
+Every finished shard file must share one configuration (capture settings, model revision,
+randomisation, dtype, device type, library versions, design, unit set), and every pair of the
+design must be in one of them: a pair held twice counts once when its values are identical,
+different values are an error. Then captures.npz, units.csv, summary.json, config.json and the
+report, exactly as an unsharded `probe run` writes them (no model is loaded, no GPU needed)."""
+
+MERGE_EPILOG = """examples:
+  python -m probe merge runs/probe                  # every shard wrote into runs/probe: merged in place
+  python -m probe merge runs/probe --dry-run        # the pairs still missing, by shard, and what to run again
+  python -m probe merge node1/probe node2/probe --out runs/probe
+
+files: each shard (`python -m probe run --shard K/N --out DIR ...`) writes DIR/shards/partial-K-of-N.npz;
+a shard that is still capturing (or was stopped) has a file without its finished header and is never
+merged. config.json of the merged run lists every shard file, its host, shard source and capture time.
+
+exit status: 0 merged (--dry-run: complete), 2 not mergeable (one paragraph says why; nothing is
+written), 3 (--dry-run) pairs missing."""
 
 
 def _add_stats_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m probe", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    sub = parser.add_subparsers(dest="command", metavar="{run,stats,prompts,compare}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,stats,prompts,compare,merge}")
 
     run = sub.add_parser("run", help="capture with the model, then statistics and report (default)",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -121,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-sequence-length", type=int, default=512, help="text length klein pads prompts to")
     run.add_argument("--out", default="runs/probe", help="output folder")
     run.add_argument("--no-resume", action="store_true", help="ignore partial_captures.npz and recapture everything")
+    run.add_argument("--shard", default=None, metavar="K/N|auto",
+                     help="capture only shard K of N (K = 0..N-1) of the pairs: the sorted pair ids round robin, a "
+                          "pair's A, B, controls and noise draws together; 'auto' reads K/N from a SLURM array or "
+                          "torchrun (with --device auto each torchrun process takes cuda:LOCAL_RANK). Each shard "
+                          "writes OUT/shards/partial-K-of-N.npz and no statistics: `python -m probe merge OUT` "
+                          "checks and combines the shards")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_stats_arguments(run)
 
@@ -142,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     from probe.compare import add_compare_arguments
 
     add_compare_arguments(cp)
+
+    mg = sub.add_parser("merge", help="check the shards of a split run (`run --shard`), then captures.npz, statistics "
+                                      "and report (no model, no GPU)",
+                        description=MERGE_DESCRIPTION,
+                        epilog=MERGE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from probe.merge import add_merge_arguments
+
+    add_merge_arguments(mg)
+    _add_stats_arguments(mg)
     return parser
 
 
@@ -163,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
             from probe.compare import main_compare
 
             return main_compare(args)
+        if args.command == "merge":
+            from probe.merge import main_merge
+
+            return main_merge(args)
         from probe.job import main_run
 
         return main_run(args)

@@ -329,22 +329,34 @@ def _reference_prep(args, loaded):
 def _check_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe_file = out / ".write-test"
+        probe_file = out / f".write-test-{platform.node()}-{os.getpid()}"     # shards share the folder
         probe_file.write_text("")
         probe_file.unlink()
     except OSError as e:
         raise UsageError(f"cannot write to the output folder {out}: {e}") from e
 
 
+def _shard(args):
+    """The run's --shard (K/N, auto, or none: the whole run), resolved before anything is loaded."""
+    from render.shard import Shard
+
+    try:
+        return Shard.parse(getattr(args, "shard", None))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 def main_run(args) -> int:
     from probe.card import CARD_SIGN
     from probe.model import load_pipeline, spec_from_args
     from probe.run import capture_stimuli, real_text_lengths
+    from probe.shards import shard_path, shard_stimuli
 
     out = Path(args.out)
+    shard = _shard(args)
     design, controls, sources = _load_design(args)
     _stats_config(args, args.protocol)          # bad statistics options fail before anything is written
-    baseline = _baseline(args, out)
+    baseline = _baseline(args, out) if shard.is_whole else None     # a sharded run's statistics wait for the merge
     _check_out(out)
     loaded = load_pipeline(spec_from_args(args))
     cfg, resolution_source = _capture_config(args, loaded)
@@ -355,20 +367,21 @@ def main_run(args) -> int:
     elif loaded.random_weights:
         print("note: --model tiny has random weights: this is a dry run and its numbers are not findings",
               file=sys.stderr)
-    cache = out / "partial_captures.npz"
+    cache = out / "partial_captures.npz" if shard.is_whole else shard_path(out, shard)
     if args.no_resume and cache.exists():
         cache.unlink()
     log = lambda msg: print(f"note: {msg}", file=sys.stderr)  # noqa: E731
     prepare = _reference_prep(args, loaded) if design.kind == "images" else None
-    values, units, info = capture_stimuli(loaded, design.stimuli(), cfg, cache_path=cache, progress=not args.quiet,
-                                          log=log, prepare_reference=prepare)
+    every = design.stimuli()
+    values, units, info = capture_stimuli(loaded, shard_stimuli(every, shard), cfg, cache_path=cache,
+                                          progress=not args.quiet, log=log, prepare_reference=prepare)
     config = {
         "job": "probe run", "argv": sys.argv, "capture": asdict(cfg), "resolution_source": resolution_source,
         "model": loaded.describe(), "stimuli": design.kind, "n_pairs": len(design.pair_ids),
         "noise": design.record(), "capture_info": info,
         "captured_forward": ("conditional (first of the two CFG forwards per step)" if info["forwards_per_step"] == 2
                              else "the only forward per step (no CFG)"),
-        "direction": CARD_SIGN if cfg.protocol == "card" else "a-b",
+        "direction": CARD_SIGN if cfg.protocol == "card" else "a-b", "shard": shard.as_dict(),
     }
     if design.kind == "images":
         sources = {**sources, "reference_prep": prepare.describe(), "max_side": prepare.max_side}
@@ -383,6 +396,10 @@ def main_run(args) -> int:
             "prompts": sources, "n_control_pairs": len(controls.get("paraphrase", ([],))[0]),
             "control_sets": {name: {"n_pairs": len(cs), "source": src} for name, (cs, src) in controls.items()},
             "text_lengths": lengths})
+    if not shard.is_whole:
+        from probe.shards import write_shard_of_run
+
+        return write_shard_of_run(out, shard, cache, args, every, values, units, info, config)
     return finish_run(out, design, values, units, config, args, baseline)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -163,10 +162,13 @@ def load_cache(path: Path | None, fields: dict, n_units: int) -> tuple[dict[str,
 
 
 def save_cache(path: Path, fields: dict, done: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
-    np.savez(tmp, config_key=np.array(fields_key(fields)), key_fields=np.array(json.dumps(fields, sort_keys=True)),
-             keys=np.array(list(done)), values=np.stack(list(done.values())).astype(np.float32))
-    os.replace(tmp, path)
+    """Write the resume cache atomically (temporary name with host and pid: shards on several nodes of one
+    file system never share one)."""
+    from render.imageio import atomic_path
+
+    with atomic_path(path) as tmp:
+        np.savez(tmp, config_key=np.array(fields_key(fields)), key_fields=np.array(json.dumps(fields, sort_keys=True)),
+                 keys=np.array(list(done)), values=np.stack(list(done.values())).astype(np.float32))
 
 
 # ------------------------------------------------------------------------------------------- capture

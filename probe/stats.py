@@ -805,6 +805,8 @@ class Analysis:
         s["seed"] = cfg.seed
         s["primary_contrast"] = self.primary
         s["direction"] = self.direction
+        # machine-readable: which way round the primary contrast's per-pair difference (and t) is taken
+        s["t_direction"] = "b-a" if self.contrasts[self.primary].reverse else "a-b"
         s["sign_convention"] = (f"t > 0 means the unit is larger on the first term of '{self.direction}'; every "
                                 f"statistic is on that per-pair difference")
         s["contrasts"] = {}

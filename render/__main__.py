@@ -17,8 +17,10 @@ from pathlib import Path
 from render.pipeline import (DEFAULT_OUT, FILES, RenderError, build_manifest, plan_samples, render_dataset,
                              verify_sample)
 from render.recolor import with_variants
-from render.scene import SceneError, generate_scenes, load_scenes, save_scene
-from render.settings import DEFAULT_RESOLUTION, DEFAULT_SAMPLES, DEVICES, RenderSettings, parse_resolution
+from render.generator import generate_scenes
+from render.scene import SceneError, load_scenes, save_scene
+from render.settings import (DEFAULT_RESOLUTION, DEFAULT_SAMPLES, DEVICES, EXPOSURES, RenderSettings,
+                             parse_resolution)
 from render.shard import Shard
 
 EPILOG = f"""\
@@ -65,8 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resolution", metavar="N|WxH", default=str(DEFAULT_RESOLUTION),
                    help=f"image size in pixels (default {DEFAULT_RESOLUTION})")
     r.add_argument("--samples", metavar="N", type=int, default=DEFAULT_SAMPLES,
-                   help=f"Cycles samples per pixel, no denoising (default {DEFAULT_SAMPLES})")
+                   help=f"Cycles samples per pixel, the most with adaptive sampling; no denoising (default "
+                   f"{DEFAULT_SAMPLES})")
+    r.add_argument("--adaptive-threshold", metavar="T", type=float, default=RenderSettings.adaptive_threshold,
+                   help=f"Cycles' adaptive-sampling noise threshold (default {RenderSettings.adaptive_threshold:g}; "
+                   f"0 = every pixel gets --samples); pixels stop after >= {RenderSettings.adaptive_min_samples} samples "
+                   "once converged; the decomposition stays exact")
     r.add_argument("--threads", metavar="N", type=int, default=0, help="CPU threads for Cycles (default 0 = all)")
+    r.add_argument("--exposure", choices=EXPOSURES, default="auto",
+                   help="auto (default): scale each sample's light (image, shading, residual; never albedo) so its "
+                   "centre-weighted median shading is 0.5, with highlight protection, in 1/3-EV steps (incident-light "
+                   "metering, recorded per sample); none: Cycles' radiance as is")
+    r.add_argument("--firefly-clamp", metavar="F", type=float, default=RenderSettings.firefly_clamp,
+                   help=f"clamp indirect light per sample at F x the image's mean luminance, from a tiny pre-pass "
+                   f"(default {RenderSettings.firefly_clamp:g}; 0 = off); the ground-truth identity is unaffected")
     r.add_argument("--device", choices=DEVICES, default="auto",
                    help="Cycles backend (default auto: the best GPU backend Cycles finds, OptiX > CUDA > HIP, else "
                    "the CPU, said once); an explicit GPU backend that is not available is an error. Recorded per "
@@ -82,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--status", metavar="N", type=int, help="check OUT for every sample of the whole plan, split "
                    "N ways as --shard K/N splits it: list what is missing and which shards to run again "
                    "(exit 0 complete, 3 incomplete)")
+    o.add_argument("--contact-sheet", action="store_true",
+                   help="only write OUT/contact_sheet.png (more pages as contact_sheet_p2.png, ...) from the finished "
+                   "samples in --out: image / albedo / shading / residual per sample with its id (--only and "
+                   "--lightings pick samples)")
+    o.add_argument("--sheet-size", metavar="PX", type=int, default=128, help="contact sheet: panel size (128)")
+    o.add_argument("--sheet-layout", metavar="COLSxROWS", default="2x12",
+                   help="contact sheet: samples per row x rows per page (2x12)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -91,14 +112,38 @@ def _fail(msg: str, code: int = 2) -> int:
     return code
 
 
+def _contact_sheet(args, out: Path) -> int:
+    from render.contact_sheet import contact_sheet
+    from render.dataset import list_samples
+
+    try:
+        cols, rows = (int(x) for x in args.sheet_layout.lower().split("x"))
+    except ValueError:
+        return _fail(f"--sheet-layout must look like COLSxROWS (e.g. 2x12), got {args.sheet_layout!r}")
+    try:
+        infos = list_samples(out)
+        only, lights = _csv(args.only), _csv(args.lightings)
+        ids = [i.id for i in infos if (not only or i.base_scene in only or i.scene in only)
+               and (not lights or i.lighting in lights)]
+        if not ids:
+            raise ValueError(f"--contact-sheet: no finished sample in {out} matches --only / --lightings")
+        pages = contact_sheet(out, ids=ids, thumb=args.sheet_size, per_row=cols, rows=rows)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        return _fail(str(e))
+    print(f"wrote {', '.join(str(p) for p in pages)} ({len(ids)} samples)", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.spec_help:
-        from render.scene import SPEC_DOC
+        from render.scene import spec_doc
 
-        print(SPEC_DOC)
+        print(spec_doc())
         return 0
     out = Path(args.out)
+    if args.contact_sheet:
+        return _contact_sheet(args, out)
     if args.manifest_only:
         if not out.is_dir():
             return _fail(f"--out {out}: no such folder")
@@ -112,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads < 0:
             raise ValueError(f"--threads must be >= 0 (0 = all cores), got {args.threads}")
         settings = RenderSettings(width=w, height=h, samples=args.samples, threads=args.threads,
-                                  device=args.device).validate()
+                                  device=args.device, exposure=args.exposure,
+                                  firefly_clamp=args.firefly_clamp,
+                                  adaptive_threshold=args.adaptive_threshold).validate()
         shard = Shard.parse(args.shard)
         only = _csv(args.only)
         if args.generate is not None:

@@ -25,10 +25,13 @@ import bpy
 import mathutils
 import numpy as np
 
-from render.scene import Light, Lighting, Material, Object, Scene, Texture, World
+from render.assets import primitive_mesh
+from render.materials import NodeGraph, texture_graph
+from render.scene import Light, Lighting, Material, Object, Scene, Sky, Texture, World
 from render.settings import GPU_PREFERENCE, RenderSettings
 
 ALBEDO_AOV = "albedo"
+_LUMA = np.array([0.2126, 0.7152, 0.0722])
 NORMAL_AOV = "normal"   # the Geometry node's shading normal: unlike Cycles' Normal pass (an average of the BSDF
                         # closures' normals weighted by their colours), it cannot depend on material colours
 VIEW_LAYER = "ViewLayer"
@@ -178,6 +181,46 @@ def _cpu_names() -> tuple[str, ...]:
     return names or ("CPU",)
 
 
+def _primitive_mesh(obj: Object):
+    return primitive_mesh(obj.primitive, obj.profile, obj.segments)
+
+
+def _socket(sockets, ref):
+    """A node socket by index, identifier or (first) name."""
+    if isinstance(ref, int):
+        return sockets[ref]
+    for s in sockets:
+        if s.identifier == ref:
+            return s
+    for s in sockets:
+        if s.name == ref:
+            return s
+    raise KeyError(f"no socket {ref!r} in {[s.identifier for s in sockets]}")
+
+
+def instantiate(nt, graph: NodeGraph) -> dict:
+    """Build a render.materials.NodeGraph in node tree `nt`; return its colour and factor output sockets."""
+    made = {}
+    for key, (idname, props, inputs) in graph.nodes.items():
+        n = nt.nodes.new(idname)
+        for k, v in props.items():
+            setattr(n, k, v)
+        for k, v in inputs.items():
+            _socket(n.inputs, k).default_value = v
+        made[key] = n
+    for a, out, b, inp in graph.links:
+        nt.links.new(_socket(made[a].outputs, out), _socket(made[b].inputs, inp))
+    return {"color": _socket(made[graph.color[0]].outputs, graph.color[1]),
+            "factor": _socket(made[graph.factor[0]].outputs, graph.factor[1]) if graph.factor else None}
+
+
+def _sun_of(sky: Sky) -> Light:
+    """The Sun light that stands in for the sky's sun disc: same direction, the sky's irradiance and colour."""
+    d = sky.sun_direction
+    return Light(type="sun", location=tuple(10.0 * c for c in d), look_at=(0.0, 0.0, 0.0),
+                 strength=sky.sun_strength, size=sky.sun_angle_deg, temperature_k=sky.sun_kelvin)
+
+
 def _look_rotation(location, target) -> mathutils.Euler:
     d = mathutils.Vector(target) - mathutils.Vector(location)
     return d.to_track_quat("-Z", "Y").to_euler()
@@ -194,6 +237,7 @@ class BlenderSession:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.quiet = quiet
         self.scene_id: str | None = None
+        self.last_clamp = 0.0
         self._lights: list = []
 
     # ------------------------------------------------------------------------------------ scene
@@ -246,7 +290,11 @@ class BlenderSession:
                 d.use = d.type == self.device.backend
             c.device = "GPU"
         c.samples = s.samples
-        c.use_adaptive_sampling = False
+        # adaptive sampling stops a pixel once its noise is below the threshold: every pass of the pixel is still
+        # the mean over the same samples, so the decomposition stays exact
+        c.use_adaptive_sampling = s.adaptive_threshold > 0
+        c.adaptive_threshold = s.adaptive_threshold
+        c.adaptive_min_samples = min(s.adaptive_min_samples, s.samples)
         c.use_denoising = False
         c.seed = s.seed
         c.use_animated_seed = False
@@ -260,7 +308,7 @@ class BlenderSession:
         c.filter_width = s.filter_width_px
         c.caustics_reflective = False  # fewer fireflies in few-sample renders; the decomposition is unaffected
         c.caustics_refractive = False
-        c.sample_clamp_direct = 0.0   # no clamping: keeps the passes summing to Combined
+        c.sample_clamp_direct = 0.0   # direct light is never clamped; indirect only by render() (firefly_clamp)
         c.sample_clamp_indirect = 0.0
         bsc.view_settings.view_transform = "Standard"
         bsc.view_settings.look = "None"
@@ -290,37 +338,40 @@ class BlenderSession:
         im.exr_codec = "NONE"  # a scratch file read straight back: compression would only cost time
 
     def _add_object(self, obj: Object, pass_index: int) -> None:
-        ops = bpy.ops.mesh
-        p = obj.primitive
-        if p == "plane":
-            ops.primitive_plane_add(size=2.0)
-        elif p == "cube":
-            ops.primitive_cube_add(size=2.0)
-        elif p == "sphere":
-            ops.primitive_uv_sphere_add(radius=1.0, segments=64, ring_count=32)
-        elif p == "cylinder":
-            ops.primitive_cylinder_add(radius=1.0, depth=2.0, vertices=64)
-        elif p == "cone":
-            ops.primitive_cone_add(radius1=1.0, radius2=0.0, depth=2.0, vertices=64)
-        elif p == "torus":
-            ops.primitive_torus_add(major_radius=1.0, minor_radius=0.25, major_segments=64, minor_segments=24)
-        elif p == "mesh":
+        """One mesh object, its size baked into the vertices (scale 1), so bevels and `local` textures are metric."""
+        if obj.primitive == "mesh":
             self._import_mesh(obj.file)
-        else:  # scene.py validates primitives; this guards against the two lists drifting apart
-            raise ValueError(f"object {obj.name!r}: unknown primitive {p!r}")
-        o = bpy.context.object
+            o = bpy.context.object
+            o.data.transform(mathutils.Matrix.Diagonal((*obj.scale, 1.0)))
+        else:
+            mesh = bpy.data.meshes.new(obj.name)
+            verts, faces = _primitive_mesh(obj)
+            mesh.from_pydata((verts * np.asarray(obj.scale)).tolist(), [], faces)
+            mesh.validate(clean_customdata=False)
+            o = bpy.data.objects.new(obj.name, mesh)
+            bpy.context.scene.collection.objects.link(o)
         o.name = obj.name
         o.location = obj.location
         o.rotation_euler = [math.radians(a) for a in obj.rotation_deg]
-        o.scale = obj.scale
+        o.scale = (1.0, 1.0, 1.0)
         o.pass_index = pass_index
+        mesh = o.data
         if obj.shade_smooth:
-            # by angle: cylinder and cone caps stay flat, their sides and spheres/tori go smooth
-            bpy.ops.object.shade_smooth_by_angle(angle=math.radians(40.0))
+            # smooth, but edges sharper than 40 degrees stay sharp: cylinder and cone caps stay flat
+            mesh.shade_smooth()
+            mesh.set_sharp_from_angle(angle=math.radians(40.0))
         else:
-            bpy.ops.object.shade_flat()
-        o.data.materials.clear()
-        o.data.materials.append(self._material(obj.name, obj.material))
+            mesh.shade_flat()
+        if obj.bevel > 0:
+            mod = o.modifiers.new("bevel", "BEVEL")
+            mod.width = obj.bevel
+            mod.segments = 3
+            mod.limit_method = "ANGLE"
+            mod.angle_limit = math.radians(30.0)
+            mod.harden_normals = True       # flat faces keep flat normals; only the rounded edge is smooth
+            mesh.shade_smooth()
+        mesh.materials.clear()
+        mesh.materials.append(self._material(obj.name, obj.material, obj.scale))
 
     def _import_mesh(self, file: str | None) -> None:
         path = str(file)
@@ -341,19 +392,29 @@ class BlenderSession:
         bpy.ops.object.transform_apply(location=True, rotation=True, scale=True)
 
     # ---------------------------------------------------------------------------------- shading
-    def _material(self, name: str, m: Material):
+    def _material(self, name: str, m: Material, scale=(1.0, 1.0, 1.0)):
         mat = bpy.data.materials.new(f"mat_{name}")
         nt = mat.node_tree
         bsdf = next(n for n in nt.nodes if n.bl_idname == "ShaderNodeBsdfPrincipled")
-        bsdf.inputs["Roughness"].default_value = m.roughness
         bsdf.inputs["Metallic"].default_value = m.metallic
         bsdf.inputs["IOR"].default_value = m.ior
         bsdf.inputs["Specular IOR Level"].default_value = m.specular
-        source = self._base_color_source(nt, m.base_color) if isinstance(m.base_color, Texture) else None
+        source = factor = None
+        if isinstance(m.base_color, Texture):
+            built = instantiate(nt, texture_graph(m.base_color, tuple(scale)))
+            source, factor = built["color"], built["factor"]
         if source is None:
             bsdf.inputs["Base Color"].default_value = (*m.base_color, 1.0)
         else:
             nt.links.new(source, bsdf.inputs["Base Color"])
+        if isinstance(m.roughness, tuple):
+            rough = nt.nodes.new("ShaderNodeMapRange")
+            rough.clamp = True
+            nt.links.new(factor, rough.inputs["Value"])
+            rough.inputs["To Min"].default_value, rough.inputs["To Max"].default_value = m.roughness
+            nt.links.new(rough.outputs["Result"], bsdf.inputs["Roughness"])
+        else:
+            bsdf.inputs["Roughness"].default_value = m.roughness
         if self.settings.ground_truth:
             # albedo AOV: fed from exactly what feeds Base Color, so it is the base colour by construction
             aov = nt.nodes.new("ShaderNodeOutputAOV")
@@ -367,63 +428,9 @@ class BlenderSession:
             nt.links.new(nt.nodes.new("ShaderNodeNewGeometry").outputs["Normal"], normal.inputs["Color"])
         return mat
 
-    @staticmethod
-    def _base_color_source(nt, t: Texture):
-        nodes, links = nt.nodes, nt.links
-        if t.coords == "object":
-            coord = nodes.new("ShaderNodeTexCoord").outputs["Object"]
-        else:
-            coord = nodes.new("ShaderNodeNewGeometry").outputs["Position"]
-        if t.type == "checker":
-            n = nodes.new("ShaderNodeTexChecker")
-            links.new(coord, n.inputs["Vector"])
-            n.inputs["Color1"].default_value = (*t.color1, 1.0)
-            n.inputs["Color2"].default_value = (*t.color2, 1.0)
-            n.inputs["Scale"].default_value = t.scale
-            return n.outputs["Color"]
-        if t.type == "stripes":
-            sep = nodes.new("ShaderNodeSeparateXYZ")
-            links.new(coord, sep.inputs[0])
-            mul = nodes.new("ShaderNodeMath")
-            mul.operation = "MULTIPLY"
-            links.new(sep.outputs[t.axis.upper()], mul.inputs[0])
-            mul.inputs[1].default_value = t.scale
-            frac = nodes.new("ShaderNodeMath")
-            frac.operation = "FRACT"
-            links.new(mul.outputs[0], frac.inputs[0])
-            fac = nodes.new("ShaderNodeMath")
-            fac.operation = "LESS_THAN"
-            links.new(frac.outputs[0], fac.inputs[0])
-            fac.inputs[1].default_value = t.width
-            fac_out = fac.outputs[0]
-        else:  # noise
-            add = nodes.new("ShaderNodeVectorMath")
-            add.operation = "ADD"
-            links.new(coord, add.inputs[0])
-            add.inputs[1].default_value = t.offset
-            noise = nodes.new("ShaderNodeTexNoise")
-            noise.noise_dimensions = "3D"
-            links.new(add.outputs[0], noise.inputs["Vector"])
-            noise.inputs["Scale"].default_value = t.scale
-            noise.inputs["Detail"].default_value = t.detail
-            rng = nodes.new("ShaderNodeMapRange")
-            rng.clamp = True
-            links.new(noise.outputs["Fac"], rng.inputs["Value"])
-            rng.inputs["From Min"].default_value = 0.3
-            rng.inputs["From Max"].default_value = 0.7
-            fac_out = rng.outputs["Result"]
-        mix = nodes.new("ShaderNodeMix")
-        mix.data_type = "RGBA"
-        mix.blend_type = "MIX"
-        mix.clamp_factor = True
-        ins = {i.identifier: i for i in mix.inputs}
-        links.new(fac_out, ins["Factor_Float"])
-        ins["A_Color"].default_value = (*t.color2, 1.0)   # factor 1 (stripe / high noise) -> color1
-        ins["B_Color"].default_value = (*t.color1, 1.0)
-        return {o.identifier: o for o in mix.outputs}["Result_Color"]
-
     # --------------------------------------------------------------------------------- lighting
     def set_lighting(self, scene: Scene, lighting: Lighting) -> None:
+        """Replace the lights and world; geometry and materials stay as built (albedo cannot change)."""
         if self.scene_id != scene.id:
             raise RuntimeError(f"set_lighting({scene.id!r}) but the built scene is {self.scene_id!r}")
         bsc = bpy.context.scene
@@ -431,14 +438,45 @@ class BlenderSession:
             data = o.data
             bpy.data.objects.remove(o, do_unlink=True)
             bpy.data.lights.remove(data)
-        self._lights = [self._add_light(l, f"light_{i}") for i, l in enumerate(lighting.lights)]
-        self._set_world(bsc.world, scene.world_for(lighting))
+        world = scene.world_for(lighting)
+        lights = list(lighting.lights)
+        if world.sky is not None and world.sky.sun_strength > 0:
+            lights.append(_sun_of(world.sky))
+        self._lights = [self._add_light(l, f"light_{i}") for i, l in enumerate(lights)]
+        if world.sky is not None or world.strength > 0:
+            # portals over window openings: Cycles then samples the sky through the windows, not the whole dome
+            for i, q in enumerate(scene.portals):
+                self._lights.append(self._add_portal(q, f"portal_{i}"))
+        self._set_world(bsc.world, world)
 
     @staticmethod
     def _set_world(world, w: World) -> None:
-        bg = next(n for n in world.node_tree.nodes if n.bl_idname == "ShaderNodeBackground")
-        bg.inputs["Color"].default_value = (*w.color, 1.0)
-        bg.inputs["Strength"].default_value = w.strength
+        nt = world.node_tree
+        for n in [n for n in nt.nodes if n.bl_idname == "ShaderNodeTexSky"]:
+            nt.nodes.remove(n)
+        bg = next(n for n in nt.nodes if n.bl_idname == "ShaderNodeBackground")
+        if w.sky is None:
+            bg.inputs["Color"].default_value = (*w.color, 1.0)
+            bg.inputs["Strength"].default_value = w.strength
+            return
+        k = w.sky
+        sky = nt.nodes.new("ShaderNodeTexSky")
+        models = [e.identifier for e in sky.bl_rna.properties["sky_type"].enum_items]
+        if k.model == "nishita":   # Blender 5 renamed Nishita to single scattering
+            sky.sky_type = "NISHITA" if "NISHITA" in models else "SINGLE_SCATTERING"
+        else:
+            sky.sky_type = "MULTIPLE_SCATTERING"
+        sky.sun_disc = False       # the sun is a Sun light in the same direction (see render.scene.Sky)
+        sky.sun_elevation = math.radians(k.sun_elevation_deg)
+        sky.sun_rotation = math.radians(k.sun_azimuth_deg % 360.0)
+        sky.altitude = k.altitude_m
+        sky.air_density, sky.ozone_density = k.air, k.ozone
+        if hasattr(sky, "aerosol_density"):
+            sky.aerosol_density = k.aerosol
+        else:  # Blender 4: dust
+            sky.dust_density = k.aerosol
+        nt.links.new(sky.outputs["Color"], bg.inputs["Color"])
+        bg.inputs["Strength"].default_value = k.strength
 
     @staticmethod
     def _add_light(l: Light, name: str):
@@ -446,12 +484,18 @@ class BlenderSession:
         data = bpy.data.lights.new(name, kind)
         data.color = l.color
         data.energy = l.strength
+        if l.temperature_k is not None:
+            data.use_temperature = True         # colour = color x this black body (Blender normalises its luminance)
+            data.temperature = l.temperature_k
         size = l.size_or_default
         if kind == "SUN":
             data.angle = math.radians(size)
         elif kind == "AREA":
-            data.shape = "SQUARE"
+            data.shape = l.shape.upper()
             data.size = size
+            if l.shape in ("rectangle", "ellipse"):
+                data.size_y = l.size_y if l.size_y is not None else size
+            data.spread = math.radians(l.spread_deg)
         else:
             data.shadow_soft_size = size
             if kind == "SPOT":
@@ -462,6 +506,18 @@ class BlenderSession:
         o.location = l.location
         o.rotation_euler = _look_rotation(l.location, l.look_at)
         o.visible_camera = False  # the lamp itself never shows in the image; it still lights and reflects
+        return o
+
+    @staticmethod
+    def _add_portal(q, name: str):
+        data = bpy.data.lights.new(name, "AREA")
+        data.shape = "RECTANGLE"
+        data.size, data.size_y = q.size, q.size_y
+        data.cycles.is_portal = True
+        o = bpy.data.objects.new(name, data)
+        bpy.context.scene.collection.objects.link(o)
+        o.location = q.location
+        o.rotation_euler = _look_rotation(q.location, q.look_at)
         return o
 
     # ---------------------------------------------------------------------------------- render
@@ -484,7 +540,31 @@ class BlenderSession:
         return np.array(bpy.context.scene.camera.matrix_world.inverted(), dtype=np.float64)
 
     def render(self) -> dict[str, np.ndarray]:
-        """Render the current scene + lighting; return its passes as float32 [H, W, C], top row first."""
+        """Render the current scene + lighting; return its passes as float32 [H, W, C], top row first.
+
+        With settings.firefly_clamp > 0 a small pre-pass (a quarter of the resolution, 4 samples/pixel)
+        measures the mean image luminance first, and indirect light is clamped per sample at firefly_clamp
+        times it (`self.last_clamp`). Cycles clamps a sample's contribution before splitting it into passes,
+        so every pass sees the same clamped light and the ground-truth identity is unaffected.
+        """
+        bsc = bpy.context.scene
+        c = bsc.cycles
+        self.last_clamp = 0.0
+        c.sample_clamp_indirect = 0.0
+        if self.settings.firefly_clamp > 0:
+            r = bsc.render
+            r.resolution_percentage, c.samples, c.use_adaptive_sampling = 25, 4, False
+            try:
+                pre = self._render_once()
+            finally:
+                r.resolution_percentage, c.samples = 100, self.settings.samples
+                c.use_adaptive_sampling = self.settings.adaptive_threshold > 0
+            mean = float(np.asarray(pre["Combined"][..., :3], np.float64).mean(axis=(0, 1)) @ _LUMA)
+            self.last_clamp = self.settings.firefly_clamp * mean if mean > 0 else 0.0
+            c.sample_clamp_indirect = self.last_clamp
+        return self._render_once()
+
+    def _render_once(self) -> dict[str, np.ndarray]:
         bsc = bpy.context.scene
         path = self.tmp_dir / f"passes_{os.getpid()}.exr"
         bsc.render.filepath = str(path)

@@ -23,11 +23,12 @@ Definitions (also written into manifest.json under "definitions"):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-__all__ = ["GroundTruth", "decompose", "identity_error", "DEFINITIONS", "REQUIRED_PASSES",
+__all__ = ["GroundTruth", "decompose", "identity_error", "meter", "expose", "DEFINITIONS", "REQUIRED_PASSES",
            "BACKGROUND_DEPTH", "COVERAGE_FULL", "IDENTITY_FLOOR"]
 
 # Cycles writes 1e10 into the depth pass where the first camera sample saw the background.
@@ -65,6 +66,17 @@ DEFINITIONS = {
     "residual": "non-diffuse light: GlossCol*(GlossDir+GlossInd) + Emission + Environment, summed from the passes "
                 "(not image minus diffuse). Spec materials have no transmission or volume, so those passes are not "
                 "rendered (they would be 0); the identity error shows that nothing is left out.",
+    "exposure": "with render exposure 'auto' (the default), image, shading and residual are scaled by one factor per "
+                "sample (sample.json: exposure.scale) chosen by incident-light metering: the centre-weighted median "
+                "shading luminance over valid pixels becomes 0.5 (a surface of albedo 0.36 at typical illumination "
+                "shows as photographic middle grey, 0.18), lowered until the brightest 3 % of diffusely lit surfaces "
+                "stay below 0.9, rounded down to 1/3 EV. Albedo is never scaled; divide image, shading and "
+                "residual by exposure.scale for Cycles' radiance.",
+    "indirect_clamp": "render setting firefly_clamp F > 0: a 4-sample quarter-resolution pre-pass measures the mean "
+                      "image luminance m, and Cycles clamps each sample's indirect light at F * m (sample.json: "
+                      "indirect_clamp, in Cycles' units before exposure). It removes fireflies at the cost of a "
+                      "little indirect energy; Cycles clamps before splitting light into passes, so image = albedo * "
+                      "shading + residual holds exactly as without it.",
     "identity_error": "max over pixels and channels of |image - (albedo*shading + residual)| / max(|image|, 1e-6), "
                       "on the float32 arrays as written.",
     "normal": "shading normal in camera space (x right, y up, z towards the camera; OpenGL/Blender convention), "
@@ -101,9 +113,67 @@ class GroundTruth:
             "mask_fraction": float(self.mask.mean()),
             "clipped_fraction": float((img > 1.0).any(axis=-1).mean()),
             "image_mean": float(img.mean()),
+            "image_median": float(np.median(img.astype(np.float64) @ LUMA)),
+            "image_srgb_median": float(np.median(_srgb(np.clip(img, 0, 1)).astype(np.float64) @ LUMA)),
             "image_p99": float(np.percentile(img.max(axis=-1), 99)),
             "residual_fraction": float(self.residual.sum() / max(float(img.sum()), 1e-12)),
         }
+
+
+# Rec.709 luminance weights (linear RGB)
+LUMA = np.array([0.2126, 0.7152, 0.0722])
+EXPOSURE_STEP_EV = 1.0 / 3.0
+# metering target: the median shading luminance of valid pixels after exposure. 0.5 puts a typical surface
+# (albedo ~0.36) at median illumination at photographic middle grey (0.18 linear) and leaves a stop of headroom
+# for surfaces lit twice as brightly before white (albedo 0.8) clips
+EXPOSURE_TARGET = 0.5
+
+
+def meter(gt: GroundTruth) -> tuple[float, float]:
+    """Incident-light metering: (the metered shading luminance, the exposure scale).
+
+    Like a camera's centre-weighted meter, but on the light rather than the picture: the metered value is the
+    median shading luminance over valid surface pixels, weighted towards the frame's centre (a Gaussian of
+    0.35 x the frame size), and the scale makes it EXPOSURE_TARGET. Highlight protection then lowers the
+    scale until the brightest 3 % of diffusely lit surfaces (albedo x shading) stay below 0.9, so a sunlit
+    patch or a brightly lit subject is not blown out; the result is rounded down to 1/3 EV, like a camera's
+    exposure steps. Shading hardly depends on surface colours, so a scene's colour variants almost always
+    get the same exposure. Returns (0, 1) when nothing valid is lit.
+    """
+    m = gt.mask
+    lum = gt.shading[m].astype(np.float64) @ LUMA
+    if not lum.size:
+        return 0.0, 1.0
+    h, w = m.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    wgt = np.exp(-(((yy - (h - 1) / 2) / (0.35 * h)) ** 2 + ((xx - (w - 1) / 2) / (0.35 * w)) ** 2) / 2)[m]
+    order = np.argsort(lum)
+    cum = np.cumsum(wgt[order])
+    med = float(lum[order][np.searchsorted(cum, 0.5 * cum[-1])])
+    if not med > 0:
+        return med, 1.0
+    scale = EXPOSURE_TARGET / med
+    diffuse = (gt.albedo[m].astype(np.float64) * gt.shading[m]) @ LUMA
+    hi = float(np.percentile(diffuse, 97))
+    if hi > 0:
+        scale = min(scale, 0.9 / hi)
+    ev = math.floor(np.log2(scale) / EXPOSURE_STEP_EV + 1e-9) * EXPOSURE_STEP_EV
+    return med, float(2.0 ** float(np.clip(ev, -24.0, 24.0)))
+
+
+def expose(gt: GroundTruth, scale: float) -> GroundTruth:
+    """Scale the light (image, shading, residual) by `scale`; albedo and geometry are untouched. The
+    identity holds as before (it is linear in the light) and is recomputed on the scaled arrays."""
+    if scale == 1.0:
+        return gt
+    k = np.float32(scale)
+    image, shading, residual = gt.image * k, gt.shading * k, gt.residual * k
+    return replace(gt, image=image, shading=shading, residual=residual,
+                   identity_error=identity_error(image, gt.albedo, shading, residual))
+
+
+def _srgb(x: np.ndarray) -> np.ndarray:
+    return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1 / 2.4) - 0.055)
 
 
 def _rgb(p: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from render.groundtruth import DEFINITIONS, GroundTruth, decompose
+from render.groundtruth import DEFINITIONS, EXPOSURE_TARGET, GroundTruth, decompose, expose, meter
 from render.imageio import atomic_path, write_exr, write_png_encoded, write_png_srgb
 from render.recolor import with_variants
 from render.scene import Lighting, Scene, SceneError, load_scenes, save_scene, scene_to_dict, split_variant
@@ -186,7 +186,8 @@ def _check_writable(out: Path) -> None:
 
 # ------------------------------------------------------------------------------------ writing
 def _write_sample(out: Path, job: SampleJob, gt: GroundTruth, settings: RenderSettings, camera: dict,
-                  blender: str, working_space: str, render_seconds: float, device: dict | None = None) -> dict:
+                  blender: str, working_space: str, render_seconds: float, device: dict | None = None,
+                  exposure: dict | None = None, clamp: float = 0.0) -> dict:
     sid = job.id
     folder = out / sid
     folder.mkdir(parents=True, exist_ok=True)
@@ -209,12 +210,12 @@ def _write_sample(out: Path, job: SampleJob, gt: GroundTruth, settings: RenderSe
     for i, o in enumerate(scene.objects):
         c = o.material.constant_color
         objects.append({
-            "index": i + 1, "name": o.name, "primitive": o.primitive,
+            "index": i + 1, "name": o.name, "primitive": o.primitive, "group": o.group,
             "base_color": list(c) if c is not None else None,
             "texture": None if c is not None else o.material.base_color.type,
-            "texture_colors": None if c is not None else [list(o.material.base_color.color1),
-                                                          list(o.material.base_color.color2)],
-            "roughness": o.material.roughness, "metallic": o.material.metallic,
+            "texture_colors": None if c is not None else [list(x) for x in o.material.base_color.colors],
+            "roughness": list(o.material.roughness) if isinstance(o.material.roughness, tuple) else o.material.roughness,
+            "metallic": o.material.metallic,
         })
     entry = {
         "id": sid, "scene": scene.id, "lighting": lighting.name,
@@ -232,6 +233,8 @@ def _write_sample(out: Path, job: SampleJob, gt: GroundTruth, settings: RenderSe
         "normal_space": "camera", "depth_background": "inf", "object_index_format": "png8",
         "camera": camera,
         "identity_error": gt.identity_error,
+        "exposure": exposure or {"mode": "none", "scale": 1.0, "ev": 0.0},
+        "indirect_clamp": clamp,
         "stats": gt.stats(),
         "render_seconds": round(render_seconds, 4),
         "files": files,
@@ -304,6 +307,16 @@ def build_manifest(out: str | Path) -> Path:
     return path
 
 
+def _exposure(gt: GroundTruth, settings: RenderSettings) -> dict:
+    """The exposure record of one sample (groundtruth.meter), scale 1 with exposure 'none'."""
+    metered, scale = meter(gt)
+    if settings.exposure == "none":
+        scale = 1.0
+    return {"mode": settings.exposure, "scale": scale, "ev": round(float(np.log2(scale)), 4),
+            "metered_shading_median": round(metered, 6), "target_shading_median": EXPOSURE_TARGET,
+            "step_ev": "1/3"}
+
+
 def _recolor_summary(entries: list[dict]) -> dict | None:
     """The colour-variant settings of the samples in a manifest (None when there are no variants)."""
     recs = [e["recolor"] for e in entries if e.get("variant") and e.get("recolor")]
@@ -348,6 +361,7 @@ def _resolve_scenes(scenes, only: Sequence[str] | None) -> list[Scene]:
 
 
 SCRATCH_PREFIX = "ray-plantain-"
+_SAID: set[str] = set()
 
 
 def _scratch_dir() -> str:
@@ -446,7 +460,8 @@ def render_dataset(
             device = bl.resolve_device(settings.device)   # before anything is written: a bad --device changes nothing
         except bl.DeviceError as e:
             raise RenderError(str(e)) from None
-        if device.note:
+        if device.note and device.note not in _SAID:
+            _SAID.add(device.note)        # once per process, however many runs it makes
             print(f"python -m render: {device.note}", file=sys.stderr)
         timings["startup"] = time.perf_counter() - t0
 
@@ -486,13 +501,15 @@ def render_dataset(
                 timings["render"] += dt_render
                 t = time.perf_counter()
                 gt = decompose(passes, session.camera_from_world())
+                exposure = _exposure(gt, settings)
+                gt = expose(gt, exposure["scale"])
                 timings["decompose"] += time.perf_counter() - t
                 if gt.identity_error >= IDENTITY_TOLERANCE:
                     raise RenderError(f"{job.id}: identity error {gt.identity_error:.3g} >= {IDENTITY_TOLERANCE} "
                                       "(image != albedo*shading + residual); not writing it")
                 t = time.perf_counter()
                 _write_sample(out, job, gt, settings, session.camera_info(), version, space, dt_render,
-                              device=device.record())
+                              device=device.record(), exposure=exposure, clamp=session.last_clamp)
                 timings["write"] += time.perf_counter() - t
                 max_err = max(max_err, gt.identity_error)
                 rendered.append(job.id)

@@ -6,24 +6,32 @@
     s.matches(other)                   # equal in everything that changes pixels (threads aside)
 
 Defaults are what `python -m render` uses: small enough that the 25 default scenes finish in a
-few minutes on 2 cores, with no denoiser (it would break the exact per-pixel decomposition).
+few minutes on 2 cores, with no denoiser (it would break the exact per-pixel decomposition). Adaptive
+sampling keeps the decomposition exact: every pass of a pixel is averaged over that pixel's samples.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
 DEFAULT_RESOLUTION = 256
-DEFAULT_SAMPLES = 64
+DEFAULT_SAMPLES = 96           # the most per pixel: adaptive sampling stops converged pixels earlier
+DEFAULT_ADAPTIVE_THRESHOLD = 0.02
+DEFAULT_ADAPTIVE_MIN = 16
 # --device: Cycles backends; auto takes the first GPU backend of GPU_PREFERENCE that bpy reports a device for
 DEVICES = ("auto", "cpu", "cuda", "optix", "hip")
 GPU_PREFERENCE = ("optix", "cuda", "hip")
+EXPOSURES = ("auto", "none")
+# settings that renders made before they existed implicitly had (for comparing on resume)
+LEGACY = {"exposure": "none", "firefly_clamp": 0.0, "adaptive_threshold": 0.0}
 
 
 @dataclass(frozen=True)
 class RenderSettings:
     width: int = DEFAULT_RESOLUTION
     height: int = DEFAULT_RESOLUTION
-    samples: int = DEFAULT_SAMPLES          # Cycles samples per pixel, no adaptive sampling, no denoising
+    samples: int = DEFAULT_SAMPLES          # Cycles samples per pixel (the most, with adaptive sampling), no denoising
+    adaptive_threshold: float = DEFAULT_ADAPTIVE_THRESHOLD   # Cycles' noise threshold; 0: every pixel gets `samples`
+    adaptive_min_samples: int = DEFAULT_ADAPTIVE_MIN         # samples every pixel gets before it may stop
     max_bounces: int = 8
     diffuse_bounces: int = 4
     glossy_bounces: int = 4
@@ -34,6 +42,8 @@ class RenderSettings:
     threads: int = 0                        # 0: all cores; does not change pixels, so not compared on resume
     device: str = "auto"                    # DEVICES; the noise differs between devices, the ground truth does not
     ground_truth: bool = True               # False: the Combined pass only (the benchmark's baseline)
+    exposure: str = "auto"                  # auto: per-sample incident-light metering (groundtruth.meter); none
+    firefly_clamp: float = 10.0             # indirect light clamped at this x the image's mean luminance (0: off)
 
     def validate(self) -> "RenderSettings":
         for f in ("width", "height"):
@@ -48,8 +58,16 @@ class RenderSettings:
                 raise ValueError(f"{f}: must be an integer >= 0, got {v!r}")
         if not isinstance(self.threads, int) or self.threads < 0:
             raise ValueError(f"threads: must be an integer >= 0 (0 = all cores), got {self.threads!r}")
+        if not (isinstance(self.adaptive_threshold, (int, float)) and 0 <= self.adaptive_threshold < 1):
+            raise ValueError(f"adaptive_threshold: must be in [0, 1) (0 = off), got {self.adaptive_threshold!r}")
+        if not isinstance(self.adaptive_min_samples, int) or self.adaptive_min_samples < 1:
+            raise ValueError(f"adaptive_min_samples: must be an integer >= 1, got {self.adaptive_min_samples!r}")
+        if self.exposure not in EXPOSURES:
+            raise ValueError(f"exposure: must be one of {', '.join(EXPOSURES)}, got {self.exposure!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device: must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if not (isinstance(self.firefly_clamp, (int, float)) and self.firefly_clamp >= 0):
+            raise ValueError(f"firefly_clamp: must be a number >= 0 (0 = off), got {self.firefly_clamp!r}")
         if not self.filter_width_px > 0:
             raise ValueError(f"filter_width_px: must be > 0, got {self.filter_width_px!r}")
         return self
@@ -60,7 +78,7 @@ class RenderSettings:
     @classmethod
     def from_dict(cls, d: dict) -> "RenderSettings":
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{**LEGACY, **{k: v for k, v in d.items() if k in names}})
 
     def pixel_dict(self) -> dict:
         """The settings that change pixels (all but threads and device): resumed samples must match these.

@@ -1,7 +1,8 @@
 """Past one machine, on CPU: a simulated SLURM array of 3 tasks and `torchrun --nproc-per-node 2`, both with
-`--shard auto`, for `python -m render` and `python -m evaluate generate`, each checked against the unsharded
-run (same files, same values); the `--status N` listing of what is missing; and the sbatch templates of
-scripts/slurm/ (bash -n, every job's command line accepted by that job's own argparse parser).
+`--shard auto`, for `python -m render`, `python -m probe run` (then `probe merge`) and `python -m evaluate
+generate`, each checked against the unsharded run (same files, same values); the `--status N` listing of what
+is missing; and the sbatch templates of scripts/slurm/ (bash -n, every job's command line accepted by that
+job's own argparse parser).
 
 Each process of an evaluate run gets OMP_NUM_THREADS=1, and the unsharded run uses one thread too: a
 float32 matmul on another thread count rounds differently, which can move an 8-bit pixel by one level.
@@ -191,6 +192,70 @@ def _capture(fn, argv) -> tuple[int, str]:
     return code, buf.getvalue()
 
 
+# ------------------------------------------------------------------------------------------ probe
+PROBE_ARGS = ["run", "--model", "tiny", "--device", "auto", "--limit", "5", "--steps", "2", "--capture-steps", "0,1",
+              "--quiet"]
+PROBE_STATS = ["--n-perm", "200", "--n-boot", "50", "--n-splits", "10", "--no-report"]
+
+
+def probe_in_process(argv: list) -> int:
+    """`python -m probe ARGV` here, on one thread like every subprocess (OMP_NUM_THREADS=1)."""
+    import torch
+
+    from probe.__main__ import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return main([str(a) for a in argv])
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def probe_whole(tiny_cache, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cluster-probe") / "whole"
+    assert probe_in_process([*PROBE_ARGS, *PROBE_STATS, "--out", out]) == 0
+    return out
+
+
+def merged_equals_unsharded(whole: Path, out: Path, n: int, source: str) -> None:
+    """`probe merge OUT` (the shards' common folder) gives the unsharded run's captures and statistics."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_probe_shards import assert_same_captures
+
+    assert probe_in_process(["merge", out, *PROBE_STATS]) == 0
+    assert_same_captures(whole, out)
+    assert (out / "units.csv").read_text() == (whole / "units.csv").read_text()
+    config = json.loads((out / "config.json").read_text())
+    assert [s["shard"]["index"] for s in config["shards"]] == list(range(n))
+    assert all(s["shard"]["count"] == n and s["shard"]["source"].startswith(source) for s in config["shards"])
+
+
+def test_probe_slurm_array_of_3_then_merge_equals_unsharded(probe_whole, tiny_cache, tmp_path):
+    out = tmp_path / "slurm"
+    errs = slurm_array("probe", [*PROBE_ARGS, "--out", str(out)], tmp_path, {"RAY_PLANTAIN_CACHE": tiny_cache})
+    for k, tid in enumerate(sorted(errs)):
+        assert f"shard {k}/3 (--shard auto: SLURM array (SLURM_ARRAY_TASK_ID={tid}" in errs[tid]
+    # each task wrote its own partial file (atomically) and nothing else: no statistics, no shared file
+    writes = read_writes(tmp_path, out)
+    assert {t: w["atomic"] for t, w in writes.items()} == {str(tid): {f"shards/partial-{k}-of-3.npz"}
+                                                          for k, tid in enumerate(sorted(errs))}
+    assert all(not w["direct"] for w in writes.values()), writes
+    assert files(out) == {f"shards/partial-{k}-of-3.npz" for k in range(3)}
+    merged_equals_unsharded(probe_whole, out, 3, "--shard auto: SLURM array")
+
+
+@needs_torchrun
+def test_probe_torchrun_2_processes_then_merge_equals_unsharded(probe_whole, tiny_cache, tmp_path):
+    out = tmp_path / "torchrun"
+    err = torchrun("probe", [*PROBE_ARGS, "--out", str(out)], {"RAY_PLANTAIN_CACHE": tiny_cache})
+    for r in (0, 1):
+        assert f"shard {r}/2 (--shard auto: torchrun (RANK={r}, WORLD_SIZE=2" in err
+    assert files(out) == {"shards/partial-0-of-2.npz", "shards/partial-1-of-2.npz"}
+    merged_equals_unsharded(probe_whole, out, 2, "--shard auto: torchrun")
+
+
 # --------------------------------------------------------------------------------------- evaluate
 GEN_ARGS = ["generate", "--model", "tiny", "--device", "cpu", "--steps", "2", "--max-side", "64", "--quiet"]
 METHODS = ("klein", "image_as_albedo", "retinex_color")
@@ -341,8 +406,7 @@ TEMPLATES = ("render", "probe", "merge", "generate", "finish")
 # until today's parser knows them; from then on they are checked like every other option.
 FUTURE = {
     "render": {"--recolor": "issue 9 (colour variants)", "--device": "issue 11 section 3 (render on a GPU)"},
-    "probe": {"--stimuli": "issue 9 (image probe)", "--data": "issue 9 (image probe)",
-              "--shard": "issue 11 section 2 (probe shards)"},
+    "probe": {"--stimuli": "issue 9 (image probe)", "--data": "issue 9 (image probe)"},
 }
 FAKE = r"""#!{python}
 import json, os, sys

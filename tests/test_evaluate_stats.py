@@ -233,7 +233,7 @@ def test_text_link_is_labelled_indirect(tmp_path):
 
 
 def test_text_link_follows_the_probe_direction(tmp_path):
-    """A card-mode probe reports t = B - A (summary `direction` b-a): the link must take the per-pair
+    """A card-mode probe reports t = B - A (summary `t_direction` b-a): the link must take the per-pair
     difference the same way round, so the same data gives the same selectivity under either convention."""
     units = fake_probe_units()
     rng = np.random.default_rng(5)
@@ -245,7 +245,7 @@ def test_text_link_follows_the_probe_direction(tmp_path):
     res = {}
     for direction, sign in (("a-b", 1.0), ("b-a", -1.0)):
         path = write_fake_probe(tmp_path / direction, {"unit": units, "t": sign * t * 10},
-                                {"stimuli": "text", "direction": direction})
+                                {"stimuli": "text", "t_direction": direction})
         res[direction] = link_text_probe(read_probe(path), a, b, pairs, errors, scene_of, k=3, n_boot=50)
     xs = {d: [p["selectivity"] for p in r["pairs"]] for d, r in res.items()}
     assert xs["a-b"] == pytest.approx(xs["b-a"]) and res["a-b"]["selection"]["units"] == res["b-a"]["selection"]["units"]

@@ -406,7 +406,7 @@ def test_run_outputs_controls_noise_and_stats_reproduce(tiny_runs, tmp_path):
     assert set(cfg["text_lengths"]) == {"a", "b", "paraphrase", "vocabulary"}
     s = json.loads((out / "summary.json").read_text())
     assert {"n_selective_vs_paraphrase", "n_selective_vs_vocabulary", "n_selective_beyond_control"} <= set(s)
-    assert s["direction"] == "A photograph - B albedo" and s["stimuli"] == "text"
+    assert s["direction"] == "A photograph - B albedo" and s["t_direction"] == "a-b" and s["stimuli"] == "text"
     header = (out / "units.csv").read_text().splitlines()[0].split(",")
     for col in ("t_vs_paraphrase", "p_fwer_vs_paraphrase", "selective_vs_paraphrase", "t_vs_vocabulary",
                 "p_fwer_vs_vocabulary", "selective_vs_vocabulary", "control_t", "selective_beyond_control"):
@@ -443,7 +443,7 @@ def test_card_strided_sign_and_seeds_per_pair(tmp_path, tiny_cache):
     # tiny: 2 double blocks x 4 strided slices (stride 4) + 2 single blocks x 16 (stride 16)
     assert caps.units[0] == "s00/double.0.img/c0000s0004" and caps.n_units == 2 * 4 + 2 * 16
     s = json.loads((out / "summary.json").read_text())
-    assert s["direction"] == "B albedo - A photograph" and caps.meta["direction"] == "b-a"
+    assert s["direction"] == "B albedo - A photograph" and caps.meta["direction"] == "b-a" == s["t_direction"]
     units = (out / "units.csv").read_text().splitlines()
     t = np.array([float(line.split(",")[2]) for line in units[1:]])
     np.testing.assert_allclose(t, sps.ttest_rel(caps.b, caps.a).statistic, rtol=1e-4)

@@ -86,9 +86,14 @@ def test_manifest_contract(dataset):
         assert (dataset / e["scene_spec"]).is_file()
         assert verify_sample(dataset, e["id"]) == (e, "")
     red = next(e for e in m["samples"] if e["scene"] == "red_cube_table")
-    assert red["objects"][1]["base_color"] == [0.6, 0.03, 0.03]
+    assert next(o for o in red["objects"] if o["name"] == "cube")["base_color"] == [0.6, 0.03, 0.03]
+    top = next(o for o in red["objects"] if o["name"] == "table.top")
+    assert top["group"] == "table" and top["texture"] == "marble" and len(top["texture_colors"]) == 2
     checker = next(e for e in m["samples"] if e["scene"] == "checker_cube")
-    assert checker["objects"][1]["base_color"] is None and checker["objects"][1]["texture"] == "checker"
+    cube = next(o for o in checker["objects"] if o["name"] == "cube")
+    assert cube["base_color"] is None and cube["texture"] == "checker"
+    for e in m["samples"]:
+        assert e["exposure"]["mode"] == "auto" and e["exposure"]["scale"] > 0 and e["indirect_clamp"] >= 0
     assert all(m["albedo_identical_across_lightings"].values())
 
 
@@ -142,7 +147,7 @@ def test_checker_albedo_takes_exactly_its_two_colours(dataset):
     colours = np.array(cube["texture_colors"], np.float32)
     d = np.abs(s.albedo_linear[interior][:, None, :] - colours[None]).max(-1)      # [pixels, 2]
     near = d.min(-1) < 1e-6
-    assert near.mean() > 0.5 and (d.argmin(-1)[near] == 0).any() and (d.argmin(-1)[near] == 1).any()
+    assert near.mean() > 0.3 and (d.argmin(-1)[near] == 0).any() and (d.argmin(-1)[near] == 1).any()
 
 
 def test_diffuse_color_pass_is_not_albedo_but_the_aov_is():
@@ -157,7 +162,8 @@ from render.settings import RenderSettings
 scene = load_scene(data_dir("scenes") / "red_cube_table.json")
 s = BlenderSession(RenderSettings(width=48, height=48, samples=4), tempfile.mkdtemp())
 s.build(scene); s.set_lighting(scene, scene.lightings[0]); p = s.render()
-inside = ndimage.binary_erosion((np.rint(p["Object Index"][..., 0]) == 2) & (p["albedo"][..., 3] == 1), iterations=2)
+cube = [o.name for o in scene.objects].index("cube") + 1
+inside = ndimage.binary_erosion((np.rint(p["Object Index"][..., 0]) == cube) & (p["albedo"][..., 3] == 1), iterations=2)
 base = np.array([0.6, 0.03, 0.03], np.float32)
 ratio = p["Diffuse Color"][inside][:, 0] / base[0]
 print(np.abs(p["albedo"][inside][:, :3] - base).max(), ratio.min(), ratio.max(), inside.sum())

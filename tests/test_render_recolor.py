@@ -35,7 +35,7 @@ def variants(tmp_path_factory):
 
 # ---------------------------------------------------------------------------------- pure
 def _scenes():
-    return load_scenes(data_dir("scenes"), only=["cornell_box", "checker_cube", "striped_torus"])
+    return load_scenes(data_dir("scenes"), only=["cornell_box", "checker_cube", "striped_torus", "kitchen_counter"])
 
 
 def test_variant_ids_parse():
@@ -58,8 +58,8 @@ def test_recolor_changes_colours_only_and_keeps_their_structure():
             ca, cb = a.material.base_color, b.material.base_color
             if isinstance(ca, Texture):
                 assert isinstance(cb, Texture)
-                assert dataclasses.replace(ca, color1=cb.color1, color2=cb.color2) == cb   # pattern untouched
-                assert (mapping[ca.color1], mapping[ca.color2]) == (cb.color1, cb.color2)
+                assert dataclasses.replace(ca, color1=cb.color1, color2=cb.color2, color3=cb.color3) == cb  # pattern
+                assert tuple(mapping[c] for c in ca.colors) == cb.colors                 # every colour, mortar too
             else:
                 assert mapping[ca] == cb
             # everything but the base colour is identical
@@ -79,6 +79,7 @@ def test_recolor_is_seeded_per_scene_and_variant():
     assert recolor_scene(a[0], 1, 3) != recolor_scene(a[0], 1, 4)
     assert recolor_scene(a[0], 1, 3) != recolor_scene(a[0], 2, 3)
     assert [s.id for s in with_variants(a[:1], 2)] == ["checker_cube", "checker_cube~c1", "checker_cube~c2"]
+    assert any(isinstance(o.material.base_color, Texture) and o.material.base_color.color3 for s in a for o in s.objects)
     assert with_variants(a, 0) == a
     with pytest.raises(SceneError, match="already a colour variant"):
         recolor_scene(recolor_scene(a[0], 1), 1)

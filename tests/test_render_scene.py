@@ -11,8 +11,8 @@ import pytest
 
 from render.groundtruth import IDENTITY_FLOOR, decompose, identity_error
 from render.paths import data_dir
-from render.scene import (SceneError, Texture, dumps_scene, generate_scenes, load_scene, load_scenes, parse_scene,
-                          scene_to_dict)
+from render.generator import generate_scenes
+from render.scene import SceneError, Texture, dumps_scene, load_scene, load_scenes, parse_scene, scene_to_dict
 from render.settings import RenderSettings, parse_resolution
 from render.shard import Shard
 
@@ -40,7 +40,8 @@ MINIMAL = {
 def test_default_scenes_are_the_25_fixed_ids_and_valid():
     scenes = load_scenes(data_dir("scenes"))
     assert sorted(s.id for s in scenes) == sorted(DEFAULT_IDS)
-    lighting_words = re.compile(r"\b(lit|sun|sunlight|shadows?|lamp|spotlight|glow|highlight)\b", re.I)
+    # "lamp" may name an object (a table lamp); words for light itself may not appear
+    lighting_words = re.compile(r"\b(lit|sun|sunlight|shadows?|spotlight|glow|highlight)\b", re.I)
     for s in scenes:
         assert len(s.lightings) >= 2, s.id
         assert s.description and not lighting_words.search(s.description), s.id
@@ -59,14 +60,27 @@ def test_default_scene_json_keys_for_prompt_generator():
         assert all({"name", "description", "lights"} <= set(l) for l in d["lightings"])
 
 
-def test_default_scenes_use_every_primitive_and_texture():
+def test_default_scenes_use_every_primitive_texture_composite_and_light():
+    from render.assets import COMPOSITES
+    from render.scene import TEXTURES
+
     scenes = load_scenes(data_dir("scenes"))
     prims = {o.primitive for s in scenes for o in s.objects}
-    assert {"plane", "cube", "sphere", "cylinder", "cone", "torus"} <= prims
+    assert {"plane", "cube", "sphere", "cylinder", "cone", "torus", "lathe"} <= prims
     textures = {o.material.base_color.type for s in scenes for o in s.objects if isinstance(o.material.base_color, Texture)}
-    assert textures == {"checker", "stripes", "noise"}
+    assert textures == set(TEXTURES)
+    groups = {o.name.split(".")[1].rsplit("_", 1)[0] for s in scenes for o in s.objects if o.group}
+    kinds = set()
+    for s in scenes:
+        raw = json.loads(Path(s.source).read_text())
+        kinds |= {o["primitive"] for o in raw["objects"] if o["primitive"] in COMPOSITES}
+    assert kinds == set(COMPOSITES) and groups
+    assert any(o.bevel > 0 for s in scenes for o in s.objects)
+    assert any(isinstance(o.material.roughness, tuple) for s in scenes for o in s.objects)
     lights = {li.type for s in scenes for l in s.lightings for li in l.lights}
-    assert {"sun", "area", "point", "spot"} <= lights
+    assert {"area", "point", "spot"} <= lights
+    assert any(l.world and l.world.sky for s in scenes for l in s.lightings)            # Nishita sky + sun
+    assert any(li.temperature_k for s in scenes for l in s.lightings for li in l.lights)
 
 
 def test_scene_round_trips_through_json(tmp_path):
@@ -93,7 +107,7 @@ BAD_SPECS = [
     ("malformed", '{"id": "tiny", "description": ', "not valid JSON"),
     ("unknown primitive", _bad(lambda d: d["objects"][1].update(primitive="teapot")), "objects[1].primitive"),
     ("unknown texture", _bad(lambda d: d["objects"][0]["material"].update(
-        base_color={"type": "marble", "color1": [1, 1, 1], "color2": [0, 0, 0]})), "objects[0].material.base_color.type"),
+        base_color={"type": "velvet", "color1": [1, 1, 1], "color2": [0, 0, 0]})), "objects[0].material.base_color.type"),
     ("colour above 1", _bad(lambda d: d["objects"][1]["material"].update(base_color=[0.2, 1.3, 0.1])),
      "objects[1].material.base_color[1]"),
     ("negative colour", _bad(lambda d: d["lightings"][0]["lights"][0].update(color=[1, -0.1, 1])),
