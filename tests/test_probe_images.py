@@ -295,3 +295,23 @@ def test_references_are_prepared_as_evaluate_generate_prepares_them(tiny_loaded,
     assert set(ev) - {"output_type"} == set(mine) - {"output_type", "callback_on_step_end"}
     assert "plan_reference(max_side=128, multiple=" in prep.describe()
     assert ReferencePrep.like_evaluate(tiny_loaded).max_side == 64          # evaluate's default for a tiny model
+
+
+def test_image_probe_in_two_shards_merges_to_the_whole_run(image_run, small_render, tmp_path):
+    """Shards split over base scenes (Stimulus.pair_id); the merge rebuilds the image design from the recorded
+    options and gives exactly the whole run's captures and statistics."""
+    out, _ = image_run
+    sharded = tmp_path / "sharded"
+    for k in (0, 1):
+        cli("probe", "run", "--model", "tiny", "--stimuli", "images", "--data", str(small_render), *CAPTURE,
+            "--out", str(sharded), "--shard", f"{k}/2", *FAST)
+    assert sorted(p.name for p in (sharded / "shards").glob("partial-*.npz")) == [
+        "partial-0-of-2.npz", "partial-1-of-2.npz"]
+    assert not (sharded / "units.csv").exists()           # statistics wait for the merge
+    cli("probe", "merge", str(sharded), *FAST[:-1])
+    whole, merged = load_captures(out / "captures.npz"), load_captures(sharded / "captures.npz")
+    assert list(merged.images.keys) == list(whole.images.keys)
+    np.testing.assert_allclose(merged.images.values, whole.images.values, rtol=1e-6, atol=1e-7)
+    assert (sharded / "units.csv").read_text() == (out / "units.csv").read_text()
+    s = json.loads((sharded / "summary.json").read_text())
+    assert s["stimuli"] == "images" and s["classes"] == json.loads((out / "summary.json").read_text())["classes"]
