@@ -315,3 +315,27 @@ def test_image_probe_in_two_shards_merges_to_the_whole_run(image_run, small_rend
     assert (sharded / "units.csv").read_text() == (out / "units.csv").read_text()
     s = json.loads((sharded / "summary.json").read_text())
     assert s["stimuli"] == "images" and s["classes"] == json.loads((out / "summary.json").read_text())["classes"]
+
+
+def test_evaluate_reads_the_image_probe_end_to_end(image_run, small_render, tmp_path):
+    """evaluate all on the same render with the image probe: the link is the direct one (per_sample.npz, the
+    images the edit saw, clustered by scene) and `--select lighting` ablates the heads ranked by the lighting
+    contrast's |t| (no head is lighting-selective on 2 scenes, which the plan says)."""
+    import csv
+
+    out, _ = image_run
+    ev = tmp_path / "eval"
+    cli("evaluate", "all", "--model", "tiny", "--data", str(small_render), "--probe", str(out), "--out", str(ev),
+        "--steps", "1", "--k", "2", "--n-random", "2", "--n-boot", "50", "--select", "lighting", "--quiet")
+    link = json.loads((ev / "link.json").read_text())
+    assert link["stimuli"] == "images" and link["kind"].startswith("direct")
+    assert link["n_matched"] == 8 and link["n_clusters"] == 2 and link["spearman"]["resampled"] == "clusters"
+    plan = json.loads((ev / "ablation_plan.json").read_text())
+    sel = plan["selection"]["2"]
+    assert plan["select"] == "lighting" and sel["contrast"] == "lighting" and sel["n_eligible"] == 0
+    assert "filled by |t| rank (not selective)" in sel["rule"]
+    rows = list(csv.DictReader((out / "units.csv").open()))
+    top = sorted(rows, key=lambda r: -abs(float(r["t_lighting"])))[:2]
+    assert sel["units"] == [r["unit"].split("/", 1)[1] for r in top]
+    scores = list(csv.DictReader((ev / "scores.csv").open()))
+    assert {r["method"] for r in scores} >= {"klein", "klein__ablate_top2", "image_as_albedo"}
