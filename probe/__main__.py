@@ -5,6 +5,7 @@
     python -m probe run --model black-forest-labs/FLUX.2-klein-base-4B --randomize transformer --out runs/probe-rand
     python -m probe compare runs/probe runs/probe-rand --out runs/compare     # trained vs random-init control
     python -m probe run --protocol card --out runs/probe-card   # the published card's protocol
+    python -m probe run --stimuli images --data runs/render --out runs/probe-images   # no words: rendered pixels
     python -m probe stats --from runs/probe/captures.npz --out runs/probe-restat   # no model, no torch
     python -m probe run --shard auto --out runs/probe ...   # one share of the pairs per SLURM task / torchrun rank
     python -m probe merge runs/probe                        # check the shards, then statistics and report
@@ -52,6 +53,10 @@ def _add_stats_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-splits", type=int, default=100, help="random 50/50 splits for split-half r (default 100)")
     g.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of pairs for block CIs (default 1000)")
     g.add_argument("--stats-seed", type=int, default=0, help="seed of permutations, splits and bootstraps")
+    g.add_argument("--equivalence-margin", type=float, default=None, metavar="D",
+                   help="image probe: the margin on Cohen's d_z within which the other factor's effect counts as "
+                        "shown negligible (TOST) for the lighting-/albedo-selective classes (default 0.5; `stats` "
+                        "keeps the run's own unless given)")
     g.add_argument("--no-report", action="store_true", help="skip report.md and figures")
     g.add_argument("--baseline", default=None, metavar="RUN_DIR",
                    help="a finished random-init run (`probe run --randomize transformer`) to set beside this one in "
@@ -79,7 +84,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "pairs; with --pairs, the vocabulary control derived from that file. Each set gets a direct "
                         "test (control prompt minus albedo prompt, same noise): t_vs_SET, p_fwer_vs_SET, "
                         "selective_vs_SET in units.csv")
-    g.add_argument("--limit", type=int, default=None, help="use only the first N pairs (quick checks)")
+    g.add_argument("--limit", type=int, default=None,
+                   help="use only the first N pairs (image probe: the first N base scenes) for quick checks")
+    g = run.add_argument_group(
+        "image stimuli", "--stimuli images: no words change. Each image of a render folder is one klein editing call "
+        "(the image as reference, one fixed text, the noise of its base scene), as evaluate generate makes it; three "
+        "contrasts, each a paired test over base scenes: render_vs_albedo (a render vs its ground-truth albedo image), "
+        "lighting (one scene and colours under two lightings), albedo (original vs variant colours, same lighting)")
+    g.add_argument("--stimuli", choices=("text", "images"), default="text",
+                   help="text: prompt pairs (A photograph vs B albedo); images: the render folder's images (--data)")
+    g.add_argument("--data", default=None, metavar="RENDER_DIR",
+                   help="render folder (python -m render; --recolor K for the albedo contrast)")
+    g.add_argument("--image-prompt", default=None, metavar="TEXT",
+                   help="the editing text of every call (default: the first instruction of "
+                        "prompts/edit_instructions.json, what evaluate generate uses)")
+    g.add_argument("--max-side", type=int, default=None, metavar="N",
+                   help="references are prepared as evaluate generate prepares them: downscaled when a side is over "
+                        "N (default 1024; 64 for --model tiny, as evaluate), then padded to multiples of 16")
+    g.add_argument("--pairs-over", choices=("scenes", "samples"), default="scenes",
+                   help="scenes: one pair per base scene, its lightings and variants averaged first (independent); "
+                        "samples: every sample-level pair (CLUSTERED, flagged in every output)")
+    g.add_argument("--contrasts", default=None, metavar="LIST",
+                   help="comma-separated subset of render_vs_albedo,lighting,albedo (default: all three; the unit "
+                        "classes need lighting and albedo)")
+    g.add_argument("--albedo-order", choices=("luminance", "chroma"), default="luminance",
+                   help="which colour set is A in the albedo contrast: the one with the higher ground-truth albedo "
+                        "luminance, or chroma (the lighting contrast's A is the lighting with the higher shading "
+                        "contrast)")
     g = run.add_argument_group("noise")
     g.add_argument("--seed", type=int, default=0,
                    help="run seed: each pair's noise seed is derived from it and the pair id (the same for A, B and "
