@@ -19,21 +19,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from probe.helpformat import HelpFormatter
+
 SUBCOMMANDS = ("generate", "baselines", "score", "ablate", "link", "report", "all")
 SELECT_CHOICES = ("render_vs_albedo", "lighting", "albedo")     # evaluate.selection (kept light for --help)
 RESUME_MODES = ("on", "strict", "off")                           # evaluate.predictions
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows "(default: X)" once: not when the help text already names its default, nor for an
-    unset (None) or off (False) default, which the help text explains."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if ("default" in text.lower() or action.default is None or action.default is False
-                or action.default is argparse.SUPPRESS):
-            return text
-        return super()._get_help_string(action)
 
 
 class Parser(argparse.ArgumentParser):

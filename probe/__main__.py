@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from probe.helpformat import HelpFormatter
+
 SUBCOMMANDS = ("run", "stats", "prompts", "compare", "merge")
 
 
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{run,stats,prompts,compare,merge}")
 
     run = sub.add_parser("run", help="capture with the model, then statistics and report (default)",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=HelpFormatter)
     add_model_arguments(run, DEFAULT_MODEL)
     add_randomize_arguments(run)
     g = run.add_argument_group("prompts")
@@ -154,20 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stats_arguments(run)
 
     st = sub.add_parser("stats", help="recompute statistics and report from captures.npz (no model, no torch)",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     st.add_argument("--from", dest="captures", required=True, help="captures.npz written by `probe run`")
     st.add_argument("--out", required=True, help="output folder")
     _add_stats_arguments(st)
 
     pr = sub.add_parser("prompts", help="write pair (and control) files for any scene set",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     from probe.prompts import add_prompts_arguments
 
     add_prompts_arguments(pr)
 
     cp = sub.add_parser("compare", help="finished runs side by side, with a test of run 1 > run k over units "
                                         "(no model, no torch)",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     from probe.compare import add_compare_arguments
 
     add_compare_arguments(cp)
