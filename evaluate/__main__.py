@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(a)
     _generation(a)
     _ablation(a)
+    a.add_argument("--shard", default=None,
+                   help="K/N or auto: generate only this share of the samples' ablated (and plain) predictions and "
+                        "stop; when every shard has finished, the same command without --shard reuses them and "
+                        "scores and summarises")
     _scoring(a)
 
     l_ = sub.add_parser("link", help="probe selectivity per scene vs albedo error (Spearman, bootstrap CI)",
