@@ -19,21 +19,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from probe.helpformat import HelpFormatter
+
 SUBCOMMANDS = ("generate", "baselines", "score", "ablate", "link", "report", "all")
 SELECT_CHOICES = ("render_vs_albedo", "lighting", "albedo")     # evaluate.selection (kept light for --help)
 RESUME_MODES = ("on", "strict", "off")                           # evaluate.predictions
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows "(default: X)" once: not when the help text already names its default, nor for an
-    unset (None) or off (False) default, which the help text explains."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if ("default" in text.lower() or action.default is None or action.default is False
-                or action.default is argparse.SUPPRESS):
-            return text
-        return super()._get_help_string(action)
 
 
 class Parser(argparse.ArgumentParser):
@@ -151,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(a)
     _generation(a)
     _ablation(a)
+    a.add_argument("--shard", default=None,
+                   help="K/N or auto: generate only this share of the samples' ablated (and plain) predictions and "
+                        "stop; when every shard has finished, the same command without --shard reuses them and "
+                        "scores and summarises")
     _scoring(a)
 
     l_ = sub.add_parser("link", help="probe selectivity per scene vs albedo error (Spearman, bootstrap CI)",

@@ -136,9 +136,12 @@ def main_ablate(args, loaded=None, checked=None) -> int:
 
     load_render_manifest(args.data)
     ks, probe, plan = checked or _check_ablation_args(args)
+    shard = _ablation_shard(args)
     loaded = loaded or _load_model(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if shard is not None:
+        return _ablate_shard(args, loaded, plan, shard)
     write_json(out / "ablation_plan.json", {"probe": str(args.probe), "ks": ks, "n_random": args.n_random,
                                             "select": getattr(args, "select", None) or "the probe's primary contrast",
                                             "definition": ABLATION_DEFINITION, "selection": plan["selection"],
@@ -151,6 +154,32 @@ def main_ablate(args, loaded=None, checked=None) -> int:
     main_score(args)
     summarise_ablation(out, plan["methods"], ks, args.n_random, args.metric or DEFAULT_METRIC, args.n_boot, args.seed,
                        selection=plan["selection"])
+    return 0
+
+
+def _ablation_shard(args):
+    """The ablation's --shard when it splits the work (K/N with N > 1, or auto resolving to one), else None."""
+    if not getattr(args, "shard", None):
+        return None
+    from render.shard import Shard
+
+    shard = Shard.parse(args.shard)
+    return None if shard.is_whole else shard
+
+
+def _ablate_shard(args, loaded, plan: dict, shard) -> int:
+    """One shard of `evaluate ablate`: its share of the plain and ablated predictions, nothing shared.
+
+    The head sets come from the probe and --seed alone, so every shard draws the same ones; a shard writes
+    only its samples' predictions and its own shards/shard-K-of-N.json record per method (no
+    ablation_plan.json, scores or summary: those need every sample). The same command without --shard then
+    finds every prediction finished with an identical generation key, reuses them, scores and summarises."""
+    generate_predictions(loaded, _gen_config(args, BASE_METHOD), progress=not args.quiet)
+    for method, heads in plan["methods"].items():
+        generate_predictions(loaded, _gen_config(args, method, tuple(heads)), progress=not args.quiet)
+    print(f"ablate {shard.describe()}: its share of the predictions of "
+          f"{BASE_METHOD} and {len(plan['methods'])} ablation methods is written; when every shard has finished, "
+          f"run the same `python -m evaluate ablate` without --shard to score and summarise (it reuses them)")
     return 0
 
 

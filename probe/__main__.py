@@ -5,6 +5,7 @@
     python -m probe run --model black-forest-labs/FLUX.2-klein-base-4B --randomize transformer --out runs/probe-rand
     python -m probe compare runs/probe runs/probe-rand --out runs/compare     # trained vs random-init control
     python -m probe run --protocol card --out runs/probe-card   # the published card's protocol
+    python -m probe run --stimuli images --data runs/render --out runs/probe-images   # no words: rendered pixels
     python -m probe stats --from runs/probe/captures.npz --out runs/probe-restat   # no model, no torch
     python -m probe run --shard auto --out runs/probe ...   # one share of the pairs per SLURM task / torchrun rank
     python -m probe merge runs/probe                        # check the shards, then statistics and report
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+from probe.helpformat import HelpFormatter
 
 SUBCOMMANDS = ("run", "stats", "prompts", "compare", "merge")
 
@@ -52,6 +55,10 @@ def _add_stats_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-splits", type=int, default=100, help="random 50/50 splits for split-half r (default 100)")
     g.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of pairs for block CIs (default 1000)")
     g.add_argument("--stats-seed", type=int, default=0, help="seed of permutations, splits and bootstraps")
+    g.add_argument("--equivalence-margin", type=float, default=None, metavar="D",
+                   help="image probe: the margin on Cohen's d_z within which the other factor's effect counts as "
+                        "shown negligible (TOST) for the lighting-/albedo-selective classes (default 0.5; `stats` "
+                        "keeps the run's own unless given)")
     g.add_argument("--no-report", action="store_true", help="skip report.md and figures")
     g.add_argument("--baseline", default=None, metavar="RUN_DIR",
                    help="a finished random-init run (`probe run --randomize transformer`) to set beside this one in "
@@ -67,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{run,stats,prompts,compare,merge}")
 
     run = sub.add_parser("run", help="capture with the model, then statistics and report (default)",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=HelpFormatter)
     add_model_arguments(run, DEFAULT_MODEL)
     add_randomize_arguments(run)
     g = run.add_argument_group("prompts")
@@ -79,7 +86,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "pairs; with --pairs, the vocabulary control derived from that file. Each set gets a direct "
                         "test (control prompt minus albedo prompt, same noise): t_vs_SET, p_fwer_vs_SET, "
                         "selective_vs_SET in units.csv")
-    g.add_argument("--limit", type=int, default=None, help="use only the first N pairs (quick checks)")
+    g.add_argument("--limit", type=int, default=None,
+                   help="use only the first N pairs (image probe: the first N base scenes) for quick checks")
+    g = run.add_argument_group(
+        "image stimuli", "--stimuli images: no words change. Each image of a render folder is one klein editing call "
+        "(the image as reference, one fixed text, the noise of its base scene), as evaluate generate makes it; three "
+        "contrasts, each a paired test over base scenes: render_vs_albedo (a render vs its ground-truth albedo image), "
+        "lighting (one scene and colours under two lightings), albedo (original vs variant colours, same lighting)")
+    g.add_argument("--stimuli", choices=("text", "images"), default="text",
+                   help="text: prompt pairs (A photograph vs B albedo); images: the render folder's images (--data)")
+    g.add_argument("--data", default=None, metavar="RENDER_DIR",
+                   help="render folder (python -m render; --recolor K for the albedo contrast)")
+    g.add_argument("--image-prompt", default=None, metavar="TEXT",
+                   help="the editing text of every call (default: the first instruction of "
+                        "prompts/edit_instructions.json, what evaluate generate uses)")
+    g.add_argument("--max-side", type=int, default=None, metavar="N",
+                   help="references are prepared as evaluate generate prepares them: downscaled when a side is over "
+                        "N (default 1024; 64 for --model tiny, as evaluate), then padded to multiples of 16")
+    g.add_argument("--pairs-over", choices=("scenes", "samples"), default="scenes",
+                   help="scenes: one pair per base scene, its lightings and variants averaged first (independent); "
+                        "samples: every sample-level pair (CLUSTERED, flagged in every output)")
+    g.add_argument("--contrasts", default=None, metavar="LIST",
+                   help="comma-separated subset of render_vs_albedo,lighting,albedo (default: all three; the unit "
+                        "classes need lighting and albedo)")
+    g.add_argument("--albedo-order", choices=("luminance", "chroma"), default="luminance",
+                   help="which colour set is A in the albedo contrast: the one with the higher ground-truth albedo "
+                        "luminance, or chroma (the lighting contrast's A is the lighting with the higher shading "
+                        "contrast)")
     g = run.add_argument_group("noise")
     g.add_argument("--seed", type=int, default=0,
                    help="run seed: each pair's noise seed is derived from it and the pair id (the same for A, B and "
@@ -123,20 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stats_arguments(run)
 
     st = sub.add_parser("stats", help="recompute statistics and report from captures.npz (no model, no torch)",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     st.add_argument("--from", dest="captures", required=True, help="captures.npz written by `probe run`")
     st.add_argument("--out", required=True, help="output folder")
     _add_stats_arguments(st)
 
     pr = sub.add_parser("prompts", help="write pair (and control) files for any scene set",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     from probe.prompts import add_prompts_arguments
 
     add_prompts_arguments(pr)
 
     cp = sub.add_parser("compare", help="finished runs side by side, with a test of run 1 > run k over units "
                                         "(no model, no torch)",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     from probe.compare import add_compare_arguments
 
     add_compare_arguments(cp)

@@ -19,6 +19,16 @@ Arrays (names are a contract: later versions add arrays, never rename or remove 
     meta_json             str scalar               optional JSON: protocol, direction ("a-b" or "b-a": the sign
                                                    of t), stimuli, seeds, and what each control set is
 
+Image probe (meta `stimuli` = "images"; `a`, `b`, `pair_ids` hold the primary contrast, render_vs_albedo):
+
+    contrast_names        str [k]                  every contrast of the run in order; the first is the one in a/b
+    contrast_<NAME>_a, contrast_<NAME>_b, contrast_<NAME>_pair_ids
+                                                   each further contrast (`lighting`, `albedo`), rows = its pairs
+                                                   (base scenes, or sample-level pairs with --pairs-over samples)
+    image_values          float32 [images, units]  every image's unit values (averaged over its noise seeds)
+    image_keys            str [images]             `<sample id>/render` or `<sample id>/albedo`
+    image_scene_ids       str [images]             the image's base scene (the cluster)
+
 A file written before control sets had names (control_a/control_b and no control_names) holds one
 set, `paraphrase`. The `a` side of every control set is the same prompt with the same noise as the
 main `a` of that pair, so control_<NAME>_b minus b is "control prompt minus albedo prompt".
@@ -34,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Captures", "CapturesError", "ControlSet", "save_captures", "load_captures", "PARAPHRASE",
+__all__ = ["Captures", "CapturesError", "ControlSet", "ImageValues", "save_captures", "load_captures", "PARAPHRASE",
            "check_control_name"]
 
 PARAPHRASE = "paraphrase"     # the control set stored in the legacy arrays control_a / control_b
@@ -45,11 +55,11 @@ class CapturesError(ValueError):
     """captures.npz (or arrays handed to `analyse`) are malformed: the message says which array and why."""
 
 
-def check_control_name(name: str) -> str:
-    """A control-set name: lower-case letters, digits and '_', starting with a letter (it becomes part of
-    array and column names: control_NAME_b, t_vs_NAME)."""
+def check_control_name(name: str, what: str = "control set") -> str:
+    """A control-set (or contrast) name: lower-case letters, digits and '_', starting with a letter (it
+    becomes part of array and column names: control_NAME_b, t_vs_NAME, contrast_NAME_a, t_NAME)."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise CapturesError(f"control set name {name!r} must be 1-40 lower-case letters, digits or '_', starting "
+        raise CapturesError(f"{what} name {name!r} must be 1-40 lower-case letters, digits or '_', starting "
                             f"with a letter (it becomes part of array and column names, e.g. t_vs_NAME)")
     return name
 
@@ -61,6 +71,15 @@ class ControlSet:
     a: np.ndarray
     b: np.ndarray
     pair_ids: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ImageValues:
+    """The image probe's per-image unit values: values float32 [images, units] (averaged over noise seeds),
+    keys str [images] (`<sample id>/render`, `<sample id>/albedo`), scene_ids str [images] (base scenes)."""
+    values: np.ndarray
+    keys: np.ndarray
+    scene_ids: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,6 +97,9 @@ class Captures:
     unit_blocks: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
     controls: dict = field(default_factory=dict)    # name -> ControlSet, names other than "paraphrase"
+    contrasts: dict = field(default_factory=dict)   # image probe: name -> ControlSet (a, b, pair_ids) of each
+                                                    # contrast besides the primary one in a/b
+    images: ImageValues | None = None               # image probe: per-image values (per_sample.npz comes from them)
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -112,6 +134,21 @@ class Captures:
             ca, cb, ids = _control_arrays(cs.a, cs.b, cs.pair_ids, f"control_{name}", u)
             checked[name] = ControlSet(ca, cb, ids)
         set_("controls", checked)
+        named = {}
+        for name, cs in (self.contrasts or {}).items():
+            check_control_name(name, "contrast")
+            if not isinstance(cs, ControlSet):
+                cs = ControlSet(*cs)
+            ca, cb, ids = _control_arrays(cs.a, cs.b, cs.pair_ids, f"contrast_{name}", u)
+            named[name] = ControlSet(ca, cb, ids)
+        set_("contrasts", named)
+        if self.images is not None:
+            iv = self.images if isinstance(self.images, ImageValues) else ImageValues(*self.images)
+            vals = _float_2d(iv.values, "image_values")
+            if vals.shape[1] != u:
+                raise CapturesError(f"image_values {vals.shape} must be [images, {u}] (the same units as a and b)")
+            set_("images", ImageValues(vals, _strings(iv.keys, "image_keys", vals.shape[0], unique=True),
+                                       _strings(iv.scene_ids, "image_scene_ids", vals.shape[0])))
         set_("meta", dict(self.meta or {}))
 
     @property
@@ -134,6 +171,16 @@ class Captures:
             out[PARAPHRASE] = ControlSet(self.control_a, self.control_b, self.control_pair_ids)
         out.update(self.controls)
         return out
+
+    @property
+    def stimuli(self) -> str:
+        """"text" or "images" (files without the key are text runs)."""
+        return str(self.meta.get("stimuli", "text"))
+
+    def contrast_sets(self) -> dict[str, ControlSet]:
+        """Image probe: every contrast by name, the primary one (a/b/pair_ids) first."""
+        primary = self.meta.get("primary_contrast") or "main"
+        return {primary: ControlSet(self.a, self.b, self.pair_ids), **self.contrasts}
 
 
 def _control_arrays(ca, cb, ids, what: str, n_units: int):
@@ -198,6 +245,16 @@ def save_captures(path, captures: Captures) -> Path:
         arrays["control_names"] = np.array(names)
     if captures.unit_blocks is not None:
         arrays["unit_blocks"] = captures.unit_blocks
+    if captures.contrasts or captures.images is not None:
+        arrays["contrast_names"] = np.array(list(captures.contrast_sets()))
+    for name, cs in captures.contrasts.items():
+        arrays[f"contrast_{name}_a"] = cs.a
+        arrays[f"contrast_{name}_b"] = cs.b
+        if cs.pair_ids is not None:
+            arrays[f"contrast_{name}_pair_ids"] = cs.pair_ids
+    if captures.images is not None:
+        arrays.update(image_values=captures.images.values, image_keys=captures.images.keys,
+                      image_scene_ids=captures.images.scene_ids)
     if captures.meta:
         arrays["meta_json"] = np.array(json.dumps(captures.meta))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,9 +304,26 @@ def load_captures(path) -> Captures:
             if absent:
                 raise CapturesError(f"control_names lists {name!r} but {', '.join(absent)} is missing")
             controls[name] = ControlSet(data[keys[0]], data[keys[1]], data.get(f"control_{name}_pair_ids"))
+        contrasts = {}
+        contrast_names = [str(x) for x in data["contrast_names"]] if "contrast_names" in data else []
+        if contrast_names:
+            meta.setdefault("primary_contrast", contrast_names[0])
+        for name in contrast_names[1:]:
+            check_control_name(name, "contrast")
+            keys = [f"contrast_{name}_a", f"contrast_{name}_b"]
+            absent = [k for k in keys if k not in data]
+            if absent:
+                raise CapturesError(f"contrast_names lists {name!r} but {', '.join(absent)} is missing")
+            contrasts[name] = ControlSet(data[keys[0]], data[keys[1]], data.get(f"contrast_{name}_pair_ids"))
+        images = None
+        if "image_values" in data:
+            absent = [k for k in ("image_keys", "image_scene_ids") if k not in data]
+            if absent:
+                raise CapturesError(f"image_values without {', '.join(absent)}")
+            images = ImageValues(data["image_values"], data["image_keys"], data["image_scene_ids"])
         return Captures(a=data["a"], b=data["b"], units=data["units"], pair_ids=data["pair_ids"],
                         control_a=data.get("control_a"), control_b=data.get("control_b"),
                         control_pair_ids=data.get("control_pair_ids"), unit_blocks=data.get("unit_blocks"),
-                        meta=meta, controls=controls)
+                        meta=meta, controls=controls, contrasts=contrasts, images=images)
     except CapturesError as e:
         raise CapturesError(f"{path}: {e}") from e

@@ -78,7 +78,8 @@ def protocol_facts(config: dict) -> list[tuple[str, str, str]]:
     cap = config.get("capture") or {}
     card, sib, ours = PROTOCOL_KINDS
     nr = "not recorded"
-    res = (f"{cap['height']}×{cap['width']}" if "height" in cap and "width" in cap else nr)
+    res = (f"{cap['height']}×{cap['width']}" if cap.get("height") and cap.get("width") else
+           "the reference image's size (editing calls)" if cap.get("editing") else nr)
     res_src = config.get("resolution_source") or nr
     noise = config.get("noise") or {}
     n_perm = _get(config, "stats", "n_perm", default=nr)

@@ -90,7 +90,8 @@ def default_label(summary: dict, config: dict, path: Path) -> str:
     if model.get("source") == "tiny":
         return f"{path.name}: tiny (random weights)"
     proto = summary.get("protocol") or (config.get("capture") or {}).get("protocol") or "?"
-    return f"{path.name}: {name.rsplit('/', 1)[-1]} ({proto})"
+    kind = ", images" if summary.get("stimuli") == "images" else ""
+    return f"{path.name}: {name.rsplit('/', 1)[-1]} ({proto}{kind})"
 
 
 def load_run(path, label: str | None = None) -> Run:
@@ -219,7 +220,8 @@ def _run_row(run: Run) -> dict:
     imax = int(np.argmax(at)) if at.size else -1
     return {
         "path": str(run.path), "label": run.label, "protocol": s.get("protocol"),
-        "direction": s.get("direction", "A photograph - B albedo"), "n_pairs": s.get("n_pairs"), "n_units": n,
+        "direction": s.get("direction", "A photograph - B albedo"), "stimuli": s.get("stimuli", "text"),
+        "n_pairs": s.get("n_pairs"), "n_units": n,
         "random_weights": run.random_weights, "randomize": run.randomize,
         "model": (run.config.get("model") or {}).get("model"),
         "n_abs_t_gt_3": int(np.count_nonzero(at > 3)), "n_abs_t_gt_5": int(np.count_nonzero(at > 5)),
@@ -347,6 +349,8 @@ def render_markdown(res: dict) -> str:
     rows = [
         ["folder", *[r["path"] for r in runs]],
         ["protocol", *[r["protocol"] or "?" for r in runs]],
+        ["stimuli", *[r["stimuli"] + (" (A − B = render − albedo image, pairs = base scenes)" if r["stimuli"] ==
+                                      "images" else " (A − B = photograph prompt − albedo prompt)") for r in runs]],
         ["t direction", *[r["direction"] for r in runs]],
         ["weights", *["random" + (f" (--randomize {r['randomize']})" if r["randomize"] != "none" else "")
                       if r["random_weights"] else "trained" for r in runs]],

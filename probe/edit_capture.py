@@ -15,7 +15,7 @@ after the last captured step, and a batch of noise seeds on the same reference (
 evaluate's call; several: one generator per seed, the same reference latents repeated by the pipeline).
 
 How the reference is prepared (downscaled, padded) is the caller's: pass `prepare_reference`, a
-function PIL.Image -> PIL.Image, the same one `evaluate generate` applies. The pipeline then crops
+function PIL.Image -> PIL.Image, the same one `evaluate generate` applies (`ReferencePrep`). The pipeline then crops
 the reference to multiples of 2 x vae_scale_factor (16 px for klein), and, with no height/width
 given, generates an image of the cropped reference's size. `edit_layout` predicts the token counts
 of that call (`probe.regions.TokenLayout`); the capture checks them against every captured forward.
@@ -25,6 +25,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -33,6 +34,41 @@ from .regions import TokenLayout
 
 # Flux2KleinPipeline: references above this many pixels are first resized to it (aspect kept).
 MAX_REFERENCE_AREA = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ReferencePrep:
+    """The reference preparation of `evaluate generate`, as a PIL -> PIL function for `capture_edit`:
+    `evaluate.registration.plan_reference(w, h, max_side, multiple).apply` (scale only when a side is over
+    max_side or under klein's 64-px minimum, then pad to multiples of `multiple` with reflected content), so
+    the probe measures the heads on exactly the image evaluate edits and scores.
+
+    Layering: this reaches into `evaluate` (imported when called), because the preparation lives there; it
+    is model-facing and would belong in `probe` (see DESIGN.md), where evaluate could import it."""
+    max_side: int
+    multiple: int = 16
+
+    @classmethod
+    def like_evaluate(cls, loaded, max_side: int | None = None) -> "ReferencePrep":
+        """evaluate generate's defaults: max_side 1024 (64 for a random-weight model), multiple 2 x vae_scale_factor."""
+        side = max_side or (64 if loaded.random_weights else 1024)
+        return cls(int(side), int(getattr(loaded.pipe, "vae_scale_factor", 8)) * 2)
+
+    def plan(self, width: int, height: int):
+        from evaluate.registration import plan_reference
+
+        return plan_reference(width, height, max_side=self.max_side, multiple=self.multiple)
+
+    def __call__(self, image):
+        from PIL import Image
+
+        arr = np.asarray(image.convert("RGB"))
+        return Image.fromarray(self.plan(arr.shape[1], arr.shape[0]).apply(arr))
+
+    def describe(self) -> str:
+        return (f"as evaluate generate: evaluate.registration.plan_reference(max_side={self.max_side}, "
+                f"multiple={self.multiple}): scaled only when a side is over {self.max_side} or under 64 px, then "
+                f"padded to multiples of {self.multiple} with reflected content")
 
 
 def pipeline_default(pipe, name: str):
@@ -74,30 +110,36 @@ def edit_layout(pipe, reference, height: int | None = None, width: int | None = 
     return TokenLayout(txt_len=int(txt_len), n_img=(gen_h // m) * (gen_w // m), n_ref=(ref_h // m) * (ref_w // m))
 
 
-def edit_call_kwargs(reference, prompt: str, steps: int, guidance: float, seeds: Sequence[int] = (0,)) -> dict:
+def edit_call_kwargs(reference, prompt: str, steps: int, guidance: float, seeds: Sequence[int] = (0,),
+                     max_sequence_length: int | None = None) -> dict:
     """The pipeline arguments of one klein edit, as `evaluate generate` passes them (output_type aside).
 
     One seed: exactly evaluate's arguments. Several: a batch of the same edit with one generator per
-    seed (the pipeline repeats the reference latents over the batch)."""
+    seed (the pipeline repeats the reference latents over the batch). max_sequence_length is passed
+    only when given (None: the pipeline's default, as evaluate leaves it)."""
     import torch
 
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("at least one noise seed is needed")
     gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-    return dict(image=reference, prompt=prompt if len(seeds) == 1 else [prompt] * len(seeds),
-                num_inference_steps=int(steps), guidance_scale=float(guidance),
-                generator=gens[0] if len(seeds) == 1 else gens)
+    kwargs = dict(image=reference, prompt=prompt if len(seeds) == 1 else [prompt] * len(seeds),
+                  num_inference_steps=int(steps), guidance_scale=float(guidance),
+                  generator=gens[0] if len(seeds) == 1 else gens)
+    if max_sequence_length is not None:
+        kwargs["max_sequence_length"] = int(max_sequence_length)
+    return kwargs
 
 
 def capture_edit(pipe, cap, reference, prompt: str, *, steps: int, guidance: float, seeds: Sequence[int] = (0,),
-                 prepare_reference: Callable | None = None) -> np.ndarray:
+                 prepare_reference: Callable | None = None, max_sequence_length: int | None = None) -> np.ndarray:
     """Run one klein editing call under an entered capture; return float32 [len(seeds), len(cap.units)].
 
     pipe: a Flux2KleinPipeline; cap: a HeadCapture or SliceCapture on pipe.transformer, entered (`with`),
     whose forwards_per_step matches `guidance` (2 when the pipeline runs CFG) and whose steps are all
     < `steps`; reference: a path or PIL image; prepare_reference: PIL -> PIL, applied first (the same
-    preparation evaluate generate applies). Row i holds the units for noise seed seeds[i]."""
+    preparation evaluate generate applies); max_sequence_length: the text length (None or the
+    pipeline's default: not passed, as evaluate does). Row i holds the units for noise seed seeds[i]."""
     import torch
 
     from .capture import HeadCapture, SliceCapture, StopSampling, text_token_mask
@@ -109,7 +151,9 @@ def capture_edit(pipe, cap, reference, prompt: str, *, steps: int, guidance: flo
     ref = load_reference(reference)
     if prepare_reference is not None:
         ref = prepare_reference(ref)
-    layout = edit_layout(pipe, ref)
+    if max_sequence_length is not None and max_sequence_length == pipeline_default(pipe, "max_sequence_length"):
+        max_sequence_length = None
+    layout = edit_layout(pipe, ref, max_sequence_length=max_sequence_length)
     n = len(seeds)
     if isinstance(cap, HeadCapture):
         cap.set_batch(text_token_mask(pipe, [prompt] * n, layout.txt_len), layout.n_img, layout.n_ref)
@@ -117,7 +161,7 @@ def capture_edit(pipe, cap, reference, prompt: str, *, steps: int, guidance: flo
         cap.set_batch(n, layout)
     else:
         raise TypeError(f"capture_edit needs a HeadCapture or SliceCapture, got {type(cap).__name__}")
-    kwargs = edit_call_kwargs(ref, prompt, steps, guidance, seeds)
+    kwargs = edit_call_kwargs(ref, prompt, steps, guidance, seeds, max_sequence_length)
     try:
         with torch.inference_mode():
             pipe(**kwargs, output_type="latent", callback_on_step_end=cap.stop_callback())

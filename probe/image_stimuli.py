@@ -1,42 +1,85 @@
-"""What the image probe compares: three paired contrasts over a render folder's samples (pure data, no torch).
+"""The image probe's design: three paired contrasts over a render folder, as `probe.stimuli.Stimulus` objects.
 
-    from probe.image_stimuli import build_image_stimuli
-    st = build_image_stimuli("runs/render")                # pairs over base scenes (the default)
-    st.stimuli                  # every image klein is shown, once each: Stimulus(key, kind, path, ...)
-    values = ...                # [len(st.stimuli), units]: one capture per stimulus, in this order
-    a, b = st.arrays("lighting", values)                   # [pairs, units] each, rows = st.contrast(...).pairs
-    per = st.per_sample_render_vs_albedo(values)           # the arrays of per_sample.npz (CONTRACTS C3)
+    from probe.image_stimuli import ImageDesign, build_image_plan
+    plan = build_image_plan("runs/render")                 # pairs over base scenes (the default); no torch
+    design = ImageDesign(plan, prompt, seed=0)             # the same text and noise for every image of a scene
+    stimuli = design.stimuli()      # one editing call each: Stimulus(pair_id=base scene, image=the PNG, seed)
+    arrays = design.assemble(values)                       # {Stimulus.key(): [units]} -> per contrast a, b [scenes, units]
+    caps = design.captures(values, units, meta)            # captures.npz contents (probe.captures.Captures)
 
-Stimuli: for each render sample (CONTRACTS C1), the rendered image `image_srgb.png` (kind `render`) and
-its ground-truth albedo `albedo_srgb.png` (kind `albedo`), keyed `<sample id>/render`, `<sample id>/albedo`.
-Each klein call gets one stimulus as its reference image, with the same text and noise for all.
+Images: for each render sample (CONTRACTS C1) its rendered image `image_srgb.png` (kind `render`) and
+its ground-truth albedo `albedo_srgb.png` (kind `albedo`), keyed `<sample id>/render` and
+`<sample id>/albedo`. Each is one klein editing call: the image as reference, one fixed text, and the
+noise of its base scene (`noise_seed(seed, base scene, draw)`), so within a scene nothing but the
+pixels changes. The Stimulus's `pair_id` is the base scene (the cluster and the unit of sharding,
+CONTRACTS C5), its role `<kind>:<sample id>`. Identical images with the same seed (a scene version's
+albedo is the same under every lighting) are one computation and are captured once.
 
 Contrasts (A - B), each a list of sample-level pairs grouped by base scene, the independent unit:
 
     render_vs_albedo  A = a sample's rendered image        B = the same sample's albedo image
-    lighting          A = (scene version v, lighting L1)   B = (v, Lj), every other lighting Lj of the scene;
-                      L1 = the scene's first lighting by name; v = the original or one colour variant
-                      (colours identical within a pair, only the light differs)
-    albedo            A = (original colours, lighting L)   B = (variant k, L), every variant k >= 1
-                      (lighting identical within a pair, only the surface colours differ)
+    lighting          A = (scene version v, lighting L*)   B = (v, Lj), every other lighting Lj of the scene;
+                      L* = the scene's lighting with the highest shading contrast (below); v = the
+                      original or one colour variant (colours identical within a pair, only the light differs)
+    albedo            A = (colour set x, lighting L)       B = (colour set y, L): the original and one
+                      colour variant under the same lighting, x the one with the higher albedo value (below)
+
+Orientation. Lighting names and variant colours carry no order, so "first by name" or "original
+minus random" would give each scene an arbitrary sign and a signed paired t over scenes would see
+only effects whose sign happens to agree. A and B are therefore ordered by a ground-truth quantity,
+computed from the render's exact intrinsics and never from unit values (so the sign-flip null stays
+valid: under H0 the label of the side is independent of the unit):
+
+    shading contrast (lighting)  std over the object mask of ln max(Y, 1e-3 median Y), Y = Rec.709
+                                 luminance of shading_linear.exr; per (base scene, lighting), the mean
+                                 over the scene's colour versions. t > 0: larger under the harder light.
+    albedo luminance (albedo)    mean over the mask of the Rec.709 luminance of albedo_linear.exr
+                                 (`albedo_order="chroma"`: mean over the mask of max - min of the
+                                 sRGB-encoded albedo). t > 0: larger for the brighter (more colourful) surfaces.
+
+Values equal within a relative 1e-6 count as ties, broken by lighting name (original first). The signed
+test sees only units that move with the criterion consistently across scenes; see `ORIENTATION_LIMITS`.
 
 pairs_over="scenes" (default): one pair per base scene; its A (B) is the mean of the A (B) sides of the
 scene's sample-level pairs, so the scene's difference is the mean of its sample differences and scenes
-are independent. pairs_over="samples": every sample-level pair is its own pair (clustered: samples of
-one scene are not independent; the report must say so). `Contrast.definition` states this per contrast.
+are independent. pairs_over="samples": every sample-level pair is its own pair (CLUSTERED: samples of
+one scene are not independent, and every output says so). `Pairing.definition` states this per contrast.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Mapping, Sequence
 
 import numpy as np
 
+from probe.stimuli import NOISE_MODES, Stimulus, noise_seed
+
 CONTRASTS = ("render_vs_albedo", "lighting", "albedo")
 PAIRS_OVER = ("scenes", "samples")
+ALBEDO_ORDERS = ("luminance", "chroma")
 ALBEDO_PNG = "albedo_srgb.png"
+KINDS = ("render", "albedo")
+REC709_Y = np.array([0.2126, 0.7152, 0.0722])
+SHADING_FLOOR = 1e-3      # ln of the shading luminance is floored at this fraction of its median (shadows, black)
+TIE_RTOL = 1e-6           # criterion values this close count as equal (order by name)
+
+SHADING_CONTRAST = ("shading contrast: std over the object mask of ln max(Y, 1e-3 median Y), Y the Rec.709 "
+                    "luminance of the ground-truth shading (shading_linear.exr), averaged over the scene's colour "
+                    "versions")
+ALBEDO_CRITERIA = {
+    "luminance": "albedo luminance: mean over the object mask of the Rec.709 luminance of the ground-truth albedo "
+                 "(albedo_linear.exr, linear)",
+    "chroma": "albedo chroma: mean over the object mask of max(R, G, B) - min(R, G, B) of the sRGB-encoded "
+              "ground-truth albedo",
+}
+ORIENTATION_LIMITS = (
+    "The paired t is signed: it finds units whose value moves the same way with the orienting quantity in most "
+    "scenes (harder light, brighter or more colourful surfaces). It cannot see a unit that reacts to a lighting or "
+    "colour change in a scene-specific direction (e.g. to the light's direction or colour temperature, or to one "
+    "hue), or to the size of a change whatever its direction; such units average out over scenes. An unsigned test "
+    "(|A - B| against the spread between noise seeds of one image, --seeds-per-pair >= 2) would be needed for them.")
 
 
 class StimuliError(ValueError):
@@ -55,11 +98,12 @@ class RenderSample:
 
 
 @dataclass(frozen=True)
-class Stimulus:
+class Image:
+    """One image klein is shown (as its reference image)."""
     key: str             # "<sample id>/render" or "<sample id>/albedo"
     sample_id: str
     kind: str            # "render" (image_srgb.png) or "albedo" (albedo_srgb.png)
-    path: Path           # the PNG given to klein as reference image (sRGB, 8 bit)
+    path: Path           # the PNG given to klein (sRGB, 8 bit)
     base_scene: str
     variant: int
     lighting: str
@@ -67,55 +111,87 @@ class Stimulus:
 
 @dataclass(frozen=True)
 class Pair:
-    id: str                 # scenes: the base scene; samples: "<A sample id> vs <B sample id>"
+    id: str                 # scenes: the base scene; samples: "<A sample id> vs <B sample id>" (render_vs_albedo: the sample id)
     cluster: str            # base scene
-    a: tuple[str, ...]      # stimulus keys; side A = their mean (a key counts as often as it is listed)
+    a: tuple[str, ...]      # image keys; side A = their mean (a key counts as often as it is listed)
     b: tuple[str, ...]      # as long as `a`: (a[i], b[i]) is one sample-level pair
 
 
 @dataclass(frozen=True)
-class Contrast:
+class Pairing:
+    """How one contrast's A and B sides are made from image values (the statistics get a
+    `probe.stats.Contrast` built from it by `ImageDesign.assemble`)."""
     name: str                          # one of CONTRASTS
     a_label: str
     b_label: str
     pairs_over: str                    # "scenes" or "samples"
     pairs: tuple[Pair, ...]
-    definition: str                    # what A and B are and what is averaged, for reports
+    definition: str                    # what A and B are, how they are oriented and what is averaged
+    orientation: str                   # which side is A, in short (the definition says it in full)
     left_out: tuple[str, ...] = ()     # base scenes without a sample-level pair, with the reason
 
     @property
     def clusters(self) -> list[str]:
         return [p.cluster for p in self.pairs]
 
+    @property
+    def clustered(self) -> bool:
+        """True when several pairs come from one base scene (pairs over samples)."""
+        return len(set(self.clusters)) < len(self.pairs)
+
 
 @dataclass(frozen=True)
-class ImageStimuli:
+class GroundTruth:
+    """The orienting quantities, from the render's intrinsics only (never from unit values)."""
+    shading_contrast: Mapping[str, Mapping[str, float]]   # base scene -> lighting -> value
+    albedo_value: Mapping[str, float]                     # scene version (full scene id) -> value
+    albedo_order: str
+
+    def record(self) -> dict:
+        return {"lighting": {"criterion": SHADING_CONTRAST, "a": "the lighting with the higher value",
+                             "values": {s: dict(v) for s, v in self.shading_contrast.items()}},
+                "albedo": {"criterion": ALBEDO_CRITERIA[self.albedo_order], "order": self.albedo_order,
+                           "a": "the colour set with the higher value", "values": dict(self.albedo_value)},
+                "ties": f"values within a relative {TIE_RTOL:g} are ties, broken by lighting name / original first",
+                "computed_from": "ground truth only (never from unit values), so the sign-flip null stays valid",
+                "limits": ORIENTATION_LIMITS}
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """The images of a render folder and the pairings of the asked-for contrasts (pure data)."""
     data: str
     pairs_over: str
     samples: tuple[RenderSample, ...]
-    stimuli: tuple[Stimulus, ...]          # capture order: sorted by sample id, render before albedo
-    contrasts: tuple[Contrast, ...]
+    images: tuple[Image, ...]              # sorted by sample id, render before albedo
+    pairings: tuple[Pairing, ...]
+    truth: GroundTruth | None = None
     _index: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        self._index.update({s.key: i for i, s in enumerate(self.stimuli)})
+        self._index.update({s.key: i for i, s in enumerate(self.images)})
 
-    def contrast(self, name: str) -> Contrast:
-        for c in self.contrasts:
+    @property
+    def scenes(self) -> tuple[str, ...]:
+        """Base scenes (clusters), sorted."""
+        return tuple(sorted({s.base_scene for s in self.samples}))
+
+    def pairing(self, name: str) -> Pairing:
+        for c in self.pairings:
             if c.name == name:
                 return c
-        raise KeyError(f"contrast {name!r} was not built; built: {[c.name for c in self.contrasts]}")
+        raise KeyError(f"contrast {name!r} was not built; built: {[c.name for c in self.pairings]}")
 
     def _check(self, values) -> np.ndarray:
         values = np.asarray(values)
-        if values.shape[0] != len(self.stimuli):
-            raise ValueError(f"values have {values.shape[0]} rows, expected one per stimulus ({len(self.stimuli)})")
+        if values.shape[0] != len(self.images):
+            raise ValueError(f"values have {values.shape[0]} rows, expected one per image ({len(self.images)})")
         return values
 
     def weights(self, name: str, side: str) -> np.ndarray:
-        """[pairs, stimuli] float64: row i averages the stimuli of side `a` or `b` of pair i."""
-        pairs = self.contrast(name).pairs
-        w = np.zeros((len(pairs), len(self.stimuli)))
+        """[pairs, images] float64: row i averages the images of side `a` or `b` of pair i."""
+        pairs = self.pairing(name).pairs
+        w = np.zeros((len(pairs), len(self.images)))
         for i, p in enumerate(pairs):
             keys = p.a if side == "a" else p.b
             for k in keys:
@@ -123,7 +199,7 @@ class ImageStimuli:
         return w
 
     def arrays(self, name: str, values) -> tuple[np.ndarray, np.ndarray]:
-        """values [stimuli, ...] (rows in `self.stimuli` order) -> (a, b), each [pairs, ...] in values' dtype
+        """values [images, ...] (rows in `self.images` order) -> (a, b), each [pairs, ...] in values' dtype
         (averaged in float64)."""
         values = self._check(values)
         v = values.astype(np.float64)
@@ -131,51 +207,132 @@ class ImageStimuli:
         return a, b
 
     def per_sample_render_vs_albedo(self, values) -> dict:
-        """The per-sample render minus albedo differences (CONTRACTS C3, per_sample.npz without `units`):
-        diff float32 [samples, ...], sample_ids, scene_ids (base scenes), contrast."""
+        """The per-sample render minus albedo differences (CONTRACTS C3, per_sample.npz without `units`)."""
         values = self._check(values)
-        ids = [s.id for s in self.samples]
-        missing = [f"{i}/albedo" for i in ids if f"{i}/albedo" not in self._index]
-        if missing:
-            raise KeyError("per-sample render_vs_albedo needs the albedo stimuli: build the render_vs_albedo contrast")
-        r = np.stack([values[self._index[f"{i}/render"]] for i in ids]).astype(np.float64)
-        al = np.stack([values[self._index[f"{i}/albedo"]] for i in ids]).astype(np.float64)
-        return {"diff": (r - al).astype(np.float32), "sample_ids": np.array(ids),
-                "scene_ids": np.array([s.base_scene for s in self.samples]), "contrast": np.array("render_vs_albedo")}
+        if not any(i.kind == "albedo" for i in self.images):
+            raise KeyError("per-sample render_vs_albedo needs the albedo images: build the render_vs_albedo contrast")
+        return per_sample_render_vs_albedo([i.key for i in self.images], values,
+                                           [i.base_scene for i in self.images])
 
     def describe(self) -> dict:
-        """JSON-able record of what was compared (for config.json / summary.json)."""
-        return {"data": self.data, "pairs_over": self.pairs_over, "n_samples": len(self.samples),
-                "n_stimuli": len(self.stimuli), "n_base_scenes": len({s.base_scene for s in self.samples}),
-                "contrasts": {c.name: {"a": c.a_label, "b": c.b_label, "n_pairs": len(c.pairs),
-                                       "n_sample_pairs": sum(len(p.a) for p in c.pairs),
-                                       "definition": c.definition, "left_out": list(c.left_out)}
-                              for c in self.contrasts}}
+        """JSON-able record of what was compared (config.json, summary.json, captures.npz meta)."""
+        d = {"data": self.data, "pairs_over": self.pairs_over, "clustered": self.pairs_over == "samples",
+             "n_samples": len(self.samples), "n_images": len(self.images), "n_base_scenes": len(self.scenes),
+             "base_scenes": list(self.scenes),
+             "contrasts": {c.name: {"a": c.a_label, "b": c.b_label, "n_pairs": len(c.pairs),
+                                    "n_sample_pairs": sum(len(p.a) for p in c.pairs), "pairs_over": c.pairs_over,
+                                    "clustered": c.clustered, "orientation": c.orientation,
+                                    "definition": c.definition, "left_out": list(c.left_out)}
+                           for c in self.pairings}}
+        if self.truth is not None:
+            d["orientation"] = self.truth.record()
+        return d
 
+
+def per_sample_render_vs_albedo(keys: Sequence[str], values, scene_ids: Sequence[str]) -> dict:
+    """per_sample.npz (CONTRACTS C3) without `units`, from image values [images, units] keyed
+    `<sample id>/render` and `<sample id>/albedo`: for every sample with both images, diff float32
+    [samples, units] = render - albedo, sample_ids, scene_ids (base scenes), contrast."""
+    keys = [str(k) for k in keys]
+    values = np.asarray(values)
+    pos = {k: i for i, k in enumerate(keys)}
+    ids = sorted({k.rsplit("/", 1)[0] for k in keys if k.endswith("/render") and
+                  k.rsplit("/", 1)[0] + "/albedo" in pos})
+    if not ids:
+        raise KeyError("no sample has both its rendered and its albedo image: per-sample render_vs_albedo needs both")
+    r = np.stack([values[pos[f"{i}/render"]] for i in ids]).astype(np.float64)
+    al = np.stack([values[pos[f"{i}/albedo"]] for i in ids]).astype(np.float64)
+    scene = [str(scene_ids[pos[f"{i}/render"]]) for i in ids]
+    return {"diff": (r - al).astype(np.float32), "sample_ids": np.array(ids), "scene_ids": np.array(scene),
+            "contrast": np.array("render_vs_albedo")}
+
+
+# ------------------------------------------------------------------------------------------- reading
 
 def read_render_samples(data: str | os.PathLike) -> list[RenderSample]:
     """The render manifest's samples with C1 fields; older manifests: variant 0, base_scene = scene."""
-    from render.dataset import load_manifest
+    from render.dataset import list_samples, load_manifest
 
     root = Path(data)
     try:
         manifest = load_manifest(root)
     except (FileNotFoundError, ValueError) as e:
         raise StimuliError(f"cannot build the image probe's stimuli: {e}") from None
-    out = []
-    for e in manifest["samples"]:
-        try:
-            image = root / e["image_srgb"]
-            albedo = root / e["albedo_srgb"] if e.get("albedo_srgb") else image.parent / ALBEDO_PNG
-            out.append(RenderSample(id=e["id"], scene=e["scene"], base_scene=e.get("base_scene") or e["scene"],
-                                    variant=int(e.get("variant", 0) or 0), lighting=e["lighting"],
-                                    image_srgb=image, albedo_srgb=albedo))
-        except (KeyError, TypeError, ValueError) as err:
-            raise StimuliError(f"{root / 'manifest.json'}: sample entry {e.get('id', e)!r} lacks or garbles "
-                               f"{err}; re-run `python -m render --out {root} --manifest-only` to rebuild it") from None
+    try:
+        infos = list_samples(root, manifest)
+    except (KeyError, TypeError, ValueError) as err:
+        raise StimuliError(f"{root / 'manifest.json'}: a sample entry lacks or garbles {err}; re-run "
+                           f"`python -m render --out {root} --manifest-only` to rebuild it") from None
+    out = [RenderSample(id=s.id, scene=s.scene, base_scene=s.base_scene, variant=s.variant, lighting=s.lighting,
+                        image_srgb=s.image_srgb, albedo_srgb=s.albedo_srgb or s.image_srgb.parent / ALBEDO_PNG)
+           for s in infos]
     if not out:
         raise StimuliError(f"{root / 'manifest.json'} lists no samples: render some first (python -m render --out {root})")
-    return sorted(out, key=lambda s: s.id)
+    return out
+
+
+def _shading_contrast(sample) -> float:
+    y = (sample.shading.astype(np.float64) @ REC709_Y)[sample.mask]
+    y = y[np.isfinite(y)]
+    if y.size < 2 or not np.median(y) > 0:
+        return float("nan")
+    return float(np.std(np.log(np.maximum(y, SHADING_FLOOR * np.median(y)))))
+
+
+def _albedo_value(sample, order: str) -> float:
+    a = sample.albedo_linear.astype(np.float64)[sample.mask]
+    if not a.size:
+        return float("nan")
+    if order == "luminance":
+        return float((a @ REC709_Y).mean())
+    from render.imageio import linear_to_srgb
+
+    s = linear_to_srgb(a).astype(np.float64)
+    return float((s.max(axis=1) - s.min(axis=1)).mean())
+
+
+def _read_truth(root: Path, samples: Sequence[RenderSample], contrasts: Sequence[str], order: str) -> GroundTruth:
+    """The orienting quantities of the asked-for contrasts (reads the ground truth of the samples it needs)."""
+    from render.dataset import load_manifest, load_sample
+
+    manifest = load_manifest(root)
+    cache: dict = {}
+
+    def load(s: RenderSample, contrast: str, what: str):
+        if s.id not in cache:
+            try:
+                cache[s.id] = load_sample(root, s.id, manifest)
+            except (FileNotFoundError, ValueError, KeyError) as e:
+                raise StimuliError(
+                    f"{root} cannot give the image probe's `{contrast}` contrast: its A/B order is set by the {what} "
+                    f"of the ground truth, and sample {s.id} cannot be read ({e}); finish or repair the render with "
+                    f"`python -m render --out {root}` (add the `--recolor K` you used). Nothing was written.") from None
+        return cache[s.id]
+
+    shading: dict[str, dict[str, float]] = {}
+    if "lighting" in contrasts:
+        per: dict[tuple[str, str], list[float]] = {}
+        for s in samples:
+            per.setdefault((s.base_scene, s.lighting), []).append(_shading_contrast(load(s, "lighting", "shading")))
+        for (base, light), v in sorted(per.items()):
+            shading.setdefault(base, {})[light] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+    albedo: dict[str, float] = {}
+    if "albedo" in contrasts:
+        first: dict[str, RenderSample] = {}
+        for s in sorted(samples, key=lambda s: (s.scene, s.lighting)):
+            first.setdefault(s.scene, s)      # a version's albedo is the same under every lighting
+        for scene, s in sorted(first.items()):
+            albedo[scene] = _albedo_value(load(s, "albedo", "albedo"), order)
+    return GroundTruth(shading, albedo, order)
+
+
+def _greater(x: float, y: float) -> bool:
+    """x > y beyond a tie (nan counts as lowest)."""
+    if not np.isfinite(x):
+        return False
+    if not np.isfinite(y):
+        return True
+    return x > y and (x - y) > TIE_RTOL * max(abs(x), abs(y))
 
 
 def _render_key(s: RenderSample) -> str:
@@ -186,72 +343,97 @@ def _albedo_key(s: RenderSample) -> str:
     return f"{s.id}/albedo"
 
 
-def _sample_pairs(name: str, samples: Sequence[RenderSample]):
-    """Sample-level pairs (base scene, A sample, B sample, A key, B key) and left-out scenes for one contrast."""
+def _sample_pairs(name: str, samples: Sequence[RenderSample], truth: GroundTruth | None = None):
+    """Sample-level pairs (base scene, A sample, B sample, A key, B key) and left-out scenes for one contrast.
+    Without `truth` (only to test whether a pair exists) lighting and albedo pairs are in name order."""
     by_base: dict[str, list[RenderSample]] = {}
     for s in samples:
         by_base.setdefault(s.base_scene, []).append(s)
     pairs, left_out = [], []
     for base, group in sorted(by_base.items()):
         found = []
+        at = {(s.variant, s.lighting): s for s in group}
         if name == "render_vs_albedo":
-            found = [(s, s, _render_key(s), _albedo_key(s)) for s in group]
+            found = [(s, s, _render_key(s), _albedo_key(s)) for s in sorted(group, key=lambda s: s.id)]
         elif name == "lighting":
-            first = min(s.lighting for s in group)
-            at = {(s.variant, s.lighting): s for s in group}
+            lights = sorted({s.lighting for s in group})
+            top = lights[0]
+            if truth is not None:
+                c = truth.shading_contrast.get(base, {})
+                for light in lights[1:]:
+                    if _greater(c.get(light, np.nan), c.get(top, np.nan)):
+                        top = light
             for s in sorted(group, key=lambda s: (s.variant, s.lighting)):
-                if s.lighting != first and (s.variant, first) in at:
-                    a = at[(s.variant, first)]
+                if s.lighting != top and (s.variant, top) in at:
+                    a = at[(s.variant, top)]
                     found.append((a, s, _render_key(a), _render_key(s)))
             if not found:
-                left_out.append(f"{base} (one lighting: {sorted({s.lighting for s in group})})")
+                left_out.append(f"{base} (one lighting: {lights})")
         else:  # albedo
-            at = {(s.variant, s.lighting): s for s in group}
             for s in sorted(group, key=lambda s: (s.lighting, s.variant)):
                 if s.variant > 0 and (0, s.lighting) in at:
-                    a = at[(0, s.lighting)]
-                    found.append((a, s, _render_key(a), _render_key(s)))
+                    orig = at[(0, s.lighting)]
+                    a, b = orig, s
+                    if truth is not None and _greater(truth.albedo_value.get(s.scene, np.nan),
+                                                      truth.albedo_value.get(orig.scene, np.nan)):
+                        a, b = s, orig
+                    found.append((a, b, _render_key(a), _render_key(b)))
             if not found:
                 left_out.append(f"{base} (no colour variant under a lighting of its original)")
         pairs += [(base, *f) for f in found]
     return pairs, left_out
 
 
-_DEFINITIONS = {
-    "render_vs_albedo": ("render", "albedo",
-                         "A = the rendered image (image_srgb.png) of a sample, B = the same sample's ground-truth "
-                         "albedo image (albedo_srgb.png); every sample (all lightings, original and variant colours)"),
-    "lighting": ("first lighting", "other lighting",
-                 "A = a scene version (original or one colour variant) under the scene's first lighting by name, "
-                 "B = the same version under each other lighting of the scene (colours identical, only the light "
-                 "differs); the sign is that of lighting names, not of any physical order"),
-    "albedo": ("original colours", "variant colours",
-               "A = the scene with its original colours under one lighting, B = each colour variant under the same "
-               "lighting (lighting identical, only surface colours differ); variant colours are random, so the sign "
-               "is original minus random"),
-}
+def _definitions(albedo_order: str) -> dict[str, tuple[str, str, str, str, str]]:
+    """contrast -> (A label, B label, definition, orientation in short, orientation in full)."""
+    brighter = "brighter" if albedo_order == "luminance" else "more colourful"
+    return {
+        "render_vs_albedo": (
+            "render", "albedo",
+            "A = the rendered image (image_srgb.png) of a sample, B = the same sample's ground-truth albedo image "
+            "(albedo_srgb.png); every sample (all lightings, original and variant colours)",
+            "A = the rendered image (fixed)",
+            "fixed: A = the rendered image, B = its albedo image (t > 0: larger on the render)"),
+        "lighting": (
+            "harder lighting", "softer lighting",
+            "A = a scene version (original or one colour variant) under the scene's lighting with the highest "
+            "shading contrast, B = the same version under each other lighting of the scene (colours identical, only "
+            "the light differs)",
+            "A = the lighting with the higher ground-truth shading contrast",
+            f"ground truth: A = the lighting with the higher {SHADING_CONTRAST} (t > 0: larger under the harder, "
+            "more contrasty light); ties by lighting name"),
+        "albedo": (
+            f"higher albedo {albedo_order}", f"lower albedo {albedo_order}",
+            "A and B = the scene's original colours and one colour variant under the same lighting (lighting "
+            "identical, only surface colours differ), every variant under every lighting",
+            f"A = the colour set with the higher ground-truth albedo {albedo_order}",
+            f"ground truth: A = the colour set with the higher {ALBEDO_CRITERIA[albedo_order]} (t > 0: larger for "
+            f"the {brighter} surfaces); ties: original first"),
+    }
 
 
-def _build_contrast(name: str, samples: Sequence[RenderSample], pairs_over: str) -> Contrast:
-    a_label, b_label, what = _DEFINITIONS[name]
-    sample_pairs, left_out = _sample_pairs(name, samples)
+def _build_pairing(name: str, samples: Sequence[RenderSample], pairs_over: str, truth: GroundTruth) -> Pairing:
+    a_label, b_label, what, orientation, how_oriented = _definitions(truth.albedo_order)[name]
+    sample_pairs, left_out = _sample_pairs(name, samples, truth)
     if pairs_over == "samples":
         pairs = tuple(Pair(f"{a.id} vs {b.id}" if name != "render_vs_albedo" else a.id, base, (ka,), (kb,))
                       for base, a, b, ka, kb in sample_pairs)
-        how = (f"{what}. One pair per sample-level pair ({len(pairs)} pairs); CLUSTERED: pairs of one base scene "
-               "are not independent, so p-values and CIs that treat them as independent are too small")
+        how = (f"{what}; orientation: {how_oriented}. One pair per sample-level pair ({len(pairs)} pairs); CLUSTERED: "
+               "pairs of one base scene are not independent, so p-values and CIs that treat them as independent "
+               "are too small")
     else:
         by_base: dict[str, list] = {}
         for base, a, b, ka, kb in sample_pairs:
             by_base.setdefault(base, []).append((ka, kb))
         pairs = tuple(Pair(base, base, tuple(ka for ka, _ in kp), tuple(kb for _, kb in kp))
                       for base, kp in sorted(by_base.items()))
-        how = (f"{what}. One pair per base scene ({len(pairs)} pairs): the scene's A is the mean of the A sides "
-               "of its sample-level pairs and B the mean of their B sides (a stimulus counts once per pair it is in), "
-               "so the scene's difference is the mean of its sample differences; scenes are independent")
+        how = (f"{what}; orientation: {how_oriented}. One pair per base scene ({len(pairs)} pairs): the scene's A is "
+               "the mean of the A sides of its sample-level pairs and B the mean of their B sides (an image counts "
+               "once per pair it is in), so the scene's difference is the mean of its sample differences; scenes "
+               "are independent")
     if left_out:
         how += f"; left out (no pair): {', '.join(left_out)}"
-    return Contrast(name, a_label, b_label, pairs_over, pairs, how + ".", tuple(left_out))
+    return Pairing(name, a_label, b_label, pairs_over, pairs, how + ".", orientation, tuple(left_out))
 
 
 def _missing_paragraph(data: Path, missing: dict[str, str]) -> str:
@@ -259,24 +441,31 @@ def _missing_paragraph(data: Path, missing: dict[str, str]) -> str:
     listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]} contrasts"
     parts = [f"{data} cannot give the image probe's {listed}{' contrast' if len(names) == 1 else ''}:"]
     parts += [missing[n] for n in CONTRASTS if n in missing]
-    parts.append("Nothing was written. Re-render as said, or ask only for the contrasts this folder supports.")
+    parts.append("Nothing was written. Re-render as said, or ask only for the contrasts this folder supports "
+                 "(--contrasts).")
     return " ".join(parts)
 
 
-def build_image_stimuli(data: str | os.PathLike, pairs_over: str = "scenes",
-                        contrasts: Sequence[str] = CONTRASTS) -> ImageStimuli:
-    """Read the render folder's manifest and build the asked-for contrasts (default: all three).
+def build_image_plan(data: str | os.PathLike, pairs_over: str = "scenes", contrasts: Sequence[str] = CONTRASTS,
+                     albedo_order: str = "luminance", limit: int | None = None) -> ImagePlan:
+    """Read the render folder's manifest (and, to orient lighting and albedo, its ground truth) and build
+    the asked-for contrasts (default: all three); `limit`: only the first N base scenes (sorted).
 
     Raises StimuliError (one paragraph: which contrast cannot be built and the render flag that makes
     it) when a contrast has no pair at all, or when images it needs are missing."""
     if pairs_over not in PAIRS_OVER:
         raise StimuliError(f"pairs_over must be one of {PAIRS_OVER}, got {pairs_over!r}")
+    if albedo_order not in ALBEDO_ORDERS:
+        raise StimuliError(f"albedo_order must be one of {ALBEDO_ORDERS}, got {albedo_order!r}")
     unknown = [c for c in contrasts if c not in CONTRASTS]
     if unknown or not contrasts:
         raise StimuliError(f"unknown contrast(s) {unknown}; choose from {list(CONTRASTS)}")
     contrasts = [c for c in CONTRASTS if c in contrasts]
     root = Path(data)
     samples = read_render_samples(root)
+    if limit:
+        keep = sorted({s.base_scene for s in samples})[:limit]
+        samples = [s for s in samples if s.base_scene in keep]
     no_render = [s.id for s in samples if not s.image_srgb.is_file()]
     if no_render:
         raise StimuliError(f"{root}: {len(no_render)} of {len(samples)} samples have no rendered image "
@@ -304,11 +493,94 @@ def build_image_stimuli(data: str | os.PathLike, pairs_over: str = "scenes",
             f"`python -m render --out {root} --recolor K` (K colour variants per scene, e.g. --recolor 1).")
     if missing:
         raise StimuliError(_missing_paragraph(root, missing))
-    built = tuple(_build_contrast(name, samples, pairs_over) for name in contrasts)
+    truth = _read_truth(root, samples, contrasts, albedo_order)
+    built = tuple(_build_pairing(name, samples, pairs_over, truth) for name in contrasts)
     used = {k for c in built for p in c.pairs for k in (*p.a, *p.b)}
-    stimuli = []
+    images = []
     for s in samples:
         for kind, key, path in (("render", _render_key(s), s.image_srgb), ("albedo", _albedo_key(s), s.albedo_srgb)):
             if key in used:
-                stimuli.append(Stimulus(key, s.id, kind, path, s.base_scene, s.variant, s.lighting))
-    return ImageStimuli(str(root), pairs_over, tuple(samples), tuple(stimuli), built)
+                images.append(Image(key, s.id, kind, path, s.base_scene, s.variant, s.lighting))
+    return ImagePlan(str(root), pairs_over, tuple(samples), tuple(images), built, truth)
+
+
+# -------------------------------------------------------------------------------------------- design
+
+@dataclass(frozen=True)
+class ImageDesign:
+    """The image probe's stimuli: every image of `plan` as one editing call with `prompt` and its base
+    scene's noise seeds; the same interface as `probe.stimuli.TextDesign` (stimuli, assemble, captures,
+    record), so `probe.run.capture_stimuli`, the resume cache, shards and `probe merge` treat both alike."""
+    plan: ImagePlan
+    prompt: str
+    seed: int = 0
+    seeds_per_pair: int = 1
+    noise: str = "per-pair"
+    kind: ClassVar[str] = "images"
+
+    def __post_init__(self):
+        if self.seeds_per_pair < 1:
+            raise ValueError(f"seeds_per_pair must be >= 1, got {self.seeds_per_pair}")
+        if self.noise not in NOISE_MODES:
+            raise ValueError(f"noise must be one of {NOISE_MODES}, got {self.noise!r}")
+        if not self.prompt or not self.prompt.strip():
+            raise ValueError("the image probe needs a non-empty editing text")
+
+    @property
+    def pair_ids(self) -> tuple[str, ...]:
+        """The units of sharding and of noise: the base scenes (CONTRACTS C5)."""
+        return self.plan.scenes
+
+    def seeds(self, scene: str) -> list[int]:
+        return [noise_seed(self.seed, scene, k, self.noise) for k in range(self.seeds_per_pair)]
+
+    def _stimulus(self, image: Image, seed: int, draw: int) -> Stimulus:
+        return Stimulus(image.base_scene, f"{image.kind}:{image.sample_id}", self.prompt, seed, image=str(image.path),
+                        draw=draw)
+
+    def stimuli(self) -> list[Stimulus]:
+        """Every (image, noise draw), images in plan order."""
+        return [self._stimulus(img, s, k) for img in self.plan.images for k, s in enumerate(self.seeds(img.base_scene))]
+
+    def image_values(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
+        """float32 [images, units]: each image's unit values averaged over its noise draws."""
+        rows = [np.mean([np.asarray(values[self._stimulus(img, s, k).key()], dtype=np.float64)
+                         for k, s in enumerate(self.seeds(img.base_scene))], axis=0) for img in self.plan.images]
+        return np.stack(rows).astype(np.float32)
+
+    def assemble(self, values: Mapping[str, np.ndarray]) -> dict:
+        """Captured values {Stimulus.key(): [units]} -> {"images": [images, units] (averaged over draws),
+        "contrasts": {name: (a [pairs, units], b, pair ids)}} in the order of the plan's pairings."""
+        iv = self.image_values(values)
+        out = {}
+        for c in self.plan.pairings:
+            a, b = self.plan.arrays(c.name, iv)
+            out[c.name] = (a, b, np.array([p.id for p in c.pairs]))
+        return {"images": iv, "contrasts": out}
+
+    def captures(self, values: Mapping[str, np.ndarray], units, meta: Mapping | None = None, unit_blocks=None):
+        """captures.npz contents: the first contrast in a/b/pair_ids, the others as contrast_NAME_*, and
+        the per-image values (image_values, image_keys, image_scene_ids) that per_sample.npz comes from."""
+        from probe.captures import Captures, ControlSet, ImageValues
+
+        arrays = self.assemble(values)
+        names = list(arrays["contrasts"])
+        a, b, ids = arrays["contrasts"][names[0]]
+        meta = {**(meta or {}), "stimuli": "images", "contrasts": names, "primary_contrast": names[0],
+                "image_prompt": self.prompt, "seeds_per_pair": self.seeds_per_pair, "noise": self.noise,
+                "image_design": self.plan.describe()}
+        return Captures(a=a, b=b, units=np.asarray(units), pair_ids=ids, unit_blocks=unit_blocks, meta=meta,
+                        contrasts={n: ControlSet(*arrays["contrasts"][n]) for n in names[1:]},
+                        images=ImageValues(arrays["images"], np.array([i.key for i in self.plan.images]),
+                                           np.array([i.base_scene for i in self.plan.images])))
+
+    def record(self) -> dict:
+        """JSON-able description for config.json: the text, the noise design and every scene's seeds."""
+        return {"stimuli": "images", "prompt": self.prompt, "noise": self.noise, "seed": self.seed,
+                "seeds_per_pair": self.seeds_per_pair,
+                "derivation": ("sha256('ray-plantain/noise/{seed}/{base scene}/{draw}') first 15 hex digits"
+                               if self.noise == "per-pair" else "draw 0: --seed for every scene"),
+                "same_noise_within_scene": "every image of a base scene (lightings, variants, albedo images) shares "
+                                           "its seeds",
+                "scene_seeds": {s: self.seeds(s) for s in self.pair_ids},
+                "design": self.plan.describe()}

@@ -4,11 +4,15 @@
     python -m probe run --model tiny --out runs/probe
     python -m probe stats --from runs/probe/captures.npz --out runs/probe-restat
 
+    python -m probe run --stimuli images --data runs/render --out runs/probe-images
+
 Outputs in --out: captures.npz (the interchange format, probe/captures.py: a, b [pairs, units]
 float32, units, pair_ids, the paraphrase control in control_a/control_b/control_pair_ids, other
-control sets as control_<NAME>_a/_b/_pair_ids, unit_blocks, meta_json), units.csv, summary.json,
+control sets as control_<NAME>_a/_b/_pair_ids, unit_blocks, meta_json; image probe: the other
+contrasts as contrast_<NAME>_a/_b/_pair_ids and the per-image values), units.csv, summary.json,
 config.json (the resolved configuration, model record, noise seeds and library versions), report.md,
-figures/.
+figures/; the image probe also per_sample.npz (CONTRACTS C3). `finish_run` is the step after capture
+that `probe run` and `probe merge` share.
 """
 from __future__ import annotations
 
@@ -50,6 +54,12 @@ def _user_errors() -> tuple:
 
         errs.append(CapturesError)
     except ImportError:
+        pass
+    try:
+        from probe.image_stimuli import StimuliError
+
+        errs.append(StimuliError)
+    except ImportError:  # pragma: no cover
         pass
     return tuple(errs)
 
@@ -107,14 +117,21 @@ def read_units_csv(path: str | os.PathLike) -> dict[str, list]:
     return cols
 
 
-def _stats_config(args, protocol: str):
+def _stats_config(args, protocol: str, margin: float | None = None):
+    """StatsConfig from the arguments; the equivalence margin from --equivalence-margin, else `margin` (the
+    one recorded in captures.npz), else the default."""
     from probe.stats import StatsConfig
 
     n_perm = args.n_perm if args.n_perm is not None else (1000 if protocol == "card" else 10_000)
     for flag, v, lo in (("--n-perm", n_perm, 1), ("--n-splits", args.n_splits, 0), ("--n-boot", args.n_boot, 0)):
         if v < lo:
             raise UsageError(f"{flag} must be at least {lo}, got {v}")
-    return StatsConfig(n_perm=n_perm, n_splits=args.n_splits, n_boot=args.n_boot, seed=args.stats_seed)
+    given = getattr(args, "equivalence_margin", None)
+    margin = given if given is not None else margin
+    if margin is not None and not margin > 0:
+        raise UsageError(f"--equivalence-margin must be a positive Cohen's d_z (e.g. 0.5), got {margin}")
+    extra = {} if margin is None else {"equivalence_margin": float(margin)}
+    return StatsConfig(n_perm=n_perm, n_splits=args.n_splits, n_boot=args.n_boot, seed=args.stats_seed, **extra)
 
 
 def _baseline(args, out: Path):
@@ -139,7 +156,7 @@ def analyse_and_write(caps, out: Path, config: dict, stats_cfg, no_report: bool 
     summary["protocol"] = config.get("capture", {}).get("protocol", config.get("protocol"))
     summary["random_weights"] = bool(config.get("model", {}).get("random_weights", False))
     summary["randomize"] = (config.get("model", {}).get("randomize") or {}).get("mode", "none")
-    summary["stimuli"] = caps.meta.get("stimuli", "text")
+    summary["stimuli"] = caps.stimuli
     summary["controls"] = list(caps.control_sets())
     full = {**config, "direction": res.direction, "sign_convention": summary["sign_convention"],
             "n_units": int(caps.n_units), "stats": asdict(stats_cfg), "versions": versions()}
@@ -156,8 +173,20 @@ def analyse_and_write(caps, out: Path, config: dict, stats_cfg, no_report: bool 
         else:
             summary["baseline"] = {"path": str(baseline.path), "label": baseline.label,
                                    "comparison": comparison["comparisons"][0] if comparison["comparisons"] else None}
+    if caps.stimuli == "images":
+        design = caps.meta.get("image_design") or {}
+        summary["image_design"] = {k: design.get(k) for k in ("data", "pairs_over", "clustered", "n_samples",
+                                                               "n_images", "n_base_scenes", "contrasts",
+                                                               "orientation")}
+        summary["image_prompt"] = caps.meta.get("image_prompt")
+        summary["pairs_over"] = design.get("pairs_over", "scenes")
+        summary["clustered"] = bool(design.get("clustered", False))
+        if summary["clustered"]:
+            summary["clustered_note"] = CLUSTERED_NOTE
     out.mkdir(parents=True, exist_ok=True)
     res.write_units_csv(out / "units.csv")
+    if caps.images is not None:
+        write_per_sample(out / "per_sample.npz", caps)
     write_json(out / "summary.json", summary)
     write_json(out / "config.json", full)
     if not no_report:
@@ -167,14 +196,81 @@ def analyse_and_write(caps, out: Path, config: dict, stats_cfg, no_report: bool 
     return summary
 
 
+CLUSTERED_NOTE = ("CLUSTERED (--pairs-over samples): every sample-level pair is a pair of its own, but samples of one "
+                  "scene (its lightings and colour variants) are not independent, so p-values, FWER and CIs here treat "
+                  "dependent pairs as independent and are too small; the default pairs over base scenes.")
+
+
+def write_per_sample(path: Path, caps) -> Path | None:
+    """per_sample.npz (CONTRACTS C3) from an image probe's captures: diff float32 [samples, units] = the unit on
+    the rendered image minus on its ground-truth albedo image (averaged over noise seeds), sample_ids,
+    scene_ids (base scenes), units (units.csv order), contrast "render_vs_albedo". None (nothing written)
+    when the run has no albedo images."""
+    from probe.image_stimuli import per_sample_render_vs_albedo
+
+    try:
+        per = per_sample_render_vs_albedo(caps.images.keys, caps.images.values, caps.images.scene_ids)
+    except KeyError:
+        return None
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:   # a file object: np.savez would append .npz to the temp name
+            np.savez(f, diff=per["diff"], sample_ids=per["sample_ids"], scene_ids=per["scene_ids"],
+                     units=np.asarray(caps.units).astype(str), contrast=per["contrast"])
+    return path
+
+
+def _check_seeds(args) -> None:
+    if args.seeds_per_pair < 1:
+        raise UsageError(f"--seeds-per-pair must be at least 1 (noise samples averaged per "
+                         f"{'scene' if getattr(args, 'stimuli', 'text') == 'images' else 'prompt'}), got "
+                         f"{args.seeds_per_pair}; nothing was written")
+
+
+def _load_image_design(args):
+    """The image probe's design (render folder, contrasts, text, noise), checked before anything is written."""
+    from probe.image_stimuli import ImageDesign, build_image_plan
+    from probe.prompts import load_edit_instructions
+
+    if args.max_side is not None and args.max_side < 64:
+        raise UsageError(f"--max-side must be at least 64 (klein's smallest reference side), got {args.max_side}; "
+                         "nothing was written")
+    for flag, given in (("--pairs", args.pairs), ("--control", args.control), ("--height", args.height),
+                        ("--width", args.width)):
+        if given:
+            why = ("the generated image takes the reference image's size, as in evaluate generate"
+                   if flag in ("--height", "--width") else "the image probe's pairs are the render's images")
+            raise UsageError(f"{flag} applies to the text probe only ({why}); nothing was written")
+    if not args.data:
+        raise UsageError("--stimuli images needs --data RENDER_DIR (a folder written by `python -m render`, with "
+                         "--recolor K for the albedo contrast); nothing was written")
+    contrasts = [c.strip() for c in args.contrasts.split(",") if c.strip()] if args.contrasts else None
+    plan = build_image_plan(args.data, pairs_over=args.pairs_over, albedo_order=args.albedo_order,
+                            limit=args.limit, **({"contrasts": contrasts} if contrasts else {}))
+    if len(plan.scenes) < 2 and args.pairs_over == "scenes":
+        raise UsageError(f"{args.data} holds {len(plan.scenes)} base scene: a paired test over scenes needs at least "
+                         "2 (render more scenes, or --pairs-over samples, flagged as clustered); nothing was written")
+    instruction = "--image-prompt"
+    prompt = args.image_prompt
+    if prompt is None:
+        prompt = load_edit_instructions()[0]
+        instruction = "the first instruction of prompts/edit_instructions.json (what evaluate generate uses by default)"
+    design = ImageDesign(plan, prompt, seed=args.seed, seeds_per_pair=args.seeds_per_pair, noise=args.noise)
+    sources = {"data": str(args.data), "image_prompt": prompt, "image_prompt_source": instruction}
+    return design, {}, sources
+
+
 def _load_design(args):
-    """Pairs, control sets and noise design from the arguments, all checked before anything is written."""
+    """The run's design (text pairs and control sets, or the image probe's render images) and noise design
+    from the arguments, all checked before anything is written."""
     from probe.prompts import resolve_control_sets
     from probe.stimuli import TextDesign
 
-    if args.seeds_per_pair < 1:
-        raise UsageError(f"--seeds-per-pair must be at least 1 (noise samples averaged per prompt), got "
-                         f"{args.seeds_per_pair}; nothing was written")
+    _check_seeds(args)
+    if getattr(args, "stimuli", "text") == "images":
+        return _load_image_design(args)
+    if getattr(args, "data", None) or getattr(args, "image_prompt", None) or getattr(args, "max_side", None):
+        raise UsageError("--data, --image-prompt and --max-side belong to the image probe: add --stimuli images; "
+                         "nothing was written")
     pairs_path = Path(args.pairs) if args.pairs else default_pairs_path()
     pairs = load_pairs(pairs_path)
     if args.limit:
@@ -195,7 +291,11 @@ def _capture_config(args, loaded):
     from probe.run import CaptureConfig, card_config, pipeline_default_guidance, pipeline_default_size
 
     tiny = loaded.source == "tiny"
-    if args.protocol == "card":
+    editing = getattr(args, "stimuli", "text") == "images"
+    if editing:
+        size = dict(height=None, width=None, editing=True, reference_prep=_reference_prep(args, loaded).describe())
+        source = "the reference image's size (editing calls, as evaluate generate makes them)"
+    elif args.protocol == "card":
         dh, dw = pipeline_default_size(loaded.pipe)
         size = dict(height=args.height or dh, width=args.width or dw)
         source = ("--height/--width" if args.height and args.width else
@@ -205,6 +305,7 @@ def _capture_config(args, loaded):
         size = dict(height=args.height or (64 if tiny else 512), width=args.width or (64 if tiny else 512))
         source = ("--height/--width" if args.height and args.width else
                   f"the heads protocol's default ({'64 for --model tiny' if tiny else '512'})")
+
     common = dict(seed=args.seed, batch_size=args.batch_size, max_sequence_length=args.max_sequence_length, **size)
     steps_list = tuple(int(s) for s in args.capture_steps.split(",")) if args.capture_steps else ()
     if args.protocol == "card":
@@ -216,6 +317,13 @@ def _capture_config(args, loaded):
     return CaptureConfig(protocol="heads", steps=args.steps or 50, capture_steps=steps_list,
                          guidance=pipeline_default_guidance(loaded.pipe) if args.guidance is None else args.guidance,
                          reducer=args.reducer, single_tokens=args.single_tokens, **common).resolved(), source
+
+
+def _reference_prep(args, loaded):
+    """The image probe's reference preparation: evaluate generate's own, with its --max-side."""
+    from probe.edit_capture import ReferencePrep
+
+    return ReferencePrep.like_evaluate(loaded, getattr(args, "max_side", None))
 
 
 def _check_out(out: Path) -> None:
@@ -247,6 +355,7 @@ def main_run(args) -> int:
     out = Path(args.out)
     shard = _shard(args)
     design, controls, sources = _load_design(args)
+    _stats_config(args, args.protocol)          # bad statistics options fail before anything is written
     baseline = _baseline(args, out) if shard.is_whole else None     # a sharded run's statistics wait for the merge
     _check_out(out)
     loaded = load_pipeline(spec_from_args(args))
@@ -262,23 +371,31 @@ def main_run(args) -> int:
     if args.no_resume and cache.exists():
         cache.unlink()
     log = lambda msg: print(f"note: {msg}", file=sys.stderr)  # noqa: E731
+    prepare = _reference_prep(args, loaded) if design.kind == "images" else None
     every = design.stimuli()
     values, units, info = capture_stimuli(loaded, shard_stimuli(every, shard), cfg, cache_path=cache,
-                                          progress=not args.quiet, log=log)
-    lengths = {"a": real_text_lengths(loaded.pipe, design.a, cfg.max_sequence_length),
-               "b": real_text_lengths(loaded.pipe, design.b, cfg.max_sequence_length)}
-    for name, prompts in design.controls.items():
-        lengths[name] = real_text_lengths(loaded.pipe, list(prompts.values()), cfg.max_sequence_length)
+                                          progress=not args.quiet, log=log, prepare_reference=prepare)
     config = {
         "job": "probe run", "argv": sys.argv, "capture": asdict(cfg), "resolution_source": resolution_source,
-        "model": loaded.describe(), "prompts": sources, "n_pairs": len(design.pair_ids),
-        "n_control_pairs": len(controls.get("paraphrase", ([],))[0]),
-        "control_sets": {name: {"n_pairs": len(cs), "source": src} for name, (cs, src) in controls.items()},
-        "noise": design.record(), "capture_info": info, "text_lengths": lengths,
+        "model": loaded.describe(), "stimuli": design.kind, "n_pairs": len(design.pair_ids),
+        "noise": design.record(), "capture_info": info,
         "captured_forward": ("conditional (first of the two CFG forwards per step)" if info["forwards_per_step"] == 2
                              else "the only forward per step (no CFG)"),
         "direction": CARD_SIGN if cfg.protocol == "card" else "a-b", "shard": shard.as_dict(),
     }
+    if design.kind == "images":
+        sources = {**sources, "reference_prep": prepare.describe(), "max_side": prepare.max_side}
+        config.update({"images": sources, "text_lengths": {
+            "image_prompt": real_text_lengths(loaded.pipe, [design.prompt], cfg.max_sequence_length)}})
+    else:
+        lengths = {"a": real_text_lengths(loaded.pipe, design.a, cfg.max_sequence_length),
+                   "b": real_text_lengths(loaded.pipe, design.b, cfg.max_sequence_length)}
+        for name, prompts in design.controls.items():
+            lengths[name] = real_text_lengths(loaded.pipe, list(prompts.values()), cfg.max_sequence_length)
+        config.update({
+            "prompts": sources, "n_control_pairs": len(controls.get("paraphrase", ([],))[0]),
+            "control_sets": {name: {"n_pairs": len(cs), "source": src} for name, (cs, src) in controls.items()},
+            "text_lengths": lengths})
     if not shard.is_whole:
         from probe.shards import write_shard_of_run
 
@@ -286,29 +403,27 @@ def main_run(args) -> int:
     return finish_run(out, design, values, units, config, args, baseline)
 
 
-def finish_run(out: Path, design, values: dict, units: list[str], config: dict, args, baseline=None) -> int:
+def finish_run(out: Path, design, values: dict, units, config: dict, args, baseline=None) -> int:
     """The step after capture, shared by `probe run` and `probe merge` (CONTRACTS C5): the captured values
-    {Stimulus.key(): [units]} -> captures.npz -> statistics -> units.csv, summary.json, config.json, report.
+    {Stimulus.key(): [units]} of a design (text pairs or the image probe's images) -> captures.npz ->
+    statistics -> units.csv, summary.json, config.json, report, and per_sample.npz for the image probe.
 
-    `config` is the run record (config.json without the statistics: capture settings, model, prompts, noise,
-    capture_info, direction); `args` gives the statistics options. No model is needed."""
-    from probe.captures import ControlSet
-    from probe.run import unit_block
-    from probe.stats import Captures, save_captures
+    `config` is the run record (config.json without the statistics: capture settings, model, the design's
+    sources, noise, capture_info, direction); `args` gives the statistics options. No model is needed."""
+    from probe.stats import blocks_from_units, save_captures
 
     protocol = config["capture"]["protocol"]
-    arrays = design.assemble(values)
-    meta = {"protocol": protocol, "direction": config["direction"], "stimuli": "text",
-            "controls": dict(config["prompts"]["controls"]),
-            "seeds_per_pair": design.seeds_per_pair, "noise": design.noise}
-    named = {n: ControlSet(*v) for n, v in arrays["controls"].items() if n != "paraphrase"}
-    para = arrays["controls"].get("paraphrase")
-    caps = Captures(a=arrays["a"], b=arrays["b"], units=np.array(units), pair_ids=np.array(design.pair_ids),
-                    control_a=para[0] if para else None, control_b=para[1] if para else None,
-                    control_pair_ids=para[2] if para else None, controls=named,
-                    unit_blocks=np.array([unit_block(u) for u in units]), meta=meta)
+    stats_cfg = _stats_config(args, protocol)
+    meta = {"protocol": protocol, "direction": config["direction"]}
+    if design.kind == "images":
+        meta["equivalence_margin"] = stats_cfg.equivalence_margin     # `probe stats` keeps the run's own
+    else:
+        meta["controls"] = dict(config["prompts"]["controls"])
+    units = np.asarray(units).astype(str)
+    caps = design.captures(values, units, meta, unit_blocks=blocks_from_units(units))
+    out.mkdir(parents=True, exist_ok=True)
     save_captures(out / "captures.npz", caps)
-    summary = analyse_and_write(caps, out, config, _stats_config(args, protocol), args.no_report, baseline)
+    summary = analyse_and_write(caps, out, config, stats_cfg, args.no_report, baseline)
     _print_summary(out, summary)
     return 0
 
@@ -329,11 +444,11 @@ def main_stats(args) -> int:
         except json.JSONDecodeError:
             prior = {}
     protocol = caps.meta.get("protocol") or prior.get("capture", {}).get("protocol", "heads")
-    stats_cfg = _stats_config(args, protocol)
+    stats_cfg = _stats_config(args, protocol, caps.meta.get("equivalence_margin"))
     baseline = _baseline(args, out)
-    config = {"job": "probe stats", "argv": sys.argv, "from": str(src),
-              **{k: prior[k] for k in ("capture", "model", "prompts", "resolution_source", "noise", "control_sets",
-                                       "n_pairs", "text_lengths", "captured_forward") if k in prior}}
+    config = {"job": "probe stats", "argv": sys.argv, "from": str(src), "stimuli": caps.stimuli,
+              **{k: prior[k] for k in ("capture", "model", "prompts", "images", "resolution_source", "noise",
+                                       "control_sets", "n_pairs", "text_lengths", "captured_forward") if k in prior}}
     config.setdefault("capture", {"protocol": protocol})
     summary = analyse_and_write(caps, out, config, stats_cfg, args.no_report, baseline)
     _print_summary(out, summary)
@@ -347,9 +462,17 @@ def _print_summary(out: Path, s: dict) -> None:
           f"{s['n_abs_t_gt_3']} (null p99 {f(s['null_p99_abs_t_gt_3'], '.1f')}), |t|>5 in {s['n_abs_t_gt_5']} "
           f"(null p99 {f(s['null_p99_abs_t_gt_5'], '.1f')}), FWER-significant {s.get('n_fwer_significant', 'n/a')}, "
           f"split-half r {f(s['split_half_r_median'], '.3f')}, max |t| {f(s['max_abs_t'], '.2f')}")
+    if s.get("stimuli") == "images":
+        by = {name: c.get("n_fwer_significant") for name, c in (s.get("contrasts") or {}).items()}
+        print(f"{s.get('primary_contrast')} FWER-significant {s.get('n_fwer_significant')}; "
+              + ", ".join(f"{name} {v}" for name, v in by.items())
+              + ("" if not s.get("classes") else "; classes: " + ", ".join(
+                  f"{k} {v}" for k, v in s["classes"]["counts"].items()))
+              + (" (CLUSTERED: pairs over samples)" if s.get("clustered") else ""))
     sel = [f"{k[len('n_selective_vs_'):]} {v}" for k, v in s.items() if k.startswith("n_selective_vs_")]
     if sel:
         print(f"selective beyond each control (main and direct test FWER-significant, same sign): {', '.join(sel)}; "
               f"beyond all: {s.get('n_selective_beyond_control')}")
-    written = [n for n in ("captures.npz", "units.csv", "summary.json", "config.json", "report.md") if (out / n).exists()]
+    written = [n for n in ("captures.npz", "units.csv", "per_sample.npz", "summary.json", "config.json", "report.md")
+               if (out / n).exists()]
     print(f"wrote {out}: {', '.join(written)}")

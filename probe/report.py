@@ -31,7 +31,7 @@ import numpy as np
 from render.imageio import atomic_path
 
 __all__ = ["write_report", "UnitLayout", "parse_units", "CARD", "CARD_TOP_BLOCKS", "RANDOM_WEIGHTS_LINE",
-           "RANDOMIZED_LINE", "RANDOM_REFERENCE", "FIGURE_NAMES"]
+           "RANDOMIZED_LINE", "RANDOM_REFERENCE", "FIGURE_NAMES", "IMAGE_FIGURE_NAMES"]
 
 RANDOM_WEIGHTS_LINE = "**RANDOM WEIGHTS (--model tiny): a dry run; nothing in this report is a finding.**"
 RANDOMIZED_LINE = ("**RANDOM WEIGHTS (--randomize {mode}, seed {seed}): a random-init control; nothing in this report "
@@ -65,13 +65,15 @@ CARD_TOP_BLOCKS = (
     ("joint[1]", "double.1.img", 26.76, 135, 192, 1.10),
 )
 FIGURE_NAMES = ("t_heatmap.png", "null_counts.png", "split_half.png", "control.png", "step_profile.png")
+IMAGE_FIGURE_NAMES = ("contrasts.png", "t_heatmap_lighting.png", "t_heatmap_albedo.png",   # image probe only
+                      "class_scatter.png")
 MAX_HEATMAP_PANELS = 8        # more steps than this: an evenly spread subset, named in the caption
 MAX_SCATTER_POINTS = 40_000   # beyond this a fixed random subset is drawn (all units still count)
 MAX_BLOCK_TABLE_ROWS = 200    # the full per-block table; longer ones stay in summary.json only
 _DPI = 100
 
 _UNIT_RE = re.compile(r"^(?:s(?P<step>\d+)/)?(?P<site>[^/]+)/(?:h(?P<head>\d+)|c(?P<c0>\d+)(?:-(?P<c1>\d+)|s(?P<stride>\d+)))$")
-_SITE_RE = re.compile(r"^(?P<kind>double|single)\.(?P<block>\d+)(?:\.(?P<stream>img|txt))?$")
+_SITE_RE = re.compile(r"^(?P<kind>double|single)\.(?P<block>\d+)(?:\.(?P<stream>img|txt|ref))?$")
 
 
 # ------------------------------------------------------------------------------------- unit names
@@ -104,7 +106,8 @@ def _site_key(name: str):
     m = _SITE_RE.match(name)
     if m is None:
         return (2, 0, 0, name)
-    return (0 if m["kind"] == "double" else 1, int(m["block"]), {None: 0, "img": 0, "txt": 1}[m["stream"]], "")
+    return (0 if m["kind"] == "double" else 1, int(m["block"]), {None: 0, "img": 0, "txt": 1, "ref": 2}[m["stream"]],
+            "")
 
 
 def parse_units(units, unit_blocks=None) -> UnitLayout:
@@ -212,14 +215,25 @@ def _diverging():
     return matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.85")
 
 
-def _signs(res) -> tuple[str, str, str]:
-    """(label of the top-level contrast, the prompt a positive t favours, the prompt a negative t favours)."""
-    c = res.contrasts[res.primary]
+def _is_images(res) -> bool:
+    """True for an image-probe analysis (its contrasts are named render_vs_albedo, lighting, albedo)."""
+    from probe.stats import IMAGE_LABELS
+
+    return res.primary in IMAGE_LABELS
+
+
+def _signs(res, name: str | None = None) -> tuple[str, str, str]:
+    """(label of a contrast (default: the top-level one), the side a positive t favours, the side a negative
+    t favours)."""
+    c = res.contrasts[name or res.primary]
+    if _is_images(res):
+        first, _, second = (c.label or "A - B").partition(" - ")
+        return c.label, f"the {first} side", f"the {second} side"
     hi, lo = "the photograph prompt A", "the albedo prompt B"
     return (c.label or "A photograph - B albedo"), *((lo, hi) if c.reverse else (hi, lo))
 
 
-def _heatmap(path: Path, layout: UnitLayout, t: np.ndarray, res=None) -> str:
+def _heatmap(path: Path, layout: UnitLayout, t: np.ndarray, res=None, contrast: str | None = None) -> str:
     from matplotlib.ticker import MaxNLocator
 
     rows = layout.rows()
@@ -258,8 +272,8 @@ def _heatmap(path: Path, layout: UnitLayout, t: np.ndarray, res=None) -> str:
         ax.tick_params(axis="x", labelsize=6)
         slice_label = f"slice ({layout.slice_width} channels)" if layout.slice_width else "strided slice"
         ax.set_xlabel({"heads": "head", "card": slice_label}.get(layout.kind, "unit in block"), fontsize=7)
-    label, pos, neg = _signs(res) if res is not None else ("A photograph - B albedo", "the photograph prompt A",
-                                                           "the albedo prompt B")
+    label, pos, neg = _signs(res, contrast) if res is not None else ("A photograph - B albedo",
+                                                                     "the photograph prompt A", "the albedo prompt B")
     if im is not None:
         cb = fig.colorbar(im, ax=[a for a in axes if a.get_visible()], shrink=0.8)
         cb.set_label(f"paired t ({label})", fontsize=7)
@@ -277,7 +291,8 @@ def _heatmap(path: Path, layout: UnitLayout, t: np.ndarray, res=None) -> str:
     if layout.kind == "heads":
         return ("Paired t of every head, one panel per captured step: rows are capture sites in model order "
                 "(double.i.img / double.i.txt are a joint block's image and text streams, single.i a single "
-                f"block), columns are heads; {colours}, colour saturates at |t| = {vmax:.1f}" + note + ".")
+                "block; a `.ref` row is the same site over the reference image's tokens), columns are heads; "
+                f"{colours}, colour saturates at |t| = {vmax:.1f}" + note + ".")
     return ("Paired t of every unit: rows are unit blocks, columns the unit's position in its block; "
             f"{colours}" + note + ".")
 
@@ -484,6 +499,9 @@ def _step_figure(path: Path, per_step: list[dict], res) -> str:
     ax2.legend(fontsize=6)
     ax2.tick_params(labelsize=7)
     _save(fig, path)
+    if _is_images(res):
+        return ("For each captured step: how many units pass |t| thresholds and the family-wise test (left) and "
+                f"the largest |t| (right), for the top-level contrast ({res.contrasts[res.primary].label}).")
     return ("For each captured step: how many units pass |t| thresholds and the family-wise test (left) and "
             "the largest |t| (right); solid lines are the photograph-vs-albedo contrast, dashed the paraphrase "
             "control, so a step where the two lines meet carries no lighting-specific signal; the green line counts "
@@ -590,13 +608,16 @@ def _what_was_run(caps, res, config: dict, layout: UnitLayout, protocol: str) ->
     if info:
         rows.append(["capture time", f"{info.get('seconds', '?')} s, {info.get('forwards_per_step', '?')} forward(s) "
                                      f"per step, {info.get('n_image_tokens', '?')} image tokens"])
+    if _is_images(res):
+        rows = _image_rows(rows, caps, config, cap)
     out = ["## What was run", ""] + _table(["", ""], rows) + [""]
     label, pos, neg = _signs(res)
     out += [f"Sign convention: t = {label}: t > 0 means the unit is larger for {pos} than for {neg}; every "
             "statistic is on that per-pair difference"
             + (" (the card family's t = mean(second − first) / (sd / √N), with A first)" if protocol == "card" else "")
-            + ". The same direction holds for every control contrast and direct test, so 'same sign' compares "
-              "like with like.", ""]
+            + (". Every contrast follows its own A − B as in the contrast table above." if _is_images(res) else
+               ". The same direction holds for every control contrast and direct test, so 'same sign' compares "
+               "like with like."), ""]
     if protocol == "card":
         out += ["**Unit (card protocol).** A unit is a 16-channel slice of an output projection's input (forward "
                 "pre-hook), reduced by RMS over the whole sequence, padding included, and its 16 channels. In "
@@ -610,7 +631,47 @@ def _what_was_run(caps, res, config: dict, layout: UnitLayout, protocol: str) ->
                 "stream, the first inner_dim channels of a single block's fused `to_out`, whose other channels "
                 "are MLP activations), reduced to one number per prompt over real tokens only (text padding "
                 "masked). Names: `s12/double.3.img/h07` (step 12, joint block 3, image stream, head 7), "
-                "`s12/double.3.txt/h07`, `s12/single.9/h07` (or `single.9.txt/h07` for text tokens).", ""]
+                "`s12/double.3.txt/h07`, `s12/single.9/h07` (or `single.9.txt/h07` for text tokens)."
+                + (" Editing calls add the reference image's tokens as units of their own: `s12/double.3.ref/h07`, "
+                   "`s12/single.9.ref/h07` (the same head over the reference tokens, which klein appends after the "
+                   "generated ones)." if _is_images(res) else ""), ""]
+    return out
+
+
+def _image_rows(rows: list, caps, config: dict, cap: dict) -> list:
+    """The 'What was run' rows of an image-probe run: images and editing calls instead of prompt pairs."""
+    design = caps.meta.get("image_design") or {}
+    info = config.get("capture_info") or {}
+    noise = config.get("noise") or {}
+    layouts = info.get("token_layouts_seen") or []
+    size = ", ".join(f"{d['n_img']} generated + {d['n_ref']} reference tokens" for d in layouts) or "not recorded"
+    replace = {
+        "resolution": f"the reference image's size (editing calls, as evaluate generate makes them): {size}",
+        "noise": (f"{noise.get('noise', '?')} noise seeds from run seed {noise.get('seed', '?')} and the base scene, "
+                  f"{noise.get('seeds_per_pair', 1)} per scene, the same for every image of a scene"
+                  if noise else "not recorded"),
+        "pairs": f"{caps.n_pairs} ({design.get('pairs_over', 'scenes')}: "
+                 + ("base scenes, each scene's sample pairs averaged first)" if design.get("pairs_over", "scenes") ==
+                    "scenes" else "sample-level pairs, CLUSTERED)"),
+        "control sets": None,
+        "real text lengths": f"{(config.get('text_lengths') or {}).get('image_prompt', ['?'])[0]} tokens (the "
+                             "editing text)",
+    }
+    if cap.get("protocol", "heads") != "card":
+        replace["token sets"] = ("joint blocks: image stream over the generated image's tokens (`.img`) and over the "
+                                 "reference image's tokens (`.ref`), text stream over the real text tokens; single "
+                                 f"blocks: {cap.get('single_tokens', 'img')} tokens and the reference tokens (`.ref`)")
+    out = []
+    for row in rows:
+        if row[0] in replace:
+            if replace[row[0]] is not None:
+                out.append([row[0], replace[row[0]]])
+        else:
+            out.append(row)
+    out.insert(3, ["stimuli", f"{design.get('n_images', '?')} images (rendered and ground-truth albedo, sRGB PNG) of "
+                              f"{design.get('n_samples', '?')} samples in {design.get('data', '?')}, each one klein "
+                              f"editing call with the text “{caps.meta.get('image_prompt', '?')}”"])
+    out.insert(4, ["reference preparation", cap.get("reference_prep", "not recorded")])
     return out
 
 
@@ -709,8 +770,12 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
     if res.selective:
         beyond.append(["units selective beyond every control (`selective_beyond_control`)", "not reported",
                        _count(int(res.selective_beyond_control.sum()), n_units)])
-    else:
+    elif not _is_images(res):
         beyond.append(["control sets (direct tests)", "not reported", "none in this run"])
+    if res.classification is not None:
+        for k, v in res.classification.counts().items():
+            beyond.append([f"units of class `{k}` (lighting vs albedo, direct tests)", "not reported",
+                           _count(v, n_units)])
     if int(u.degenerate.sum()):
         beyond.append(["zero-variance units (t set to 0)", "—", f"{int(u.degenerate.sum()):,}"])
     out = ["## Headline: the published card beside this run", ""]
@@ -825,7 +890,7 @@ def _files_section(res) -> list[str]:
         "- `summary.json`: the headline numbers (n_pairs, n_units, n_abs_t_gt_3, n_abs_t_gt_5, null p99s and "
         "ratios, split-half r, max |t|, FWER and BH counts, per-block rows, `n_selective_vs_NAME` per control set, "
         "every control contrast under `contrasts`, every direct test under `directs`, the paraphrase control also "
-        "under `control`, `direction` and `sign_convention`).",
+        "under `control`, `direction` (\"a-b\" or \"b-a\"), `direction_label` and `sign_convention`).",
         "- `config.json`: the resolved capture configuration, model record, prompt files, statistics settings "
         "and library versions.",
         "- `figures/`: the PNGs above.", "",
@@ -922,12 +987,30 @@ def write_report(out: Path, caps, res, summary: dict, config: dict, comparison: 
             figures.append((title, name, caption))
             written.add(name)
 
-    add("t by block and head" if layout.kind != "card" else "t by block and slice", "t_heatmap.png", _heatmap,
-        layout, t, res)
+    images = _is_images(res)
+    if images:
+        from probe.image_report import contrast_figure
+
+        add("The three contrasts on one scene of this run", "contrasts.png", contrast_figure,
+            caps.meta.get("image_design") or {},
+            skip_note="Not drawn: the render folder is not readable from here (or has no scene with two lightings "
+                      "and a colour variant).")
+    by = "t by block and head" if layout.kind != "card" else "t by block and slice"
+    add(f"{by}: {res.primary}" if images else by, "t_heatmap.png", _heatmap, layout, t, res)
+    if images:
+        for name in ("lighting", "albedo"):
+            if name in res.contrasts and name != res.primary:
+                add(f"{by}: {name}", f"t_heatmap_{name}.png", _heatmap, layout,
+                    np.asarray(res.stats[name].unit.t, dtype=np.float64), res, name)
     add("Observed counts against the sign-flip null", "null_counts.png", _null_figure, res)
     add("Split-half consistency", "split_half.png", _split_figure, res,
         skip_note=f"Not drawn: split-half needs at least 4 pairs (this run has {res.main.n_pairs}).")
-    if res.selective:
+    if images:
+        from probe.image_report import class_scatter
+
+        add("|t| lighting against |t| albedo, by class", "class_scatter.png", class_scatter, res,
+            skip_note="Not drawn: the classes need both the lighting and the albedo contrast.")
+    elif res.selective:
         add("Main contrast vs the control sets (direct tests)", "control.png", _control_figure, res)
     else:
         figures.append(("Main contrast vs the control sets (direct tests)", None,
@@ -941,12 +1024,13 @@ def write_report(out: Path, caps, res, summary: dict, config: dict, comparison: 
         figures.append(("Per-timestep profile", None,
                         "Not drawn: one captured step only." if per_step else
                         "Not drawn: the unit names carry no step."))
-    for stale in FIGURE_NAMES:   # a rerun must not leave figures of an earlier run beside this report
+    for stale in FIGURE_NAMES + IMAGE_FIGURE_NAMES:   # a rerun must not leave an earlier run's figures beside it
         if stale not in written and (fig_dir / stale).exists():
             (fig_dir / stale).unlink()
 
     randomize = (_get(config, "model", "randomize", "mode", default="none") or "none")
-    title = f"# ray-plantain probe: rendered photograph vs albedo ({protocol} protocol)"
+    title = (f"# ray-plantain probe on images: lighting and albedo in rendered pixels ({protocol} protocol)" if images
+             else f"# ray-plantain probe: rendered photograph vs albedo ({protocol} protocol)")
     if randomize != "none":
         lines = [RANDOMIZED_LINE.format(mode=randomize, seed=_get(config, "model", "randomize", "seed")), "", title, "",
                  "This run is the architecture-matched random-init control: its numbers are what the protocol gives "
@@ -964,16 +1048,27 @@ def write_report(out: Path, caps, res, summary: dict, config: dict, comparison: 
     elif randomize == "none":
         lines += _untrained_note(config, out)
     label, pos, neg = _signs(res)
-    lines += ["Does FLUX.2 klein separate a description of a lit, rendered photograph (A) from a request for the "
-              "lighting-free albedo of the same scene (B)? Each unit gets a paired test over scene pairs, a "
-              "sign-flip null, split-half consistency and, per control set, a direct paired test of the control "
-              f"prompt against the albedo prompt. Sign: t = {label} (t > 0: larger for {pos}).", ""]
+    if images:
+        from probe import image_report
+
+        design = caps.meta.get("image_design") or {}
+        lines += image_report.intro(res, summary, design)
+        lines += image_report.contrast_section(res, design)
+        lines += image_report.classes_section(res)
+        lines += [f"The card's headline below is set beside this run's top-level contrast ({res.primary}, t = "
+                  f"{label}): the card compared two texts, this run a rendered image with its albedo image.", ""]
+    else:
+        lines += ["Does FLUX.2 klein separate a description of a lit, rendered photograph (A) from a request for the "
+                  "lighting-free albedo of the same scene (B)? Each unit gets a paired test over scene pairs, a "
+                  "sign-flip null, split-half consistency and, per control set, a direct paired test of the control "
+                  f"prompt against the albedo prompt. Sign: t = {label} (t > 0: larger for {pos}).", ""]
     lines += _headline(res, protocol, random_weights)
     lines += _blocks_section(res)
     lines += sec_cmp
     lines += _what_was_run(caps, res, config, layout, protocol)
-    lines += _protocol_table(config)
-    lines += CARD_VS_HEADS
+    if not images or protocol == "card":
+        lines += _protocol_table(config)
+        lines += CARD_VS_HEADS
     lines += ["## Figures", ""]
     for k, (title, name, caption) in enumerate(figures, 1):
         lines += [f"### {k}. {title}", ""]
@@ -997,7 +1092,12 @@ def write_report(out: Path, caps, res, summary: dict, config: dict, comparison: 
                     row += [f"{r['selective']:,}"]
                 rows.append(row)
             lines += _table(hdr, rows) + [""]
-    lines += _files_section(res)
+    if images:
+        from probe.image_report import files_section
+
+        lines += files_section(res)
+    else:
+        lines += _files_section(res)
     path = out / "report.md"
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines), encoding="utf-8")

@@ -4,16 +4,19 @@
     cfg = CaptureConfig(protocol="heads", steps=50, capture_steps=(0, 16, 33, 49), guidance=4.0)
     values, units, info = capture_stimuli(loaded, design.stimuli(), cfg, cache_path=out / "partial_captures.npz")
 
-A stimulus (`probe.stimuli.Stimulus`) is a prompt, an optional reference image (passed to the
-pipeline as `image=`: an editing call), and its noise seed; this module does not care which kind of
-design made it. Stimuli with the same prompt, image and seed are captured once. Text-only stimuli
-are batched (each with its own generator, so a batch gives what one call per stimulus gives);
-stimuli with a reference image run one per call (klein reads a list of images as several references
-for one prompt). Finished stimuli are cached after each call, so a killed run resumes where it
-stopped, but only when everything that made the cache is identical: the capture settings, the
-resolved model revision (snapshot commit, or a content hash of a local folder's configs), the
-randomisation, dtype, device type and the torch / diffusers / transformers versions
-(`cache_fields`). Any difference starts fresh and says which field differed.
+A stimulus (`probe.stimuli.Stimulus`) is a prompt, an optional reference image, and its noise seed;
+this module does not care which design made it. Stimuli with the same prompt, image and seed are
+captured once. Text-only stimuli are text-to-image calls, batched (each with its own generator, so a
+batch gives what one call per stimulus gives). Stimuli with a reference image are klein editing calls
+(`CaptureConfig.editing`), made by `probe.edit_capture.capture_edit` exactly as `evaluate generate`
+makes them (the generated image takes the reference's size); the noise seeds of one image and text
+share a call, each with its own generator (klein reads a list of images as several references for
+one prompt, so different images never share one). In the heads protocol an editing run's capture also
+gives the reference-image units (`.ref`). Finished stimuli are cached after each call, so a killed run
+resumes where it stopped, but only when everything that made the cache is identical: the capture
+settings (reference preparation included), the resolved model revision (snapshot commit, or a content
+hash of a local folder's configs), the randomisation, dtype, device type and the torch / diffusers /
+transformers versions (`cache_fields`). Any difference starts fresh and says which field differed.
 """
 from __future__ import annotations
 
@@ -37,8 +40,8 @@ class CaptureConfig:
     steps: int = 50                         # num_inference_steps of the sampling run
     capture_steps: tuple[int, ...] = ()     # step indices captured (empty: 4 spread over the schedule)
     guidance: float = 4.0                   # CFG scale; > 1 runs two forwards per step, the conditional is captured
-    height: int = 512
-    width: int = 512
+    height: int | None = 512               # None: the reference image's size (editing runs)
+    width: int | None = 512
     seed: int = 0                           # the run's seed; each stimulus carries its own noise seed
     batch_size: int = 4                     # text-only stimuli per pipeline call
     reducer: str = "rms"
@@ -46,10 +49,17 @@ class CaptureConfig:
     max_sequence_length: int = 512
     slice_width: int = 16
     slice_layout: str = "contiguous"        # card slices: 16 consecutive channels, or every (C/16)-th channel
+    editing: bool = False                   # stimuli are reference images (klein editing calls; heads: + .ref units)
+    reference_prep: str = "none"            # how references are prepared before the pipeline (editing runs)
 
     def resolved(self) -> "CaptureConfig":
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}")
+        if self.editing and (self.height or self.width):
+            raise ValueError("an editing run generates at the reference image's size (as evaluate generate does): "
+                             "leave height and width unset")
+        if not self.editing and not (self.height and self.width):
+            raise ValueError("a text-to-image run needs height and width")
         if self.slice_layout not in SLICE_LAYOUTS:
             raise ValueError(f"slice_layout must be one of {SLICE_LAYOUTS}")
         steps = self.capture_steps or default_capture_steps(self.steps)
@@ -90,10 +100,6 @@ def pipeline_default_size(pipe) -> tuple[int, int]:
     (klein base: 128 x 8 = 1024), what `pipe(prompt, num_inference_steps=1, guidance_scale=1.0)` renders."""
     side = int(pipe.default_sample_size * pipe.vae_scale_factor)
     return side, side
-
-
-class _StopSampling(Exception):
-    """Raised from the step callback once the last captured step is done: later steps can't change it."""
 
 
 # --------------------------------------------------------------------------------------- resume cache
@@ -168,6 +174,7 @@ def save_cache(path: Path, fields: dict, done: dict[str, np.ndarray]) -> None:
 # ------------------------------------------------------------------------------------------- capture
 
 def make_capture(pipe, cfg: CaptureConfig):
+    """The run's one capture object: heads (with reference-image units for editing runs) or card slices."""
     from .capture import HeadCapture, SliceCapture, head_sites
 
     sites = head_sites(pipe.transformer)
@@ -179,64 +186,65 @@ def make_capture(pipe, cfg: CaptureConfig):
             return StridedSliceCapture(pipe.transformer, sites, cfg.capture_steps, fps, width=cfg.slice_width)
         return SliceCapture(pipe.transformer, sites, cfg.capture_steps, fps, width=cfg.slice_width)
     return HeadCapture(pipe.transformer, sites, cfg.capture_steps, fps, reducer=cfg.reducer,
-                       single_tokens=cfg.single_tokens)
+                       single_tokens=cfg.single_tokens, ref_tokens=cfg.editing)
 
 
 def _batches(stimuli: list, batch_size: int) -> list[list]:
-    """Text-only stimuli in batches of `batch_size`; each stimulus with a reference image alone."""
+    """Text-only stimuli in batches of `batch_size`; stimuli with a reference image grouped by (image,
+    prompt), up to `batch_size` noise seeds per call."""
     text = [s for s in stimuli if s.image is None]
     out = [text[i:i + batch_size] for i in range(0, len(text), batch_size)]
-    return out + [[s] for s in stimuli if s.image is not None]
+    groups: dict = {}
+    for s in stimuli:
+        if s.image is not None:
+            groups.setdefault((s.image, s.prompt), []).append(s)
+    for g in groups.values():
+        out += [g[i:i + batch_size] for i in range(0, len(g), batch_size)]
+    return out
 
 
-def _load_image(path: str):
-    from PIL import Image
+def _capture_text(pipe, cap, batch, cfg: CaptureConfig, n_img: int) -> np.ndarray:
+    """One text-to-image call for a batch of text stimuli -> float32 [batch, units]."""
+    import torch
 
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    from .capture import HeadCapture, StopSampling, text_token_mask
+    from .regions import TokenLayout
 
-
-def reference_tokens(pipe, image) -> int:
-    """Tokens klein appends for one reference image: after the pipeline's own preparation (resized to
-    1024² pixels when larger, cropped to multiples of 2 x vae_scale_factor), one per 2 x 2 latent patch."""
-    import math
-
-    w, h = image.size
-    if w * h > 1024 * 1024:
-        scale = math.sqrt(1024 * 1024 / (w * h))
-        w, h = int(w * scale), int(h * scale)
-    m = pipe.vae_scale_factor * 2
-    return (h // m) * (w // m)
-
-
-def _set_batch(cap, pipe, batch, cfg: CaptureConfig, n_img: int, image) -> None:
-    """Tell the capture what the next pipeline call holds. A capture whose set_batch takes the reference
-    token count (and checks every forward against it) gets it; one that skips reference tokens does not."""
-    import inspect
-
-    from .capture import text_token_mask
-
-    n_ref = reference_tokens(pipe, image) if image is not None else 0
-    if cfg.protocol == "card":
-        cap.set_batch(len(batch))
-        return
-    mask = text_token_mask(pipe, [s.prompt for s in batch], cfg.max_sequence_length)
-    if n_ref and "n_ref_tokens" in inspect.signature(cap.set_batch).parameters:
-        cap.set_batch(mask, n_img, n_ref_tokens=n_ref)
+    if isinstance(cap, HeadCapture):
+        cap.set_batch(text_token_mask(pipe, [s.prompt for s in batch], cfg.max_sequence_length), n_img)
     else:
-        cap.set_batch(mask, n_img)
+        cap.set_batch(len(batch), TokenLayout(cfg.max_sequence_length, n_img))
+    gens = [torch.Generator(device="cpu").manual_seed(int(s.seed)) for s in batch]
+    try:
+        with torch.inference_mode():
+            pipe(prompt=[s.prompt for s in batch], height=cfg.height, width=cfg.width, num_inference_steps=cfg.steps,
+                 guidance_scale=cfg.guidance, generator=gens, output_type="latent",
+                 max_sequence_length=cfg.max_sequence_length, callback_on_step_end=cap.stop_callback())
+    except StopSampling:
+        pass
+    cap.check_forwards()
+    return cap.collect()
 
 
 def capture_stimuli(loaded, stimuli: Sequence, cfg: CaptureConfig, cache_path: Path | None = None,
-                    progress: bool = True, desc: str = "capture", log=print) -> tuple[dict, list[str], dict]:
+                    progress: bool = True, desc: str = "capture", log=print,
+                    prepare_reference=None) -> tuple[dict, list[str], dict]:
     """Capture every stimulus; returns ({Stimulus.key(): float32 [units]}, unit names, info).
 
-    `log` receives one line when a cache is present but cannot be used (and why).
+    `log` receives one line when a cache is present but cannot be used (and why). prepare_reference:
+    PIL -> PIL applied to every reference image before the pipeline (editing runs; the same preparation
+    `evaluate generate` applies), named by `cfg.reference_prep` (part of the resume key).
     """
-    import torch
     from tqdm.auto import tqdm
 
+    from .edit_capture import capture_edit
+
     cfg = cfg.resolved()
+    kinds = {s.image is not None for s in stimuli}
+    if kinds and kinds != {cfg.editing}:
+        raise ValueError("the stimuli are " + ("a mix of text-to-image and editing calls" if len(kinds) == 2 else
+                                               "editing calls" if True in kinds else "text-to-image calls")
+                         + f", but the capture is configured with editing={cfg.editing}: one run captures one kind")
     pipe = loaded.pipe
     cap = make_capture(pipe, cfg)
     fields = cache_fields(cfg, loaded)
@@ -245,36 +253,23 @@ def capture_stimuli(loaded, stimuli: Sequence, cfg: CaptureConfig, cache_path: P
         log(f"starting fresh: {why_fresh}")
     unique = list({s.key(): s for s in stimuli}.values())
     todo = [s for s in unique if s.key() not in done]
-    last_step = max(cfg.capture_steps)
-    n_img = n_image_tokens(pipe, cfg.height, cfg.width)
+    n_img = n_image_tokens(pipe, cfg.height, cfg.width) if not cfg.editing else None
+    layouts: set = set()
     t0 = time.perf_counter()
     n_calls = 0
-
-    def stop_after_last(pipe_, i, t, kwargs):
-        if i >= last_step:
-            raise _StopSampling
-        return kwargs
 
     bar = tqdm(total=len(unique), initial=len(unique) - len(todo), desc=desc, unit="stimulus", disable=not progress)
     with cap:
         for batch in _batches(todo, cfg.batch_size):
-            prompts = [s.prompt for s in batch]
-            image = _load_image(batch[0].image) if batch[0].image is not None else None
-            _set_batch(cap, pipe, batch, cfg, n_img, image)
-            gens = [torch.Generator(device="cpu").manual_seed(int(s.seed)) for s in batch]
-            extra = {"image": image} if image is not None else {}
-            try:
-                with torch.inference_mode():
-                    pipe(prompt=prompts, height=cfg.height, width=cfg.width, num_inference_steps=cfg.steps,
-                         guidance_scale=cfg.guidance, generator=gens, output_type="latent",
-                         max_sequence_length=cfg.max_sequence_length, callback_on_step_end=stop_after_last, **extra)
-            except _StopSampling:
-                pass
-            expected = (last_step + 1) * cap.forwards_per_step
-            if cap.forwards_seen != expected:
-                raise RuntimeError(f"the pipeline ran {cap.forwards_seen} transformer forwards, expected {expected}: "
-                                   "the CFG layout assumed by the capture does not hold for this pipeline version")
-            for s, v in zip(batch, cap.collect()):
+            if batch[0].image is None:
+                rows = _capture_text(pipe, cap, batch, cfg, n_img)
+            else:
+                rows = capture_edit(pipe, cap, batch[0].image, batch[0].prompt, steps=cfg.steps, guidance=cfg.guidance,
+                                    seeds=[s.seed for s in batch], prepare_reference=prepare_reference,
+                                    max_sequence_length=cfg.max_sequence_length)
+            if cap.layout is not None:
+                layouts.add((cap.layout.n_img, cap.layout.n_ref))
+            for s, v in zip(batch, rows):
                 done[s.key()] = v
             n_calls += 1
             if cache_path is not None:
@@ -286,14 +281,13 @@ def capture_stimuli(loaded, stimuli: Sequence, cfg: CaptureConfig, cache_path: P
             "captured_now": len(todo), "from_cache": len(unique) - len(todo), "pipeline_calls": n_calls,
             "forwards_per_step": cap.forwards_per_step, "n_image_tokens": n_img, "cache_key": fields_key(fields),
             "cache_fields": fields, "cache_started_fresh_because": why_fresh}
+    if cfg.editing:
+        info["token_layouts_seen"] = [{"n_img": a, "n_ref": b} for a, b in sorted(layouts)]
+        if len({a for a, _ in layouts}) == 1:
+            info["n_image_tokens"] = next(iter(layouts))[0]
     # names kept from earlier runs' config.json
     info["prompts_captured_now"], info["prompts_from_cache"] = info["captured_now"], info["from_cache"]
     return values, list(cap.units), info
-
-
-def unit_block(unit: str) -> str:
-    """`s12/double.3.img/h07` -> `s12/double.3.img` (the block a unit belongs to, per step)."""
-    return unit.rsplit("/", 1)[0]
 
 
 def real_text_lengths(pipe, prompts: Sequence[str], max_sequence_length: int = 512) -> list[int]:

@@ -62,6 +62,13 @@ the same pair (same noise): `t_vs_NAME`, `p_fwer_vs_NAME`, `selective_vs_NAME`, 
 the card protocol the sign is reversed (direction "b-a": t = mean(B - A) / (sd / sqrt(N)), the card
 family's definition), for every contrast alike, so "same sign" is unaffected.
 
+The image probe (`image_contrasts`, `analyse_images`; `analyse_captures` on a captures.npz with meta
+stimuli = "images"): the contrasts render_vs_albedo (primary: the top-level columns), lighting and
+albedo, each with columns t_C, d_C, p_fwer_C, no direct comparisons; then the unit classes of
+`probe.classify` (FWER-significance of lighting and albedo, TOST equivalence within
+`StatsConfig.equivalence_margin` on d_z): columns p_equiv_lighting, p_equiv_albedo, class, and a
+constant `pairs_over` column ("samples (CLUSTERED)" when pairs are not scenes).
+
 Seeds: the sign vectors, splits and bootstrap resamples come from independent streams derived
 from `StatsConfig.seed`; every contrast reuses them (same sign vectors when its pair count is the
 same). `StatsConfig.threads` contrasts are analysed at once; results do not depend on it.
@@ -86,7 +93,7 @@ __all__ = [
     "Contrast", "Direct", "Captures", "CapturesError", "ControlSet", "paired_t", "bh_q", "sign_flip_null",
     "split_half", "block_stats", "analyse_contrast", "analyse", "analyse_text", "analyse_captures",
     "text_contrasts", "blocks_from_units", "save_captures", "load_captures", "threshold_key",
-    "SELECTIVE_DEFINITION",
+    "SELECTIVE_DEFINITION", "image_contrasts", "analyse_images",
 ]
 
 _DEGENERATE_RTOL = 1e-12   # sd(diff) at or below this fraction of |mean(diff)| is rounding, not variance
@@ -109,11 +116,14 @@ class StatsConfig:
     null_quantile: float = 99.0             # percentile of the null count distribution reported (p99)
     chunk: int = 128                        # sign vectors per matmul; memory ~ chunk * units * 4 bytes
     threads: int = 2                        # contrasts analysed at once (results do not depend on it)
+    equivalence_margin: float = 0.5         # image probe: TOST margin on d_z of the unit classes (probe.classify)
 
     def __post_init__(self):
         if self.n_perm < 1 or self.n_splits < 0 or self.n_boot < 0 or self.chunk < 1 or self.threads < 1:
             raise ValueError(f"StatsConfig: n_perm >= 1, n_splits >= 0, n_boot >= 0, chunk >= 1, threads >= 1 "
                              f"needed: {self}")
+        if not self.equivalence_margin > 0:
+            raise ValueError(f"StatsConfig.equivalence_margin must be a positive d_z, got {self.equivalence_margin}")
         if not self.thresholds or any(not (c > 0) for c in self.thresholds):
             raise ValueError(f"StatsConfig.thresholds must be positive |t| values, got {self.thresholds}")
         if not (0 < self.alpha < 1 and 0 < self.ci < 1 and 0 < self.null_quantile < 100):
@@ -268,7 +278,13 @@ def sign_flip_null(diff: np.ndarray, t_obs: np.ndarray, config: StatsConfig = St
             # count_nonzero of a 1-D bool row is a fast byte count; with axis=1 numpy sums via intp
             counts[lo:hi, k] = [np.count_nonzero(row) for row in gt]
     tmax = _y_to_t(ymax, n)
+    if exact and t_abs.size:
+        # the first enumerated vector is the identity: its max |t| is the observed one, which float32 can
+        # understate when |y| is near sqrt(n) (few pairs, huge t), so that a unit would not reach itself
+        tmax[0] = max(tmax[0], float(t_abs.max()))
     observed = np.array([np.count_nonzero(t_abs > c) for c in thr], dtype=np.int64)
+    if exact:
+        counts[0] = observed          # the identity's counts are the observed ones (same float32 caveat)
     p99 = np.percentile(counts, config.null_quantile, axis=0)
     ratio = observed / np.maximum(p99, 1.0)
     # the identity is among the enumerated vectors; random vectors add it as the "+1"
@@ -709,6 +725,8 @@ class Analysis:
     direct_stats: dict                              # name -> ContrastStats
     selective: dict                                 # direct name -> [U] bool (directs with selective=True)
     all_selective: str | None = None                # column: selective beyond every selective direct
+    classification: object | None = None            # image probe: probe.classify.Classification of the units
+    constant_columns: tuple = ()                    # (name, value) columns of units.csv with one value for all
 
     @property
     def main(self) -> ContrastStats:
@@ -759,6 +777,12 @@ class Analysis:
                 cols[f"{stat}_{name}"] = _stat_column(self.direct_stats[name], stat)
             if name in self.selective:
                 cols[f"selective_{name}"] = self.selective[name].astype(np.int8)
+        if self.classification is not None:
+            for name, p in self.classification.p_equiv.items():
+                cols[f"p_equiv_{name}"] = p
+            cols["class"] = self.classification.classes
+        for name, value in self.constant_columns:
+            cols[name] = np.full(self.units.shape, value)
         cols["direction"] = np.full(self.units.shape, self.direction or "a-b")
         return cols
 
@@ -819,6 +843,10 @@ class Analysis:
             s["control"] = c
         else:
             s["control"] = None
+        if self.classification is not None:
+            s["classes"] = self.classification.summary(self.unit_blocks)
+            for k in ("lighting_selective", "albedo_selective", "both", "neither", "inconclusive"):
+                s[f"n_{k}"] = s["classes"][f"n_{k}"]
         return s
 
     def write_units_csv(self, path) -> None:
@@ -1007,7 +1035,54 @@ def analyse_text(a, b, units, pair_ids=None, controls=None, unit_blocks=None, co
 
 
 def analyse_captures(captures: Captures, config: StatsConfig = StatsConfig()) -> Analysis:
-    """`analyse_text` on a Captures: every control set in the file, the sign from meta['direction']
-    (default 'a-b', the convention of files written before the key existed)."""
+    """`analyse_text` on a Captures of the text probe (every control set in the file), `analyse_images` on
+    one of the image probe (meta 'stimuli' = 'images': every contrast in the file); the sign from
+    meta['direction'] (default 'a-b', the convention of files written before the key existed)."""
+    if captures.stimuli == "images":
+        described = (captures.meta.get("image_design") or {}).get("contrasts") or {}
+        labels = {n: (c.get("a", "A"), c.get("b", "B")) for n, c in described.items()}
+        return analyse_images(captures.contrast_sets(), captures.units, captures.unit_blocks, config,
+                              direction=captures.meta.get("direction", "a-b"), labels=labels,
+                              pairs_over=(captures.meta.get("image_design") or {}).get("pairs_over", "scenes"))
     return analyse_text(captures.a, captures.b, captures.units, captures.pair_ids, captures.control_sets(),
                         captures.unit_blocks, config, direction=captures.meta.get("direction", "a-b"))
+
+
+# ----------------------------------------------------------------------------------- image probe
+
+IMAGE_LABELS = {"render_vs_albedo": ("render", "albedo"), "lighting": ("harder lighting", "softer lighting"),
+                "albedo": ("higher albedo luminance", "lower albedo luminance")}
+
+
+def image_contrasts(sets, direction: str = "a-b", labels=None) -> list[Contrast]:
+    """The image probe's contrasts, in order (the first is the primary one): `sets` {name: ControlSet or
+    (a, b[, pair_ids])}. Every contrast gets the columns t_NAME, d_NAME, p_fwer_NAME (CONTRACTS C3; the
+    primary one besides the top-level t, d, p, ...). direction "a-b", or "b-a" (card protocol) for all."""
+    if direction not in TEXT_DIRECTIONS:
+        raise ValueError(f"direction must be one of {TEXT_DIRECTIONS}, got {direction!r}")
+    reverse = direction == "b-a"
+    out = []
+    for name, cs in sets.items():
+        check_control_name(name, "contrast")
+        a, b, ids = (cs.a, cs.b, cs.pair_ids) if isinstance(cs, ControlSet) else (tuple(cs) + (None,))[:3]
+        first, second = (labels or {}).get(name) or IMAGE_LABELS.get(name, ("A", "B"))
+        out.append(Contrast(name, a, b, None if ids is None else np.asarray(ids).astype(str), reverse,
+                            f"{second} - {first}" if reverse else f"{first} - {second}", columns="{stat}_{name}"))
+    return out
+
+
+def analyse_images(sets, units, unit_blocks=None, config: StatsConfig = StatsConfig(), direction: str = "a-b",
+                   labels=None, pairs_over: str = "scenes") -> Analysis:
+    """`analyse` on the image probe's contrasts (`image_contrasts`), then the unit classes from the lighting
+    and albedo contrasts (`probe.classify`, margin `config.equivalence_margin`, level `config.alpha`).
+    units.csv gets a `pairs_over` column: "scenes", or "samples (CLUSTERED)" when pairs are samples."""
+    import dataclasses
+
+    from probe.classify import classify_units
+
+    res = analyse(image_contrasts(sets, direction, labels), units, (), unit_blocks, config)
+    cls = None
+    if "lighting" in res.stats and "albedo" in res.stats:
+        cls = classify_units(res.stats["lighting"], res.stats["albedo"], config.equivalence_margin, config.alpha)
+    flag = "scenes" if pairs_over == "scenes" else f"{pairs_over} (CLUSTERED)"
+    return dataclasses.replace(res, classification=cls, constant_columns=(("pairs_over", flag),))

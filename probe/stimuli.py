@@ -4,6 +4,12 @@
     design = TextDesign.from_pairs(pairs, {"paraphrase": para, "vocabulary": vocab}, seed=0, seeds_per_pair=2)
     stimuli = design.stimuli()          # every (pair, role, noise draw) as a Stimulus; `run` captures them
     arrays = design.assemble(values)    # {key: [units]} -> a, b [pairs, units] and each control set
+    caps = design.captures(values, units, meta)   # captures.npz contents (probe.captures.Captures)
+
+A design is anything with `kind`, `pair_ids`, `stimuli()`, `assemble(values)`, `captures(values, units,
+meta)` and `record()`: this TextDesign (prompt pairs and control sets), and the image probe's
+`probe.image_stimuli.ImageDesign` (render and albedo images of a render folder, pair id = base scene).
+`probe.run.capture_stimuli`, the resume cache, shards and `probe.job.finish_run` treat both alike.
 
 A `Stimulus` is all `probe.run.capture_stimuli` needs to know: the text, the reference image (passed
 to the pipeline as `image=`, for editing calls; None for text-to-image), the noise seed, and, for
@@ -23,7 +29,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -93,6 +99,7 @@ class TextDesign:
     seed: int = 0
     seeds_per_pair: int = 1
     noise: str = "per-pair"
+    kind: ClassVar[str] = "text"
 
     def __post_init__(self):
         if not (len(self.pair_ids) == len(self.a) == len(self.b)):
@@ -148,6 +155,19 @@ class TextDesign:
             cb = np.stack([mean_of(p, control_role(name), prompts[p]) for p in ids]).astype(np.float32)
             controls[name] = (a[[row[p] for p in ids]], cb, np.array(ids))
         return {"a": a, "b": b, "controls": controls}
+
+    def captures(self, values: Mapping[str, np.ndarray], units, meta: Mapping | None = None, unit_blocks=None):
+        """captures.npz contents: a, b, the paraphrase set in control_a/_b, the others as control_NAME_*."""
+        from probe.captures import PARAPHRASE, Captures, ControlSet
+
+        arrays = self.assemble(values)
+        named = {n: ControlSet(*v) for n, v in arrays["controls"].items() if n != PARAPHRASE}
+        para = arrays["controls"].get(PARAPHRASE)
+        meta = {**(meta or {}), "stimuli": "text", "seeds_per_pair": self.seeds_per_pair, "noise": self.noise}
+        return Captures(a=arrays["a"], b=arrays["b"], units=np.asarray(units), pair_ids=np.array(self.pair_ids),
+                        control_a=para[0] if para else None, control_b=para[1] if para else None,
+                        control_pair_ids=para[2] if para else None, controls=named, unit_blocks=unit_blocks,
+                        meta=meta)
 
     def record(self) -> dict:
         """JSON-able description for config.json: noise design and every pair's seeds."""

@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
 # Installs everything, then runs the three jobs end to end on the tiny random-weight klein:
-#   render the 25 default scenes -> runs/render
-#   probe the tiny klein (dry run) -> runs/probe
-#   evaluate the tiny klein on the renders: generate, baselines, score, ablate, link, report -> runs/evaluate
-# Sizes are cut (few sampling steps, two random draws), not coverage: every step and output of a real
-# run is exercised. With real weights, replace `--model tiny` by a hub id or snapshot folder and drop
-# the size flags (see README): the models' own steps, 19 random draws per k.
+#   render the 25 default scenes and one colour variant of each -> runs/render
+#   probe the tiny klein on the texts (the card's question) -> runs/probe
+#   probe it on the renders (the same question in pixels, no word changing) -> runs/probe-images
+#   set the two probes side by side on their shared units -> runs/text-vs-images
+#   evaluate it on the renders: generate, baselines, score, ablate, link (direct, per sample), report -> runs/evaluate
+# Sizes are cut (128 px renders at 16 samples per pixel, few sampling steps, two random draws), not coverage:
+# every step and output of a real run is exercised. With real weights, replace `--model tiny` by a hub id or
+# snapshot folder and drop the size flags (see README): 256 px renders, the models' own steps, 19 random
+# draws per k.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-python -m render --out runs/render
+python -m render --out runs/render --resolution 128 --samples 16 --recolor 1
 # The tiny model's matrices are too small to split over CPU threads: on a busy 2-core machine one torch
 # thread ran it 5x faster than two (threads spin while waiting). Real models on a GPU are unaffected.
 export OMP_NUM_THREADS=1
 # 8 sampling steps (captures at 4 of them) instead of 50: the capture, statistics and report are the same code
 python -m probe run --model tiny --out runs/probe --steps 8 --quiet
+python -m probe run --model tiny --stimuli images --data runs/render --out runs/probe-images --steps 8 --quiet
+python -m probe compare runs/probe runs/probe-images --units shared --out runs/text-vs-images
 # 4 editing steps instead of the model's 50; the causal test at k = 8 with two random draws (its report
 # states that the rank p cannot go below 1/3 with two draws); bootstrap CIs from 500 resamples
-python -m evaluate all --model tiny --data runs/render --probe runs/probe --out runs/evaluate \
+python -m evaluate all --model tiny --data runs/render --probe runs/probe-images --out runs/evaluate \
     --steps 4 --k 8 --n-random 2 --n-boot 500 --quiet
-echo "done: open runs/probe/report.md and runs/evaluate/report.md (tiny model: random weights, not findings)"
+echo "done: open runs/probe/report.md, runs/probe-images/report.md, runs/text-vs-images/compare.md and"
+echo "runs/evaluate/report.md (tiny model: random weights, not findings)"

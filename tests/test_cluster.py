@@ -576,3 +576,39 @@ def test_resubmitting_chosen_tasks_keeps_the_original_split(ids, fakes, tmp_path
         (call,) = run_script(SLURM_DIR / "render.sbatch", fakes, tmp_path, with_env=True, SHARD_COUNT=8, **slurm)
         assert call[call.index("--shard") + 1] == "auto"
         assert Shard.parse("auto", environ=call[-1], announce=False) == Shard(tid, 8)
+
+
+def test_evaluate_ablate_in_two_shards_then_whole_equals_unsharded(gen_data, probe_whole, tiny_cache, tmp_path):
+    """`evaluate ablate --shard K/N` writes only its samples' plain and ablated predictions (no plan, scores or
+    summary: nothing shared); the same command without --shard then reuses every one of them (nothing is
+    generated again) and gives the unsharded run's predictions, plan and ablation summary."""
+    import torch
+
+    from evaluate.__main__ import main
+
+    args = ["ablate", "--model", "tiny", "--device", "cpu", "--steps", "2", "--max-side", "64", "--quiet",
+            "--k", "2", "--n-random", "2", "--n-boot", "50", "--probe", str(probe_whole), "--data", str(gen_data)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+        sharded = tmp_path / "sharded"
+        for k in (0, 1):
+            assert main([*args, "--out", str(sharded), "--shard", f"{k}/2"]) == 0
+            assert not any((sharded / f).exists() for f in ("ablation_plan.json", "scores.csv", "ablation.json"))
+        made = {p: p.stat().st_mtime_ns for p in (sharded / "pred").rglob("*_albedo_*")}
+        assert len(made) == 2 * 4 * (1 + 1 + 2)         # EXR + PNG x 4 samples x (klein, top-2, 2 random draws)
+        assert main([*args, "--out", str(sharded)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert {p: p.stat().st_mtime_ns for p in (sharded / "pred").rglob("*_albedo_*")} == made, "generated again"
+    whole = tmp_path / "whole"
+    methods = sorted(p.name for p in (whole / "pred").iterdir())
+    assert methods == sorted(p.name for p in (sharded / "pred").iterdir())
+    assert any(m.startswith("klein__ablate_top2") for m in methods)
+    for m in methods:
+        for png in sorted((whole / "pred" / m).glob("*_albedo_srgb.png")):
+            assert png.read_bytes() == (sharded / "pred" / m / png.name).read_bytes(), (m, png.name)
+    for name in ("ablation_plan.json", "ablation.json"):
+        a, b = (json.loads((d / name).read_text()) for d in (whole, sharded))
+        assert steady(a) == steady(b), name

@@ -527,15 +527,27 @@ def test_capture_loop_passes_a_reference_image(tiny_loaded, tmp_path):
     text = Stimulus("p0", "a", "a red cube on a table", 11)
     edit = Stimulus("p0", "render", "a red cube on a table", 11, image=str(img))
     cfg = CaptureConfig(protocol="heads", steps=1, capture_steps=(0,), guidance=1.0, height=64, width=64)
-    values, units, info = capture_stimuli(tiny_loaded, [text, edit, text], cfg, progress=False)
-    assert info["unique_stimuli"] == 2 and info["pipeline_calls"] == 2 and len(units) == values[text.key()].size
-    assert not np.allclose(values[text.key()], values[edit.key()])
-    again, _, _ = capture_stimuli(tiny_loaded, [edit], cfg, progress=False)
-    np.testing.assert_allclose(again[edit.key()], values[edit.key()], rtol=1e-5)
+    values, units, info = capture_stimuli(tiny_loaded, [text, text], cfg, progress=False)
+    assert info["unique_stimuli"] == 1 and info["pipeline_calls"] == 1 and len(units) == values[text.key()].size
+    with pytest.raises(ValueError, match="one run captures one kind"):
+        capture_stimuli(tiny_loaded, [text, edit], cfg, progress=False)
+    edit_cfg = CaptureConfig(protocol="heads", steps=1, capture_steps=(0,), guidance=1.0, height=None, width=None,
+                             editing=True)
+    ev, edit_units, info = capture_stimuli(tiny_loaded, [edit, edit], edit_cfg, progress=False)
+    from probe.run import n_image_tokens
+
+    n = n_image_tokens(tiny_loaded.pipe, 64, 64)     # the generated image takes the 64 x 64 reference's size
+    assert info["unique_stimuli"] == 1 and info["token_layouts_seen"] == [{"n_img": n, "n_ref": n}]
+    # an editing run's units are the text run's plus the reference-image units
+    assert [u for u in edit_units if ".ref/" not in u] == units and len(edit_units) > len(units)
+    mine = np.array([ev[edit.key()][edit_units.index(u)] for u in units])
+    assert not np.allclose(values[text.key()], mine)
+    again, _, _ = capture_stimuli(tiny_loaded, [edit], edit_cfg, progress=False)
+    np.testing.assert_allclose(again[edit.key()], ev[edit.key()], rtol=1e-5)
     # the reference token count handed to captures that check the layout is the pipeline's own
     import torch
 
-    from probe.run import n_image_tokens, reference_tokens
+    from probe.edit_capture import edit_layout
 
     pipe, seen = tiny_loaded.pipe, []
     h = pipe.transformer.transformer_blocks[0].attn.to_out[0].register_forward_pre_hook(
@@ -546,7 +558,7 @@ def test_capture_loop_passes_a_reference_image(tiny_loaded, tmp_path):
              generator=torch.Generator().manual_seed(0), output_type="latent")
     finally:
         h.remove()
-    assert seen[0] == n_image_tokens(pipe, 64, 64) + reference_tokens(pipe, big)
+    assert seen[0] == n_image_tokens(pipe, 64, 64) + edit_layout(pipe, big).n_ref
 
 
 def test_compare_help_is_light():

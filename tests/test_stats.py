@@ -402,3 +402,18 @@ def test_captures_validation_errors(tmp_path):
 def test_stats_module_does_not_import_torch():
     code = "import sys, probe.stats; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_exact_null_counts_the_identity_even_for_huge_t():
+    """Under exact enumeration a unit's own sign vector (the identity) must reach its |t|. float32 understated
+    the identity's max |t| when |y| is near sqrt(n) (few pairs, huge t) and gave p_fwer = 0, below the
+    smallest attainable 1 / #vectors (seen on an image probe with 2 scenes)."""
+    from probe.stats import sign_flip_null
+
+    diff = np.array([[1.0, 0.3, -0.2], [1.0001, -0.5, 0.4]])
+    t = paired_t(diff, np.zeros_like(diff)).t
+    assert abs(t[0]) > 1e4
+    nl = sign_flip_null(diff, t, StatsConfig(n_perm=100))
+    assert nl.exact and nl.n_perm == 2
+    assert (nl.p_fwer >= 0.5).all()
+    np.testing.assert_array_equal(nl.counts[0], nl.observed)
