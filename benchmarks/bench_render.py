@@ -9,11 +9,14 @@ Prints, in one run and on this machine:
       default scenes as they were before issue 12 (benchmarks/scenes_v1/, at the settings of the time:
       64 samples/pixel, no adaptive sampling, no firefly clamp, no exposure) against the revised scenes at
       today's defaults, the same scene ids interleaved one by one, in process CPU time (steady on a
-      shared machine) and wall time. Goal: new / old <= 1.5.
+      shared machine) and wall time. Goal: new / old <= 1.5. New renders at the defaults, which denoise
+      (--denoise passes); the denoising step is timed inside the same runs (CPU and wall), so "new without
+      denoising" is new minus that step.
   [noise] residual noise at the defaults: each closed-room lighting rendered twice with different Cycles
       seeds; the std of (a - b) / sqrt(2) of the exposed sRGB image in flat regions (valid pixels whose
       albedo and object index do not change within a pixel, not clipped), in 8-bit levels; old scenes at
-      their old settings beside them.
+      their old settings beside them. "new" are the two renders as Cycles made them (--denoise none),
+      "new+dn" the same two renders after --denoise passes (render.denoise), at the same exposure.
   [gt] all ground-truth outputs vs a combined-only render of the same scenes (goal <= 1.10).
   [startup] start-up cost per process.
 """
@@ -68,6 +71,7 @@ def bench_compare(ids, new_scenes, old_scenes, threads):
 
     new_set = RenderSettings(threads=threads)
     old_set = old_settings(threads=threads)
+    dn_cpu, dn_wall = [], []
     cpu = {"old": [], "new": []}
     wall = {"old": [], "new": []}
     n = {"old": 0, "new": 0}
@@ -81,6 +85,9 @@ def bench_compare(ids, new_scenes, old_scenes, threads):
                 rep = render_dataset([scene], Path(tmp) / key / sid, settings=st)
                 dw, dc = time.perf_counter() - t - rep.startup_seconds, time.process_time() - c
                 k = len(rep.rendered)
+                if key == "new":
+                    dn_cpu.append(rep.timings["denoise_cpu"])
+                    dn_wall.append(rep.timings["denoise"])
                 wall[key].append(dw)
                 cpu[key].append(dc)
                 n[key] += k
@@ -93,22 +100,28 @@ def bench_compare(ids, new_scenes, old_scenes, threads):
     print(f"\n[compare] per sample, {n['old']} old vs {n['new']} new samples of {len(ids)} default scenes, interleaved:")
     print(f"    CPU time  old {co:.2f}  new {cn:.2f} CPU-s/sample   ratio {cn / co:.3f}  (goal <= 1.5)")
     print(f"    wall time old {wo:.2f}  new {wn:.2f} s/sample       ratio {wn / wo:.3f}")
+    dc, dw = sum(dn_cpu) / n["new"], sum(dn_wall) / n["new"]
+    if dc or dw:
+        print(f"    of new, denoising ({new_set.denoise}, OIDN quality {new_set.denoise_quality}): {dc:.2f} CPU-s, "
+              f"{dw:.2f} s wall per sample; new without it: CPU ratio {(cn - dc) / co:.3f}, wall ratio {(wn - dw) / wo:.3f}")
     print(f"    settings: old {old_set.samples} spp fixed; new {new_set.samples} spp max, adaptive threshold "
           f"{new_set.adaptive_threshold} (min {new_set.adaptive_min_samples}), firefly clamp {new_set.firefly_clamp}, "
-          f"exposure {new_set.exposure}; both {new_set.width}x{new_set.height}")
+          f"exposure {new_set.exposure}, denoise {new_set.denoise}; both {new_set.width}x{new_set.height}")
 
 
 def bench_noise(ids, new_scenes, old_scenes, threads):
     from render import blender as bl
+    from render.denoise import Denoiser
     from render.groundtruth import decompose, expose, meter
     from render.settings import RenderSettings
 
     print("\n[noise] flat-region noise between two Cycles seeds, exposed sRGB, 8-bit levels (std of (a-b)/sqrt 2):")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    new_set = RenderSettings(threads=threads)
+    with tempfile.TemporaryDirectory() as tmp, Denoiser("passes", new_set.denoise_quality, threads) as dn:
         for sid in [i for i in ids if i in ROOMS]:
             for label, scene, st in (("old", old_scenes[sid], old_settings(threads=threads)),
-                                     ("new", new_scenes[sid], RenderSettings(threads=threads))):
+                                     ("new", new_scenes[sid], RenderSettings(**{**new_set.to_dict(), "denoise": "none"}))):
                 for lighting in scene.lightings:
                     outs = []
                     for seed in (0, 1):
@@ -117,15 +130,18 @@ def bench_noise(ids, new_scenes, old_scenes, threads):
                         s.set_lighting(scene, lighting)
                         outs.append(decompose(s.render(), s.camera_from_world()))
                     _, k = meter(outs[0])               # one exposure for both seeds (new: auto; old: metered too)
-                    a, b = expose(outs[0], k), expose(outs[1], k)
-                    noise, frac = flat_noise(a, b)
-                    rows.append((label, noise))
-                    print(f"    {label} {sid:26s} {lighting.name:20s} {noise:6.2f}/255  (flat {frac:.0%} of pixels)",
-                          flush=True)
-    for label in ("old", "new"):
+                    versions = [(label, outs)]
+                    if label == "new":
+                        versions.append(("new+dn", [dn.apply(o) for o in outs]))
+                    for lab, (o0, o1) in versions:
+                        noise, frac = flat_noise(expose(o0, k), expose(o1, k))
+                        rows.append((lab, noise))
+                        print(f"    {lab:6s} {sid:26s} {lighting.name:20s} {noise:6.2f}/255  (flat {frac:.0%} of pixels)",
+                              flush=True)
+    for label in ("old", "new", "new+dn"):
         v = [x for l, x in rows if l == label and x == x]
         if v:
-            print(f"    {label}: median {statistics.median(v):.2f}/255, max {max(v):.2f}/255 over {len(v)} room lightings")
+            print(f"    {label:6s}: median {statistics.median(v):.2f}/255, max {max(v):.2f}/255 over {len(v)} room lightings")
 
 
 def bench_gt(scenes, threads, repeats):

@@ -46,8 +46,15 @@ REQUIRED_PASSES = (
 _OPTIONAL_RESIDUAL = ("Volume Direct", "Volume Indirect")
 
 DEFINITIONS = {
-    "image": "Cycles Combined pass, linear Rec.709 (Blender's scene-linear working space), no denoising, "
-             "no view transform.",
+    "image": "linear Rec.709 (Blender's scene-linear working space), no view transform. With render denoise "
+             "'none': Cycles' Combined pass. With 'passes': albedo * shading + residual recomposed from the denoised "
+             "shading and residual (see denoise); the combined image is never denoised on its own.",
+    "denoise": "render setting denoise: 'none', or 'passes': Intel Open Image Denoise (sample.json denoise: version, "
+               "filter, quality, guides) runs on shading (guided by the camera-space normal and a flat albedo of 1; "
+               "then 0 where albedo is 0) and on residual (unguided); image is recomposed from them, so the identity "
+               "holds to float precision. Albedo, normal, depth, mask and object_index are never denoised. "
+               "denoise.noisy_identity_error is the identity error of Cycles' passes before denoising (the check that "
+               "they add up to its Combined pass). Denoising trades noise for some blur of fine lighting detail.",
     "image_srgb": "image clipped to [0, 1] and encoded with the IEC 61966-2-1 sRGB curve, 8-bit PNG.",
     "albedo": "base colour of the first surface each camera sample hits (a shader AOV fed from each material's "
               "Base Color input), averaged over the pixel's samples; 0 on the background. Independent of view "
@@ -105,6 +112,9 @@ class GroundTruth:
     object_index: np.ndarray   # [H, W] int32
     coverage: np.ndarray       # [H, W] float32 in [0, 1]
     identity_error: float
+    # Cycles' Diffuse Color pass [H, W, 3] (not written): 0 where no sample met a diffuse lobe (metals, background),
+    # so diffuse light and shading are 0 there by construction; render.denoise keeps them 0. None: unknown
+    diffuse_color: np.ndarray | None = None
 
     def stats(self) -> dict:
         img = self.image
@@ -235,4 +245,5 @@ def decompose(passes: dict[str, np.ndarray], camera_from_world: np.ndarray | Non
 
     err = identity_error(image, albedo, shading, residual)
     return GroundTruth(image=image, albedo=albedo, shading=shading, residual=residual, normal=normal, depth=depth,
-                       mask=mask, object_index=object_index, coverage=coverage, identity_error=err)
+                       mask=mask, object_index=object_index, coverage=coverage, identity_error=err,
+                       diffuse_color=_rgb(passes["Diffuse Color"]).astype(np.float32))

@@ -8,6 +8,8 @@ Layout under `out`:
     <scene>__<lighting>/image_linear.exr image_srgb.png albedo_linear.exr albedo_srgb.png shading_linear.exr
                         residual_linear.exr normal.exr depth.exr mask.png object_index.png sample.json
     <scene>~c<k>__<lighting>/ ...  colour variant k of the scene (--recolor K), same files
+    (with keep_noisy and denoise "passes" also image_noisy_linear.exr shading_noisy_linear.exr
+     residual_noisy_linear.exr: the passes before denoising, same exposure; sample.json "noisy")
     scenes/<scene>.json      the specs that were rendered (generated ones included)
     manifest.json            every finished sample (assembled from the sample.json files)
 
@@ -33,7 +35,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from render.denoise import Denoiser
 from render.groundtruth import DEFINITIONS, EXPOSURE_TARGET, GroundTruth, decompose, expose, meter
+from render.oidn import OidnError
 from render.imageio import atomic_path, write_exr, write_png_encoded, write_png_srgb
 from render.recolor import with_variants
 from render.scene import Lighting, Scene, SceneError, load_scenes, save_scene, scene_to_dict, split_variant
@@ -55,6 +59,9 @@ FILES = {
     "shading": "shading_linear.exr", "residual": "residual_linear.exr", "normal": "normal.exr",
     "depth": "depth.exr", "mask": "mask.png", "object_index": "object_index.png",
 }
+# --keep-noisy (denoise "passes"): the passes before denoising; sample.json "noisy" maps these keys to paths
+NOISY_FILES = {"image": "image_noisy_linear.exr", "shading": "shading_noisy_linear.exr",
+               "residual": "residual_noisy_linear.exr"}
 # files that renders made before they existed lack: readers accept their absence, resume adds them
 ADDED_LATER = ("albedo_srgb",)
 FILE_DOCS = {
@@ -187,7 +194,8 @@ def _check_writable(out: Path) -> None:
 # ------------------------------------------------------------------------------------ writing
 def _write_sample(out: Path, job: SampleJob, gt: GroundTruth, settings: RenderSettings, camera: dict,
                   blender: str, working_space: str, render_seconds: float, device: dict | None = None,
-                  exposure: dict | None = None, clamp: float = 0.0) -> dict:
+                  exposure: dict | None = None, clamp: float = 0.0, denoise: dict | None = None,
+                  noisy: GroundTruth | None = None) -> dict:
     sid = job.id
     folder = out / sid
     folder.mkdir(parents=True, exist_ok=True)
@@ -204,7 +212,13 @@ def _write_sample(out: Path, job: SampleJob, gt: GroundTruth, settings: RenderSe
     write_png_encoded(folder / FILES["mask"], gt.mask.astype(np.float32))
     write_png_encoded(folder / FILES["object_index"], gt.object_index.astype(np.float32) / 255.0)
     rels = {k: f"{sid}/{v}" for k, v in FILES.items()}
-    files = {rel: {"bytes": (out / rel).stat().st_size, "sha256": _sha256(out / rel)} for rel in rels.values()}
+    noisy_rels = {}
+    if noisy is not None:
+        for k, name in NOISY_FILES.items():
+            write_exr(folder / name, getattr(noisy, k))
+            noisy_rels[k] = f"{sid}/{name}"
+    files = {rel: {"bytes": (out / rel).stat().st_size, "sha256": _sha256(out / rel)}
+             for rel in [*rels.values(), *noisy_rels.values()]}
     scene, lighting = job.scene, job.lighting
     objects = []
     for i, o in enumerate(scene.objects):
@@ -235,6 +249,8 @@ def _write_sample(out: Path, job: SampleJob, gt: GroundTruth, settings: RenderSe
         "identity_error": gt.identity_error,
         "exposure": exposure or {"mode": "none", "scale": 1.0, "ev": 0.0},
         "indirect_clamp": clamp,
+        "denoise": denoise or {"mode": "none"},
+        **({"noisy": noisy_rels} if noisy_rels else {}),
         "stats": gt.stats(),
         "render_seconds": round(render_seconds, 4),
         "files": files,
@@ -271,6 +287,7 @@ def build_manifest(out: str | Path) -> Path:
         for e in entries:                     # samples written before colour variants existed
             e.setdefault("variant", split_variant(e["scene"])[1])
             e.setdefault("base_scene", split_variant(e["scene"])[0])
+            e.setdefault("denoise", {"mode": "none"})     # samples written before denoising existed
         renders = {json.dumps(e["render"], sort_keys=True) for e in entries}
         # lightings of a scene must share albedo pixel for pixel: equal arrays give equal files, so compare hashes
         albedo_hashes: dict[str, set] = {}
@@ -278,6 +295,7 @@ def build_manifest(out: str | Path) -> Path:
             albedo_hashes.setdefault(e["scene"], set()).add(e["files"][e["albedo"]]["sha256"])
         versions = sorted({e["blender_version"] for e in entries})
         devices = {json.dumps(e.get("device"), sort_keys=True) for e in entries if e.get("device")}
+        denoise = {json.dumps(_denoise_summary(e["denoise"]), sort_keys=True) for e in entries}
         manifest = {
             "format": FORMAT,
             "created_by": "python -m render",
@@ -286,6 +304,8 @@ def build_manifest(out: str | Path) -> Path:
             "working_space": entries[0]["working_space"] if entries else None,
             "device": (json.loads(devices.pop()) if len(devices) == 1 else
                        "mixed (see each sample)" if devices else None),
+            "denoise": (json.loads(denoise.pop()) if len(denoise) == 1 else
+                        "mixed (see each sample)" if denoise else None),
             "colour_spaces": COLOUR_SPACES,
             "normal_space": "camera",
             "depth_background": "inf",
@@ -315,6 +335,11 @@ def _exposure(gt: GroundTruth, settings: RenderSettings) -> dict:
     return {"mode": settings.exposure, "scale": scale, "ev": round(float(np.log2(scale)), 4),
             "metered_shading_median": round(metered, 6), "target_shading_median": EXPOSURE_TARGET,
             "step_ev": "1/3"}
+
+
+def _denoise_summary(record: dict) -> dict:
+    """A sample's denoise record without its per-sample numbers (what the manifest says for the whole run)."""
+    return {k: v for k, v in record.items() if k not in ("noisy_identity_error", "path")}
 
 
 def _recolor_summary(entries: list[dict]) -> dict | None:
@@ -399,6 +424,7 @@ def render_dataset(
     progress: bool = False,
     settings: RenderSettings | None = None,
     quiet_blender: bool = True,
+    keep_noisy: bool = False,
 ) -> RenderReport:
     """Render every (scene, lighting) sample into `out` and rebuild `out/manifest.json`.
 
@@ -406,7 +432,9 @@ def render_dataset(
     generate_scenes). `recolor` K adds K colour variants of each (original) scene, drawn with
     `recolor_seed` (see render.recolor). `resolution`/`samples`/`device` override `settings`. Finished samples are skipped unless
     `overwrite`; a finished sample rendered with other settings or another spec is an error (nothing
-    is overwritten) unless `overwrite`. Everything is validated before the first render.
+    is overwritten) unless `overwrite`; so is one denoised by another OIDN version. With denoise "passes",
+    `keep_noisy` also writes the passes before denoising (NOISY_FILES), and re-renders finished samples
+    that lack them. Everything is validated before the first render.
     """
     t_start = time.perf_counter()
     base = settings or RenderSettings()
@@ -423,6 +451,11 @@ def render_dataset(
     scene_list = with_variants(_resolve_scenes(scenes, only), recolor, recolor_seed)
     jobs = plan_samples(scene_list, lightings, shard)
     out = Path(out)
+    keep_noisy = keep_noisy and settings.denoise != "none"
+    try:   # before anything is written: a missing OIDN changes nothing; its version is part of the resume key
+        denoiser = Denoiser(settings.denoise, settings.denoise_quality, settings.threads)
+    except OidnError as e:     # the message names OIDN_LIBRARY
+        raise RenderError(f"--denoise {settings.denoise}: {e}") from None
 
     todo: list[SampleJob] = []
     skipped: list[str] = []
@@ -440,7 +473,11 @@ def render_dataset(
             if entry.get("spec_hash") != _spec_hash(job.scene, job.lighting):
                 conflicts.append(f"{job.id}: its scene spec changed since it was rendered")
                 continue
-        if entry is not None and not why and not overwrite:
+            theirs_v = (entry.get("denoise") or {}).get("version")
+            if denoiser.version is not None and theirs_v != denoiser.version:
+                conflicts.append(f"{job.id}: denoised with OIDN {theirs_v} (now {denoiser.version})")
+                continue
+        if entry is not None and not why and not overwrite and not (keep_noisy and "noisy" not in entry):
             skipped.append(job.id)
             if "albedo_srgb" not in entry:
                 upgrade.append(entry)
@@ -451,7 +488,8 @@ def render_dataset(
             f"{out} already holds samples that differ from this run (use --overwrite to re-render them, "
             f"or another --out):\n  " + "\n  ".join(conflicts[:10]) + ("\n  ..." if len(conflicts) > 10 else ""))
 
-    timings: dict[str, float] = {"startup": 0.0, "build": 0.0, "render": 0.0, "decompose": 0.0, "write": 0.0}
+    timings: dict[str, float] = {"startup": 0.0, "build": 0.0, "render": 0.0, "decompose": 0.0, "denoise": 0.0,
+                                 "denoise_cpu": 0.0, "write": 0.0}
     if todo:
         t0 = time.perf_counter()
         from render import blender as bl  # the bpy import: paid once per process
@@ -501,15 +539,29 @@ def render_dataset(
                 timings["render"] += dt_render
                 t = time.perf_counter()
                 gt = decompose(passes, session.camera_from_world())
-                exposure = _exposure(gt, settings)
-                gt = expose(gt, exposure["scale"])
                 timings["decompose"] += time.perf_counter() - t
+                # the noisy passes must add up to Cycles' Combined pass (denoising recomposes the image, so after
+                # it the identity holds by construction and checks nothing about the render)
                 if gt.identity_error >= IDENTITY_TOLERANCE:
                     raise RenderError(f"{job.id}: identity error {gt.identity_error:.3g} >= {IDENTITY_TOLERANCE} "
                                       "(image != albedo*shading + residual); not writing it")
+                t, c = time.perf_counter(), time.process_time()
+                noisy, noisy_err, gt = gt, gt.identity_error, denoiser.apply(gt)
+                timings["denoise"] += time.perf_counter() - t
+                timings["denoise_cpu"] += time.process_time() - c
                 t = time.perf_counter()
+                exposure = _exposure(gt, settings)
+                gt = expose(gt, exposure["scale"])
+                noisy = expose(noisy, exposure["scale"]) if keep_noisy else None
+                timings["decompose"] += time.perf_counter() - t
+                if gt.identity_error >= IDENTITY_TOLERANCE:
+                    raise RenderError(f"{job.id}: identity error {gt.identity_error:.3g} >= {IDENTITY_TOLERANCE} "
+                                      "after denoising (image != albedo*shading + residual); not writing it")
+                t = time.perf_counter()
+                dn_record = denoiser.record(noisy_identity_error=noisy_err) if settings.denoise != "none" else None
                 _write_sample(out, job, gt, settings, session.camera_info(), version, space, dt_render,
-                              device=device.record(), exposure=exposure, clamp=session.last_clamp)
+                              device=device.record(), exposure=exposure, clamp=session.last_clamp,
+                              denoise=dn_record, noisy=noisy)
                 timings["write"] += time.perf_counter() - t
                 max_err = max(max_err, gt.identity_error)
                 rendered.append(job.id)
@@ -519,6 +571,7 @@ def render_dataset(
             if bar is not None:
                 bar.close()
             shutil.rmtree(scratch, ignore_errors=True)
+    denoiser.close()
 
     manifest = build_manifest(out)
     total = time.perf_counter() - t_start

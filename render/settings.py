@@ -6,8 +6,10 @@
     s.matches(other)                   # equal in everything that changes pixels (threads aside)
 
 Defaults are what `python -m render` uses: small enough that the 25 default scenes finish in a
-few minutes on 2 cores, with no denoiser (it would break the exact per-pixel decomposition). Adaptive
-sampling keeps the decomposition exact: every pass of a pixel is averaged over that pixel's samples.
+few minutes on 2 cores. Adaptive sampling keeps the decomposition exact: every pass of a pixel is averaged
+over that pixel's samples. Denoising (render.denoise, mode "passes") works on the shading and residual
+passes and recomposes the image from them, so the decomposition stays exact too; the combined image is
+never denoised on its own.
 """
 from __future__ import annotations
 
@@ -21,15 +23,17 @@ DEFAULT_ADAPTIVE_MIN = 16
 DEVICES = ("auto", "cpu", "cuda", "optix", "hip")
 GPU_PREFERENCE = ("optix", "cuda", "hip")
 EXPOSURES = ("auto", "none")
+DENOISE_MODES = ("none", "passes")          # render.denoise (kept here too: --help must not import it)
+DENOISE_QUALITIES = ("high", "balanced", "fast")
 # settings that renders made before they existed implicitly had (for comparing on resume)
-LEGACY = {"exposure": "none", "firefly_clamp": 0.0, "adaptive_threshold": 0.0}
+LEGACY = {"exposure": "none", "firefly_clamp": 0.0, "adaptive_threshold": 0.0, "denoise": "none"}
 
 
 @dataclass(frozen=True)
 class RenderSettings:
     width: int = DEFAULT_RESOLUTION
     height: int = DEFAULT_RESOLUTION
-    samples: int = DEFAULT_SAMPLES          # Cycles samples per pixel (the most, with adaptive sampling), no denoising
+    samples: int = DEFAULT_SAMPLES          # Cycles samples per pixel (the most, with adaptive sampling)
     adaptive_threshold: float = DEFAULT_ADAPTIVE_THRESHOLD   # Cycles' noise threshold; 0: every pixel gets `samples`
     adaptive_min_samples: int = DEFAULT_ADAPTIVE_MIN         # samples every pixel gets before it may stop
     max_bounces: int = 8
@@ -44,6 +48,8 @@ class RenderSettings:
     ground_truth: bool = True               # False: the Combined pass only (the benchmark's baseline)
     exposure: str = "auto"                  # auto: per-sample incident-light metering (groundtruth.meter); none
     firefly_clamp: float = 10.0             # indirect light clamped at this x the image's mean luminance (0: off)
+    denoise: str = "passes"                 # DENOISE_MODES: passes = OIDN on shading and residual, image recomposed
+    denoise_quality: str = "high"           # OIDN filter quality (DENOISE_QUALITIES); only with denoise "passes"
 
     def validate(self) -> "RenderSettings":
         for f in ("width", "height"):
@@ -68,6 +74,11 @@ class RenderSettings:
             raise ValueError(f"device: must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if not (isinstance(self.firefly_clamp, (int, float)) and self.firefly_clamp >= 0):
             raise ValueError(f"firefly_clamp: must be a number >= 0 (0 = off), got {self.firefly_clamp!r}")
+        if self.denoise not in DENOISE_MODES:
+            raise ValueError(f"denoise: must be one of {', '.join(DENOISE_MODES)}, got {self.denoise!r}")
+        if self.denoise_quality not in DENOISE_QUALITIES:
+            raise ValueError(f"denoise_quality: must be one of {', '.join(DENOISE_QUALITIES)}, "
+                             f"got {self.denoise_quality!r}")
         if not self.filter_width_px > 0:
             raise ValueError(f"filter_width_px: must be > 0, got {self.filter_width_px!r}")
         return self
@@ -85,10 +96,13 @@ class RenderSettings:
 
         A GPU render draws other random numbers than a CPU one (the noise differs, the expectation and
         the exact ground-truth identity do not), so a dataset may mix devices; each sample records its own.
+        The denoiser's quality matters only when it runs (and its OIDN version is compared separately).
         """
         d = self.to_dict()
         d.pop("threads")
         d.pop("device")
+        if d["denoise"] == "none":
+            d.pop("denoise_quality")
         return d
 
     def matches(self, other: "RenderSettings") -> bool:
