@@ -219,7 +219,9 @@ def main_link(args) -> int:
     _link_plot(out / "figures" / "link_scatter.png", link, metric, probe.random_weights)
     print(f"link ({link['kind']}): Spearman rho = {corr['rho']:.3f} [{corr['ci_low']:.3f}, {corr['ci_high']:.3f}] over "
           f"{link['n_matched']} points in {link['n_clusters']} scenes; half-width expected at rho = 0: "
-          f"{link['expected_halfwidth_at_0']:.2f}" + (" (random weights: not a finding)" if probe.random_weights else ""))
+          f"{link['expected_halfwidth_at_0']:.2f}"
+          + (f"; over scene means rho = {cm['rho']:.3f}, p = {cm['p']:.3g}" if (cm := corr.get("cluster_means")) else "")
+          + (" (random weights: not a finding)" if probe.random_weights else ""))
     return 0
 
 

@@ -522,14 +522,18 @@ def section_link(inp: ReportInputs) -> list[Block]:
                         "link."))
     half = ln.get("expected_halfwidth_at_0", sp.get("expected_halfwidth_at_0"))
     blocks.append(Table(
-        ["kind", "method", "metric", "Spearman rho [95% CI]", "p (samples as independent)", "n points", "scenes",
-         "CI half-width expected at rho = 0", "bootstrap resamples"],
+        ["kind", "method", "metric", "Spearman rho [95% CI]", "rho, p over scene means", "p (samples as independent)",
+         "n points", "scenes", "CI half-width expected at rho = 0", "bootstrap resamples"],
         [[kind, f"`{ln.get('method', '?')}`", f"`{ln.get('metric', '?')}`",
-          _ci_pair(sp.get("rho"), [sp.get("ci_low"), sp.get("ci_high")]), _num(sp.get("p")),
+          _ci_pair(sp.get("rho"), [sp.get("ci_low"), sp.get("ci_high")]),
+          (f"{_num(cm.get('rho'))}, {_num(cm.get('p'))}" if (cm := sp.get("cluster_means")) else "n/a"),
+          _num(sp.get("p")),
           str(ln.get("n_matched", sp.get("n", "?"))), str(ln.get("n_clusters", sp.get("n_clusters", "?"))),
           _num(half), str(sp.get("n_boot", "?"))]]))
     blocks.append(P("The CI resamples base scenes; the expected half-width at rho = 0 (Fisher z, for the number of "
-                    "scenes) is the power: a CI about that wide around 0 is what no link looks like."))
+                    "scenes) is the power: a CI about that wide around 0 is what no link looks like. The p to read "
+                    "is the one over scene means (one point per scene: independent units); the p over samples "
+                    "takes a scene's samples as independent and is optimistic, shown only beside it."))
     sel = ln.get("selection") or {}
     if sel.get("rule"):
         blocks.append(P(f"Units ({ln.get('top_k', '?')}): {sel['rule']}."))

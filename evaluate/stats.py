@@ -139,7 +139,8 @@ def spearman_cluster(x: Sequence[float], y: Sequence[float], clusters: Sequence 
     """Spearman rho of (x, y) with a percentile cluster-bootstrap CI (clusters resampled, see above).
 
     Also: the two-sided p of scipy (which treats samples as independent: read with the CI), n,
-    n_clusters, and `expected_halfwidth_at_0` = expected_rho_halfwidth(n_clusters), the width a
+    n_clusters, `cluster_means` (rho and p over one point per cluster, the means of its samples: a p
+    whose units are independent; with clusters only), and `expected_halfwidth_at_0` = expected_rho_halfwidth(n_clusters), the width a
     reader should compare the CI with (the power of this n).
     """
     from scipy import stats as sps
@@ -157,6 +158,15 @@ def spearman_cluster(x: Sequence[float], y: Sequence[float], clusters: Sequence 
         return res
     res["rho"] = _spearman(x, y)
     res["p"] = float(sps.spearmanr(x, y).pvalue)
+    if clusters is not None:
+        # one point per cluster (the means of its samples): independent units, so its p is valid as it stands
+        counts = np.bincount(codes, minlength=n_cl).astype(float)
+        mx, my = np.bincount(codes, x, n_cl) / counts, np.bincount(codes, y, n_cl) / counts
+        res["cluster_means"] = {"n": n_cl, "rho": float("nan"), "p": float("nan"),
+                                "definition": "Spearman over one point per cluster (its samples' mean x and "
+                                              "mean y), scipy's p: the clusters are the independent units"}
+        if n_cl >= 3:
+            res["cluster_means"].update(rho=_spearman(mx, my), p=float(sps.spearmanr(mx, my).pvalue))
     if n_cl < 3 or n_boot <= 0:
         return res
     members = [np.flatnonzero(codes == c) for c in range(n_cl)]

@@ -58,6 +58,22 @@ def test_spearman_cluster_ci_and_expected_halfwidth():
     assert 0.38 < ST.expected_rho_halfwidth(25) < 0.42 and np.isnan(ST.expected_rho_halfwidth(3))
 
 
+def test_spearman_cluster_means_p_counts_clusters_not_samples():
+    """Five scenes whose means are only weakly related (rho 0.6 over 5 points, p ~ 0.28), each repeated as 10
+    near-identical samples: scipy's p over the 50 samples is tiny (clustered samples taken as independent);
+    the p over one point per scene is the scenes' own and does not mistake replication for evidence."""
+    xm, ym = np.array([1.0, 2.0, 3.0, 4.0, 5.0]), np.array([2.0, 1.0, 4.0, 5.0, 3.0])
+    rng = np.random.default_rng(0)
+    x = np.repeat(xm, 10) + 1e-3 * rng.normal(size=50)
+    y = np.repeat(ym, 10) + 1e-3 * rng.normal(size=50)
+    c = ST.spearman_cluster(x, y, [f"s{i // 10}" for i in range(50)], n_boot=200)
+    cm = c["cluster_means"]
+    assert cm["n"] == 5 and cm["rho"] == pytest.approx(sps.spearmanr(xm, ym).statistic, abs=1e-9)
+    assert cm["p"] == pytest.approx(sps.spearmanr(xm, ym).pvalue, rel=1e-6) and cm["p"] > 0.2
+    assert c["p"] < 1e-3                          # the naive p: why it is never read alone
+    assert "cluster_means" not in ST.spearman_cluster(x, y, None, n_boot=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # the causal test's statistics (point 8)
 

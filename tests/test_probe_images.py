@@ -330,6 +330,7 @@ def test_evaluate_reads_the_image_probe_end_to_end(image_run, small_render, tmp_
     link = json.loads((ev / "link.json").read_text())
     assert link["stimuli"] == "images" and link["kind"].startswith("direct")
     assert link["n_matched"] == 8 and link["n_clusters"] == 2 and link["spearman"]["resampled"] == "clusters"
+    assert link["spearman"]["cluster_means"]["n"] == 2 and link["spearman"]["cluster_means"]["p"] is None  # < 3
     plan = json.loads((ev / "ablation_plan.json").read_text())
     sel = plan["selection"]["2"]
     assert plan["select"] == "lighting" and sel["contrast"] == "lighting" and sel["n_eligible"] == 0
