@@ -148,13 +148,18 @@ def main_ablate(args, loaded=None, checked=None) -> int:
                                             "methods": plan["methods"]})
     for k, sel in plan["selection"].items():
         print(f"ablate top-{k}: {sel['rule']}")
-    generate_predictions(loaded, _gen_config(args, BASE_METHOD), progress=not args.quiet)
-    for method, heads in plan["methods"].items():
-        generate_predictions(loaded, _gen_config(args, method, tuple(heads)), progress=not args.quiet)
+    _generate_ablation(args, loaded, plan)
     main_score(args)
     summarise_ablation(out, plan["methods"], ks, args.n_random, args.metric or DEFAULT_METRIC, args.n_boot, args.seed,
                        selection=plan["selection"])
     return 0
+
+
+def _generate_ablation(args, loaded, plan: dict) -> None:
+    """The unablated predictions and one prediction set per planned head set (this shard's share, if any)."""
+    generate_predictions(loaded, _gen_config(args, BASE_METHOD), progress=not args.quiet)
+    for method, heads in plan["methods"].items():
+        generate_predictions(loaded, _gen_config(args, method, tuple(heads)), progress=not args.quiet)
 
 
 def _ablation_shard(args):
@@ -174,9 +179,7 @@ def _ablate_shard(args, loaded, plan: dict, shard) -> int:
     only its samples' predictions and its own shards/shard-K-of-N.json record per method (no
     ablation_plan.json, scores or summary: those need every sample). The same command without --shard then
     finds every prediction finished with an identical generation key, reuses them, scores and summarises."""
-    generate_predictions(loaded, _gen_config(args, BASE_METHOD), progress=not args.quiet)
-    for method, heads in plan["methods"].items():
-        generate_predictions(loaded, _gen_config(args, method, tuple(heads)), progress=not args.quiet)
+    _generate_ablation(args, loaded, plan)
     print(f"ablate {shard.describe()}: its share of the predictions of "
           f"{BASE_METHOD} and {len(plan['methods'])} ablation methods is written; when every shard has finished, "
           f"run the same `python -m evaluate ablate` without --shard to score and summarise (it reuses them)")

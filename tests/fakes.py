@@ -11,6 +11,30 @@ from render.imageio import write_exr, write_png_encoded, write_png_srgb
 H, W = 32, 40
 
 
+def _write_sample(root: Path, sid: str, image, albedo, shading, normal_z, depth, mask, albedo_srgb: bool) -> dict:
+    """One sample folder's files (C1 names) and the manifest keys that point at them."""
+    h, w = mask.shape
+    d = root / sid
+    write_exr(d / "image_linear.exr", image)
+    write_png_srgb(d / "image_srgb.png", image)
+    write_exr(d / "albedo_linear.exr", albedo)
+    if albedo_srgb:
+        write_png_srgb(d / "albedo_srgb.png", albedo)
+    write_exr(d / "shading_linear.exr", shading)
+    write_exr(d / "residual_linear.exr", np.zeros_like(image))
+    write_exr(d / "normal.exr", np.dstack([np.zeros((h, w)), np.zeros((h, w)), normal_z]), channels="XYZ")
+    write_exr(d / "depth.exr", depth, channels="Z")
+    write_png_encoded(d / "mask.png", mask.astype(np.float32))
+    write_png_encoded(d / "object_index.png", mask.astype(np.float32) / 255.0)
+    e = {"image": f"{sid}/image_linear.exr", "image_srgb": f"{sid}/image_srgb.png",
+         "albedo": f"{sid}/albedo_linear.exr", "shading": f"{sid}/shading_linear.exr",
+         "residual": f"{sid}/residual_linear.exr", "normal": f"{sid}/normal.exr", "depth": f"{sid}/depth.exr",
+         "mask": f"{sid}/mask.png", "object_index": f"{sid}/object_index.png", "width": w, "height": h}
+    if albedo_srgb:
+        e["albedo_srgb"] = f"{sid}/albedo_srgb.png"
+    return e
+
+
 def write_synthetic_render(root: Path, scenes=("alpha", "beta"), lightings=("key", "rim"), h=H, w=W, seed=0) -> Path:
     """The render output layout (manifest.json + one folder per <scene>__<lighting>) with simple content:
     piecewise-constant albedo per scene, a smooth shading per lighting, an elliptic object mask."""
@@ -28,22 +52,10 @@ def write_synthetic_render(root: Path, scenes=("alpha", "beta"), lightings=("key
             shading = shading.astype(np.float32) * (1.0 + 0.5 * li)
             image = albedo * shading
             sid = f"{scene}__{light}"
-            d = root / sid
-            write_exr(d / "image_linear.exr", image)
-            write_png_srgb(d / "image_srgb.png", image)
-            write_exr(d / "albedo_linear.exr", albedo)
-            write_exr(d / "shading_linear.exr", shading)
-            write_exr(d / "residual_linear.exr", np.zeros_like(image))
-            write_exr(d / "normal.exr", np.dstack([np.zeros((h, w)), np.zeros((h, w)), np.ones((h, w))]), channels="XYZ")
-            write_exr(d / "depth.exr", np.full((h, w), 3.0, np.float32), channels="Z")
-            write_png_encoded(d / "mask.png", mask.astype(np.float32))
-            write_png_encoded(d / "object_index.png", mask.astype(np.float32) / 255.0)
+            files = _write_sample(root, sid, image, albedo, shading, np.ones((h, w)),
+                                  np.full((h, w), 3.0, np.float32), mask, albedo_srgb=False)
             entries.append({"id": sid, "scene": scene, "lighting": light, "description": f"{scene} under {light}",
-                            "image": f"{sid}/image_linear.exr", "image_srgb": f"{sid}/image_srgb.png",
-                            "albedo": f"{sid}/albedo_linear.exr", "shading": f"{sid}/shading_linear.exr",
-                            "residual": f"{sid}/residual_linear.exr", "normal": f"{sid}/normal.exr",
-                            "depth": f"{sid}/depth.exr", "mask": f"{sid}/mask.png",
-                            "object_index": f"{sid}/object_index.png", "width": w, "height": h})
+                            **files})
     (root / "manifest.json").write_text(json.dumps({"format": "ray-plantain-render/1", "samples": entries}, indent=2))
     return root
 
@@ -73,29 +85,11 @@ def write_synthetic_render_variants(root: Path, scenes=("alpha", "beta"), lighti
                 shading = (shading * (1.0 + 0.5 * li) * mask[..., None]).astype(np.float32)
                 image = albedo * shading
                 sid = f"{full}__{light}"
-                d = root / sid
-                write_exr(d / "image_linear.exr", image)
-                write_png_srgb(d / "image_srgb.png", image)
-                write_exr(d / "albedo_linear.exr", albedo)
-                if albedo_srgb:
-                    write_png_srgb(d / "albedo_srgb.png", albedo)
-                write_exr(d / "shading_linear.exr", shading)
-                write_exr(d / "residual_linear.exr", np.zeros_like(image))
-                write_exr(d / "normal.exr", np.dstack([np.zeros((h, w)), np.zeros((h, w)), mask.astype(float)]),
-                          channels="XYZ")
-                write_exr(d / "depth.exr", np.where(mask, 3.0, np.inf).astype(np.float32), channels="Z")
-                write_png_encoded(d / "mask.png", mask.astype(np.float32))
-                write_png_encoded(d / "object_index.png", mask.astype(np.float32) / 255.0)
+                files = _write_sample(root, sid, image, albedo, shading, mask.astype(float),
+                                      np.where(mask, 3.0, np.inf).astype(np.float32), mask, albedo_srgb)
                 e = {"id": sid, "scene": full, "base_scene": scene, "variant": k, "lighting": light,
                      "description": f"{full} under {light}", "scene_description": full,
-                     "lighting_description": f"under {light}",
-                     "image": f"{sid}/image_linear.exr", "image_srgb": f"{sid}/image_srgb.png",
-                     "albedo": f"{sid}/albedo_linear.exr", "shading": f"{sid}/shading_linear.exr",
-                     "residual": f"{sid}/residual_linear.exr", "normal": f"{sid}/normal.exr",
-                     "depth": f"{sid}/depth.exr", "mask": f"{sid}/mask.png",
-                     "object_index": f"{sid}/object_index.png", "width": w, "height": h}
-                if albedo_srgb:
-                    e["albedo_srgb"] = f"{sid}/albedo_srgb.png"
+                     "lighting_description": f"under {light}", **files}
                 if legacy_manifest:
                     del e["base_scene"], e["variant"]
                 entries.append(e)
