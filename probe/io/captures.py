@@ -1,6 +1,6 @@
 """captures.npz: the probe's interchange format between capture and statistics (numpy only, no torch).
 
-    from probe.captures import Captures, load_captures, save_captures
+    from probe.io.captures import Captures, load_captures, save_captures
     caps = load_captures("runs/probe/captures.npz")
     caps.control_sets()      # {"paraphrase": ControlSet(a, b, pair_ids), "vocabulary": ...}
 

@@ -1,13 +1,13 @@
 """Per-head capture from klein's attention output projections, reduced on the device.
 
-    from probe.capture import HeadCapture, head_sites, text_token_mask
+    from probe.klein.capture import HeadCapture, head_sites, text_token_mask
     sites = head_sites(pipe.transformer)                       # named once, shapes below
     with HeadCapture(pipe.transformer, sites, steps=[0, 12, 25], forwards_per_step=2) as cap:
         cap.set_batch(text_mask=mask, n_img_tokens=n_img)       # before each pipeline call (text calls)
         pipe(prompt=prompts, ...)
         values = cap.collect()  # numpy float32 [batch, units]; cap.units are the unit names
 
-    # editing calls (reference image): units for the reference tokens too; probe.edit_capture runs them
+    # editing calls (reference image): units for the reference tokens too; probe.klein.edit_capture runs them
     with HeadCapture(pipe.transformer, sites, steps=[0], ref_tokens=True) as cap:
         cap.set_batch(text_mask=mask, n_img_tokens=n_img, n_ref_tokens=n_ref)
         pipe(image=reference, prompt=text, ...)
@@ -22,8 +22,8 @@ of every head, concatenated, before heads are mixed):
                     #   channels are the heads, the rest are MLP activations (fused projection)
 
 Token regions (`img` generated, `txt` real text, `ref` reference image) and where they sit in each
-hooked input are defined once in `probe.regions` (`TokenLayout.span`); units are named
-`s{step:02d}/{group}/h{head:02d}` with `group = probe.regions.group_name(site, region)`:
+hooked input are defined once in `probe.klein.regions` (`TokenLayout.span`); units are named
+`s{step:02d}/{group}/h{head:02d}` with `group = probe.klein.regions.group_name(site, region)`:
 
     double.{i}.img, double.{i}.txt             always (one group per double-block site)
     single.{i}                                 single_tokens="img" (default): image tokens
@@ -71,7 +71,7 @@ class StopSampling(Exception):
 class Site:
     name: str          # "double.3.img", "double.3.txt", "single.7"
     module: str        # dotted path under the transformer
-    kind: str          # "double_img" | "double_txt" | "single"  (probe.regions.SITE_KINDS)
+    kind: str          # "double_img" | "double_txt" | "single"  (probe.klein.regions.SITE_KINDS)
     block: int
     n_heads: int
     head_dim: int
@@ -102,7 +102,7 @@ def head_sites(transformer, blocks: Iterable[str] | None = None) -> list[Site]:
 
 
 def site_regions(site: Site, single_tokens: str = "img", ref_tokens: bool = False) -> list[str]:
-    """Token regions (probe.regions.REGIONS) a site yields units for, in column order."""
+    """Token regions (probe.klein.regions.REGIONS) a site yields units for, in column order."""
     if single_tokens not in SINGLE_TOKENS:
         raise ValueError(f"single_tokens must be one of {SINGLE_TOKENS}, got {single_tokens!r}")
     if site.kind == "double_txt":
@@ -236,7 +236,7 @@ class _CaptureBase:
             raise RuntimeError(
                 f"the transformer's image stream has {hs.shape[1]} tokens, but the capture's layout {lay} predicts "
                 f"n_img + n_ref = {lay.n_img + lay.n_ref}: the pipeline's sequence layout is not what the capture "
-                f"assumes (for an editing call, give set_batch the reference tokens; probe.edit_capture.edit_layout "
+                f"assumes (for an editing call, give set_batch the reference tokens; probe.klein.edit_capture.edit_layout "
                 f"computes them from the reference image)")
         ehs = kwargs.get("encoder_hidden_states")
         if ehs is not None and ehs.shape[1] != lay.txt_len:
@@ -447,7 +447,7 @@ class SliceCapture(_CaptureBase):
 
     def set_batch(self, batch_size: int, layout: TokenLayout | None = None) -> None:
         """Before each pipeline call. layout: the call's TokenLayout, to assert the token counts (editing
-        calls: probe.edit_capture.edit_layout); None skips the checks (slices count every token anyway)."""
+        calls: probe.klein.edit_capture.edit_layout); None skips the checks (slices count every token anyway)."""
         self._start_batch(batch_size, layout)
 
     def _make_hook(self, site: Site):

@@ -1,6 +1,6 @@
 """Load FLUX.2 [klein]: a hub id, a local snapshot folder, or the tiny offline model.
 
-    from probe.model import ModelSpec, load_pipeline
+    from probe.klein.model import ModelSpec, load_pipeline
     loaded = load_pipeline(ModelSpec("black-forest-labs/FLUX.2-klein-base-4B", dtype="bfloat16"))
     loaded = load_pipeline(ModelSpec("/data/snapshots/klein-base-4b"))     # local snapshot
     loaded = load_pipeline(ModelSpec("tiny"))                              # random weights, dry runs
