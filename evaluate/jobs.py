@@ -211,7 +211,7 @@ def main_link(args) -> int:
                                clusters_from_scores(rows), k=args.top_k, select=select, n_boot=args.n_boot)
     corr = link["spearman"]
     link = {"method": args.method, "metric": metric, "top_k": args.top_k, "random_weights": probe.random_weights,
-            "probe": str(probe.path), "stimuli": probe.design.stimuli, **link}
+            "probe": str(probe.path), "stimuli": probe.stimuli, **link}
     write_json(out / "link.json", link)
     from evaluate.predictions import atomic_write_text
 

@@ -134,7 +134,7 @@ def rank_units(probe: ProbeRun, select: str | None = None) -> tuple[np.ndarray, 
     select = select or "render_vs_albedo"
     if select not in SELECT_CHOICES:
         raise ProbeError(f"--select must be one of {', '.join(SELECT_CHOICES)}, got {select!r}")
-    image = probe.design.stimuli == "images"
+    image = probe.stimuli == "images"
     if select != "render_vs_albedo" and not image:
         raise ProbeError(f"--select {select} needs an image probe (`probe run --stimuli images`): {probe.path} is a "
                          "text probe, whose only contrast is A - B; leave --select out or pass an image probe")
@@ -203,7 +203,7 @@ def select_heads(probe: ProbeRun, k: int, select: str | None = None) -> Selectio
             + (f"; only {len(eligible_heads)} heads are eligible, so {n_filled} of the {k} were filled by |t| rank "
                "(not selective)" if n_filled else ""))
     return Selection(chosen, rule, contrast, len(eligible_heads), n_filled,
-                     {"n_heads": n_heads, "controls": list(probe.controls), "stimuli": probe.design.stimuli})
+                     {"n_heads": n_heads, "controls": list(probe.controls), "stimuli": probe.stimuli})
 
 
 def select_units(probe: ProbeRun, k: int, select: str | None = None) -> Selection:
@@ -215,7 +215,7 @@ def select_units(probe: ProbeRun, k: int, select: str | None = None) -> Selectio
     rule = (f"units {rule}" + (f"; only {int(eligible.sum())} units are eligible, so {n_filled} of the {k} were "
                                "filled by |t| rank (not selective)" if n_filled else ""))
     return Selection([probe.unit_names[i] for i in idx], rule, contrast, int(eligible.sum()), n_filled,
-                     {"indices": idx, "stimuli": probe.design.stimuli, "controls": list(probe.controls)})
+                     {"indices": idx, "stimuli": probe.stimuli, "controls": list(probe.controls)})
 
 
 def random_matched_units(top: Sequence[str], all_units: Sequence[str], rng: np.random.Generator) -> list[str]:

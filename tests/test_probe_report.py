@@ -169,7 +169,7 @@ def test_heads_report_with_control_random_weights(tmp_path):
 def test_report_module_does_not_import_torch_or_pyplot():
     import subprocess
 
-    code = ("import sys, probe.report; "
+    code = ("import sys, probe.report.run_report, probe.report.images, probe.report.compare; "
             "assert 'torch' not in sys.modules and 'matplotlib.pyplot' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -181,7 +181,7 @@ def make_capture(pipe, cfg: CaptureConfig):
     fps = forwards_per_step(pipe, cfg.guidance)
     if cfg.protocol == "card":
         if cfg.slice_layout == "strided":
-            from .card import StridedSliceCapture
+            from .card_slices import StridedSliceCapture
 
             return StridedSliceCapture(pipe.transformer, sites, cfg.capture_steps, fps, width=cfg.slice_width)
         return SliceCapture(pipe.transformer, sites, cfg.capture_steps, fps, width=cfg.slice_width)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from probe.design.card import protocol_facts
-from probe.report.run_report import images as image_report
+from probe.report import images as image_report
 from probe.report.common import dig, finite, fmt, fmt_ci, fmt_count, fmt_ratio, fwer_threshold, md_table
 from probe.report.compare import test_sentence
 from probe.report.figures import (control_figure, heatmap, is_images, null_figure, signs, step_rows, split_figure,
