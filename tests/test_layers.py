@@ -16,7 +16,7 @@ ALLOWED = {
     "report": {"report", "stats", "design", "io"},
     "jobs": {"jobs", "report", "klein", "design", "stats", "io"},
 }
-DEPRECATED = {"probe.model", "probe.capture", "probe.captures"}   # thin re-exports of the old paths
+DEPRECATED = {"probe.model", "probe.capture", "probe.captures", "probe._moved"}   # thin re-exports of the old paths
 
 
 def _modules(package: str) -> dict[str, Path]:
