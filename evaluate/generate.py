@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from probe.klein.edit_capture import default_max_side
 from evaluate.predictions import RESUME_MODES, PredictionStore, file_sha256, library_versions
 from probe.klein.registration import plan_reference
 from render.imageio import srgb_to_linear
@@ -50,7 +51,8 @@ class GenerateConfig:
     steps: int | None = None                  # None: the model's own default
     guidance: float | None = None             # None: the model's own default (distilled: CFG off)
     seed: int = 0
-    max_side: int | None = None               # references larger are downscaled (None: 1024; tiny model: 64)
+    max_side: int | None = None               # references larger are downscaled (None: 1024; random weights: 64;
+                                              # a known-answer model: its training side)
     shard: str | None = None
     limit: int | None = None
     samples: tuple[str, ...] = ()             # only these sample ids (empty: all)
@@ -163,14 +165,15 @@ def _read_reference(path: Path) -> np.ndarray:
         raise DataError(f"cannot read the reference image {path}: {err}") from err
 
 
-def _token_layout(pipe, prompt: str, model_size: tuple[int, int], cfg_on: bool) -> dict:
-    """Token counts of each forward of an edit at model_size (for region ablation)."""
+def _token_layout(pipe, prompt: str, model_size: tuple[int, int], cfg_on: bool, txt_len: int) -> dict:
+    """Token counts of each forward of an edit at model_size (for region ablation); txt_len: the model's
+    max_sequence_length (LoadedModel.max_sequence_length: 512 for klein)."""
     from probe.klein.capture_loop import n_image_tokens, real_text_lengths
 
     n_img = n_image_tokens(pipe, model_size[1], model_size[0])
     prompts = [prompt, ""] if cfg_on else [prompt]   # klein's unconditional prompt is ""
-    return {"txt_len": 512, "n_img": n_img, "n_ref": n_img, "real_txt": real_text_lengths(pipe, prompts, 512),
-            "forwards_per_step": 2 if cfg_on else 1}
+    return {"txt_len": int(txt_len), "n_img": n_img, "n_ref": n_img,
+            "real_txt": real_text_lengths(pipe, prompts, int(txt_len)), "forwards_per_step": 2 if cfg_on else 1}
 
 
 @contextlib.contextmanager
@@ -219,8 +222,9 @@ def _plan(loaded, cfg: GenerateConfig) -> dict:
     prompt = instructions[cfg.instruction]
     pipe = loaded.pipe
     sampling = resolve_sampling(pipe, cfg.steps, cfg.guidance)
-    # The tiny random model only checks code paths: keep its dry runs small.
-    max_side = cfg.max_side or (64 if loaded.random_weights else 1024)
+    # The tiny random model only checks code paths: keep its dry runs small; a known-answer model edits at the
+    # side it was trained at.
+    max_side = cfg.max_side or default_max_side(loaded)
     ablation = definition = None
     if cfg.ablate:
         from probe.klein.ablation import ABLATION_DEFINITION, HeadAblation
@@ -230,6 +234,7 @@ def _plan(loaded, cfg: GenerateConfig) -> dict:
     common = {"format": GENERATION_FORMAT, "kind": "klein reference edit", "model": model_identity(loaded),
               "prompt": prompt, "negative_prompt": "" if sampling["cfg"] else None, "steps": sampling["steps"],
               "guidance": sampling["guidance"], "seed": cfg.seed, "max_side": max_side, "input": INPUT,
+              "max_sequence_length": loaded.max_sequence_length,
               "ablated_units": sorted(ablation.units) if ablation else [], "ablation": definition,
               "versions": library_versions()}
     multiple = int(getattr(pipe, "vae_scale_factor", 8)) * 2    # klein: 16 (VAE 8 x patch 2)
@@ -252,18 +257,20 @@ def _plan(loaded, cfg: GenerateConfig) -> dict:
             "transforms": transforms, "keys": keys, "store": store, "decisions": store.plan(keys, mode)}
 
 
-def _edit(pipe, ref: np.ndarray, prompt: str, sampling: dict, seed: int) -> np.ndarray:
+def _edit(pipe, ref: np.ndarray, prompt: str, sampling: dict, seed: int, max_sequence_length: int) -> np.ndarray:
     """One klein edit of a prepared reference: the output decoded from the pipeline's 8-bit values to linear.
 
     No height/width: the pipeline generates at the reference's size (its sides are already multiples
-    of 16 and its area within klein's limit), the same call as probe.klein.edit_capture makes."""
+    of 16 and its area within klein's limit), the same call as probe.klein.edit_capture makes.
+    max_sequence_length: the model's own (LoadedModel.max_sequence_length), passed explicitly."""
     import torch
     from PIL import Image
 
     with torch.inference_mode():
         img = pipe(image=Image.fromarray(ref), prompt=prompt, num_inference_steps=sampling["steps"],
                    guidance_scale=sampling["guidance"] if sampling["cfg"] else 1.0,
-                   generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np").images[0]
+                   generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np",
+                   max_sequence_length=int(max_sequence_length)).images[0]
     # without rescaling, the PNG written back from this linear array is the pipeline's 8-bit values exactly
     return srgb_to_linear(np.round(np.clip(np.asarray(img, dtype=np.float32), 0, 1) * 255) / 255.0)
 
@@ -298,11 +305,12 @@ def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> 
                 t = run["transforms"][sid]
                 if ablation is not None:
                     if t.model not in layouts:
-                        layouts[t.model] = _token_layout(pipe, prompt, t.model, sampling["cfg"])
+                        layouts[t.model] = _token_layout(pipe, prompt, t.model, sampling["cfg"],
+                                                         loaded.max_sequence_length)
                     ablation.prepare(**layouts[t.model])
                 t0 = time.perf_counter()
                 out = _edit(pipe, t.apply(_read_reference(Path(cfg.data) / e["image_srgb"])), prompt, sampling,
-                            cfg.seed)
+                            cfg.seed, loaded.max_sequence_length)
                 seconds.append(time.perf_counter() - t0)
                 store.write(sid, t.invert(out), key=run["keys"][sid], scene=e.get("scene"), lighting=e.get("lighting"),
                             reference=e["image_srgb"], reference_size=list(t.original),

@@ -61,6 +61,8 @@ def _load_model(args):
     loaded = load_pipeline(spec_from_args(args))
     if loaded.random_weights:
         print("note: --model tiny has random weights: a dry run, not findings", file=sys.stderr)
+    elif loaded.known:
+        print(f"note: --model {loaded.spec.model} is {loaded.known['banner']}", file=sys.stderr)
     return loaded
 
 

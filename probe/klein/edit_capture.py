@@ -50,8 +50,8 @@ class ReferencePrep:
 
     @classmethod
     def like_evaluate(cls, loaded, max_side: int | None = None) -> "ReferencePrep":
-        """evaluate generate's defaults: max_side 1024 (64 for a random-weight model), multiple 2 x vae_scale_factor."""
-        side = max_side or (64 if loaded.random_weights else 1024)
+        """evaluate generate's defaults: max_side `default_max_side(loaded)`, multiple 2 x vae_scale_factor."""
+        side = max_side or default_max_side(loaded)
         return cls(int(side), int(getattr(loaded.pipe, "vae_scale_factor", 8)) * 2)
 
     def plan(self, width: int, height: int):
@@ -69,6 +69,14 @@ class ReferencePrep:
         return (f"as evaluate generate: probe.klein.registration.plan_reference(max_side={self.max_side}, "
                 f"multiple={self.multiple}): scaled only when a side is over {self.max_side} or under 64 px, then "
                 f"padded to multiples of {self.multiple} with reflected content")
+
+
+def default_max_side(loaded) -> int:
+    """The longest reference side evaluate generate and the image probe edit at by default: 64 for random
+    weights (dry runs stay small), a known-answer model's training side, else 1024 (klein)."""
+    if loaded.random_weights:
+        return 64
+    return int(loaded.default_size or 1024) if loaded.known else 1024
 
 
 def pipeline_default(pipe, name: str):
