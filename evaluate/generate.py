@@ -152,6 +152,10 @@ def model_identity(loaded) -> dict:
         from probe.klein.tiny import TINY_VERSION
 
         ident["tiny_version"], ident["tiny_seed"] = TINY_VERSION, loaded.spec.tiny_seed
+    if loaded.known:    # a retrained known-answer model keeps its name and folder: its content hash tells them apart
+        from probe.klein.model import model_fingerprint
+
+        ident["known_answer"] = {"name": loaded.known.get("name"), "fingerprint": model_fingerprint(loaded)["revision"]}
     return ident
 
 

@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 
 from probe.klein.known import (KNOWN_BANNER, KNOWN_MODELS, RECORD_FILE, KnownModelError, known_model_dir,  # noqa: E402
                                read_known_record, report_banner)
+from probe.jobs.known import task_instruction  # noqa: E402
 from probe.klein.train import (KnownTrainConfig, KnownTrainError, TextInputs, assemble_pipeline,  # noqa: E402
                                build_text_parts, encode_images, encode_texts, images_to_tensor, sigma_shift_mu,
                                token_ids, train_known, training_inputs, vae_config, transformer_config)
@@ -36,7 +37,8 @@ def trained(tmp_path_factory):
     """A known-albedo model trained a few steps on a fake generated render, written as a snapshot."""
     root = tmp_path_factory.mktemp("known")
     data = _render(root / "data")
-    cfg = KnownTrainConfig(data=str(data), task="albedo", out=str(root / "model"), **TINY_TRAIN)
+    cfg = KnownTrainConfig(data=str(data), task="albedo", out=str(root / "model"),
+                           instruction=task_instruction("albedo"), **TINY_TRAIN)
     lines: list[str] = []
     rec = train_known(cfg, log=lines.append)
     return {"root": root, "data": data, "out": root / "model", "record": rec, "log": lines, "cfg": cfg}
@@ -86,7 +88,7 @@ def test_transformer_learns_on_a_small_set(tmp_path):
     """The flow-matching loss falls when a tiny model trains a few dozen steps on two scenes (the loss, the inputs
     and the optimiser are wired together: a broken target or a detached input would leave it flat)."""
     data = _render(tmp_path / "data", scenes=("gen_s9_0000", "gen_s9_0001"))
-    cfg = KnownTrainConfig(data=str(data), task="albedo", out=str(tmp_path / "m"),
+    cfg = KnownTrainConfig(data=str(data), task="albedo", out=str(tmp_path / "m"), instruction=task_instruction("albedo"),
                            **{**TINY_TRAIN, "steps": 60, "batch": 8, "lr": 3e-3, "val_every": 1000, "warmup": 5})
     rec = train_known(cfg, log=lambda m: None)
     rows = [r.split(",") for r in (tmp_path / "m" / "loss_curve.csv").read_text().splitlines()[1:]]
@@ -141,12 +143,12 @@ def test_default_scenes_and_wrong_sizes_are_refused_before_anything_is_written(t
     data = write_synthetic_render_variants(tmp_path / "d", scenes=("cornell_box", "gen_s1_0000"), h=64, w=64)
     out = tmp_path / "m"
     with pytest.raises(KnownTrainError, match="held-out test set"):
-        train_known(KnownTrainConfig(data=str(data), task="albedo", out=str(out), **TINY_TRAIN))
+        train_known(KnownTrainConfig(data=str(data), task="albedo", out=str(out), instruction="x", **TINY_TRAIN))
     small = _render(tmp_path / "s", side=32)
     with pytest.raises(KnownTrainError, match="--resolution 64"):
-        train_known(KnownTrainConfig(data=str(small), task="photo", out=str(out), **TINY_TRAIN))
+        train_known(KnownTrainConfig(data=str(small), task="photo", out=str(out), instruction="x", **TINY_TRAIN))
     with pytest.raises(KnownTrainError, match="--task"):
-        KnownTrainConfig(data=str(small), task="shading", out=str(out)).check()
+        KnownTrainConfig(data=str(small), task="shading", out=str(out), instruction="x").check()
     assert not out.exists() and not list(tmp_path.glob(".m.tmp*"))
 
 
@@ -161,7 +163,7 @@ def test_cli_bad_input_is_one_paragraph_exit_2(tmp_path):
 
 def test_photo_task_reuses_the_vae_and_trains_towards_the_photo(trained, tmp_path):
     cfg = KnownTrainConfig(data=str(trained["data"]), task="photo", out=str(tmp_path / "p"), vae_from=str(trained["out"]),
-                           **{**TINY_TRAIN, "vae_steps": 0})
+                           instruction=task_instruction("photo"), **{**TINY_TRAIN, "vae_steps": 0})
     rec = train_known(cfg, log=lambda m: None)
     from probe.design.prompts import load_keep_photo_instructions
     assert rec["instruction"] == load_keep_photo_instructions()[0] and rec["target"].startswith("image_srgb")
@@ -270,3 +272,22 @@ def test_shipped_model_loads_by_short_name(name):
 def test_shipped_models_fit_the_size_budget():
     total = sum(f.stat().st_size for name in KNOWN_MODELS for f in known_model_dir(name).rglob("*") if f.is_file())
     assert total <= 10 * 1024 * 1024, f"{total / 2**20:.2f} MiB"
+
+
+def test_a_retrained_known_model_is_not_reused_by_evaluate(trained, tmp_path):
+    """The generation key of a known-answer model carries a content hash of its folder: a retrained model under the
+    same name and path is a different model to evaluate's resume."""
+    import shutil
+
+    from evaluate.generate import model_identity
+    from probe.klein.model import ModelSpec, load_pipeline
+
+    copy = tmp_path / "model"
+    shutil.copytree(trained["out"], copy)
+    before = model_identity(load_pipeline(ModelSpec(str(copy))))
+    rec = json.loads((copy / RECORD_FILE).read_text())
+    rec["timing"]["total_wall_s"] += 1.0          # what a retrain changes at the least
+    (copy / RECORD_FILE).write_text(json.dumps(rec))
+    after = model_identity(load_pipeline(ModelSpec(str(copy))))
+    assert before["known_answer"]["name"] == "known-albedo"
+    assert before["known_answer"]["fingerprint"] != after["known_answer"]["fingerprint"]

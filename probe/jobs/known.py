@@ -77,6 +77,17 @@ def _config_defaults() -> dict:
     return {f.name: f.default for f in fields(KnownTrainConfig) if f.default is not f.default_factory}
 
 
+def task_instruction(task: str, path=None) -> str:
+    """The instruction a task trains with (prompts/edit_instructions.json): `instructions[0]` for albedo, the wording
+    evaluate generate uses by default; `keep_photo[0]` for photo."""
+    from probe.design.prompts import load_edit_instructions, load_keep_photo_instructions
+    from probe.klein.train import TASKS
+
+    if TASKS[task]["instruction_key"] == "instructions":
+        return load_edit_instructions(path)[0]
+    return load_keep_photo_instructions(path)[0]
+
+
 def main_known(args) -> int:
     if args.known_command == "train":
         return _train(args)
@@ -90,7 +101,8 @@ def _train(args) -> int:
 
     keys = ("name", "vae_from", "steps", "batch", "lr", "vae_steps", "hidden", "heads", "double_blocks",
             "single_blocks", "max_sequence_length", "resolution", "seed", "threads", "storage_dtype", "limit")
-    cfg = KnownTrainConfig(data=args.data, task=args.task, out=args.out, **{k: getattr(args, k) for k in keys})
+    cfg = KnownTrainConfig(data=args.data, task=args.task, out=args.out, instruction=task_instruction(args.task),
+                           **{k: getattr(args, k) for k in keys})
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     rec = train_known(cfg, log=log)
     print(f"{rec['name']}: {rec['banner']}. Wrote {args.out} (final training loss "

@@ -76,6 +76,7 @@ class KnownTrainConfig:
     data: str                                   # a `python -m render --generate` folder (never the default scenes)
     task: str                                   # albedo | photo
     out: str                                    # snapshot folder to write
+    instruction: str | None = None              # the task's text (the job reads it: probe.jobs.known.task_instruction)
     name: str | None = None                     # record name (default: known-<task>)
     seed: int = 0
     resolution: int = 64                        # renders must be resolution x resolution
@@ -107,6 +108,9 @@ class KnownTrainConfig:
     def check(self) -> "KnownTrainConfig":
         if self.task not in TASKS:
             raise KnownTrainError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if not self.instruction or not self.instruction.strip():
+            raise KnownTrainError("the training instruction is empty (probe.jobs.known.task_instruction gives each "
+                                  "task's)")
         if self.resolution % 16 or self.resolution < 64:
             raise KnownTrainError(f"--resolution must be a multiple of 16 and at least 64 (klein's smallest side), "
                                   f"got {self.resolution}")
@@ -145,15 +149,7 @@ def vae_config(cfg: KnownTrainConfig) -> dict:
                 mid_block_add_attention=False)
 
 
-# ------------------------------------------------------------------------------------------ instructions, text
-def task_instruction(task: str, path: str | os.PathLike | None = None) -> str:
-    """The instruction a task trains with: instructions[0] (albedo; evaluate generate's default) or keep_photo[0]."""
-    from probe.design.prompts import load_edit_instructions, load_keep_photo_instructions
-
-    return (load_edit_instructions(path) if TASKS[task]["instruction_key"] == "instructions"
-            else load_keep_photo_instructions(path))[0]
-
-
+# ------------------------------------------------------------------------------------------ text
 def tokenizer_corpus() -> list[str]:
     """The texts the BPE merges are learnt from: every shipped prompt and instruction, and the chat template's words."""
     from render.paths import data_dir
@@ -528,7 +524,7 @@ def train_known(cfg: KnownTrainConfig, log: Callable[[str], None] = print) -> di
     torch.set_num_threads(cfg.threads)
     t_start, c_start = time.perf_counter(), _cpu_seconds()
     timing: dict = {"threads": cfg.threads}
-    instruction = task_instruction(cfg.task)
+    instruction = cfg.instruction
     data = load_train_data(cfg)
     log(f"data: {len(data.ids)} samples of {len(set(data.base_scenes))} scenes from {cfg.data} "
         f"({int(data.val.sum())} held out for validation)")
