@@ -13,6 +13,8 @@ cluster-bootstrap CI (evaluate's own `paired_differences`). The pre-declared cri
   CI entirely below 0;
 - known-photo: must NOT beat image_as_albedo (its paired CI on those metrics is not entirely below 0).
 The rows end with PASS / FAIL; the output goes into benchmarks/RESULTS.md. Generation resumes (evaluate's keys).
+Each model's training record (time, threads, VAE PSNR) and its loss curve (loss_curve.csv, thinned to 10 points) are
+printed too, and both curves drawn into OUT/loss_curves.png.
 """
 from __future__ import annotations
 
@@ -46,6 +48,51 @@ def verdict(model: str, diffs: dict) -> str:
     return "n/a"
 
 
+def model_folder(model: str) -> Path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from probe.klein.known import KNOWN_MODELS, known_model_dir
+
+    return known_model_dir(model) if model in KNOWN_MODELS else Path(model)
+
+
+def training_summary(model: str) -> tuple[dict, list[tuple]]:
+    """The model's record and its loss curve rows (stage, step, loss, validation loss)."""
+    folder = model_folder(model)
+    rec = json.loads((folder / "ray_plantain_known.json").read_text())
+    rows = []
+    for line in (folder / "loss_curve.csv").read_text().splitlines()[1:]:
+        stage, step, loss, val = line.split(",")
+        rows.append((stage, int(step), float(loss), float(val) if val else None))
+    return rec, rows
+
+
+def plot_curves(curves: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for name, rows in curves.items():
+        for ax, stage in zip(axes, ("vae", "transformer")):
+            r = [x for x in rows if x[0] == stage]
+            if r:
+                ax.plot([x[1] for x in r], [x[2] for x in r], label=f"{name} training")
+                v = [x for x in r if x[3] is not None]
+                if v and stage == "transformer":
+                    ax.plot([x[1] for x in v], [x[3] for x in v], "o--", ms=3, label=f"{name} validation")
+    axes[0].set_title("VAE: L1 + L2 reconstruction loss", fontsize=9)
+    axes[1].set_title("transformer: flow-matching loss", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    fig.suptitle("known-answer models trained here on synthetic renders: a check of the tool, not klein", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
@@ -67,6 +114,24 @@ def main() -> int:
         s = json.loads((out / "score_summary.json").read_text())
         diffs = {b: s.get("paired_differences", {}).get(b) or {} for b in BASELINES}
         rows.append((model, s, diffs))
+    curves = {}
+    print("\ntraining (from each model's record):")
+    for model in a.models.split(","):
+        rec, rows = training_summary(model)
+        curves[rec["name"]] = rows
+        t, tc = rec["timing"], rec["train_config"]
+        print(f"  {rec['name']}: {rec['transformer_parameters']:,} transformer parameters, {tc['steps']} steps x batch "
+              f"{tc['batch']}, VAE {rec['vae']}, VAE PSNR {rec['vae_psnr_srgb_8bit']}; {t['total_wall_s'] / 60:.1f} min "
+              f"wall, {t['total_cpu_s'] / 60:.1f} CPU-min, {t['threads']} threads, load average at the end "
+              f"{t.get('load_average_1min_at_end', float('nan')):.1f}; data {rec['data_recipe']['n_samples']} samples "
+              f"(`{rec['data_recipe']['render_command']}`)")
+        tf = [r for r in rows if r[0] == "transformer"]
+        pick = [tf[round(i * (len(tf) - 1) / 9)] for i in range(10)] if len(tf) >= 10 else tf
+        print("    transformer loss: " + ", ".join(f"{r[1]}: {r[2]:.3f}" + (f" (val {r[3]:.3f})" if r[3] else "")
+                                                  for r in pick))
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    plot_curves(curves, Path(a.out) / "loss_curves.png")
+    print(f"  curves: {Path(a.out) / 'loss_curves.png'}")
     print()
     print(f"held-out default scenes: {a.data}; {rows[0][1]['n_samples']} samples in {rows[0][1]['n_clusters']} scene "
           f"clusters; 95% CIs resample scenes; paired = model - baseline on the same samples")

@@ -155,7 +155,7 @@ def model_identity(loaded) -> dict:
     if loaded.known:    # a retrained known-answer model keeps its name and folder: its content hash tells them apart
         from probe.klein.model import model_fingerprint
 
-        ident["known_answer"] = {"name": loaded.known.get("name"), "fingerprint": model_fingerprint(loaded)["revision"]}
+        ident["known_model"] = {"name": loaded.known.get("name"), "fingerprint": model_fingerprint(loaded)["revision"]}
     return ident
 
 

@@ -854,7 +854,7 @@ def known_answer_sources(inp: ReportInputs) -> dict[str, dict]:
     found: dict[str, dict] = {}
 
     def look(where: str, rec: Any) -> None:
-        if isinstance(rec, dict) and isinstance(rec.get("known_answer"), dict):
+        if isinstance(rec, dict) and isinstance(rec.get("known_answer"), dict) and rec["known_answer"].get("banner"):
             found[where] = rec["known_answer"]
 
     for m, man in inp.manifests.items():

@@ -24,7 +24,7 @@ from probe.klein.train import (KnownTrainConfig, KnownTrainError, TextInputs, as
 
 REPO = Path(__file__).resolve().parents[1]
 # a tiny architecture: the training code path in seconds
-TINY_TRAIN = dict(vae_steps=4, vae_batch=4, vae_channels=(8, 16, 16), latent_channels=4, steps=4, batch=4,
+TINY_TRAIN = dict(max_sequence_length=64, vae_steps=4, vae_batch=4, vae_channels=(8, 16, 16), latent_channels=4, steps=4, batch=4,
                   hidden=32, heads=2, double_blocks=1, single_blocks=1, threads=1, val_every=2, warmup=1)
 
 
@@ -163,13 +163,19 @@ def test_cli_bad_input_is_one_paragraph_exit_2(tmp_path):
 
 def test_photo_task_reuses_the_vae_and_trains_towards_the_photo(trained, tmp_path):
     cfg = KnownTrainConfig(data=str(trained["data"]), task="photo", out=str(tmp_path / "p"), vae_from=str(trained["out"]),
-                           instruction=task_instruction("photo"), **{**TINY_TRAIN, "vae_steps": 0})
+                           instruction=task_instruction("photo"), link_shared=True, **{**TINY_TRAIN, "vae_steps": 0})
     rec = train_known(cfg, log=lambda m: None)
     from probe.design.prompts import load_keep_photo_instructions
     assert rec["instruction"] == load_keep_photo_instructions()[0] and rec["target"].startswith("image_srgb")
     a = (trained["out"] / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
     b = (tmp_path / "p" / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert a == b and rec["vae"]["from"] == str(trained["out"])
+    # the shared parts are links to the donor's files; the transformer is the model's own
+    assert (tmp_path / "p" / "vae" / "diffusion_pytorch_model.safetensors").is_symlink()
+    assert (tmp_path / "p" / "text_encoder" / "model.safetensors").is_symlink()
+    assert not (tmp_path / "p" / "transformer" / "diffusion_pytorch_model.safetensors").is_symlink()
+    from probe.klein.model import ModelSpec, load_pipeline
+    assert load_pipeline(ModelSpec(str(tmp_path / "p"))).known["task"] == "photo"
 
 
 def test_jobs_pass_the_models_text_length(trained, tmp_path):
@@ -289,5 +295,5 @@ def test_a_retrained_known_model_is_not_reused_by_evaluate(trained, tmp_path):
     rec["timing"]["total_wall_s"] += 1.0          # what a retrain changes at the least
     (copy / RECORD_FILE).write_text(json.dumps(rec))
     after = model_identity(load_pipeline(ModelSpec(str(copy))))
-    assert before["known_answer"]["name"] == "known-albedo"
-    assert before["known_answer"]["fingerprint"] != after["known_answer"]["fingerprint"]
+    assert before["known_model"]["name"] == "known-albedo"
+    assert before["known_model"]["fingerprint"] != after["known_model"]["fingerprint"]

@@ -22,7 +22,8 @@ TRAIN_EPILOG = """training data (never the 25 default scenes, the held-out test 
 
 the shipped models were trained with:
   python -m probe known train --data runs/known-train --task albedo --out models/known-albedo
-  python -m probe known train --data runs/known-train --task photo --vae-from models/known-albedo --out models/known-photo
+  python -m probe known train --data runs/known-train --task photo --vae-from models/known-albedo --link-shared \
+      --out models/known-photo
 
 written to --out (a new folder): the Flux2KleinPipeline snapshot (model_index.json, transformer/, vae/, text_encoder/,
 tokenizer/, scheduler/; safetensors, weights stored as --storage-dtype), ray_plantain_known.json (task, instruction,
@@ -48,6 +49,10 @@ def add_known_arguments(parser) -> None:
     tr.add_argument("--vae-from", default=None, metavar="MODEL",
                     help=f"reuse the tokenizer, text encoder and trained VAE of a known-answer model ({', '.join(KNOWN_MODELS)} "
                          "or a folder) instead of training a VAE: the two shipped models share one")
+    tr.add_argument("--link-shared", action="store_true",
+                    help="with --vae-from: files identical to that model's (VAE, text encoder, tokenizer, scheduler) "
+                         "become relative symlinks to them, as in a Hugging Face cache (the shipped known-photo: one "
+                         "copy of the shared parts in the repository)")
     g = tr.add_argument_group("sizes and budget (defaults: the shipped models')")
     defaults = _config_defaults()
     for flag, key, typ, help_ in (
@@ -99,7 +104,7 @@ def main_known(args) -> int:
 def _train(args) -> int:
     from probe.klein.train import KnownTrainConfig, train_known
 
-    keys = ("name", "vae_from", "steps", "batch", "lr", "vae_steps", "hidden", "heads", "double_blocks",
+    keys = ("name", "vae_from", "link_shared", "steps", "batch", "lr", "vae_steps", "hidden", "heads", "double_blocks",
             "single_blocks", "max_sequence_length", "resolution", "seed", "threads", "storage_dtype", "limit")
     cfg = KnownTrainConfig(data=args.data, task=args.task, out=args.out, instruction=task_instruction(args.task),
                            **{k: getattr(args, k) for k in keys})

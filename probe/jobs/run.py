@@ -198,6 +198,11 @@ def main_run(args) -> int:
             "prompts": sources, "n_control_pairs": len(controls.get("paraphrase", ([],))[0]),
             "control_sets": {name: {"n_pairs": len(cs), "source": src} for name, (cs, src) in controls.items()},
             "text_lengths": lengths})
+    full = {name: sum(n >= cfg.max_sequence_length for n in ns) for name, ns in
+            (config.get("text_lengths") or {}).items() if isinstance(ns, list)}
+    if any(full.values()):
+        print(f"note: prompts that fill all {cfg.max_sequence_length} text tokens the model reads were cut to that "
+              f"length: " + ", ".join(f"{k} {v}" for k, v in full.items() if v), file=sys.stderr)
     if not shard.is_whole:
         from probe.design.shards import write_shard_of_run
 

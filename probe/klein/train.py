@@ -11,7 +11,7 @@ same file): the same architecture, data and budget on a task that needs no separ
 What is built and trained, in order (every part seeded; `KnownTrainConfig` holds every size and step count):
 1. tokenizer: a byte-level BPE Qwen2TokenizerFast (the tiny model's class and chat template) whose merges are
    learnt from the shipped prompt files, so an instruction is ~40 tokens and the model reads
-   `max_sequence_length` = 64 text tokens instead of klein's 512 (recorded; every job reads it from the model);
+   `max_sequence_length` = 80 text tokens instead of klein's 512 (every shipped prompt fits) (recorded; every job reads it from the model);
 2. text encoder: a tiny Qwen3ForCausalLM (28 layers: klein reads hidden states 9, 18, 27), seeded, not trained;
 3. VAE (AutoencoderKLFlux2): trained as an autoencoder of photos and albedos (L1 + L2 of the decoded latent mean,
    plus a small KL term), then its BatchNorm running statistics set to the mean and variance of the patchified
@@ -80,9 +80,10 @@ class KnownTrainConfig:
     name: str | None = None                     # record name (default: known-<task>)
     seed: int = 0
     resolution: int = 64                        # renders must be resolution x resolution
-    max_sequence_length: int = 64               # text tokens the model reads (klein: 512)
+    max_sequence_length: int = 80               # text tokens the model reads (klein: 512); every shipped prompt fits
     threads: int = 2                            # torch CPU threads
     vae_from: str | None = None                 # reuse this known model's tokenizer, text encoder and VAE
+    link_shared: bool = False                   # with vae_from: files identical to its own become relative symlinks
     vae_steps: int = 1200
     vae_batch: int = 16
     vae_lr: float = 1e-3
@@ -123,6 +124,8 @@ class KnownTrainConfig:
             raise KnownTrainError("--vae-steps must be positive unless --vae-from gives a trained VAE")
         if not 0 <= self.prompt_dropout < 1:
             raise KnownTrainError(f"--prompt-dropout must be in [0, 1), got {self.prompt_dropout}")
+        if self.link_shared and not self.vae_from:
+            raise KnownTrainError("--link-shared needs --vae-from (the model whose identical files are linked)")
         if self.storage_dtype not in ("float16", "bfloat16", "float32"):
             raise KnownTrainError(f"storage dtype must be float16, bfloat16 or float32, got {self.storage_dtype}")
         return self
@@ -597,6 +600,9 @@ def train_known(cfg: KnownTrainConfig, log: Callable[[str], None] = print) -> di
         pass
     record = _record(cfg, data, instruction, vae_source, psnr, timing, curve, n_params, versions())
     save_snapshot(pipe, out, record, curve, cfg.storage_dtype)
+    if cfg.link_shared:
+        linked = link_identical_files(out, Path(src))
+        log(f"linked {len(linked)} files identical to {src}'s: " + ", ".join(linked))
     log(f"wrote {out} in {timing['total_wall_s'] / 60:.1f} min ({timing['total_cpu_s'] / 60:.1f} CPU-min, "
         f"{cfg.threads} threads)")
     return record
@@ -670,6 +676,23 @@ def save_snapshot(pipe, out: Path, record: dict, curve: list, storage_dtype: str
     if out.exists():
         out.rmdir()    # empty (checked before training)
     os.replace(tmp, out)
+
+
+def link_identical_files(folder: Path, donor: Path,
+                         parts: tuple[str, ...] = ("vae", "text_encoder", "tokenizer", "scheduler")) -> list[str]:
+    """Replace every file of `folder`'s `parts` that is byte-identical to the donor's by a relative symlink to it
+    (as a Hugging Face cache links snapshot files to shared blobs): two known-answer models that share a VAE and a
+    text encoder keep one copy on disk. Returns the linked paths, relative to `folder`."""
+    linked = []
+    for part in parts:
+        for f in sorted((folder / part).glob("*")):
+            twin = donor / part / f.name
+            if f.is_file() and not f.is_symlink() and twin.is_file() and f.read_bytes() == twin.read_bytes():
+                target = os.path.relpath(twin.resolve(), f.parent.resolve())
+                f.unlink()
+                f.symlink_to(target)
+                linked.append(f"{part}/{f.name}")
+    return linked
 
 
 def model_readme(record: dict) -> str:
