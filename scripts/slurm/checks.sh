@@ -98,14 +98,15 @@ check_probe() {
     fi
     # the probe's shards: pairs missing by shard (the same checks as the merge; nothing is written)
     out=$("$PYTHON" -m probe merge "$PROBE" --dry-run 2>&1) || code=$?
+    if (( code == 0 )) && why=$(merged_matches); then
+        show "$out" | grep -v '^ready: ' || true   # it is merged already: no "ready to merge"
+        echo "probe: merged ($PROBE/captures.npz, $why)"
+        return
+    fi
     show "$out"
     case $code in
-        0)  if why=$(merged_matches); then
-                echo "probe: merged ($PROBE/captures.npz, $why)"
-            else
-                echo "probe: not merged ($PROBE/captures.npz: $why)"
-                RERUN_MERGE=1; _missing 3
-            fi ;;
+        0)  echo "probe: not merged ($PROBE/captures.npz: $why)"
+            RERUN_MERGE=1; _missing 3 ;;
         3)  RERUN_PROBE=$(tasks_of "$out" "$per") RERUN_MERGE=1; _missing 3
             if [[ -f "$PROBE/captures.npz" ]]; then
                 echo "probe: $PROBE/captures.npz is from an earlier merge and does not hold the shards missing now"
