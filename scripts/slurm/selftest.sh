@@ -168,8 +168,25 @@ wait_jobs() {
 }
 
 say "submitting the chain (bash scripts/slurm/submit.sh, MODEL=tiny GPUS_PER_TASK=0, 3 scenes x 2 colours at 32 px)"
-env "${SETTINGS[@]}" bash scripts/slurm/submit.sh || die "submit.sh failed"
+submitted=$(env "${SETTINGS[@]}" bash scripts/slurm/submit.sh) || die "submit.sh failed"
+echo "$submitted"
 env "${SETTINGS[@]}" DRY_RUN=1 bash scripts/slurm/submit.sh 2>&1 | grep -q -- '--gres=gpu' && die "a CPU-only study asked for a GPU"
+
+# the unsharded probe run to compare the merged one with: the same command on the same render, here, beside
+# the chain once the render array has finished (the render is not touched again before step 4)
+render_job=$(sed -n 's/.*: render \([0-9]*\) .*/\1/p' <<< "$submitted")
+[[ -n "$render_job" ]] || die "submit.sh did not name its render job"
+source "$STUDY/study.sh"
+deadline=$(( $(date +%s) + ${SELFTEST_WAIT:-540} ))
+while [[ -n "$(squeue -h -j "$render_job" 2>/dev/null)" ]]; do
+    (( $(date +%s) < deadline )) || die "the render array $render_job still in the queue after ${SELFTEST_WAIT:-540} s"
+    sleep 2
+done
+"$PY" -m probe run "${PROBE_INPUT[@]}" --model "$MODEL" --protocol "$PROBE_PROTOCOL" --seed "$SEED" --device cpu \
+    --out runs/slurm-selftest/unsharded --quiet --n-perm "$N_PERM" --n-boot "$N_BOOT" --no-report \
+    > runs/slurm-selftest/unsharded.log 2>&1 &
+unsharded=$!
+pids+=("$unsharded")                          # stopped first (last in, first killed) if anything fails
 wait_jobs
 say "all five jobs COMPLETED"
 
@@ -180,11 +197,9 @@ grep -q "^study $STUDY (the last study submitted from this folder" <<< "$status"
     { echo "$status" | head -1; die "status.sh did not find the submitted study by itself"; }
 say "status.sh (no flags): complete"
 
-# the merged probe equals an unsharded run of the same command on the same render
-source "$STUDY/study.sh"
-"$PY" -m probe run "${PROBE_INPUT[@]}" --model "$MODEL" --protocol "$PROBE_PROTOCOL" --seed "$SEED" --device cpu \
-    --out runs/slurm-selftest/unsharded --quiet --n-perm "$N_PERM" --n-boot "$N_BOOT" --no-report > runs/slurm-selftest/unsharded.log 2>&1 \
-    || { tail -20 runs/slurm-selftest/unsharded.log; die "the unsharded probe run failed"; }
+# the merged probe equals the unsharded run
+wait "$unsharded" || { tail -20 runs/slurm-selftest/unsharded.log; die "the unsharded probe run failed"; }
+unset 'pids[-1]'
 "$PY" - "$PROBE" runs/slurm-selftest/unsharded <<'PY' || die "the merged probe differs from the unsharded run"
 import json, sys
 from pathlib import Path
