@@ -523,7 +523,8 @@ def test_sbatch_template_command_lines_parse(name, gpus, fakes, tmp_path):
             assert argv[0] == ("torchrun" if gpus == 2 else "python") and "--shard" in argv
             assert argv[argv.index("--shard") + 1] == "auto"
             device = argv[argv.index("--device") + 1] if "--device" in argv else "auto"
-            assert device == ("cpu" if gpus == 0 else "auto"), argv
+            dtype = argv[argv.index("--dtype") + 1] if "--dtype" in argv else "auto"
+            assert (device, dtype) == (("cpu", "bfloat16") if gpus == 0 else ("auto", "auto")), argv
         d = check_command(argv)
         deferred += d
         checked += not any("subcommand" in x for x in d)

@@ -182,7 +182,7 @@ while [[ -n "$(squeue -h -j "$render_job" 2>/dev/null)" ]]; do
     (( $(date +%s) < deadline )) || die "the render array $render_job still in the queue after ${SELFTEST_WAIT:-540} s"
     sleep 2
 done
-"$PY" -m probe run "${PROBE_INPUT[@]}" --model "$MODEL" --protocol "$PROBE_PROTOCOL" --seed "$SEED" --device cpu \
+"$PY" -m probe run "${PROBE_INPUT[@]}" --model "$MODEL" --protocol "$PROBE_PROTOCOL" --seed "$SEED" "${MODEL_DEVICE[@]}" \
     --out runs/slurm-selftest/unsharded --quiet --n-perm "$N_PERM" --n-boot "$N_BOOT" --no-report \
     > runs/slurm-selftest/unsharded.log 2>&1 &
 unsharded=$!

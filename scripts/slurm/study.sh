@@ -62,6 +62,9 @@ if [[ -n "${SHARD_COUNT:-}" && -n "${SLURM_ARRAY_TASK_ID:-}" ]]; then
     export SLURM_ARRAY_TASK_COUNT="$SHARD_COUNT" SLURM_ARRAY_TASK_MIN=0 SLURM_ARRAY_TASK_MAX=$((SHARD_COUNT - 1))
     unset SLURM_ARRAY_TASK_STEP
 fi
+# the model jobs of a CPU-only cluster (GPUS_PER_TASK=0) run on CPU in bfloat16, as on a GPU (--dtype auto would
+# take float32 there: twice the memory, and 3.5-4x the time per matrix product on a CPU with bf16 instructions)
+if (( GPUS_PER_TASK < 1 )); then MODEL_DEVICE=(--device cpu --dtype bfloat16); else MODEL_DEVICE=(); fi
 # one process per task, or torchrun with one process per GPU (no inter-process communication)
 if (( GPUS_PER_TASK > 1 )); then
     LAUNCH=("$TORCHRUN" --standalone --nproc-per-node "$GPUS_PER_TASK" -m)
