@@ -132,7 +132,12 @@ def select_samples(manifest: dict, cfg: GenerateConfig) -> list[dict]:
 
 
 def model_identity(loaded) -> dict:
-    """What identifies the weights: id, source, revision (the hub cache's commit when none was given)."""
+    """What identifies the weights: id, source, revision (the hub cache's commit when none was given), and
+    `fingerprint` / `randomize` from probe.model.model_fingerprint, as the probe keys its captures: a local
+    folder by its content (the SHA-256 of its configs with the names and sizes of its weight files) beside
+    its path, so weights replaced in place are not reused; the randomisation mode and seed."""
+    from probe.model import model_fingerprint
+
     rev = loaded.revision
     if rev is None and loaded.source == "hub":
         try:
@@ -142,8 +147,10 @@ def model_identity(loaded) -> dict:
             rev = snap.name
         except Exception:
             rev = None
+    fp = model_fingerprint(loaded)
     ident = {"model": loaded.spec.model, "source": loaded.source, "revision": rev, "dtype": loaded.dtype,
-             "device_type": str(loaded.device).split(":")[0], "random_weights": bool(loaded.random_weights)}
+             "device_type": str(loaded.device).split(":")[0], "random_weights": bool(loaded.random_weights),
+             "fingerprint": fp["revision"], "randomize": fp["randomize"]}
     if loaded.source == "local":
         ident["path"] = str(Path(loaded.resolved_path or loaded.spec.model).resolve())
     if loaded.source == "tiny":

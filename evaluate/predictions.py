@@ -51,7 +51,7 @@ COLOUR_SPACE = {"albedo_linear": "linear-light RGB, float32 EXR",
 RESUME_MODES = ("on", "strict", "off")
 SHARED_FILES = ("manifest.json", "config.json")
 _INDEX_FIELDS = ("method", "colour_space", "colour_space_note", "n_predictions", "predictions")   # always rebuilt
-PER_SAMPLE_KEY_FIELDS = ("reference", "reference_transform")   # differ per sample by nature; not a run setting
+PER_SAMPLE_KEY_FIELDS = ("reference", "reference_transform", "mask")   # differ per sample by nature; not a setting
 
 
 class StalePredictionError(ValueError):
@@ -337,6 +337,12 @@ class PredictionStore:
             g["n_predictions"] += 1
             g["samples"].append(s["sample"])
         return sorted(groups.values(), key=lambda g: -g["n_predictions"])
+
+    def settings_groups(self) -> list[dict]:
+        """The predictions on disk grouped by their generation key without the per-sample fields (one group
+        per setting: model, prompt, steps, guidance, seed, versions...), largest first; each group:
+        key, n_predictions, samples. More than one group means the folder mixes settings."""
+        return self._keys(self.sidecars())
 
     def _summary_fields(self, sides: list[dict]) -> dict:
         """Key fields shared by every prediction, lifted to the top (the report's configuration table)."""
