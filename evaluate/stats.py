@@ -14,12 +14,13 @@ Without clusters each value is its own cluster (the ordinary bootstrap). The sam
 same cluster draws for the same cluster set, so CIs of different columns are paired.
 
 Two intervals for a mean. The percentile interval (`ci95_low`, `ci95_high`) under-covers with few
-clusters: in `benchmarks/bench_intervals.py` a nominal 95 % interval covered the true mean 86 % of the time
-with 5 clusters. The studentised interval (`ci95_studentized_low/high`, bootstrap-t) divides each
-replicate's deviation by its own cluster-robust standard error, which holds its level at small cluster
-counts (95 % at 5 clusters in the same simulation; see RESULTS.md); it is the one the report shows.
-With 3 clusters or fewer its bounds are often unbounded (a replicate drawing one cluster three times
-has no spread): that is what 3 scenes can say, and it is reported as such.
+clusters: in `benchmarks/bench_intervals.py` a nominal 95 % interval held the true mean 83 % of the time
+with 5 clusters (normal cluster effects; 71 % with skewed ones), 92 % with 25. The studentised interval
+(`ci95_studentized_low/high`, bootstrap-t) divides each replicate's deviation by its own cluster-robust
+standard error: 94-95 % from 4 clusters on with normal effects (89-92 % with strongly skewed ones; see
+benchmarks/RESULTS.md); it is the one the report shows. With 3 clusters or fewer it is unbounded (a
+replicate drawing one cluster every time has no spread, and such replicates are over 2.5 % of them):
+that is what 3 scenes can say, and it is reported as such.
 """
 from __future__ import annotations
 
@@ -33,13 +34,14 @@ __all__ = ["bootstrap_mean_ci", "paired_difference", "spearman_cluster", "expect
 
 CI_DEFINITIONS = {
     "ci95_low/ci95_high": "percentile cluster bootstrap (2.5 and 97.5 % quantiles of the replicate means); kept for "
-                          "comparison with earlier runs: it under-covers with few clusters (about 86 % at 5 "
-                          "clusters, benchmarks/bench_intervals.py)",
+                          "comparison with earlier runs: it under-covers with few clusters (83 % at 5 clusters, "
+                          "92 % at 25, benchmarks/bench_intervals.py)",
     "ci95_studentized_low/ci95_studentized_high": "studentised (bootstrap-t) cluster bootstrap: mean - q * SE with q "
                           "the 97.5 and 2.5 % quantiles of (replicate mean - mean) / replicate SE, SE the "
                           "cluster-robust standard error of the ratio mean (CR1: C/(C-1) * sum over clusters of "
-                          "(cluster sum - mean * cluster size)^2 / total size^2); holds about 95 % from 4-5 clusters "
-                          "on; 'inf' when the clusters cannot bound it (3 or fewer)",
+                          "(cluster sum - mean * cluster size)^2 / total size^2); 94-95 % from 4 clusters on "
+                          "(89-92 % when a few scenes are far worse than the rest); 'inf' when the clusters cannot "
+                          "bound it (3 or fewer)",
 }
 PSNR_CAP = 100.0   # dB: the summary's value for a perfect prediction's infinite PSNR (MSE 1e-10), counted in n_capped
 
