@@ -259,8 +259,8 @@ def _link_plot(path: Path, link: dict, metric: str, random_weights: bool) -> Non
              f"{corr['n_clusters']} scenes\nhalf-width expected at rho = 0: {link['expected_halfwidth_at_0']:.2f}")
     ps = link.get("partial_spearman") or {}
     if ps.get("available"):
-        title += (f"\nover scene means: rho = {ps['rho_plain']:.2f}; controlling for {ps['control']}'s error "
-                  f"(shading strength): rho = {ps['rho']:.2f}, p = {ps['p']:.2g}")
+        title += (f"\nover scene means: rho = {ps['rho_plain']:.2f}; with {ps['control']}'s error (shading "
+                  f"strength)\npartialled out: rho = {ps['rho']:.2f}, p = {ps['p']:.2g}")
     ax.set_title(("RANDOM WEIGHTS - not a finding\n" if random_weights else "") + title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path)

@@ -370,7 +370,7 @@ def _ci_bounds(stat: dict) -> tuple[float | None, float | None]:
 def _mean_ci(stat: dict | None, counts: bool = False) -> str:
     """mean [CI]; counts=True adds the non-finite and capped counts when there are any."""
     if not stat or _f(stat.get("mean")) is None:
-        if counts and stat and stat.get("n_nonfinite"):
+        if counts and stat and stat.get("n_nonfinite") and not str(stat.get("status", "")).startswith("not computed"):
             return f"{DASH} ({stat['n_nonfinite']} non-finite)"
         return DASH
     lo, hi = _ci_bounds(stat)
@@ -696,12 +696,10 @@ def _ablation_plot(path: Path, ab: dict, metric: str, random_weights: bool) -> b
                        label="random k: each draw's mean harm" if i == 0 else None)
             ax.hlines(float(np.mean(draws)), i + 0.04, i + 0.32, color="black", lw=1.5,
                       label="random k: mean of the draws" if i == 0 else None)
-        p = _f(e.get("rank_p_top_hurts_more"))
-        if p is not None:
-            ax.annotate(f"rank p = {p:.3g}", (i, 1.0), xycoords=("data", "axes fraction"), ha="center", va="top",
-                        fontsize=7)
+
     ax.axhline(0, color="black", lw=0.6)
-    ax.set_xticks(range(len(ks)), [f"k = {k}" for k in ks])
+    ax.set_xticks(range(len(ks)), [f"k = {k}\nrank p = {_num(ab['by_k'][k]['metrics'][metric].get('rank_p_top_hurts_more'))}"
+                                   for k in ks])
     ax.set_ylabel("harm: ablated - unablated\n(> 0 = worse)", fontsize=8)
     ax.set_title(("RANDOM WEIGHTS - not a finding\n" if random_weights else "") + f"top-k vs random-k head ablation ({metric})",
                  fontsize=9)
