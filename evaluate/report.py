@@ -529,11 +529,10 @@ def _reference_note(s: dict, methods: list[str]) -> list[Block]:
         if up:
             out.append(f"`{m}`: {up} predictions were made from a reference under the model's 64-px minimum, upscaled "
                        "by an integer factor (each pixel a block) and averaged back per block (exact)")
-    if not out:
-        keyed = any(ms.get("n_reference_downscaled") is not None for ms in s["methods"].values())
-        return [P("Every model input was the render itself, padded to multiples of 16 and cropped back pixel-exactly."
-                  )] if keyed else []
-    return [P("**Changed inputs**: " + "; ".join(out) + ".")]
+        if not down and not up and ms.get("n_reference_transform"):
+            out.append(f"`{m}`: every model input was the render itself, padded to multiples of 16, and the output "
+                       "was cropped back pixel-exactly")
+    return [P("**Model inputs**: " + "; ".join(out) + ".")] if out else []
 
 
 def _paired_block(s: dict, methods: list[str], cols: list[str]) -> list[Block]:

@@ -625,6 +625,7 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
             "n_degenerate": sum(1 for r in ok if r.get("degenerate")),
             "n_degenerate_by_kind": {k: sum(1 for r in ok if r.get("degenerate") == k)
                                      for k in ("zero", "constant", "near-constant")},
+            "n_reference_transform": sum(1 for r in ok if r.get("reference_scale_mode")),
             "n_reference_downscaled": sum(1 for r in ok if r.get("reference_scale_mode") == "downscale_area"),
             "n_reference_upscaled": sum(1 for r in ok if r.get("reference_scale_mode") == "upscale_nearest"),
             "n_not_pixel_exact": sum(1 for r in ok if r.get("reference_exact") is False),

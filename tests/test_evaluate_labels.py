@@ -188,10 +188,12 @@ def test_scores_and_report_say_the_reference_was_downscaled(tmp_path):
     from test_predictions import fake_loaded
 
     data = write_synthetic_render(tmp_path / "render", scenes=("alpha",), lightings=("key",), h=96, w=128)
-    generate_predictions(fake_loaded(), GenerateConfig(data=str(data), out=str(tmp_path / "eval" / "pred"),
-                                                       max_side=64), progress=False)
+    for method, max_side in (("klein", 64), ("klein_exact", 128)):
+        generate_predictions(fake_loaded(), GenerateConfig(data=str(data), out=str(tmp_path / "eval" / "pred"),
+                                                           method=method, max_side=max_side), progress=False)
     res = score(data, tmp_path / "eval" / "pred", tmp_path / "eval", n_boot=20, lpips="off", progress=False)
-    row = _rows(res.scores_csv)[0]
+    row, exact = sorted(_rows(res.scores_csv), key=lambda r: r["method"])
+    assert exact["reference_scale_mode"] == "none" and exact["reference_exact"] == "true"
     assert row["resized"] == "false"                 # scoring did not resize: generate mapped it back ...
     assert row["reference_scale_mode"] == "downscale_area" and row["reference_exact"] == "false"  # ... not exactly
     assert row["reference_model_hw"] == "64x64"
@@ -199,6 +201,7 @@ def test_scores_and_report_say_the_reference_was_downscaled(tmp_path):
     assert res.summary["methods"]["klein"]["n_not_pixel_exact"] == 1
     md = write_report(tmp_path / "eval", data=data, probe=tmp_path / "none", max_grid=0).read_text()
     assert "area-downscaled before the model saw it" in md and "not pixel-exact" in md
+    assert "`klein_exact`: every model input was the render itself" in md
 
 
 # ---------------------------------------------------------------------------------------------
