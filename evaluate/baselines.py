@@ -39,6 +39,7 @@ import numpy as np
 
 # Storage moved to evaluate.predictions; these names stay importable from here for existing callers.
 from evaluate.predictions import prediction_finished, write_method_manifest, write_prediction  # noqa: F401
+from evaluate.predictions import IMAGE_LIBRARIES, MODEL_LIBRARIES
 
 __all__ = [
     "BASELINE_METHODS", "HDR_BASELINE_METHODS", "RetinexConfig", "image_as_albedo", "color_retinex",
@@ -48,8 +49,8 @@ __all__ = [
 BASELINE_METHODS = ("image_as_albedo", "retinex_color")
 HDR_BASELINE_METHODS = ("image_as_albedo_hdr", "retinex_color_hdr")
 BASELINE_FORMAT = 2          # 2: every baseline reads the sRGB PNG unless named *_hdr
-# what computes and decodes a baseline (part of its key): numpy/scipy (the solve), OpenCV (PNG), OpenEXR (EXR)
-BASELINE_LIBRARIES = ("numpy", "scipy", "opencv-python-headless", "opencv-python", "OpenEXR")
+# what computes and decodes a baseline (part of its key): scipy (the solve) and the image libraries
+BASELINE_LIBRARIES = ("scipy",) + IMAGE_LIBRARIES
 INPUTS = {"srgb": "image_srgb.png (8-bit sRGB, as rendered) decoded to linear: the input every method gets",
           "hdr": "image_linear.exr (the linear HDR render, not clipped): a different input from klein's"}
 
@@ -323,13 +324,17 @@ def write_marigold(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, wei
     k = names.index("albedo")
     ds, samples, shard = _select(data_dir, shard)
     store = PredictionStore(pred_dir, method)
+    from probe.model import folder_fingerprint
+
+    weights_fp = folder_fingerprint(path)       # content, not only the path: weights replaced in place are redone
     keys = {}
     for s in samples:
         rel = ds.entry(s.id)["image_srgb"]
         keys[s.id] = {"format": BASELINE_FORMAT, "kind": "marigold intrinsics", "weights": str(path.resolve()),
+                      "weights_fingerprint": weights_fp,
                       "albedo_prediction_space": space, "steps": steps, "ensemble_size": ensemble_size, "seed": seed,
                       "input": INPUTS["srgb"], "reference": {"file": rel, "sha256": file_sha256(Path(data_dir) / rel)},
-                      "versions": library_versions()}
+                      "versions": library_versions(MODEL_LIBRARIES + IMAGE_LIBRARIES)}
     decisions = store.plan(keys, {True: "on", False: "off"}.get(resume, resume))
     done = skipped = 0
     try:

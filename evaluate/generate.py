@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluate.predictions import RESUME_MODES, PredictionStore, file_sha256, library_versions
+from evaluate.predictions import (IMAGE_LIBRARIES, MODEL_LIBRARIES, RESUME_MODES, PredictionStore, file_sha256,
+                                  library_versions)
 from evaluate.registration import plan_reference
 from render.imageio import srgb_to_linear
 
@@ -238,7 +239,7 @@ def _plan(loaded, cfg: GenerateConfig) -> dict:
               "prompt": prompt, "negative_prompt": "" if sampling["cfg"] else None, "steps": sampling["steps"],
               "guidance": sampling["guidance"], "seed": cfg.seed, "max_side": max_side, "input": INPUT,
               "ablated_units": sorted(ablation.units) if ablation else [], "ablation": definition,
-              "versions": library_versions()}
+              "versions": library_versions(MODEL_LIBRARIES + IMAGE_LIBRARIES)}
     multiple = int(getattr(pipe, "vae_scale_factor", 8)) * 2    # klein: 16 (VAE 8 x patch 2)
     transforms, keys = {}, {}
     for e in entries:

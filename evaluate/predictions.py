@@ -44,7 +44,7 @@ import numpy as np
 
 __all__ = ["COLOUR_SPACE", "RESUME_MODES", "Resume", "StalePredictionError", "PredictionStore", "prediction_paths",
            "key_differences", "file_sha256", "atomic_write_text", "library_versions", "SHARED_FILES",
-           "write_prediction", "write_method_manifest", "prediction_finished"]
+           "write_prediction", "write_method_manifest", "prediction_finished", "MODEL_LIBRARIES", "IMAGE_LIBRARIES"]
 
 COLOUR_SPACE = {"albedo_linear": "linear-light RGB, float32 EXR",
                 "albedo_srgb": "IEC 61966-2-1 sRGB, 8-bit PNG of albedo_linear clipped to [0, 1]"}
@@ -104,8 +104,13 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def library_versions(names: Sequence[str] = ("diffusers", "torch", "transformers")) -> dict[str, str | None]:
-    """Versions that change what a model produces (part of a generation key)."""
+MODEL_LIBRARIES = ("diffusers", "torch", "transformers")
+# what reads, resizes and writes the images around a method (PNG/EXR decoding, area and bilinear resizing)
+IMAGE_LIBRARIES = ("numpy", "Pillow", "opencv-python-headless", "opencv-python", "OpenEXR")
+
+
+def library_versions(names: Sequence[str] = MODEL_LIBRARIES) -> dict[str, str | None]:
+    """Versions that change what a method produces (part of a generation key); None when not installed."""
     import importlib.metadata as md
 
     out: dict[str, str | None] = {}

@@ -292,6 +292,25 @@ def _sampled_file_digest(f: Path, size: int) -> bytes:
     return h.digest()
 
 
+def folder_fingerprint(path: str | Path) -> str:
+    """"content-sha256:<20 hex>" of a model folder: every *.json whole, and of each weight file its relative
+    name, size and sampled blocks (_sampled_file_digest); the same files anywhere give the same value."""
+    import hashlib
+
+    path = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        if not f.is_file():
+            continue
+        rel = f.relative_to(path).as_posix()
+        if f.suffix == ".json":
+            h.update(f"{rel}\0".encode() + f.read_bytes() + b"\0")
+        elif f.suffix in WEIGHT_SUFFIXES:
+            size = f.stat().st_size
+            h.update(f"{rel}\0{size}\0".encode() + _sampled_file_digest(f, size))
+    return f"content-sha256:{h.hexdigest()[:20]}"
+
+
 def model_fingerprint(loaded) -> dict:
     """What exactly was loaded, for resume keys: the snapshot commit for hub ids and hub-cache folders, else
     a SHA-256 of the folder's content ("content-sha256:"): every *.json whole (model_index.json,
@@ -299,25 +318,13 @@ def model_fingerprint(loaded) -> dict:
     spaced 64-KiB blocks (the whole file under 4 MiB), so weights replaced in place (a fine-tune of the same
     shapes) change it while a copy of the same files elsewhere does not; at most 4 MiB is read per file.
     Plus the randomisation (mode and seed)."""
-    import hashlib
-
     out = {"model": loaded.spec.model, "source": loaded.source}
     path = Path(loaded.resolved_path) if loaded.resolved_path else None
     commit = _snapshot_revision(path) if path is not None else None
     if commit:
         out["revision"] = f"commit:{commit}"
     elif path is not None and path.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(path.rglob("*")):
-            if not f.is_file():
-                continue
-            rel = f.relative_to(path).as_posix()
-            if f.suffix == ".json":
-                h.update(f"{rel}\0".encode() + f.read_bytes() + b"\0")
-            elif f.suffix in WEIGHT_SUFFIXES:
-                size = f.stat().st_size
-                h.update(f"{rel}\0{size}\0".encode() + _sampled_file_digest(f, size))
-        out["revision"] = f"content-sha256:{h.hexdigest()[:20]}"
+        out["revision"] = folder_fingerprint(path)
     else:
         out["revision"] = f"unresolved:{loaded.revision or loaded.spec.revision or 'default'}"
     out["randomize"] = {k: loaded.randomized.get(k) for k in ("mode", "seed")} if loaded.randomized else {
