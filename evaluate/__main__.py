@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from probe.helpformat import HelpFormatter
+from probe.io.helpformat import HelpFormatter
 
 SUBCOMMANDS = ("generate", "baselines", "score", "ablate", "link", "report", "all")
 SELECT_CHOICES = ("render_vs_albedo", "lighting", "albedo")     # evaluate.selection (kept light for --help)
@@ -95,7 +95,7 @@ def _ablation(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from probe.model import add_model_arguments
+    from probe.klein.model import add_model_arguments
 
     parser = Parser(
         prog="python -m evaluate", description=__doc__.split("\n\n")[0].split(": ", 1)[1],

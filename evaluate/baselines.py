@@ -324,7 +324,7 @@ def write_marigold(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, wei
     k = names.index("albedo")
     ds, samples, shard = _select(data_dir, shard)
     store = PredictionStore(pred_dir, method)
-    from probe.model import folder_fingerprint
+    from probe.klein.model import folder_fingerprint
 
     weights_fp = folder_fingerprint(path)       # content, not only the path: weights replaced in place are redone
     keys = {}

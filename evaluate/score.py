@@ -40,7 +40,7 @@ redone: regenerate), and one with a non-finite value inside the mask (non-finite
 are counted and set to 0: they are never scored). A prediction whose size differs from the ground
 truth is resized to it (area averaging when shrinking both axes, bilinear otherwise, on linear
 values) and the row records it; `evaluate generate` writes predictions at the ground truth's size
-(see evaluate.registration).
+(see probe.klein.registration).
 
 A method folder whose predictions were made with different settings (a partial rerun with another
 seed, steps or instruction) is refused (ScoreError naming the differing fields) before anything is
@@ -66,7 +66,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from probe.job import json_clean, versions, write_json
+from probe.io.jsonio import json_clean, versions, write_json
 from evaluate.metrics import (COLUMN_DOCS, INVARIANCE_COLUMNS, LEAKAGE_COUNT_COLUMNS, LpipsScorer, LpipsStatus,
                               MetricConfig, all_metric_columns, invariance, score_pair)
 from evaluate.stats import CI_DEFINITIONS, PSNR_CAP, bootstrap_mean_ci, paired_difference
@@ -273,7 +273,7 @@ def read_prediction(method_dir: str | os.PathLike, entry: dict, finite: bool = T
 
 def reference_fields(entry: dict) -> dict:
     """scores.csv's REFERENCE_COLUMNS from a prediction's sidecar: how its input was changed before the
-    model saw it (evaluate.registration); empty for predictions without a reference transform."""
+    model saw it (probe.klein.registration); empty for predictions without a reference transform."""
     t = entry.get("reference_transform")
     if not isinstance(t, dict):
         t = ((entry.get("key") or {}).get("reference_transform") if isinstance(entry.get("key"), dict) else None)

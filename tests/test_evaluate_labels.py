@@ -170,7 +170,7 @@ def test_limit_applies_to_the_baselines_as_to_klein(tmp_path):
 
 @pytest.mark.parametrize("w,h", [(128, 96), (256, 192), (300, 200), (96, 128)])
 def test_downscaled_references_with_the_tiny_max_side(w, h):
-    from evaluate.registration import plan_reference
+    from probe.klein.registration import plan_reference
 
     t = plan_reference(w, h, max_side=64)
     mw, mh = t.model
