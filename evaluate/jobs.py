@@ -255,7 +255,10 @@ def _link_plot(path: Path, link: dict, metric: str, random_weights: bool) -> Non
                         textcoords="offset points")
     unit = "sample" if link["kind"].startswith("direct") else "scene (INDIRECT: text probe)"
     ax.set_xlabel(f"probe selectivity per {unit} (selected units, z units)", fontsize=8)
-    ax.set_ylabel(f"{metric} (lower is better)")
+    from evaluate.metrics import metric_kind
+
+    kind = metric_kind(metric)
+    ax.set_ylabel(f"{metric} ({ {'error': 'lower is better', 'score': 'higher is better'}.get(kind, 'signed: 0 is best')})")
     title = (f"Spearman rho = {corr['rho']:.2f} [{corr['ci_low']:.2f}, {corr['ci_high']:.2f}], n = {corr['n']}, "
              f"{corr['n_clusters']} scenes\nhalf-width expected at rho = 0: {link['expected_halfwidth_at_0']:.2f}")
     ps = link.get("partial_spearman") or {}
