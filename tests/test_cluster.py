@@ -184,7 +184,8 @@ def test_render_status_names_the_shards_to_rerun(render_whole, tmp_path):
     assert "missing  red_cube_table__softbox_overhead  (shard 2/3: not rendered)" in text
     assert "cornell_box__warm_point  (shard 1/3:" in text and "albedo_linear.exr: size" in text
     assert "in shard(s) 1,2 of 3" in text
-    assert "sbatch --array=1,2 --export=ALL,SHARD_COUNT=3 scripts/slurm/render.sbatch" in text
+    assert "`bash scripts/slurm/status.sh` prints the sbatch commands" in text      # complete, with the resources
+    assert "without --status and with --shard K/3 for each K in 1,2" in text and "<study>" not in text
     assert main(["--only", "cornell_box,red_cube_table", "--out", str(out), "--status", "0"]) == 2
 
 
@@ -400,7 +401,8 @@ def test_evaluate_generate_status_names_the_shards_to_rerun(gen_data, gen_whole,
     assert "missing  klein/beta__key  (shard 2/3: no finished prediction)" in text
     assert "missing  retinex_color/alpha__rim  (shard 1/3" in text
     assert "in shard(s) 1,2 of 3" in text
-    assert "sbatch --array=1,2 --export=ALL,SHARD_COUNT=3 scripts/slurm/generate.sbatch" in text
+    assert "`bash scripts/slurm/status.sh` prints the sbatch commands" in text
+    assert "without --status and with --shard K/3 for each K in 1,2" in text and "<study>" not in text
     code, text = _capture(main, [*args, "--no-baselines"])
     assert code == 3 and "retinex_color" not in text and "1 of 4 missing" in text
     code, text = _capture(main, ["generate", "--data", str(tmp_path / "nothing"), "--out", str(out), "--status", "3"])
@@ -604,7 +606,7 @@ def test_gpu_cluster_submission_is_unchanged(tmp_path):
 
 @pytest.mark.parametrize("ids", [(2, 5), (2, 3), (6,)])
 def test_resubmitting_chosen_tasks_keeps_the_original_split(ids, fakes, tmp_path):
-    """`sbatch --array=2,5 --export=ALL,SHARD_COUNT=8 render.sbatch` (status.sh's advice) runs shards 2/8 and 5/8,
+    """`sbatch ... --array=2,5 --export=ALL,SHARD_COUNT=8 render.sbatch` (as status.sh prints it) runs shards 2/8 and 5/8,
     although Slurm describes a 2-task array to those tasks."""
     from render.shard import Shard
 

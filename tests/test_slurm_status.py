@@ -151,8 +151,8 @@ COMPLETE = {"render": ["complete: all 50 items of render are finished", 0],
 
 def incomplete(shards: str, n: int) -> list:
     return [f"missing  x  (shard ...)\nincomplete: 3 of 50 missing, in shard(s) {shards} of {n}\n"
-            f"run them again (finished items are skipped): STUDY_CONFIG=<study>/study.sh sbatch --array={shards} "
-            f"--export=ALL,SHARD_COUNT={n} scripts/slurm/x.sbatch, or this command", 3]
+            f"run them again (finished items are skipped): `bash scripts/slurm/status.sh` prints the sbatch commands "
+            f"of a submitted study; or this command without --status and with --shard K/{n} for each K in {shards}", 3]
 
 
 def test_reruns_are_complete_chained_and_runnable_as_printed(cluster, tmp_path):
@@ -169,7 +169,7 @@ def test_reruns_are_complete_chained_and_runnable_as_printed(cluster, tmp_path):
                     "evaluate generate": incomplete("1,2,5", 8)})
     p = cluster.run(["bash", str(SLURM_DIR / "status.sh")], cwd=here, code=3)
     assert p.stdout.startswith(f"study {study} (the last study submitted from this folder")
-    assert "<study>" not in p.stdout and "or this command" not in p.stdout     # the jobs' generic hints are replaced
+    assert "or this command" not in p.stdout              # the jobs' own generic hints give way to the commands
     assert "in shard(s) 1,2,5 of 8" in p.stdout and "generate shard k ran in array task k / 2" in p.stdout
     status_calls = cluster.calls("python")
     assert ["-m", "evaluate", "generate", "--data", f"{study}/render", "--out", f"{study}/evaluate", "--status", "8"] \
