@@ -235,6 +235,57 @@ def test_resampled_and_subset_t_equal_scipy():
     np.testing.assert_allclose(t[0], sps.ttest_1samp(diff[[1, 2, 4, 6, 8]], 0.0).statistic, rtol=2e-5)
 
 
+def six_pair_captures(seed=0, units=96, n=6):
+    """float32 unit values like a tiny run's (positive RMS values around 1) for n pairs."""
+    rng = np.random.default_rng(seed)
+    level = rng.uniform(0.2, 3.0, units).astype(np.float32)
+    a = (level * rng.normal(1.0, 0.05, size=(n, units))).astype(np.float32)
+    b = (level * rng.normal(0.98, 0.05, size=(n, units))).astype(np.float32)
+    return a, b
+
+
+def test_a_resample_of_one_repeated_pair_has_zero_variance_not_a_huge_t():
+    """Issue 17.3: a bootstrap resample made of one pair drawn 6 times has zero variance in every unit, so every
+    t is 0 (t = 0 is the zero-variance convention of paired_t). float32 rounding passed for variance and gave a
+    mean |t| in the thousands (2,214 on a tiny run's captures), which made compare's bootstrap_sd_S 35 and moved
+    block CIs at small n. Other resamples still equal scipy."""
+    from probe.stats.blocks import resampled_abs_t_mean
+
+    a, b = six_pair_captures()
+    diff = a.astype(np.float64) - b.astype(np.float64)
+    w = np.zeros((8, 6), np.float32)
+    for i in range(6):
+        w[i, i] = 6.0                                      # one pair, six times
+    w[6] = [2, 1, 1, 1, 1, 0]
+    w[7] = 1
+    mean_abs_t = resampled_abs_t_mean(diff, w)
+    np.testing.assert_array_equal(mean_abs_t[:6], 0.0)
+    for r in (6, 7):
+        idx = np.repeat(np.arange(6), w[r].astype(int))
+        ref = np.abs(sps.ttest_1samp(diff[idx], 0.0).statistic).mean()
+        assert mean_abs_t[r] == pytest.approx(ref, rel=1e-4)
+    # the block bootstrap sees the same: a block's max |t| over a one-pair resample is 0
+    rs = _Resampler(diff, w[:1])
+    (_, _, q), = rs.tiles(0, diff.shape[1])
+    assert (q == 0).all() and rs.n_exact > 0
+
+
+def test_split_half_of_equal_pairs_has_zero_variance():
+    """A half whose pairs are all equal has t = 0, not a t made of float32 rounding (it was up to 2.6e6 with 13
+    pairs, 6 of them equal); the other units' t still equal scipy."""
+    a, b = six_pair_captures(1, units=200, n=13)
+    diff = a.astype(np.float64) - b.astype(np.float64)
+    diff[:6, :100] = diff[0, :100]                        # pairs 0-5 equal in units 0-99
+    sub = np.zeros((1, 13), np.float32)
+    sub[0, :6] = 1
+    center = diff.mean(0)
+    moments = ((diff - center).astype(np.float32), ((diff - center) ** 2).astype(np.float32), center.astype(np.float32))
+    t = _subset_t32(sub, *moments, 6)
+    np.testing.assert_array_equal(t[0, :100], 0.0)
+    np.testing.assert_allclose(t[0, 100:], sps.ttest_1samp(diff[:6, 100:], 0.0).statistic, rtol=1e-4)
+    np.testing.assert_array_equal(_subset_t32(sub, *moments, 6, diff), t)
+
+
 # ---------------------------------------------------------------------------------------- blocks
 
 def test_block_stats_point_values_and_bootstrap():
