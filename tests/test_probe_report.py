@@ -143,6 +143,11 @@ def test_heads_report_with_control_random_weights(tmp_path):
     sel = summary["n_selective_beyond_control"]
     assert sel >= len(PLANTED)
     assert f"{sel:,} (" in row(md, "units selective beyond every control (`selective_beyond_control`)")
+    # its error level is stated (one control set: 2 families, main and the direct test), with the joint column
+    assert "family-wise error ≤ 2 × α = 0.1" in row(md, "units selective beyond every control (`selective_beyond_control`)")
+    assert f"{summary['n_selective_beyond_control_joint']:,} (" in row(
+        md, "… with every family at α/2 (`selective_beyond_control_joint`; family-wise error ≤ α = 0.05)")
+    assert "**Error level of `selective_beyond_control`.**" in md and "intersection-union test" in md
     assert f"{summary['n_selective_vs_paraphrase']:,} (" in row(
         md, "units selective beyond the paraphrase control (`selective_vs_paraphrase`)")
     assert "paraphrase control (12 pairs, A vs a paraphrase of A)" in md and "RANDOM WEIGHTS)" in md

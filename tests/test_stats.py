@@ -126,6 +126,31 @@ def test_exact_enumeration_when_2_to_n_is_small():
     assert not nl2.exact and nl2.n_perm == 100
 
 
+def test_exact_null_p99_leaves_the_identity_out():
+    """Issue 17.6: with exact enumeration (6 pairs: 32 sign vectors) the p99 is close to the largest null count, and
+    the identity's count is the observed one, so keeping it capped the ratio near 1 (1.45 here for 200 of 200 units
+    far beyond any other sign vector). The null p99, mean and max leave it out; the permutation p keeps it."""
+    rng = np.random.default_rng(3)
+    diff = rng.normal(5.0, 1.0, size=(6, 200))
+    u = paired_t(diff, np.zeros_like(diff))
+    nl = sign_flip_null(diff, u.t, StatsConfig(n_perm=1000))
+    assert nl.exact and nl.n_perm == 32 and nl.observed[0] == 200
+    bits = (np.arange(1, 32)[:, None] >> np.arange(5)) & 1        # every vector but the identity (first sign +)
+    signs = np.ones((31, 6))
+    signs[:, 1:] = 1.0 - 2.0 * bits
+    t_others = np.abs(sps.ttest_1samp(signs[:, :, None] * diff[None], 0.0, axis=1).statistic)
+    others = (t_others > 3).sum(1)
+    assert others.max() < 200
+    assert nl.p99[0] == pytest.approx(np.percentile(others, 99))
+    assert nl.ratio[0] == pytest.approx(200 / max(np.percentile(others, 99), 1)) and nl.ratio[0] > 10
+    assert nl.p_count[0] == pytest.approx(1 / 32)                  # the identity counts in the p-value
+    res = analyse_text(diff, np.zeros_like(diff), [f"u{i}" for i in range(200)],
+                       config=StatsConfig(n_perm=1000, n_boot=0, n_splits=0))
+    summ = res.summary()
+    assert summ["null_excludes_identity"] and summ["null_max_abs_t_gt_3"] == others.max()
+    assert "leave out the identity" in summ["null_counts_note"]
+
+
 def test_null_calibration_observed_count_inside_band():
     cfg = StatsConfig(n_perm=1000, n_boot=0, n_splits=0)
     inside = 0
@@ -359,6 +384,42 @@ def test_analyse_with_control_summary_and_table():
     np.testing.assert_allclose(table["mean_a"], a.mean(0))
     np.testing.assert_allclose(table["control_t"], sps.ttest_rel(ca, cb).statistic, rtol=1e-10)
     assert table["unit"][3] == names[3]
+
+
+def test_selective_beyond_control_states_its_level_and_has_a_joint_column():
+    """Issue 17.6: selective_beyond_control combines K FWER-controlled families (main + one direct test per control
+    set), so its family-wise error over units is only bounded by K alpha; summary.json says so, and the joint
+    column asks p_fwer <= alpha / K in every family (family-wise error <= alpha)."""
+    n, units = 25, 300
+    rng = np.random.default_rng(40)
+    a = rng.normal(size=(n, units))
+    b = rng.normal(size=(n, units))
+    a[:, :80] += np.linspace(0.7, 1.3, 80)[None] * np.sqrt(2.0)       # main effects around the FWER threshold
+    controls = {"paraphrase": (a, a - rng.normal(size=(n, units)) * 0.1),
+                "vocabulary": (a, a - rng.normal(size=(n, units)) * 0.1)}
+    res = analyse_text(a, b, [f"u{i}" for i in range(units)], controls=controls,
+                       config=StatsConfig(n_perm=2000, n_boot=0, n_splits=0))
+    s = res.summary()
+    err = s["selective_beyond_control_error"]
+    assert err["families"] == ["main", "vs_paraphrase", "vs_vocabulary"] and err["n_families"] == 3
+    assert err["family_wise_bound"] == pytest.approx(0.15) and err["joint_family_wise_bound"] == 0.05
+    assert err["joint_alpha_per_family"] == pytest.approx(0.05 / 3) and err["joint_attainable"]
+    assert "3 x 0.05" in err["family_wise_note"] and "level alpha" in s["selective_definition"]
+    table = res.units_table()
+    joint, plain = table["selective_beyond_control_joint"].astype(bool), table["selective_beyond_control"].astype(bool)
+    assert (joint <= plain).all()
+    expect = plain.copy()
+    for col in ("p_fwer", "p_fwer_vs_paraphrase", "p_fwer_vs_vocabulary"):
+        expect &= table[col] <= 0.05 / 3
+    np.testing.assert_array_equal(joint, expect)
+    assert s["n_selective_beyond_control_joint"] == joint.sum()
+    between = (table["p_fwer"] > 0.05 / 3) & (table["p_fwer"] <= 0.05) & plain
+    assert between.any() and not joint[between].any()     # in the plain set, not in the joint one
+    # 6 pairs: the exact null's smallest p_fwer (1/32) is above 0.05 / 3, and the record says the joint set is empty
+    small = analyse_text(a[:6], b[:6], [f"u{i}" for i in range(units)],
+                         controls={k: (x[:6], y[:6]) for k, (x, y) in controls.items()},
+                         config=StatsConfig(n_perm=2000, n_boot=0, n_splits=0))
+    assert not small.selective_error()["joint_attainable"] and not small.selective_beyond_control_joint.any()
 
 
 def test_analyse_without_control_and_csv(tmp_path):

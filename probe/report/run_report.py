@@ -301,10 +301,12 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
     card_col = f"published card ({CARD['n_units']:,} slices, {CARD['n_pairs']} pairs)"
     rows = [
         ["units with |t| > 3", CARD["t3"], fmt_count(n3, n_units)],
-        ["… ratio to null p99 (|t| > 3)", CARD["t3_ratio"], fmt_ratio(r3)],
+        ["… ratio to null p99 (|t| > 3)" + (" (exact null, identity left out)" if nl.exact else ""), CARD["t3_ratio"],
+         fmt_ratio(r3)],
         ["… null p99 of that count", CARD["t3_p99"], fmt(p3, 1)],
         ["units with |t| > 5", CARD["t5"], fmt_count(n5, n_units)],
-        ["… ratio to null p99 (|t| > 5)", CARD["t5_ratio"], fmt_ratio(r5)],
+        ["… ratio to null p99 (|t| > 5)" + (" (exact null, identity left out)" if nl.exact else ""), CARD["t5_ratio"],
+         fmt_ratio(r5)],
         ["… null p99 of that count", CARD["t5_p99"], fmt(p5, 1)],
         [f"units with |d| > {d_thr:g} (large)", CARD["d08"], fmt_count(n_d, n_units)],
         ["split-half r, median [IQR]", CARD["split"], split_txt],
@@ -339,8 +341,15 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
              fmt_count(int(res.selective[name].sum()), n_units)],
         ]
     if res.selective:
+        err = res.selective_error()
         beyond.append(["units selective beyond every control (`selective_beyond_control`)", "not reported",
-                       fmt_count(int(res.selective_beyond_control.sum()), n_units)])
+                       fmt_count(int(res.selective_beyond_control.sum()), n_units)
+                       + f"; family-wise error ≤ {err['n_families']} × α = {err['family_wise_bound']:g}"])
+        beyond.append([f"… with every family at α/{err['n_families']} (`selective_beyond_control_joint`; family-wise "
+                       f"error ≤ α = {res.config.alpha:g})", "not reported",
+                       fmt_count(int(res.selective_beyond_control_joint.sum()), n_units)
+                       + ("" if err["joint_attainable"] else
+                          f" (unattainable: the smallest p_fwer these nulls give is above α/{err['n_families']})")])
     elif not is_images(res):
         beyond.append(["control sets (direct tests)", "not reported", "none in this run"])
     if res.classification is not None:
@@ -353,13 +362,23 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
     out += md_table(["metric", card_col, run_col], rows + [["**beyond the card**", "", ""]] + beyond)
     out += ["", "Ratios are observed count / max(null p99, 1), as the card's. The card's null p99 values are not "
             "published; the rows marked 'implied' are its count divided by its ratio. Counts and percentages are "
-            "over all units of the run (all captured steps together); the per-step profile below splits them.",
+            "over all units of the run (all captured steps together); the per-step profile below splits them."
+            + (f" With {res.main.n_pairs} pairs every one of the {nl.n_perm:,} sign vectors is enumerated; the null "
+               f"p99 is taken over the {nl.null_counts.shape[0]:,} that are not the identity (the observed "
+               "labelling, which would otherwise cap the ratio near 1)." if nl.exact else ""),
             ""]
     if res.selective:
+        err = res.selective_error()
         out += [f"Definition: {SELECTIVE_DEFINITION}. The direct test is the paired t of (control prompt − albedo "
                 "prompt) over the pairs, with the same sign-flip tmax null as the main contrast; a unit that merely "
                 "passes the main test and fails the control contrast is not counted (significant here and not there "
-                "is no test of a difference).", ""]
+                "is no test of a difference).", "",
+                f"**Error level of `selective_beyond_control`.** It combines {err['n_families']} families "
+                f"({', '.join(f'`{f}`' for f in err['families'])}), each FWER-controlled at α = {res.config.alpha:g}. "
+                f"For one unit this is an intersection-union test at level α; over all units the chance that any "
+                f"unit is falsely in the set is only bounded by {err['n_families']} × α = "
+                f"{err['family_wise_bound']:g}. `selective_beyond_control_joint` asks p_fwer ≤ α/{err['n_families']} "
+                f"= {err['joint_alpha_per_family']:.4g} in every family, so its family-wise error is at most α.", ""]
     return out
 
 

@@ -101,10 +101,15 @@ class ContrastStats:
             s[f"null_p99_abs_t_gt_{key}"] = float(nl.p99[k])
             s[f"ratio_vs_null_p99_abs_t_gt_{key}"] = float(nl.ratio[k])
             s[f"null_p_abs_t_gt_{key}"] = float(nl.p_count[k])
-            s[f"null_mean_abs_t_gt_{key}"] = float(nl.counts[:, k].mean())
-            s[f"null_max_abs_t_gt_{key}"] = int(nl.counts[:, k].max())
+            s[f"null_mean_abs_t_gt_{key}"] = float(nl.null_counts[:, k].mean())
+            s[f"null_max_abs_t_gt_{key}"] = int(nl.null_counts[:, k].max())
         s["null_quantile"] = nl.quantile
         s["null_ratio_note"] = "observed count / max(null p99, 1)"
+        s["null_excludes_identity"] = bool(nl.exact)
+        s["null_counts_note"] = (
+            f"exact enumeration of {nl.n_perm} sign vectors: the null p99, mean and max leave out the identity (the "
+            f"observed labelling), {nl.null_counts.shape[0]} vectors remain; the permutation p keeps it"
+            if nl.exact else f"{nl.n_perm} random sign vectors (the identity is not among them)")
         s["split_half_r_median"] = self.split.median
         s["split_half_r_q25"] = self.split.q25
         s["split_half_r_q75"] = self.split.q75
@@ -197,7 +202,12 @@ SELECTIVE_DEFINITION = (
     "selective beyond a control set C (selective_vs_C): the main contrast and the direct paired test of the "
     "control prompt against the albedo prompt of the same pair (same noise; t_vs_C) are both FWER-significant "
     "(tmax sign-flip null, p_fwer <= alpha) with the same sign; selective_beyond_control: selective beyond "
-    "every control set of the run")
+    "every control set of the run. Its error level: each of the K families it combines (the main contrast and "
+    "one direct test per control set) is FWER-controlled at alpha, so for one unit the conjunction is an "
+    "intersection-union test at level alpha, but over all units the chance that any unit is falsely in the set is "
+    "only bounded by K x alpha (a false member needs a false rejection in one of the K families); "
+    "selective_beyond_control_joint asks p_fwer <= alpha / K in every family (Bonferroni over the families), so "
+    "its family-wise error over units and families together is at most alpha")
 
 _STAT_COLUMNS = ("t", "d", "p", "q", "p_fwer", "mean_diff", "sd_diff")
 
@@ -246,6 +256,52 @@ class Analysis:
         return np.logical_and.reduce(list(self.selective.values()))
 
     @property
+    def selective_families(self) -> list[str]:
+        """The FWER-controlled families `selective_beyond_control` is a conjunction of: the contrast the selective
+        direct tests are taken against (main) and each selective direct test."""
+        fams: list[str] = []
+        for name in self.selective:
+            if self.directs[name].of not in fams:
+                fams.append(self.directs[name].of)
+        return fams + list(self.selective)
+
+    @property
+    def selective_beyond_control_joint(self) -> np.ndarray | None:
+        """[U] bool: selective beyond every control set with every family at alpha / K (K = the number of
+        families): the family-wise error of the whole set, over units and families, is at most alpha."""
+        if not self.selective:
+            return None
+        level = self.config.alpha / len(self.selective_families)
+        out = np.ones(self.units.shape, dtype=bool)
+        for name in self.selective:
+            m, x = self.stats[self.directs[name].of], self.direct_stats[name]
+            out &= ((m.null.p_fwer <= level) & (x.null.p_fwer <= level) & (np.sign(m.unit.t) == np.sign(x.unit.t))
+                    & (m.unit.t != 0))
+        return out
+
+    def selective_error(self) -> dict | None:
+        """summary.json's statement of the error level `selective_beyond_control` controls (None without controls)."""
+        if not self.selective:
+            return None
+        fams = self.selective_families
+        k, alpha = len(fams), self.config.alpha
+        nulls = {f: (self.stats[f] if f in self.stats else self.direct_stats[f]).null for f in fams}
+        smallest = {f: 1.0 / (nl.n_perm + (0 if nl.exact else 1)) for f, nl in nulls.items()}
+        min_p = {f: float(nl.p_fwer.min()) for f, nl in nulls.items()}
+        return {
+            "families": fams, "n_families": k, "alpha_per_family": alpha,
+            "per_unit": f"intersection-union test: a unit that is not selective (some family's null holds for it) "
+                        f"is called selective with probability <= {alpha:g}",
+            "family_wise_bound": min(1.0, round(k * alpha, 12)),
+            "family_wise_note": f"over all units, P(any unit falsely in selective_beyond_control) <= {k} x {alpha:g} "
+                                f"(union bound over the {k} FWER-controlled families); not <= {alpha:g}",
+            "joint_column": f"{self.all_selective}_joint" if self.all_selective else None,
+            "joint_alpha_per_family": round(alpha / k, 12), "joint_family_wise_bound": alpha,
+            "joint_attainable": all(smallest[f] <= alpha / k for f in fams),
+            "smallest_attainable_p_fwer": smallest, "smallest_p_fwer": min_p,
+        }
+
+    @property
     def direction(self) -> str:
         return self.contrasts[self.primary].label
 
@@ -274,6 +330,7 @@ class Analysis:
                 cols[c.columns.format(stat=stat, name=name)] = _stat_column(self.stats[name], stat)
         if self.all_selective and self.selective:
             cols[self.all_selective] = self.selective_beyond_control.astype(np.int8)
+            cols[f"{self.all_selective}_joint"] = self.selective_beyond_control_joint.astype(np.int8)
         for name, dr in self.directs.items():
             for stat in dr.column_stats:
                 cols[f"{stat}_{name}"] = _stat_column(self.direct_stats[name], stat)
@@ -327,6 +384,8 @@ class Analysis:
             s["selective_definition"] = SELECTIVE_DEFINITION
             if self.all_selective:
                 s[f"n_{self.all_selective}"] = int(np.count_nonzero(self.selective_beyond_control))
+                s[f"n_{self.all_selective}_joint"] = int(np.count_nonzero(self.selective_beyond_control_joint))
+                s[f"{self.all_selective}_error"] = self.selective_error()
         if self.control is not None:
             c = dict(s["contrasts"]["paraphrase"])
             if "vs_paraphrase" in self.selective:
