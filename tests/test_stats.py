@@ -422,6 +422,36 @@ def test_selective_beyond_control_states_its_level_and_has_a_joint_column():
     assert not small.selective_error()["joint_attainable"] and not small.selective_beyond_control_joint.any()
 
 
+def test_d_z_is_named_and_d_av_sits_beside_it():
+    """Issue 17.4: the card's |d| > 0.8 count is d_z = t / sqrt(n) (at 25 pairs exactly |t| > 4), which a strong
+    within-pair correlation inflates far above a between-condition d. units.csv keeps `d` (= d_z) and adds
+    `d_av` = mean difference / the average of the two conditions' sds; summary.json counts both, named."""
+    rng = np.random.default_rng(41)
+    n, units = 25, 200
+    shared = rng.normal(0, 3.0, size=(n, units))                   # the pair's own level: strong correlation
+    a = shared + rng.normal(0, 0.3, size=(n, units)) + 0.4
+    b = shared + rng.normal(0, 0.3, size=(n, units))
+    res = analyse_text(a, b, [f"u{i}" for i in range(units)], config=StatsConfig(n_perm=200, n_boot=0, n_splits=0))
+    table = res.units_table()
+    d_av = (a - b).mean(0) / (0.5 * (a.std(0, ddof=1) + b.std(0, ddof=1)))
+    np.testing.assert_allclose(table["d_av"], d_av, rtol=1e-12)
+    np.testing.assert_allclose(table["d"], res.t / np.sqrt(n), rtol=1e-12)
+    s = res.summary()
+    assert s["n_abs_d_gt_0_8"] == s["n_abs_d_z_gt_0_8"] == np.count_nonzero(np.abs(res.t) > 4.0)
+    assert s["n_abs_d_z_gt_0_8"] > 120                             # d_z ~ 0.94: "large" for most units
+    assert s["n_abs_d_av_gt_0_8"] == np.count_nonzero(np.abs(d_av) > 0.8) == 0    # d_av ~ 0.13: small
+    assert s["median_abs_d_av"] == pytest.approx(np.median(np.abs(d_av)))
+    assert "exactly |t| > 4" in s["effect_size_note"] and "inflates d_z" in s["effect_size_note"]
+    # the image probe: d_av_C beside t_C, d_C, p_fwer_C for every contrast
+    from probe.stats.analysis import analyse_images
+
+    img = analyse_images({"render_vs_albedo": (a, b, None), "lighting": (b, a, None)}, [f"u{i}" for i in range(units)],
+                         config=StatsConfig(n_perm=200, n_boot=0, n_splits=0))
+    t2 = img.units_table()
+    np.testing.assert_allclose(t2["d_av_lighting"], -d_av, rtol=1e-12)
+    assert "d_av_render_vs_albedo" in t2 and "n_abs_d_av_gt_0_8" in img.summary()["contrasts"]["lighting"]
+
+
 def test_analyse_without_control_and_csv(tmp_path):
     a, b = noise(19, units=50)
     res = analyse_text(a, b, [f"u{i}" for i in range(50)], control=(None, None),

@@ -293,6 +293,8 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
     n5, p5, r5 = thr_stats(5.0)
     d_thr = res.config.d_threshold
     n_d = int(np.count_nonzero(np.abs(u.d) > d_thr))
+    d_av = res.main.d_av
+    n_dav = int(np.count_nonzero(np.abs(d_av[np.isfinite(d_av)]) > d_thr)) if d_av is not None else 0
     sp = res.main.split
     split_txt = f"{fmt(sp.median, 3)} [{fmt(sp.q25)}, {fmt(sp.q75)}]" if finite(sp.median) else "n/a (needs ≥ 4 pairs)"
     imax = int(np.argmax(at))
@@ -308,7 +310,8 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
         ["… ratio to null p99 (|t| > 5)" + (" (exact null, identity left out)" if nl.exact else ""), CARD["t5_ratio"],
          fmt_ratio(r5)],
         ["… null p99 of that count", CARD["t5_p99"], fmt(p5, 1)],
-        [f"units with |d| > {d_thr:g} (large)", CARD["d08"], fmt_count(n_d, n_units)],
+        [f"units with |d_z| > {d_thr:g} (the card's “|d| > {d_thr:g} (large)”)", CARD["d08"], fmt_count(n_d, n_units)],
+        [f"units with |d_av| > {d_thr:g} (between-condition scale)", "not reported", fmt_count(n_dav, n_units)],
         ["split-half r, median [IQR]", CARD["split"], split_txt],
         ["max |t|", CARD["max_t"], f"{fmt(at[imax])} ({res.units[imax]})"],
     ]
@@ -362,7 +365,8 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
     out += md_table(["metric", card_col, run_col], rows + [["**beyond the card**", "", ""]] + beyond)
     out += ["", "Ratios are observed count / max(null p99, 1), as the card's. The card's null p99 values are not "
             "published; the rows marked 'implied' are its count divided by its ratio. Counts and percentages are "
-            "over all units of the run (all captured steps together); the per-step profile below splits them."
+            "over all units of the run (all captured steps together); the per-step profile below splits them. "
+            f"Effect sizes: {_effect_sentence(res.main.n_pairs, d_thr)}"
             + (f" With {res.main.n_pairs} pairs every one of the {nl.n_perm:,} sign vectors is enumerated; the null "
                f"p99 is taken over the {nl.null_counts.shape[0]:,} that are not the identity (the observed "
                "labelling, which would otherwise cap the ratio near 1)." if nl.exact else ""),
@@ -380,6 +384,15 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
                 f"{err['family_wise_bound']:g}. `selective_beyond_control_joint` asks p_fwer ≤ α/{err['n_families']} "
                 f"= {err['joint_alpha_per_family']:.4g} in every family, so its family-wise error is at most α.", ""]
     return out
+
+
+def _effect_sentence(n: int, d_thr: float) -> str:
+    """The d_z / d_av sentence under the headline table (issue 17.4)."""
+    return (f"the card's “|d| > {d_thr:g} (large)” counts d_z = mean(diff) / sd(diff) = t / √n: at {n} pairs it is "
+            f"exactly |t| > {d_thr * np.sqrt(n):.3g}, adds no evidence beyond the t counts, and Cohen's “large” "
+            "refers to a between-condition d, which the strong within-pair correlation inflates d_z far above. d_av "
+            "(mean difference over the average of the two conditions' standard deviations across pairs, the `d_av` "
+            "column) is on that between-condition scale; the `d` columns of units.csv are d_z.")
 
 
 def _block_cells(b, i: int, k3: int) -> list[str]:
@@ -410,7 +423,7 @@ def _blocks_section(res) -> list[str]:
     out = ["## Top blocks by max |t|", ""]
     out += md_table(["#", "card block", "card max|t|", f"card |t|>{thr[k3]:g}", "card median|d|",
                    "this run: block", f"max|t| [{ci_pct} CI]", f"|t|>{thr[k3]:g} / units [CI]",
-                   "median|d| [CI]"], rows)
+                   "median|d_z| [CI]"], rows)
     out += ["", f"Bootstrap: {b.n_boot:,} resamples of the pairs with replacement, percentile intervals. Caveat: "
             "these intervals describe how max |t|, the count and median |d| spread over resampled experiments "
             "and need not cover the point estimate: resampling pairs adds noise to every unit's t, which inflates "
@@ -428,7 +441,7 @@ def _blocks_section(res) -> list[str]:
             cells += [f"{b.median_abs_d[i]:.2f} {fmt_ci(b.median_abs_d_ci[i])}"]
             rows.append(cells)
         out += ["<details><summary>All blocks</summary>", ""]
-        out += md_table(["block", "units", "max|t| [CI]"] + [f"|t|>{c:g} [CI]" for c in thr] + ["median|d| [CI]"],
+        out += md_table(["block", "units", "max|t| [CI]"] + [f"|t|>{c:g} [CI]" for c in thr] + ["median|d_z| [CI]"],
                       rows)
         out += ["", "</details>", ""]
     else:
@@ -458,7 +471,7 @@ def _card_blocks_here(res) -> list[str]:
         return []
     out = ["The card's top blocks, looked up in this run (same site, earliest captured step):", ""]
     out += md_table(["card block", "card max|t|", f"card |t|>{thr[k3]:g}", "card median|d|", "this run: block",
-                   "max|t| [CI]", f"|t|>{thr[k3]:g} / units [CI]", "median|d| [CI]"], rows)
+                   "max|t| [CI]", f"|t|>{thr[k3]:g} / units [CI]", "median|d_z| [CI]"], rows)
     return out + [""]
 
 

@@ -63,7 +63,7 @@ import numpy as np
 from probe.io.captures import (PARAPHRASE, Captures, CapturesError, ControlSet, check_control_name,  # noqa: F401
                                load_captures, save_captures)
 from probe.stats.blocks import BlockStats, block_stats
-from probe.stats.config import StatsConfig, threshold_key
+from probe.stats.config import DEGENERATE_RTOL, StatsConfig, threshold_key
 from probe.stats.null import PermutationNull, sign_flip_null
 from probe.stats.paired import UnitStats, _as_diff, _unit_stats, bh_q, paired_t
 from probe.stats.splithalf import SplitHalf, split_half
@@ -90,6 +90,19 @@ class ContrastStats:
     split: SplitHalf
     blocks: BlockStats
     pair_ids: np.ndarray | None = None   # [n_pairs] the pairs it was computed on (None: by position)
+    sd_a: np.ndarray | None = None       # [U] sd over pairs (ddof 1) of the contrast's `a` (None: a direct comparison)
+    sd_b: np.ndarray | None = None       # [U]
+
+    @property
+    def d_av(self) -> np.ndarray | None:
+        """[U] d_av = mean difference / the average of the two conditions' sds over pairs (a between-condition
+        scale, unlike d_z = t / sqrt(n)); nan where both sds are 0; None for a direct comparison (no conditions)."""
+        if self.sd_a is None or self.sd_b is None:
+            return None
+        avg = 0.5 * (self.sd_a + self.sd_b)
+        zero = avg <= DEGENERATE_RTOL * (np.abs(self.mean_a) + np.abs(self.mean_b))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(zero, np.nan, self.unit.mean_diff / np.where(zero, 1.0, avg))
 
     def summary(self, config: StatsConfig) -> dict:
         """JSON-able numbers of this contrast (non-finite values are float('nan'))."""
@@ -117,8 +130,17 @@ class ContrastStats:
         s["split_half_sizes"] = list(self.split.half_sizes)
         s["max_abs_t"] = float(np.max(np.abs(u.t))) if u.t.size else float("nan")
         s["max_abs_t_unit_index"] = int(np.argmax(np.abs(u.t))) if u.t.size else -1
+        dk = threshold_key(config.d_threshold)
         s["median_abs_d"] = float(np.median(np.abs(u.d))) if u.d.size else float("nan")
-        s[f"n_abs_d_gt_{threshold_key(config.d_threshold)}"] = int(np.count_nonzero(np.abs(u.d) > config.d_threshold))
+        s[f"n_abs_d_gt_{dk}"] = int(np.count_nonzero(np.abs(u.d) > config.d_threshold))    # the card's count: d_z
+        s["median_abs_d_z"] = s["median_abs_d"]
+        s[f"n_abs_d_z_gt_{dk}"] = s[f"n_abs_d_gt_{dk}"]
+        d_av = self.d_av
+        if d_av is not None:
+            fin = np.abs(d_av[np.isfinite(d_av)])
+            s["median_abs_d_av"] = float(np.median(fin)) if fin.size else float("nan")
+            s[f"n_abs_d_av_gt_{dk}"] = int(np.count_nonzero(fin > config.d_threshold))
+        s["effect_size_note"] = effect_size_note(self.n_pairs, config.d_threshold)
         s["n_fwer_significant"] = int(np.count_nonzero(nl.significant))
         s["fwer_alpha"] = nl.alpha
         s["fwer_abs_t_threshold"] = nl.fwer_t
@@ -131,22 +153,39 @@ class ContrastStats:
         return s
 
 
-def _analyse_diff(diff: np.ndarray, unit_blocks, config: StatsConfig, mean_a=None, mean_b=None,
+def effect_size_note(n: int, d_threshold: float = 0.8) -> str:
+    """What the d columns and counts are (summary.json `effect_size_note`, the report)."""
+    return (f"d (d_C, median_abs_d, n_abs_d_gt_*) is d_z = mean(diff) / sd(diff) = t / sqrt(n): at {n} pairs "
+            f"|d_z| > {d_threshold:g} is exactly |t| > {d_threshold * np.sqrt(n):.3g}, so its count adds no evidence "
+            "beyond the t counts, and Cohen's 'large' refers to a between-condition d, which the strong within-pair "
+            "correlation inflates d_z far above; d_av = mean(diff) / the average of the two conditions' sds over "
+            "pairs is on that between-condition scale (the card's column is kept as n_abs_d_gt_*, also named "
+            "n_abs_d_z_gt_*)")
+
+
+def _side_moments(x) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sd (ddof 1) over pairs of one side of a contrast [pairs, units]."""
+    x = np.asarray(x, dtype=np.float64)
+    return x.mean(axis=0), x.std(axis=0, ddof=1) if x.shape[0] > 1 else np.zeros(x.shape[1])
+
+
+def _analyse_diff(diff: np.ndarray, unit_blocks, config: StatsConfig, a=None, b=None,
                   pair_ids=None) -> ContrastStats:
-    """Unit stats, sign-flip/tmax null, split-half and per-block stats of per-pair differences [n, U]."""
+    """Unit stats, sign-flip/tmax null, split-half and per-block stats of per-pair differences [n, U]; `a`, `b`:
+    the contrast's two sides [n, U] (their means and sds; None for a direct comparison)."""
     unit = _unit_stats(diff)
     null = sign_flip_null(diff, unit.t, config, degenerate=unit.degenerate)
     split = split_half(diff, config.n_splits, config.seed)
     blocks = block_stats(diff, unit_blocks, config, unit=unit)
+    (mean_a, sd_a), (mean_b, sd_b) = ((_side_moments(x) if x is not None else (None, None)) for x in (a, b))
     return ContrastStats(n_pairs=diff.shape[0], mean_a=mean_a, mean_b=mean_b, unit=unit, null=null, split=split,
-                         blocks=blocks, pair_ids=pair_ids)
+                         blocks=blocks, pair_ids=pair_ids, sd_a=sd_a, sd_b=sd_b)
 
 
 def analyse_contrast(a, b, unit_blocks, config: StatsConfig = StatsConfig(), what: str = "a/b") -> ContrastStats:
     """Unit stats, sign-flip/tmax null, split-half and per-block stats of one paired contrast a - b."""
     diff = _as_diff(a, b, what)
-    return _analyse_diff(diff, unit_blocks, config, np.asarray(a, dtype=np.float64).mean(axis=0),
-                         np.asarray(b, dtype=np.float64).mean(axis=0))
+    return _analyse_diff(diff, unit_blocks, config, a, b)
 
 
 def blocks_from_units(units) -> np.ndarray:
@@ -209,12 +248,14 @@ SELECTIVE_DEFINITION = (
     "selective_beyond_control_joint asks p_fwer <= alpha / K in every family (Bonferroni over the families), so "
     "its family-wise error over units and families together is at most alpha")
 
-_STAT_COLUMNS = ("t", "d", "p", "q", "p_fwer", "mean_diff", "sd_diff")
+_STAT_COLUMNS = ("t", "d", "d_av", "p", "q", "p_fwer", "mean_diff", "sd_diff")
 
 
 def _stat_column(cs: ContrastStats, stat: str) -> np.ndarray:
     if stat == "p_fwer":
         return cs.null.p_fwer
+    if stat == "d_av":
+        return cs.d_av if cs.d_av is not None else np.full(cs.unit.t.shape, np.nan)
     if stat not in _STAT_COLUMNS:
         raise ValueError(f"unknown column statistic {stat!r}; one of {_STAT_COLUMNS}")
     return getattr(cs.unit, stat)
@@ -322,6 +363,7 @@ class Analysis:
             "unit": self.units, "block": self.unit_blocks, "t": u.t, "d": u.d, "p": u.p, "q": u.q,
             "p_fwer": nl.p_fwer, "fwer_significant": nl.significant.astype(np.int8),
             "mean_a": self.main.mean_a, "mean_b": self.main.mean_b, "mean_diff": u.mean_diff, "sd_diff": u.sd_diff,
+            "d_av": _stat_column(self.main, "d_av"),
         }
         for name, c in self.contrasts.items():
             if c.columns is None:
@@ -498,10 +540,9 @@ def analyse(contrasts, units, directs=(), unit_blocks=None, config: StatsConfig 
     if unit_blocks.shape != units.shape:
         raise CapturesError(f"unit_blocks: need {units.size} labels, got shape {unit_blocks.shape}")
     by_name = {c.name: c for c in contrasts}
-    jobs = []   # (kind, name, diff, mean_a, mean_b, pair_ids)
+    jobs = []   # (kind, name, diff, a, b, pair_ids)
     for c in contrasts:
-        jobs.append(("contrast", c.name, diffs[c.name], np.asarray(c.a, dtype=np.float64).mean(axis=0),
-                     np.asarray(c.b, dtype=np.float64).mean(axis=0),
+        jobs.append(("contrast", c.name, diffs[c.name], c.a, c.b,
                      None if c.pair_ids is None else np.asarray(c.pair_ids).astype(str)))
     for dr in directs:
         if dr.of not in by_name or dr.minus not in by_name:
@@ -516,8 +557,8 @@ def analyse(contrasts, units, directs=(), unit_blocks=None, config: StatsConfig 
         jobs.append(("direct", dr.name, diffs[dr.of][ro] - diffs[dr.minus][rm], None, None, ids))
 
     def run(job):
-        _, _, diff, ma, mb, ids = job
-        return _analyse_diff(diff, unit_blocks, config, ma, mb, ids)
+        _, _, diff, a, b, ids = job
+        return _analyse_diff(diff, unit_blocks, config, a, b, ids)
 
     results = _map(run, jobs, config.threads)
     stats = {j[1]: r for j, r in zip(jobs, results) if j[0] == "contrast"}
@@ -618,7 +659,8 @@ IMAGE_LABELS = {"render_vs_albedo": ("render", "albedo"), "lighting": ("harder l
 def image_contrasts(sets, direction: str = "a-b", labels=None) -> list[Contrast]:
     """The image probe's contrasts, in order (the first is the primary one): `sets` {name: ControlSet or
     (a, b[, pair_ids])}. Every contrast gets the columns t_NAME, d_NAME, p_fwer_NAME (CONTRACTS C3; the
-    primary one besides the top-level t, d, p, ...). direction "a-b", or "b-a" (card protocol) for all."""
+    primary one besides the top-level t, d, p, ...), and d_av_NAME beside them. direction "a-b", or "b-a" (card
+    protocol) for all."""
     if direction not in TEXT_DIRECTIONS:
         raise ValueError(f"direction must be one of {TEXT_DIRECTIONS}, got {direction!r}")
     reverse = direction == "b-a"
@@ -628,7 +670,8 @@ def image_contrasts(sets, direction: str = "a-b", labels=None) -> list[Contrast]
         a, b, ids = (cs.a, cs.b, cs.pair_ids) if isinstance(cs, ControlSet) else (tuple(cs) + (None,))[:3]
         first, second = (labels or {}).get(name) or IMAGE_LABELS.get(name, ("A", "B"))
         out.append(Contrast(name, a, b, None if ids is None else np.asarray(ids).astype(str), reverse,
-                            f"{second} - {first}" if reverse else f"{first} - {second}", columns="{stat}_{name}"))
+                            f"{second} - {first}" if reverse else f"{first} - {second}", columns="{stat}_{name}",
+                            column_stats=("t", "d", "d_av", "p_fwer")))
     return out
 
 
