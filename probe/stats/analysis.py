@@ -379,9 +379,22 @@ class Analysis:
             if name in self.selective:
                 cols[f"selective_{name}"] = self.selective[name].astype(np.int8)
         if self.classification is not None:
-            for name, p in self.classification.p_equiv.items():
-                cols[f"p_equiv_{name}"] = p
-            cols["class"] = self.classification.classes
+            cls = self.classification
+            for name, p in cls.p_equiv.items():
+                cols[f"p_equiv_{name}"] = p                     # the signed TOST (its name predates the magnitude test)
+            for name, p in cls.p_equiv.items():
+                cols[f"p_equiv_signed_{name}"] = p
+            if cls.magnitude is not None:
+                for name, mt in cls.magnitude.items():
+                    cols[f"rms_change_{name}"] = mt.mean_x
+                for name, mt in cls.magnitude.items():
+                    other = "albedo" if name == "lighting" else "lighting"
+                    cols[f"ratio_{name}_to_{other}"] = mt.ratio
+                    cols[f"ratio_{name}_to_{other}_ub"] = mt.upper
+                    cols[f"p_equiv_magnitude_{name}"] = mt.p
+            cols["class"] = cls.classes
+            if cls.classes_signed is not None:
+                cols["class_signed"] = cls.classes_signed
         for name, value in self.constant_columns:
             cols[name] = np.full(self.units.shape, value)
         cols["direction"] = np.full(self.units.shape, self.direction or "a-b")
@@ -643,9 +656,12 @@ def analyse_captures(captures: Captures, config: StatsConfig = StatsConfig()) ->
     if captures.stimuli == "images":
         described = (captures.meta.get("image_design") or {}).get("contrasts") or {}
         labels = {n: (c.get("a", "A"), c.get("b", "B")) for n, c in described.items()}
+        samples = {n: (sl.diff, sl.clusters) for n in ("lighting", "albedo")
+                   if (sl := captures.sample_level(n)) is not None}
         return analyse_images(captures.contrast_sets(), captures.units, captures.unit_blocks, config,
                               direction=captures.meta.get("direction", "a-b"), labels=labels,
-                              pairs_over=(captures.meta.get("image_design") or {}).get("pairs_over", "scenes"))
+                              pairs_over=(captures.meta.get("image_design") or {}).get("pairs_over", "scenes"),
+                              samples=samples or None)
     return analyse_text(captures.a, captures.b, captures.units, captures.pair_ids, captures.control_sets(),
                         captures.unit_blocks, config, direction=captures.meta.get("direction", "a-b"))
 
@@ -676,10 +692,13 @@ def image_contrasts(sets, direction: str = "a-b", labels=None) -> list[Contrast]
 
 
 def analyse_images(sets, units, unit_blocks=None, config: StatsConfig = StatsConfig(), direction: str = "a-b",
-                   labels=None, pairs_over: str = "scenes") -> Analysis:
+                   labels=None, pairs_over: str = "scenes", samples=None) -> Analysis:
     """`analyse` on the image probe's contrasts (`image_contrasts`), then the unit classes from the lighting
-    and albedo contrasts (`probe.stats.classify`, margin `config.equivalence_margin`, level `config.alpha`).
-    units.csv gets a `pairs_over` column: "scenes", or "samples (CLUSTERED)" when pairs are samples."""
+    and albedo contrasts (`probe.stats.classify`: FWER-significance at `config.alpha`, the magnitude test at
+    `config.magnitude_margin` on `samples`, the signed TOST at `config.equivalence_margin` for class_signed).
+    samples: {"lighting": (diff [pairs, U], base scene per pair), "albedo": ...}, the sample-level differences
+    (`Captures.sample_level`); without them no unit can be shown selective. units.csv gets a `pairs_over` column:
+    "scenes", or "samples (CLUSTERED)" when pairs are samples."""
     import dataclasses
 
     from probe.stats.classify import classify_units
@@ -687,6 +706,7 @@ def analyse_images(sets, units, unit_blocks=None, config: StatsConfig = StatsCon
     res = analyse(image_contrasts(sets, direction, labels), units, (), unit_blocks, config)
     cls = None
     if "lighting" in res.stats and "albedo" in res.stats:
-        cls = classify_units(res.stats["lighting"], res.stats["albedo"], config.equivalence_margin, config.alpha)
+        cls = classify_units(res.stats["lighting"], res.stats["albedo"], config.equivalence_margin, config.alpha,
+                             magnitude=samples, magnitude_margin=config.magnitude_margin)
     flag = "scenes" if pairs_over == "scenes" else f"{pairs_over} (CLUSTERED)"
     return dataclasses.replace(res, classification=cls, constant_columns=(("pairs_over", flag),))

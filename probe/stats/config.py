@@ -28,7 +28,8 @@ class StatsConfig:
     null_quantile: float = 99.0             # percentile of the null count distribution reported (p99)
     chunk: int = 128                        # sign vectors per matmul; memory ~ chunk * units * 4 bytes
     threads: int = 2                        # contrasts analysed at once (results do not depend on it)
-    equivalence_margin: float = 0.5         # image probe: TOST margin on d_z of the unit classes (probe.stats.classify)
+    equivalence_margin: float = 0.5         # image probe: TOST margin on d_z of the signed rule (class_signed)
+    magnitude_margin: float = 0.5           # image probe: margin on the ratio of per-scene RMS changes (class)
 
     def __post_init__(self):
         if self.n_perm < 1 or self.n_splits < 0 or self.n_boot < 0 or self.chunk < 1 or self.threads < 1:
@@ -36,6 +37,8 @@ class StatsConfig:
                              f"needed: {self}")
         if not self.equivalence_margin > 0:
             raise ValueError(f"StatsConfig.equivalence_margin must be a positive d_z, got {self.equivalence_margin}")
+        if not self.magnitude_margin > 0:
+            raise ValueError(f"StatsConfig.magnitude_margin must be a positive ratio, got {self.magnitude_margin}")
         if not self.thresholds or any(not (c > 0) for c in self.thresholds):
             raise ValueError(f"StatsConfig.thresholds must be positive |t| values, got {self.thresholds}")
         if not (0 < self.alpha < 1 and 0 < self.ci < 1 and 0 < self.null_quantile < 100):
