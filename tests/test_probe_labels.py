@@ -19,7 +19,7 @@ ARGS = dict(n_perm=200, n_splits=0, n_boot=0, stats_seed=0, equivalence_margin=N
             no_report=True)
 
 
-def _run(tmp_path, protocol="heads", pairs_over="scenes"):
+def _run(tmp_path, protocol="heads", pairs_over="scenes", report=False):
     from probe.design.image_stimuli import ImageDesign, build_image_plan
     from probe.jobs.finish import finish_run
     from tests.fakes import write_synthetic_render_variants
@@ -34,7 +34,7 @@ def _run(tmp_path, protocol="heads", pairs_over="scenes"):
     out = tmp_path / f"{protocol}-{pairs_over}"
     config = {"capture": {"protocol": protocol}, "direction": "b-a" if protocol == "card" else "a-b",
               "model": {"source": "tiny", "random_weights": True}}
-    assert finish_run(out, design, values, units, config, SimpleNamespace(**ARGS)) == 0
+    assert finish_run(out, design, values, units, config, SimpleNamespace(**{**ARGS, "no_report": not report})) == 0
     return out
 
 
@@ -132,3 +132,16 @@ def test_pairs_over_samples_keeps_the_magnitude_test_over_base_scenes(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["clustered"] and s["classes"]["magnitude"]["per_contrast"]["lighting"]["n_scenes"] == len(SCENES)
     assert s["contrasts"]["lighting"]["n_pairs"] == 2 * len(SCENES)        # the signed test: sample-level pairs
+
+
+def test_the_report_words_the_classes_by_what_their_test_showed(tmp_path):
+    out = _run(tmp_path, report=True)
+    md = (out / "report.md").read_text()
+    classes = md.split("## Unit classes")[1].split("<details>")[0]
+    assert "shown not to react" not in md                              # the old promise the signed test did not keep
+    assert "**The size of the change, not its signed mean.**" in classes
+    assert "| class | units (`class`) | signed rule (`class_signed`) | what it means |" in classes
+    assert "Magnitude test (decides `class`): margin 0.5" in classes and "power at ratio 0" in classes
+    assert "Signed rule (`class_signed`, kept for comparison)" in classes and "not the noise" in classes
+    assert "`diff_C`" in md and "`class_signed`" in md.split("## Files")[1]
+    assert (out / "figures" / "class_scatter.png").is_file()
