@@ -485,9 +485,12 @@ def _files_section(res) -> list[str]:
         "`control_NAME_a`, `control_NAME_b`, `control_NAME_pair_ids`; `control_names`; `unit_blocks` (block of each "
         "unit); `meta_json` (protocol, t direction, noise design). Everything here can be recomputed from it "
         "without the model.",
-        f"- `units.csv`: one row per unit, columns {cols}. `t_vs_NAME`, `p_fwer_vs_NAME`: the direct test of control "
+        f"- `units.csv`: one row per unit, columns {cols}. `d` is d_z = t/√n, `d_av` the mean difference over the "
+        "two conditions' average sd; `t_vs_NAME`, `p_fwer_vs_NAME`: the direct test of control "
         "set NAME (control prompt − albedo prompt, same pair and noise); `selective_vs_NAME`: main and direct test "
-        "FWER-significant with the same sign; `direction`: what a positive t means.",
+        "FWER-significant with the same sign; `selective_beyond_control`: beyond every set (family-wise error ≤ K α "
+        "over K families), `selective_beyond_control_joint`: every family at α/K (≤ α); `direction`: what a "
+        "positive t means.",
         "- `summary.json`: the headline numbers (n_pairs, n_units, n_abs_t_gt_3, n_abs_t_gt_5, null p99s and "
         "ratios, split-half r, max |t|, FWER and BH counts, per-block rows, `n_selective_vs_NAME` per control set, "
         "every control contrast under `contrasts`, every direct test under `directs`, the paraphrase control also "

@@ -41,10 +41,15 @@ family's definition), for every contrast alike, so "same sign" is unaffected.
 
 The image probe (`image_contrasts`, `analyse_images`; `analyse_captures` on a captures.npz with meta
 stimuli = "images"): the contrasts render_vs_albedo (primary: the top-level columns), lighting and
-albedo, each with columns t_C, d_C, p_fwer_C, no direct comparisons; then the unit classes of
-`probe.stats.classify` (FWER-significance of lighting and albedo, TOST equivalence within
-`StatsConfig.equivalence_margin` on d_z): columns p_equiv_lighting, p_equiv_albedo, class, and a
-constant `pairs_over` column ("samples (CLUSTERED)" when pairs are not scenes).
+albedo, each with columns t_C, d_C, d_av_C, p_fwer_C, no direct comparisons; then the unit classes of
+`probe.stats.classify` (FWER-significance of lighting and albedo; the magnitude test on the per-scene RMS
+changes within `StatsConfig.magnitude_margin` decides `class`; the signed TOST within
+`StatsConfig.equivalence_margin` on d_z decides `class_signed`): columns p_equiv_lighting, p_equiv_albedo
+(signed, also as p_equiv_signed_C), rms_change_C, ratio_C_to_O, ratio_C_to_O_ub, p_equiv_magnitude_C, class,
+class_signed, and a constant `pairs_over` column ("samples (CLUSTERED)" when pairs are not scenes).
+
+Effect sizes: `d` / `d_C` are d_z = t / sqrt(n); `d_av` / `d_av_C` = mean difference / the average of the
+two conditions' sds (see `effect_size_note`).
 
 Seeds: the sign vectors, splits and bootstrap resamples come from independent streams derived
 from `StatsConfig.seed`; every contrast reuses them (same sign vectors when its pair count is the

@@ -42,9 +42,9 @@ both sizes.
 
 Size and power. Per unit at level alpha, not corrected over units (as the TOST before it): among the units called
 lighting-selective, those whose true rho_albedo >= m are each admitted with probability <= alpha. The t test
-assumes z_s roughly normal over scenes; simulated with per-scene RMS values of 4 pairs and log-normal scene
-scales, its rejection rate at rho = m was 0.044-0.052 at 10, 25 and 50 scenes (coefficient of variation of the
-scene sizes 0.3-1.0). The power depends on how much a unit's change varies over scenes: with coefficient of
+assumes z_s roughly normal over scenes; simulated with per-scene sizes |normal|, log-normal, or the RMS of 4
+pairs with log-normal scene scales (`benchmarks/bench_classes.py`), its rejection rate at rho = m was
+0.044-0.054 at 10, 25 and 50 scenes (coefficient of variation of the scene sizes 0.3-1.0). The power depends on how much a unit's change varies over scenes: with coefficient of
 variation c for both factors (independent normal), the test statistic is noncentral t with n - 1 df and
 noncentrality sqrt(n) (m - rho) / (c sqrt(rho^2 + m^2)) (`magnitude_power`): at m = 0.5 and 25 scenes, 1.00
 (c = 0.5) and 1.00 (c = 1) at rho = 0, 1.00 and 0.70 at rho = m / 2; at 10 scenes 1.00 and 0.90 at rho = 0, 0.83
@@ -257,8 +257,9 @@ def class_of(sig_l, sig_a, eq_l, eq_a) -> np.ndarray:
     return out.astype(str)
 
 
-MAGNITUDE_SIZE_NOTE = ("simulated rejection rate at ratio = margin (per-scene RMS of 4 pairs, log-normal scene "
-                       "scales, coefficient of variation 0.3-1.0): 0.044-0.052 at 10, 25 and 50 scenes, alpha 0.05")
+MAGNITUDE_SIZE_NOTE = ("simulated rejection rate at ratio = margin, alpha 0.05 (per-scene sizes |normal|, log-normal, "
+                       "or the RMS of 4 pairs with log-normal scene scales; coefficient of variation 0.3-1.0; "
+                       "benchmarks/bench_classes.py): 0.044-0.054 at 10, 25 and 50 scenes")
 
 
 def _median(x) -> float:
