@@ -217,7 +217,8 @@ def test_argument_errors_come_before_anything_is_written(tmp_path, capsys):
              (("--data", str(root), "--control", "vocabulary"), "--control applies to the text probe only"),
              (("--data", str(root), "--limit", "1"), "needs at least 2"),
              (("--data", str(root), "--contrasts", "shading"), "unknown contrast"),
-             (("--data", str(root), "--equivalence-margin", "0"), "--equivalence-margin must be a positive")]
+             (("--data", str(root), "--equivalence-margin", "0"), "--equivalence-margin must be a positive"),
+             (("--data", str(root), "--magnitude-margin", "-1"), "--magnitude-margin must be a positive")]
     for args, msg in cases:
         assert main(["run", "--model", "tiny", "--stimuli", "images", "--out", str(out), *args]) == 2, args
         err = capsys.readouterr().err
