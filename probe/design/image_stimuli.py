@@ -206,6 +206,12 @@ class ImagePlan:
         a, b = (np.tensordot(self.weights(name, s), v, axes=1).astype(values.dtype) for s in ("a", "b"))
         return a, b
 
+    def sample_pairs(self) -> dict:
+        """{contrast: (A image keys, B image keys)} of every built contrast's sample-level pairs, in pair order
+        (captures.npz `contrast_NAME_sample_a/_b`)."""
+        return {c.name: (np.array([k for p in c.pairs for k in p.a]), np.array([k for p in c.pairs for k in p.b]))
+                for c in self.pairings}
+
     def per_sample_render_vs_albedo(self, values) -> dict:
         """The per-sample render minus albedo differences (CONTRACTS C3, per_sample.npz without `units`)."""
         values = self._check(values)
@@ -245,6 +251,37 @@ def per_sample_render_vs_albedo(keys: Sequence[str], values, scene_ids: Sequence
     scene = [str(scene_ids[pos[f"{i}/render"]]) for i in ids]
     return {"diff": (r - al).astype(np.float32), "sample_ids": np.array(ids), "scene_ids": np.array(scene),
             "contrast": np.array("render_vs_albedo")}
+
+
+def sample_pairs_from_record(keys: Sequence[str], scene_ids: Sequence[str], record: Mapping) -> dict:
+    """The sample-level pairs of a captures.npz written before it stored them (`contrast_NAME_sample_a/_b`), rebuilt
+    from its image keys, base scenes and design record (meta `image_design`: the contrasts and the ground-truth
+    orientation values) with the same pairing rules: {contrast: (A keys, B keys)}. Sample ids are read as
+    `<scene>__<lighting>` with variants `<base>~c<k>`; contrasts whose pairs cannot be rebuilt are left out."""
+    import re
+
+    keys = [str(k) for k in keys]
+    have = set(keys)
+    base_of = {k.rsplit("/", 1)[0]: str(b) for k, b in zip(keys, scene_ids)}
+    samples = []
+    for sid, base in sorted(base_of.items()):
+        if "__" not in sid:
+            return {}
+        scene, lighting = sid.rsplit("__", 1)
+        m = re.fullmatch(re.escape(base) + r"~c(\d+)", scene)
+        samples.append(RenderSample(sid, scene, base, int(m[1]) if m else 0, lighting, Path(), Path()))
+    orient = record.get("orientation") or {}
+    truth = GroundTruth({b: dict(v) for b, v in ((orient.get("lighting") or {}).get("values") or {}).items()},
+                        dict((orient.get("albedo") or {}).get("values") or {}),
+                        (orient.get("albedo") or {}).get("order", "luminance"))
+    out = {}
+    for name in (record.get("contrasts") or {}):
+        if name not in CONTRASTS:
+            continue
+        found = [(ka, kb) for _, _, _, ka, kb in _sample_pairs(name, samples, truth)[0] if ka in have and kb in have]
+        if found:
+            out[name] = (np.array([a for a, _ in found]), np.array([b for _, b in found]))
+    return out
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -560,7 +597,8 @@ class ImageDesign:
 
     def captures(self, values: Mapping[str, np.ndarray], units, meta: Mapping | None = None, unit_blocks=None):
         """captures.npz contents: the first contrast in a/b/pair_ids, the others as contrast_NAME_*, and
-        the per-image values (image_values, image_keys, image_scene_ids) that per_sample.npz comes from."""
+        the per-image values (image_values, image_keys, image_scene_ids) that per_sample.npz comes from, and every
+        contrast's sample-level pairs (contrast_NAME_sample_a/_b: the magnitude test and per_sample.npz read them)."""
         from probe.io.captures import Captures, ControlSet, ImageValues
 
         arrays = self.assemble(values)
@@ -572,7 +610,8 @@ class ImageDesign:
         return Captures(a=a, b=b, units=np.asarray(units), pair_ids=ids, unit_blocks=unit_blocks, meta=meta,
                         contrasts={n: ControlSet(*arrays["contrasts"][n]) for n in names[1:]},
                         images=ImageValues(arrays["images"], np.array([i.key for i in self.plan.images]),
-                                           np.array([i.base_scene for i in self.plan.images])))
+                                           np.array([i.base_scene for i in self.plan.images])),
+                        sample_pairs=self.plan.sample_pairs())
 
     def record(self) -> dict:
         """JSON-able description for config.json: the text, the noise design and every scene's seeds."""
