@@ -335,33 +335,24 @@ def _write_sample(out: Path, obj: MitObject, lighting: str, arrays: dict, fit: d
     write_png_encoded(out / rels["mask"], mask.astype(np.float32))
     sources = {"image": photo_name, "albedo": "reflectance.png", "mask": "mask.png"}
     missing = {k_: v for k_, v in MISSING_REASONS.items()}
-    shading = residual = None
+    light = {}          # the default light's separated parts, where the dataset has them (times the exposure)
     if lighting == DEFAULT_LIGHT:
-        if fit is not None:
-            shading = (np.repeat(_lin(arrays["shading.png"])[..., None], 3, axis=-1) * fit["scale"] * k).astype(np.float32)
-            rels["shading"] = f"{sid}/{FILES['shading']}"
-            write_exr(out / rels["shading"], shading)
-            sources["shading"] = "shading.png"
-            missing.pop("shading")
-        else:
-            missing["shading"] = f"shading.png is not in {obj.folder}"
-        if "specular.png" in arrays:
-            residual = (_lin(arrays["specular.png"]) * k).astype(np.float32)
-            rels["residual"] = f"{sid}/{FILES['residual']}"
-            write_exr(out / rels["residual"], residual)
-            sources["residual"] = "specular.png"
-            missing.pop("residual")
-        else:
-            missing["residual"] = f"specular.png is not in {obj.folder}"
-        if "diffuse.png" in arrays:
-            rels["diffuse"] = f"{sid}/{DIFFUSE_FILE}"
-            write_exr(out / rels["diffuse"], (_lin(arrays["diffuse.png"]) * k).astype(np.float32))
-            sources["diffuse"] = "diffuse.png"
-            missing.pop("diffuse")
-        else:
-            missing["diffuse"] = f"diffuse.png is not in {obj.folder}"
-    ident = _identity(image.astype(np.float64), refl, shading.astype(np.float64), residual.astype(np.float64), mask) \
-        if shading is not None and residual is not None else (None, None)
+        parts = {"shading": ("shading.png", None if fit is None else
+                             np.repeat(_lin(arrays["shading.png"])[..., None], 3, axis=-1) * fit["scale"]),
+                 "residual": ("specular.png", _lin(arrays["specular.png"]) if "specular.png" in arrays else None),
+                 "diffuse": ("diffuse.png", _lin(arrays["diffuse.png"]) if "diffuse.png" in arrays else None)}
+        for key, (name, value) in parts.items():
+            if value is None:
+                missing[key] = f"{name} is not in {obj.folder}"
+                continue
+            light[key] = (value * k).astype(np.float32)
+            rels[key] = f"{sid}/{FILES.get(key, DIFFUSE_FILE)}"
+            write_exr(out / rels[key], light[key])
+            sources[key] = name
+            missing.pop(key)
+    ident = (_identity(image.astype(np.float64), refl, light["shading"].astype(np.float64),
+                       light["residual"].astype(np.float64), mask)
+             if "shading" in light and "residual" in light else (None, None))
     light_text = ("its default light (original.png)" if lighting == DEFAULT_LIGHT else
                   f"single light {int(lighting[5:])} of 10 ({lighting}.png)")
     scene_text = f"the real object '{obj.name}' photographed in a lab on a black background (MIT intrinsic images)"

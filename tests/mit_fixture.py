@@ -71,3 +71,12 @@ def write_mit_fixture(root: Path, objects=OBJECTS, n_lights: int = 10, h: int = 
             write_png16(root / name / fname, raw)
     (root / "NOTICE.txt").write_text("synthetic test fixture in the layout of the MIT intrinsic images\n")
     return root
+
+
+def import_fixture(root: Path, n_lights: int = 10, **kw) -> Path:
+    """write_mit_fixture under root/src, imported with `python -m render import-mit` into root/data."""
+    from render.__main__ import main
+
+    src = write_mit_fixture(Path(root) / "src", n_lights=n_lights, **kw)
+    assert main(["import-mit", str(src), "--out", str(Path(root) / "data"), "--no-progress"]) == 0
+    return Path(root) / "data"

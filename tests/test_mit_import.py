@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mit_fixture import object_arrays, write_mit_fixture, write_png16
+from mit_fixture import import_fixture, object_arrays, write_mit_fixture, write_png16
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mit-berkeley-intrinsic"
 if not SHARED.is_dir():      # a worktree of the main checkout: ../../shared
@@ -42,11 +42,8 @@ def run_import(*args) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
-    src = write_mit_fixture(tmp_path_factory.mktemp("mit-src"), n_lights=3)
-    out = tmp_path_factory.mktemp("mit-out") / "data"
-    code, err = run_import(src, "--out", out)
-    assert code == 0, err
-    return src, out
+    out = import_fixture(tmp_path_factory.mktemp("mit"), n_lights=3)
+    return out.parent / "src", out
 
 
 def test_import_writes_the_render_contract(imported):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mit_fixture import write_mit_fixture
+from mit_fixture import import_fixture, write_mit_fixture
 from test_mit_import import run_import, shared_or_skip
 
 from evaluate import mit_protocol as M
@@ -137,11 +137,7 @@ def test_bas_modes():
 
 @pytest.fixture(scope="module")
 def mit_import(tmp_path_factory):
-    src = write_mit_fixture(tmp_path_factory.mktemp("src"), n_lights=10)
-    out = tmp_path_factory.mktemp("imp") / "data"
-    code, err = run_import(src, "--out", out)
-    assert code == 0, err
-    return out
+    return import_fixture(tmp_path_factory.mktemp("mit"), n_lights=10)
 
 
 def test_protocol_on_an_import_with_a_perfect_and_a_trivial_method(mit_import, tmp_path):
@@ -188,9 +184,8 @@ def test_protocol_refuses_a_render_and_says_what_is_missing(tmp_path, mit_import
         M.run_protocol(tmp_path / "render", tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
     # an object whose light01-10 are not all there: Weiss leaves it out and says why
-    src = write_mit_fixture(tmp_path / "src", n_lights=2)
-    assert run_import(src, "--out", tmp_path / "imp")[0] == 0
-    res = M.run_protocol(tmp_path / "imp", tmp_path / "out2", baselines=("BAS", "W"), progress=False)
+    imp = import_fixture(tmp_path / "two", n_lights=2)
+    res = M.run_protocol(imp, tmp_path / "out2", baselines=("BAS", "W"), progress=False)
     assert res["baselines"]["W"]["left_out"] == {n: "no light01-10 photographs" for n in ("cup", "frog", "shoe")}
     assert res["baselines"]["W"]["mean"] is None and math.isfinite(res["baselines"]["BAS"]["mean"])
 
@@ -200,9 +195,7 @@ def test_evaluate_all_runs_unchanged_on_an_import(tmp_path, tiny_cache):
     import subprocess
     import sys
 
-    src = write_mit_fixture(tmp_path / "src", n_lights=2)
-    data, ev = tmp_path / "data", tmp_path / "ev"
-    assert run_import(src, "--out", data)[0] == 0
+    data, ev = import_fixture(tmp_path, n_lights=2), tmp_path / "ev"
     r = subprocess.run([sys.executable, "-m", "evaluate", "all", "--model", "tiny", "--data", str(data), "--out",
                         str(ev), "--probe", str(tmp_path / "no-probe"), "--steps", "1", "--n-boot", "20", "--quiet"],
                        capture_output=True, text=True, timeout=900)
