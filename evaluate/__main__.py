@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     mi = sub.add_parser("mit", help="the MIT intrinsic images benchmark's protocol and baselines on a folder from "
                         "`python -m render import-mit`, beside every prediction folder (no GPU)", formatter_class=fmt)
-    _common(mi)
+    _common(mi, data=False)
+    mi.add_argument("--data", default="runs/mit", help="a folder written by `python -m render import-mit`")
     mi.add_argument("--pred", default=None, help="prediction folder (default OUT/pred); none: the baselines alone")
     mi.add_argument("--methods", default=None, help="comma-separated prediction folders (default: every one in "
                     "--pred but ablation runs)")

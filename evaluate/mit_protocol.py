@@ -234,7 +234,8 @@ def load_objects(data: str | os.PathLike) -> tuple[list[MitObject], dict[str, st
     try:
         manifest = load_manifest(root)
     except (FileNotFoundError, ValueError) as e:
-        raise MitProtocolError(f"cannot run the MIT protocol: {e}") from None
+        raise MitProtocolError(f"cannot run the MIT protocol on {root}: {e}. The protocol reads a folder written by "
+                               f"`python -m render import-mit SRC --out {root}`. Nothing was written.") from None
     entries = [e for e in manifest["samples"] if e.get("dataset") == "mit-intrinsic"]
     if not entries:
         raise MitProtocolError(
@@ -477,7 +478,9 @@ def report_parts(out: str | os.PathLike) -> list[tuple]:
                        f"`{res.get('data')}`: input {p.get('input')}; truth {p.get('truth')}; score {p.get('score')}; "
                        f"{p.get('summary')}. Baselines with a parameter take it by hold-one-out ({p.get('hold_one_out')}). "
                        f"Our methods: {p.get('our_methods')}. Lower is better. These numbers are on this copy of "
-                       "the dataset and these objects; published tables used other objects and image sizes."))
+                       "the dataset and these objects; published tables used other objects and image sizes. The "
+                       "RGB metrics above use scale-free alignments only on this folder (the dataset's reflectance "
+                       "is known up to a factor, so their `none` columns are empty)."))
     keys = list(res.get("baselines", {})) + list(res.get("methods", {}))
     headers = ["object"] + [f"`{k}`" for k in keys]
     rows = []
