@@ -71,6 +71,8 @@ LIGHTS = tuple(f"light{i:02d}" for i in range(1, 11))
 KNOWN = REQUIRED + OPTIONAL + tuple(f"{n}.png" for n in LIGHTS)
 GREY = ("mask.png", "shading.png")
 DIFFUSE_FILE = "diffuse_linear.exr"
+NO_COLOUR_TWINS = ("the MIT intrinsic images photograph each object with its own surface colours only, so there are "
+                   "no colour twins (the same object under the same light with other colours)")
 _LUMA = np.array([0.2126, 0.7152, 0.0722])
 
 MISSING_REASONS = {
@@ -420,6 +422,7 @@ def build_mit_manifest(out: Path, src: Path) -> Path:
         "scenes": sorted({e["scene"] for e in entries}),
         "base_scenes": sorted({e["base_scene"] for e in entries}),
         "recolor": None,
+        "contrasts_unavailable": {"albedo": NO_COLOUR_TWINS},
         "cluster_key": "base_scene (the object: its eleven photographs are not independent)",
         "albedo_identical_across_lightings": {k: len(v) == 1 for k, v in sorted(albedo.items())},
         "samples": entries,
