@@ -9,7 +9,7 @@ Cases (each prints median times with and without capture and their ratios):
   edit-forward  editing-layout forwards: 256 text + 256 generated + 256 reference tokens, per-head capture with
                 reference units (ref_tokens=True) and card slices
   edit-call     whole klein editing calls (text encoding, reference VAE encoding, 2 CFG steps, no decode) through
-                probe.edit_capture.capture_edit vs the same plain pipeline call, on a pipeline whose transformer is
+                probe.klein.edit_capture.capture_edit vs the same plain pipeline call, on a pipeline whose transformer is
                 the CPU model (tiny text encoder and VAE around it), 128 x 128 reference
 Goals: <= 1.03x on CPU, <= 1.01x on a GPU at klein shape. Repeats are interleaved (the order of the
 variants rotates every repeat) and medians are reported, so drift and other load on a shared machine
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from diffusers import Flux2Transformer2DModel
 
-from probe.capture import HeadCapture, SliceCapture, head_sites
-from probe.model import KLEIN_4B_TRANSFORMER
+from probe.klein.capture import HeadCapture, SliceCapture, head_sites
+from probe.klein.model import KLEIN_4B_TRANSFORMER
 
 CPU_MODEL = dict(patch_size=1, in_channels=64, num_layers=2, num_single_layers=4, attention_head_dim=64,
                  num_attention_heads=8, joint_attention_dim=256, timestep_guidance_channels=256, mlp_ratio=3.0,
@@ -122,11 +122,11 @@ def bench_forward(model, kw, n_txt_real: int, repeats: int, sync) -> dict:
 
 def edit_bench_pipeline():
     """A Flux2KleinPipeline whose transformer is the CPU model (text width matched to the tiny text
-    encoder: joint_attention_dim 3 x 32; 16 latent channels), with probe.tiny's tokenizer, text encoder and
+    encoder: joint_attention_dim 3 x 32; 16 latent channels), with probe.klein.tiny's tokenizer, text encoder and
     scheduler and a tiny VAE with 16 latent channels."""
     from diffusers import AutoencoderKLFlux2, Flux2KleinPipeline
 
-    from probe.tiny import TINY_VAE, build_tiny_pipeline
+    from probe.klein.tiny import TINY_VAE, build_tiny_pipeline
 
     tiny = build_tiny_pipeline(seed=0)
     torch.manual_seed(0)
@@ -142,7 +142,7 @@ def edit_bench_pipeline():
 def bench_edit_call(repeats: int, ref_side: int = 128, steps: int = 2, guidance: float = 4.0) -> dict:
     from PIL import Image
 
-    from probe.edit_capture import capture_edit, edit_call_kwargs, edit_layout
+    from probe.klein.edit_capture import capture_edit, edit_call_kwargs, edit_layout
 
     pipe = edit_bench_pipeline()
     tr = pipe.transformer

@@ -21,8 +21,8 @@ from types import SimpleNamespace
 import numpy as np
 from scipy import stats as sps
 
-from probe.captures import Captures
-from probe.compare import bootstrap_test
+from probe.io.captures import Captures
+from probe.stats.compare import bootstrap_test
 
 
 def _run(rng, shared_f, n, n_units, load, shift):

@@ -60,8 +60,8 @@ def main() -> int:
     import torch
     from PIL import Image
 
-    from probe.model import ModelSpec, load_pipeline
-    from probe.prompts import load_edit_instructions
+    from probe.klein.model import ModelSpec, load_pipeline
+    from probe.design.prompts import load_edit_instructions
 
     loaded = load_pipeline(ModelSpec(args.model, dtype=args.dtype, device=args.device))
     pipe = loaded.pipe

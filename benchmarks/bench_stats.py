@@ -18,7 +18,12 @@ import time
 
 import numpy as np
 
-from probe.stats import StatsConfig, analyse_text, block_stats, blocks_from_units, paired_t, sign_flip_null, split_half
+from probe.stats.analysis import analyse_text, blocks_from_units
+from probe.stats.blocks import block_stats
+from probe.stats.config import StatsConfig
+from probe.stats.null import sign_flip_null
+from probe.stats.paired import paired_t
+from probe.stats.splithalf import split_half
 
 GOAL_S = 3.0     # analyse with two control sets
 

@@ -3,7 +3,7 @@
     python benchmarks/real_scale.py                  # full size: 5 double + 20 single blocks, 36 text layers
     python benchmarks/real_scale.py --scale-down     # 1 double + 1 single block, 2 text layers, real widths
 
-Builds the klein base 4B transformer (probe.model.KLEIN_4B_TRANSFORMER) and the Qwen3-4B text encoder
+Builds the klein base 4B transformer (probe.klein.model.KLEIN_4B_TRANSFORMER) and the Qwen3-4B text encoder
 (benchmarks/configs/qwen3-4b/config.json) from their real configurations, with random weights in bf16 and
 no download, then runs on 2 prompt pairs (the first two of prompts/pairs.jsonl) at a small resolution:
 
@@ -49,9 +49,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from probe.capture import HeadCapture, SliceCapture, head_sites, text_token_mask  # noqa: E402
-from probe.model import KLEIN_4B_TRANSFORMER, klein_4b_meta_transformer  # noqa: E402
-from probe.prompts import load_pairs  # noqa: E402
+from probe.klein.capture import HeadCapture, SliceCapture, head_sites, text_token_mask  # noqa: E402
+from probe.klein.model import KLEIN_4B_TRANSFORMER, klein_4b_meta_transformer  # noqa: E402
+from probe.design.prompts import load_pairs  # noqa: E402
 
 QWEN3_4B = ROOT / "benchmarks" / "configs" / "qwen3-4b" / "config.json"
 KLEIN_TEXT_LAYERS = (9, 18, 27)          # hidden states klein reads from the text encoder
@@ -247,7 +247,7 @@ def main() -> None:
     full = args.double is None and args.single is None and args.text_layers is None
     from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
 
-    from probe.tiny import build_tiny_tokenizer
+    from probe.klein.tiny import build_tiny_tokenizer
 
     t_start = time.perf_counter()
     print("RANDOM WEIGHTS: timings and memory only, never findings.")

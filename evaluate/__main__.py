@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from probe.helpformat import HelpFormatter
+from probe.io.helpformat import HelpFormatter
 
 SUBCOMMANDS = ("generate", "baselines", "score", "ablate", "link", "report", "all", "mit")
 MIT_BASELINES = ("BAS", "GR-RET", "COL-RET", "W", "W+RET")     # evaluate.mit_protocol (kept light for --help)
@@ -97,7 +97,7 @@ def _ablation(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from probe.model import add_model_arguments
+    from probe.klein.model import add_model_arguments
 
     parser = Parser(
         prog="python -m evaluate", description=__doc__.split("\n\n")[0].split(": ", 1)[1],

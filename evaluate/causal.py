@@ -31,7 +31,7 @@ MIN_DRAWS_FOR_005 = 19     # (1 + 0) / (1 + 19) = 0.05
 
 
 def read_scores(path: Path) -> list[dict]:
-    from probe.job import UsageError
+    from probe.io.errors import UsageError
 
     if not Path(path).is_file():
         raise UsageError(f"{path} not found: run `python -m evaluate score` first")
@@ -40,7 +40,7 @@ def read_scores(path: Path) -> list[dict]:
 
 
 def metric_by_sample(rows: list[dict], method: str, metric: str) -> dict[str, float]:
-    from probe.job import UsageError
+    from probe.io.errors import UsageError
 
     if rows and metric not in rows[0]:
         raise UsageError(f"metric column {metric!r} is not in scores.csv (columns: {', '.join(list(rows[0])[:40])} ...)")
@@ -74,7 +74,7 @@ def ablation_plan(probe, ks: list[int], n_random: int, seed: int, select: str | 
 def summarise_ablation(out: Path, plan: dict, ks: list[int], n_random: int, metric: str, n_boot: int, seed: int,
                        selection: dict | None = None) -> dict:
     """ablation.json and ablation.csv from scores.csv; prints one line per k. `plan`: method -> heads."""
-    from probe.job import write_json
+    from probe.io.jsonio import write_json
 
     out = Path(out)
     rows = read_scores(out / "scores.csv")

@@ -2,10 +2,10 @@
 
     from evaluate.generate import GenerateConfig, generate_predictions
     cfg = GenerateConfig(data="runs/render", out="runs/pred", method="klein")
-    generate_predictions(loaded, cfg)          # loaded = probe.model.load_pipeline(...)
+    generate_predictions(loaded, cfg)          # loaded = probe.klein.model.load_pipeline(...)
 
 Per sample: the rendered `image_srgb.png` (the same 8-bit input every method gets) is brought to
-sides that are multiples of 16 without losing content (`evaluate.registration`), edited by klein
+sides that are multiples of 16 without losing content (`probe.klein.registration`), edited by klein
 with the albedo instruction, and the output is mapped back onto the render's pixel grid. Storage,
 resume and the shared index files are `evaluate.predictions`: a prediction is reused only when its
 sidecar's generation key (model and revision, dtype, prompt, steps, guidance, seed, reference file
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluate.predictions import RESUME_MODES, PredictionStore, file_sha256, library_versions
-from evaluate.registration import plan_reference
+from probe.klein.registration import plan_reference
 from render.imageio import srgb_to_linear
 
 DISTILLED_STEPS = 4          # FLUX.2 [klein] 4B (step-distilled) model card: 4 steps, no CFG
@@ -147,7 +147,7 @@ def model_identity(loaded) -> dict:
     if loaded.source == "local":
         ident["path"] = str(Path(loaded.resolved_path or loaded.spec.model).resolve())
     if loaded.source == "tiny":
-        from probe.tiny import TINY_VERSION
+        from probe.klein.tiny import TINY_VERSION
 
         ident["tiny_version"], ident["tiny_seed"] = TINY_VERSION, loaded.spec.tiny_seed
     return ident
@@ -165,7 +165,7 @@ def _read_reference(path: Path) -> np.ndarray:
 
 def _token_layout(pipe, prompt: str, model_size: tuple[int, int], cfg_on: bool) -> dict:
     """Token counts of each forward of an edit at model_size (for region ablation)."""
-    from probe.run import n_image_tokens, real_text_lengths
+    from probe.klein.capture_loop import n_image_tokens, real_text_lengths
 
     n_img = n_image_tokens(pipe, model_size[1], model_size[0])
     prompts = [prompt, ""] if cfg_on else [prompt]   # klein's unconditional prompt is ""
@@ -209,7 +209,7 @@ def _plan(loaded, cfg: GenerateConfig) -> dict:
     (`--resume strict` raises here)."""
     from PIL import Image
 
-    from probe.prompts import load_edit_instructions
+    from probe.design.prompts import load_edit_instructions
 
     mode = cfg.resume_mode
     entries = select_samples(load_render_manifest(cfg.data), cfg)
@@ -223,7 +223,7 @@ def _plan(loaded, cfg: GenerateConfig) -> dict:
     max_side = cfg.max_side or (64 if loaded.random_weights else 1024)
     ablation = definition = None
     if cfg.ablate:
-        from probe.ablation import ABLATION_DEFINITION, HeadAblation
+        from probe.klein.ablation import ABLATION_DEFINITION, HeadAblation
 
         ablation = HeadAblation(pipe.transformer, cfg.ablate)   # bad unit names fail before any write
         definition = ABLATION_DEFINITION
@@ -256,7 +256,7 @@ def _edit(pipe, ref: np.ndarray, prompt: str, sampling: dict, seed: int) -> np.n
     """One klein edit of a prepared reference: the output decoded from the pipeline's 8-bit values to linear.
 
     No height/width: the pipeline generates at the reference's size (its sides are already multiples
-    of 16 and its area within klein's limit), the same call as probe.edit_capture makes."""
+    of 16 and its area within klein's limit), the same call as probe.klein.edit_capture makes."""
     import torch
     from PIL import Image
 

@@ -28,8 +28,9 @@ from evaluate.mit_protocol import MitProtocolError, is_mit_import, main_mit
 from evaluate.predictions import StalePredictionError
 from evaluate.score import ScoreError, score
 from evaluate.selection import ProbeError, read_probe
-from probe.job import UsageError, versions, write_json
-from probe.model import ModelNotAvailable
+from probe.io.errors import UsageError
+from probe.io.jsonio import versions, write_json
+from probe.klein.model import ModelNotAvailable
 
 USER_ERRORS = (DataError, ScoreError, UsageError, ModelNotAvailable, WeightsUnavailableError, FileNotFoundError,
                ProbeError, LinkError, StalePredictionError, MitProtocolError)
@@ -56,7 +57,7 @@ def _gen_config(args, method: str, ablate: tuple[str, ...] = ()) -> GenerateConf
 
 
 def _load_model(args):
-    from probe.model import load_pipeline, spec_from_args
+    from probe.klein.model import load_pipeline, spec_from_args
 
     load_render_manifest(args.data)  # a bad --data fails before minutes of model loading
     loaded = load_pipeline(spec_from_args(args))
@@ -134,7 +135,7 @@ def _check_ablation_args(args) -> tuple[list[int], object, dict]:
 
 
 def main_ablate(args, loaded=None, checked=None) -> int:
-    from probe.ablation import ABLATION_DEFINITION
+    from probe.klein.ablation import ABLATION_DEFINITION
 
     load_render_manifest(args.data)
     ks, probe, plan = checked or _check_ablation_args(args)
@@ -200,7 +201,7 @@ def main_link(args) -> int:
     if probe.per_sample is not None:
         link = link_image_probe(probe, errors, k=args.top_k, select=select, n_boot=args.n_boot)
     else:
-        from probe.stats import load_captures
+        from probe.io.captures import load_captures
 
         caps_path = probe.path / "captures.npz"
         if not caps_path.is_file():

@@ -336,7 +336,7 @@ def run_protocol(data: str | os.PathLike, out: str | os.PathLike, pred_dir: str 
     protocol; writes OUT/mit_protocol.json and OUT/mit_protocol.csv and returns the JSON's content."""
     from evaluate.score import discover_methods
     from evaluate.stats import paired_difference
-    from probe.job import json_clean, versions, write_json
+    from probe.io.jsonio import json_clean, versions, write_json
 
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:

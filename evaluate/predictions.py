@@ -89,7 +89,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def _dumps(obj: Any) -> str:
-    from probe.job import json_clean
+    from probe.io.jsonio import json_clean
 
     return json.dumps(json_clean(obj), indent=2, default=str, allow_nan=False)
 

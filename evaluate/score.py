@@ -31,7 +31,7 @@ A missing or unreadable prediction is an error row, never a silent skip; so is a
 sidecar records a reference image other than the one the render folder holds now (the render was
 redone: regenerate). A prediction whose size differs from the ground truth is resized to it (area
 averaging when shrinking both axes, bilinear otherwise, on linear values) and the row records it;
-`evaluate generate` writes predictions at the ground truth's size (see evaluate.registration).
+`evaluate generate` writes predictions at the ground truth's size (see probe.klein.registration).
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from probe.job import json_clean, versions, write_json
+from probe.io.jsonio import json_clean, versions, write_json
 from evaluate.metrics import (COLUMN_DOCS, INVARIANCE_COLUMNS, LpipsScorer, LpipsStatus, MetricConfig,
                               all_metric_columns, invariance, score_pair)
 from evaluate.stats import bootstrap_mean_ci, paired_difference

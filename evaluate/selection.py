@@ -79,7 +79,7 @@ class Selection:
 
 
 def read_probe(path: str | Path, need_per_sample: bool = False) -> ProbeRun:
-    from probe.job import read_units_csv
+    from probe.io.units_csv import read_units_csv
 
     path = Path(path)
     csv_path = path / "units.csv"
@@ -174,7 +174,7 @@ def rank_units(probe: ProbeRun, select: str | None = None) -> tuple[np.ndarray, 
 
 
 def _parse(unit: str):
-    from probe.regions import parse_unit
+    from probe.klein.regions import parse_unit
 
     try:
         return parse_unit(unit)

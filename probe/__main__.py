@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from probe.helpformat import HelpFormatter
+from probe.io.helpformat import HelpFormatter
 
 SUBCOMMANDS = ("run", "stats", "prompts", "compare", "merge")
 
@@ -66,7 +66,7 @@ def _add_stats_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from probe.model import DEFAULT_MODEL, add_model_arguments, add_randomize_arguments  # light: no torch
+    from probe.klein.model import DEFAULT_MODEL, add_model_arguments, add_randomize_arguments  # light: no torch
 
     parser = argparse.ArgumentParser(
         prog="python -m probe", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
@@ -163,14 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("prompts", help="write pair (and control) files for any scene set",
                         formatter_class=HelpFormatter)
-    from probe.prompts import add_prompts_arguments
+    from probe.jobs.prompts import add_prompts_arguments
 
     add_prompts_arguments(pr)
 
     cp = sub.add_parser("compare", help="finished runs side by side, with a test of run 1 > run k over units "
                                         "(no model, no torch)",
                         formatter_class=HelpFormatter)
-    from probe.compare import add_compare_arguments
+    from probe.jobs.compare import add_compare_arguments
 
     add_compare_arguments(cp)
 
@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "and report (no model, no GPU)",
                         description=MERGE_DESCRIPTION,
                         epilog=MERGE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    from probe.merge import add_merge_arguments
+    from probe.jobs.merge import add_merge_arguments
 
     add_merge_arguments(mg)
     _add_stats_arguments(mg)
@@ -192,29 +192,29 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "prompts":
-            from probe.prompts import main_prompts
+            from probe.jobs.prompts import main_prompts
 
             return main_prompts(args)
         if args.command == "stats":
-            from probe.job import main_stats
+            from probe.jobs.stats import main_stats
 
             return main_stats(args)
         if args.command == "compare":
-            from probe.compare import main_compare
+            from probe.jobs.compare import main_compare
 
             return main_compare(args)
         if args.command == "merge":
-            from probe.merge import main_merge
+            from probe.jobs.merge import main_merge
 
             return main_merge(args)
-        from probe.job import main_run
+        from probe.jobs.run import main_run
 
         return main_run(args)
     except KeyboardInterrupt:
         print("interrupted: finished prompts are cached; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as e:  # user-facing errors print one paragraph, not a traceback
-        from probe.job import USER_ERRORS
+        from probe.jobs.errors import USER_ERRORS
 
         if isinstance(e, USER_ERRORS):
             print(f"error: {e}", file=sys.stderr)

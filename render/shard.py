@@ -14,7 +14,7 @@ union over K = 0..N-1 is exactly the unsharded list, each item once.
   SLURM_ARRAY_TASK_COUNT and/or SLURM_ARRAY_TASK_MIN/MAX (and SLURM_ARRAY_TASK_STEP for
   `--array=0-30:10`); an array that is not one evenly stepped range (`--array=1,4,9`) is refused;
 - torchrun (torch.distributed.run): K = RANK, N = WORLD_SIZE (LOCAL_RANK picks the GPU, see
-  probe.model.resolve_device);
+  probe.klein.model.resolve_device);
 - both (torchrun inside each task of an array: one node per task, one process per GPU): the
   shards nest, K = task * WORLD_SIZE + RANK and N = tasks * WORLD_SIZE;
 - neither: 0/1, the whole run.

@@ -18,7 +18,7 @@ def tiny_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_loaded(tiny_cache):
-    from probe.model import ModelSpec, load_pipeline
+    from probe.klein.model import ModelSpec, load_pipeline
 
     return load_pipeline(ModelSpec("tiny", device="cpu"))
 

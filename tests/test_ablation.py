@@ -1,4 +1,4 @@
-"""probe.ablation.HeadAblation: each unit's head is mean-ablated over exactly the token region the probe
+"""probe.klein.ablation.HeadAblation: each unit's head is mean-ablated over exactly the token region the probe
 measured (generated image, real text of the forward's own prompt, reference), nothing wider."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from probe.ablation import HeadAblation
-from probe.regions import parse_unit
-from probe.run import real_text_lengths
+from probe.klein.ablation import HeadAblation
+from probe.klein.regions import parse_unit
+from probe.klein.capture_loop import real_text_lengths
 
 PROMPT = "turn this photo into its albedo"
 SIZE = 64

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from probe.capture import HeadCapture, SliceCapture, head_sites, text_token_mask
+from probe.klein.capture import HeadCapture, SliceCapture, head_sites, text_token_mask
 
 PROMPTS = ["a matte red cube on a grey table, lit by a warm lamp", "albedo only: a red cube on a grey table"]
 H = W = 64
@@ -242,7 +242,7 @@ def _run_edit(pipe, ref, guidance=4.0, steps=1, prompts=PROMPTS):
 @pytest.mark.parametrize("reducer", ["rms", "mean_abs", "mean"])
 def test_ref_units_equal_independent_recomputation(tiny_pipe, reducer):
     """Every head of every block, all three regions, during an editing call under CFG (conditional forward)."""
-    from probe.edit_capture import edit_layout
+    from probe.klein.edit_capture import edit_layout
 
     tr = tiny_pipe.transformer
     sites = head_sites(tr)
@@ -293,7 +293,7 @@ def test_ref_units_equal_independent_recomputation(tiny_pipe, reducer):
 
 
 def cap_layout(mask, n_img, n_ref):
-    from probe.regions import TokenLayout
+    from probe.klein.regions import TokenLayout
 
     return TokenLayout(mask.shape[1], n_img, n_ref)
 
@@ -301,7 +301,7 @@ def cap_layout(mask, n_img, n_ref):
 def test_spans_match_pipeline_sequence_layout(tiny_pipe):
     """The layout's spans are where the pipeline puts each region: generated tokens carry time
     coordinate 0 in the pipeline's own positional ids, reference tokens 10; counts follow the crop."""
-    from probe.edit_capture import edit_layout
+    from probe.klein.edit_capture import edit_layout
 
     tr = tiny_pipe.transformer
     ref = _reference()
@@ -372,7 +372,7 @@ def test_site_hook_checks_its_own_token_count(tiny_pipe):
 
 
 def test_slice_capture_during_editing_counts_every_token(tiny_pipe):
-    from probe.edit_capture import edit_layout
+    from probe.klein.edit_capture import edit_layout
 
     tr = tiny_pipe.transformer
     ref = _reference()
@@ -399,8 +399,8 @@ def test_slice_capture_during_editing_counts_every_token(tiny_pipe):
 
 def test_text_probe_units_unchanged_by_ref_option():
     """Reference units are added beside the others; the text probe's units and their order stay as they were."""
-    from probe.capture import head_unit_names
-    from probe.model import klein_4b_meta_transformer
+    from probe.klein.capture import head_unit_names
+    from probe.klein.model import klein_4b_meta_transformer
 
     sites = head_sites(klein_4b_meta_transformer())
     base = head_unit_names(sites, steps=[0, 12])

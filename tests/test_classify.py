@@ -1,11 +1,13 @@
-"""probe.classify: TOST equivalence on d_z (size, power) and the image probe's unit classes on planted units."""
+"""probe.stats.classify: TOST equivalence on d_z (size, power) and the image probe's unit classes on planted units."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from probe.classify import CLASSES, class_of, tost_bound, tost_dz, tost_power
-from probe.stats import StatsConfig, analyse_images, paired_t
+from probe.stats.classify import CLASSES, class_of, tost_bound, tost_dz, tost_power
+from probe.stats.analysis import analyse_images
+from probe.stats.config import StatsConfig
+from probe.stats.paired import paired_t
 
 
 def _t_of(diff):

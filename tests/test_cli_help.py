@@ -37,7 +37,7 @@ def _subcommands(module: str) -> dict:
 @pytest.mark.parametrize("module,command", [("probe", c) for c in ("run", "stats", "prompts", "compare", "merge")])
 def test_probe_help_prints_each_default_once(module, command):
     """The probe's options say their default once (in their own words, or argparse's "(default: X)"), as
-    evaluate's do (tests/test_evaluate_cli.py); the shared formatter is probe.helpformat.HelpFormatter."""
+    evaluate's do (tests/test_evaluate_cli.py); the shared formatter is probe.io.helpformat.HelpFormatter."""
     import argparse
 
     p = _subcommands(module)[command]

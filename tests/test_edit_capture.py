@@ -1,4 +1,4 @@
-"""probe.edit_capture: one klein editing call under a capture, with evaluate generate's own arguments."""
+"""probe.klein.edit_capture: one klein editing call under a capture, with evaluate generate's own arguments."""
 from __future__ import annotations
 
 import functools
@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from probe.capture import HeadCapture, SliceCapture, head_sites
-from probe.edit_capture import capture_edit, edit_call_kwargs, edit_layout, reference_size_in_pipeline
+from probe.klein.capture import HeadCapture, SliceCapture, head_sites
+from probe.klein.edit_capture import capture_edit, edit_call_kwargs, edit_layout, reference_size_in_pipeline
 from tests.fakes import write_synthetic_render
 
 PROMPT = "Show only the surface colours of this photo, without lighting or shadows."

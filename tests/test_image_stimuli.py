@@ -1,4 +1,4 @@
-"""probe.image_stimuli on fake render folders (no torch, no model): the three contrasts, their ground-truth
+"""probe.design.image_stimuli on fake render folders (no torch, no model): the three contrasts, their ground-truth
 orientation, averaging over scenes, the design's Stimulus objects, errors; planted units under the orientation."""
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from probe.image_stimuli import CONTRASTS, ImageDesign, StimuliError, build_image_plan
-from probe.stats import StatsConfig, analyse_captures, analyse_images, load_captures, save_captures
+from probe.design.image_stimuli import CONTRASTS, ImageDesign, StimuliError, build_image_plan
+from probe.io.captures import load_captures, save_captures
+from probe.stats.analysis import analyse_captures, analyse_images
+from probe.stats.config import StatsConfig
 from render.imageio import read_exr, write_exr
 from tests.fakes import write_synthetic_render_variants
 
@@ -266,7 +268,7 @@ def test_module_is_pure_data(render):
     import subprocess
     import sys
 
-    code = ("import sys; from probe.image_stimuli import ImageDesign, build_image_plan; "
+    code = ("import sys; from probe.design.image_stimuli import ImageDesign, build_image_plan; "
             f"ImageDesign(build_image_plan({str(render)!r}), 'x').stimuli(); "
             "bad = [m for m in ('torch', 'diffusers', 'transformers', 'bpy') if m in sys.modules]; "
             "assert not bad, bad")

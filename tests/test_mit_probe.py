@@ -31,7 +31,7 @@ def _expected_hardest(index: int, n_lights: int = 4) -> str:
 
 
 def test_plan_builds_lighting_and_render_vs_albedo_and_says_albedo_is_not_there(mit_data):
-    from probe.image_stimuli import build_image_plan
+    from probe.design.image_stimuli import build_image_plan
 
     plan = build_image_plan(mit_data)
     assert [c.name for c in plan.pairings] == ["render_vs_albedo", "lighting"]
@@ -55,7 +55,7 @@ def test_plan_builds_lighting_and_render_vs_albedo_and_says_albedo_is_not_there(
 
 
 def test_asking_for_albedo_is_one_paragraph_that_says_why(mit_data):
-    from probe.image_stimuli import StimuliError, build_image_plan
+    from probe.design.image_stimuli import StimuliError, build_image_plan
 
     with pytest.raises(StimuliError) as e:
         build_image_plan(mit_data, contrasts=("lighting", "albedo"))
@@ -67,7 +67,7 @@ def test_asking_for_albedo_is_one_paragraph_that_says_why(mit_data):
 
 def test_a_render_keeps_its_measured_shading_orientation(tmp_path):
     from fakes import write_synthetic_render_variants
-    from probe.image_stimuli import build_image_plan
+    from probe.design.image_stimuli import build_image_plan
 
     root = write_synthetic_render_variants(tmp_path / "r", scenes=("a", "b"), lightings=("key", "rim"), variants=1,
                                            h=16, w=16)

@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from probe.capture import head_sites, head_unit_names, slice_unit_names
-from probe.model import KLEIN_4B_TRANSFORMER, ModelNotAvailable, ModelSpec, klein_4b_meta_transformer, load_pipeline
-from probe.tiny import build_tiny_pipeline
+from probe.klein.capture import head_sites, head_unit_names, slice_unit_names
+from probe.klein.model import (KLEIN_4B_TRANSFORMER, ModelNotAvailable, ModelSpec, klein_4b_meta_transformer,
+                               load_pipeline)
+from probe.klein.tiny import build_tiny_pipeline
 
 
 def _gen(pipe, **kw):
@@ -124,7 +125,7 @@ def test_randomize_replaces_weights_from_config_seeded(tiny_cache):
 
 def test_hub_id_from_the_cache_records_its_commit_and_randomizes(tiny_pipe, tmp_path, monkeypatch):
     """A hub id resolved offline from a Hugging Face cache: the snapshot's commit is the revision."""
-    from probe.model import model_fingerprint
+    from probe.klein.model import model_fingerprint
 
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--acme--tiny-klein"

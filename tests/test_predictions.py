@@ -1,4 +1,4 @@
-"""Prediction storage (evaluate.predictions), the reference transform (evaluate.registration) and
+"""Prediction storage (evaluate.predictions), the reference transform (probe.klein.registration) and
 generation (evaluate.generate) through a fake pipeline that treats references exactly as klein's does."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from evaluate.generate import DataError, GenerateConfig, generate_predictions, model_defaults
 from evaluate.predictions import PredictionStore, StalePredictionError, key_differences
-from evaluate.registration import plan_reference
+from probe.klein.registration import plan_reference
 from render.imageio import read_png_srgb, write_png_encoded
 
 
@@ -248,7 +248,7 @@ def test_prompt_encoded_once_gives_the_plain_calls_pixels(tmp_path, tiny_loaded,
     from diffusers import Flux2KleinPipeline
     from PIL import Image
 
-    from probe.prompts import load_edit_instructions
+    from probe.design.prompts import load_edit_instructions
     from render.imageio import read_exr, srgb_to_linear
 
     encoded = []

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from probe.captures import Captures, CapturesError, ControlSet, load_captures, save_captures
-from probe.stats import Contrast, Direct, StatsConfig, analyse, analyse_captures, analyse_text
-from probe.stimuli import Stimulus, TextDesign, noise_seed
+from probe.io.captures import Captures, CapturesError, ControlSet, load_captures, save_captures
+from probe.stats.analysis import Contrast, Direct, analyse, analyse_captures, analyse_text
+from probe.stats.config import StatsConfig
+from probe.design.stimuli import Stimulus, TextDesign, noise_seed
 
 FAST = StatsConfig(n_perm=500, n_boot=0, n_splits=10, seed=0)
 
@@ -138,7 +139,7 @@ def test_contrasts_are_data_columns_by_rule():
     assert "selective_lighting_minus_albedo" not in table and "selective_beyond_control" not in table
     s = res.summary()
     assert set(s["contrasts"]) == {"lighting", "albedo"} and s["primary_contrast"] == "render_vs_albedo"
-    from probe.job import json_clean
+    from probe.io.jsonio import json_clean
 
     json.dumps(json_clean(s), allow_nan=False)
     # threads change nothing
@@ -239,7 +240,7 @@ def test_stimulus_key_follows_the_image_content(tmp_path):
 # ---------------------------------------------------------------------------------- resume cache
 
 def test_cache_is_reused_only_when_every_field_matches(tmp_path):
-    from probe.run import load_cache, save_cache
+    from probe.klein.capture_loop import load_cache, save_cache
 
     fields = {"model_revision": "commit:abc", "dtype": "bfloat16", "device_type": "cuda",
               "randomize": {"mode": "none"}, "versions": {"torch": "2.13.0"}, "capture": {"steps": 50}}
@@ -259,7 +260,7 @@ def test_cache_is_reused_only_when_every_field_matches(tmp_path):
 
 
 def test_model_fingerprint_hub_snapshot_and_local_configs(tmp_path):
-    from probe.model import ModelSpec, model_fingerprint
+    from probe.klein.model import ModelSpec, model_fingerprint
 
     snap = tmp_path / "models--x--y" / "snapshots" / "0123abcd"
     snap.mkdir(parents=True)
@@ -287,7 +288,7 @@ def test_model_fingerprint_hub_snapshot_and_local_configs(tmp_path):
 
 def _synthetic_run(tmp_path, name, effect, seed, units=None, n=16, random_weights=False):
     """A finished run folder from synthetic captures (no model): `effect` planted in the first 30 units."""
-    from probe.job import analyse_and_write
+    from probe.jobs.finish import analyse_and_write
 
     rng = np.random.default_rng(seed)
     units = units if units is not None else [f"s00/double.{i // 20}.img/h{i % 20:02d}" for i in range(200)]
@@ -308,7 +309,8 @@ def _synthetic_run(tmp_path, name, effect, seed, units=None, n=16, random_weight
 
 
 def test_compare_detects_a_trained_difference_and_not_a_null_one(tmp_path):
-    from probe.compare import compare_runs, write_compare
+    from probe.report.compare import write_compare
+    from probe.stats.compare import compare_runs
 
     strong = _synthetic_run(tmp_path, "trained", 2.0, 1)
     rand = _synthetic_run(tmp_path, "random", 0.0, 2, random_weights=True)
@@ -333,7 +335,8 @@ def test_compare_detects_a_trained_difference_and_not_a_null_one(tmp_path):
 
 
 def test_compare_needs_the_same_units(tmp_path):
-    from probe.compare import CompareError, compare_runs
+    from probe.io.runs import CompareError
+    from probe.stats.compare import compare_runs
 
     a = _synthetic_run(tmp_path, "a", 1.0, 1)
     other = [f"s00/double.{i // 20}.img/h{i % 20:02d}" for i in range(100, 300)]
@@ -460,8 +463,8 @@ def test_card_strided_sign_and_seeds_per_pair(tmp_path, tiny_cache):
 
 
 def test_card_protocol_uses_the_pipeline_default_resolution(tiny_loaded):
-    from probe.job import _capture_config
-    from probe.run import pipeline_default_size
+    from probe.jobs.run import _capture_config
+    from probe.klein.capture_loop import pipeline_default_size
 
     args = SimpleNamespace(protocol="card", height=None, width=None, seed=0, batch_size=4, max_sequence_length=512,
                            capture_steps=None, steps=None, guidance=None, slice_layout="contiguous")
@@ -478,8 +481,8 @@ def test_strided_slices_match_their_definition(tiny_pipe):
     width 1, itself checked against the card's definition in test_capture.py), taken in the same forward."""
     import torch
 
-    from probe.capture import SliceCapture, head_sites
-    from probe.card import StridedSliceCapture
+    from probe.klein.capture import SliceCapture, head_sites
+    from probe.klein.card_slices import StridedSliceCapture
 
     tr = tiny_pipe.transformer
     sites = head_sites(tr)
@@ -520,7 +523,7 @@ def test_capture_loop_passes_a_reference_image(tiny_loaded, tmp_path):
     """A stimulus with a reference image is an editing call (`image=`); its values and key differ."""
     from PIL import Image
 
-    from probe.run import CaptureConfig, capture_stimuli
+    from probe.klein.capture_loop import CaptureConfig, capture_stimuli
 
     img = tmp_path / "ref.png"
     Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(img)
@@ -534,7 +537,7 @@ def test_capture_loop_passes_a_reference_image(tiny_loaded, tmp_path):
     edit_cfg = CaptureConfig(protocol="heads", steps=1, capture_steps=(0,), guidance=1.0, height=None, width=None,
                              editing=True)
     ev, edit_units, info = capture_stimuli(tiny_loaded, [edit, edit], edit_cfg, progress=False)
-    from probe.run import n_image_tokens
+    from probe.klein.capture_loop import n_image_tokens
 
     n = n_image_tokens(tiny_loaded.pipe, 64, 64)     # the generated image takes the 64 x 64 reference's size
     assert info["unique_stimuli"] == 1 and info["token_layouts_seen"] == [{"n_img": n, "n_ref": n}]
@@ -547,7 +550,7 @@ def test_capture_loop_passes_a_reference_image(tiny_loaded, tmp_path):
     # the reference token count handed to captures that check the layout is the pipeline's own
     import torch
 
-    from probe.edit_capture import edit_layout
+    from probe.klein.edit_capture import edit_layout
 
     pipe, seen = tiny_loaded.pipe, []
     h = pipe.transformer.transformer_blocks[0].attn.to_out[0].register_forward_pre_hook(

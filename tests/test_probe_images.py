@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from probe.captures import load_captures
+from probe.io.captures import load_captures
 
 SCENES = "cornell_box,checker_cube"          # two lightings each
 FAST = ("--n-perm", "200", "--n-boot", "50", "--n-splits", "10", "--quiet")
@@ -118,8 +118,8 @@ def test_stats_from_the_captures_alone_reproduce_everything(image_run, tmp_path)
 def test_captured_values_are_the_editing_calls(image_run, small_render, tiny_loaded):
     """An image's stored values are klein's editing call on that PNG with the run's text and its scene's two
     seeds (capture_edit with a fresh capture), averaged over the seeds."""
-    from probe.capture import HeadCapture, head_sites
-    from probe.edit_capture import capture_edit
+    from probe.klein.capture import HeadCapture, head_sites
+    from probe.klein.edit_capture import capture_edit
 
     out, _ = image_run
     caps = load_captures(out / "captures.npz")
@@ -152,9 +152,9 @@ def test_resume_captures_nothing_again(image_run, small_render, tmp_path):
 def test_compare_sets_a_text_run_beside_the_image_run(image_run, tmp_path):
     """A text run (here synthetic, the tiny model's units without reference tokens) and the image run are
     compared on the units they share."""
-    from probe.captures import Captures, save_captures
-    from probe.job import analyse_and_write
-    from probe.stats import StatsConfig
+    from probe.io.captures import Captures, save_captures
+    from probe.jobs.finish import analyse_and_write
+    from probe.stats.config import StatsConfig
 
     out, _ = image_run
     units = [u for u in load_captures(out / "captures.npz").units if ".ref/" not in u]
@@ -228,8 +228,8 @@ def test_pairs_over_samples_is_flagged_clustered_in_every_output(tmp_path):
     """--pairs-over samples (no model: synthetic values through the design and the shared post-capture step)."""
     from types import SimpleNamespace
 
-    from probe.image_stimuli import ImageDesign, build_image_plan
-    from probe.job import finish_run
+    from probe.design.image_stimuli import ImageDesign, build_image_plan
+    from probe.jobs.finish import finish_run
     from tests.fakes import write_synthetic_render_variants
 
     root = write_synthetic_render_variants(tmp_path / "r", h=16, w=16)
@@ -255,7 +255,7 @@ def test_pairs_over_samples_is_flagged_clustered_in_every_output(tmp_path):
 
 def test_references_are_prepared_as_evaluate_generate_prepares_them(tiny_loaded, tmp_path, monkeypatch):
     """A 70 x 50 render (not a multiple of 16, under klein's 64 px): the image run hands klein the very image,
-    and the same call arguments, that `evaluate generate` does with the same --max-side (evaluate.registration:
+    and the same call arguments, that `evaluate generate` does with the same --max-side (probe.klein.registration:
     upscaled, then padded to multiples of 16)."""
     import functools
     from types import SimpleNamespace
@@ -263,9 +263,9 @@ def test_references_are_prepared_as_evaluate_generate_prepares_them(tiny_loaded,
     from diffusers import Flux2KleinPipeline
 
     from evaluate.generate import GenerateConfig, generate_predictions
-    from probe.edit_capture import ReferencePrep
-    from probe.run import CaptureConfig, capture_stimuli
-    from probe.stimuli import Stimulus
+    from probe.klein.edit_capture import ReferencePrep
+    from probe.klein.capture_loop import CaptureConfig, capture_stimuli
+    from probe.design.stimuli import Stimulus
     from tests.fakes import write_synthetic_render
 
     calls = []

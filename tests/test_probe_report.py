@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from probe.report import CARD_TOP_BLOCKS, FIGURE_NAMES, RANDOM_WEIGHTS_LINE, parse_units, write_report
-from probe.stats import Captures, ControlSet, StatsConfig, analyse_captures
+from probe.report.run_report import CARD_TOP_BLOCKS, FIGURE_NAMES, RANDOM_WEIGHTS_LINE, write_report
+from probe.report.units import parse_units
+from probe.io.captures import Captures, ControlSet
+from probe.stats.analysis import analyse_captures
+from probe.stats.config import StatsConfig
 
 FAST = StatsConfig(n_perm=200, n_boot=50, n_splits=20, seed=0)
 CARD_NUMBERS = ("10,846 (66.5%)", "7.6×", "7,445 (45.6%)", "1,489×", "9,136 (56.0%)", "0.912 [0.91, 0.92]",
@@ -166,7 +169,7 @@ def test_heads_report_with_control_random_weights(tmp_path):
 def test_report_module_does_not_import_torch_or_pyplot():
     import subprocess
 
-    code = ("import sys, probe.report; "
+    code = ("import sys, probe.report.run_report, probe.report.images, probe.report.compare; "
             "assert 'torch' not in sys.modules and 'matplotlib.pyplot' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -249,7 +252,7 @@ def test_other_unit_names_fall_back_to_blocks(tmp_path):
 
 
 def test_report_first_lines_without_random_init_comparison_and_two_controls(tmp_path):
-    from probe.report import RANDOM_REFERENCE
+    from probe.report.run_report import RANDOM_REFERENCE
 
     caps, res = make_run(head_units(), planted=PLANTED, vocabulary=True)
     cfg = {**run_config(), "job": "probe run", "argv": ["probe/__main__.py", "run", "--model", "x", "--out", "o"]}

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from probe.stimuli import TextDesign
+from probe.design.stimuli import TextDesign
 from render.shard import Shard
 
 RUN = ["run", "--model", "tiny", "--device", "cpu", "--limit", "5", "--steps", "2", "--capture-steps", "0,1",
@@ -71,7 +71,7 @@ def runs(tmp_path_factory, tiny_cache):
 # ---------------------------------------------------------------------------------------- the split
 
 def test_a_pairs_stimuli_stay_in_one_shard_round_robin_over_sorted_pair_ids():
-    from probe.shards import pair_ids_of, shard_pairs, shard_stimuli
+    from probe.design.shards import pair_ids_of, shard_pairs, shard_stimuli
 
     ids = ["p3", "p1", "p4", "p0", "p2"]
     design = TextDesign(pair_ids=tuple(ids), a=tuple(f"A {i}" for i in ids), b=tuple(f"B {i}" for i in ids),
@@ -96,7 +96,7 @@ def test_a_pairs_stimuli_stay_in_one_shard_round_robin_over_sorted_pair_ids():
 
 
 def test_a_sharded_run_writes_only_its_partial_file(runs):
-    from probe.shards import read_shard
+    from probe.design.shards import read_shard
 
     split = runs / "split"
     assert sorted(p.name for p in split.iterdir() if not p.name.startswith(".")) == ["shards"]   # no statistics
@@ -124,7 +124,7 @@ def test_the_shard_says_how_to_merge_and_resumes_from_its_file(runs, tmp_path, c
     assert code == 0
     assert "shard 2/3: 1 of 5 pairs (4 stimuli) captured into" in stdout and f"python -m probe merge {out}" in stdout
     assert "starting fresh" not in err                     # its own finished file is its resume cache
-    from probe.shards import read_shard
+    from probe.design.shards import read_shard
 
     again = read_shard(out / "shards" / "partial-2-of-3.npz")
     assert again.record["config"]["capture_info"]["captured_now"] == 0
@@ -198,8 +198,8 @@ def test_missing_pairs_are_named_with_their_shard_and_nothing_is_written(runs, t
     assert "missing  glossy_sphere_pedestal  (shard 1/3: no finished shard file)" in stdout
     assert "incomplete: 2 of 5 missing, in shard(s) 1 of 3" in stdout
     # a shard that was stopped mid-capture left only its resume cache: listed, never merged
-    from probe.run import save_cache
-    from probe.shards import read_shard
+    from probe.klein.capture_loop import save_cache
+    from probe.design.shards import read_shard
 
     part = read_shard(runs / "split" / "shards" / "partial-1-of-3.npz")
     save_cache(folder / "shards" / "partial-1-of-3.npz", part.key_fields, dict(list(part.value_map().items())[:3]))

@@ -11,22 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from probe.prompts import (
-    PromptFileError,
-    PromptPair,
-    add_prompts_arguments,
-    check_control,
-    default_control_path,
-    default_edit_instructions_path,
-    default_pairs_path,
-    generate_control,
-    generate_pairs,
-    load_edit_instructions,
-    load_pairs,
-    main_prompts,
-    word_count,
-    write_pairs,
-)
+from probe.design.prompts import (PromptFileError, PromptPair, check_control, default_control_path,
+                                  default_edit_instructions_path, default_pairs_path, generate_control,
+                                  generate_pairs, load_edit_instructions, load_pairs, word_count, write_pairs)
+from probe.jobs.prompts import add_prompts_arguments, main_prompts
 from render.paths import data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -367,23 +355,16 @@ def test_cli_writes_pairs_and_control(scene_dir, tmp_path, capsys):
 
 
 def test_module_imports_without_torch():
-    code = "import sys, probe.prompts; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, probe.design.prompts; sys.exit(1 if 'torch' in sys.modules else 0)"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr or "probe.prompts pulled in torch"
+    assert r.returncode == 0, r.stderr or "probe.design.prompts pulled in torch"
 
 
 # ----------------------------------------------------------------------------------------------
 # control sets: the vocabulary control and named control files
 
-from probe.prompts import (  # noqa: E402
-    SHIPPED_CONTROLS,
-    generate_vocabulary,
-    load_control,
-    resolve_control_sets,
-    shipped_control_path,
-    vocabulary_control,
-    write_control,
-)
+from probe.design.prompts import (SHIPPED_CONTROLS, generate_vocabulary, load_control, resolve_control_sets,
+                                  shipped_control_path, vocabulary_control, write_control)
 
 
 def _words(text: str) -> list[str]:

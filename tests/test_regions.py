@@ -1,7 +1,7 @@
-"""probe.regions: token regions and unit-group names, checked against each other and the sequence layout."""
+"""probe.klein.regions: token regions and unit-group names, checked against each other and the sequence layout."""
 import pytest
 
-from probe.regions import REGIONS, TokenLayout, group_name, group_site_region, site_kind
+from probe.klein.regions import REGIONS, TokenLayout, group_name, group_site_region, site_kind
 
 
 @pytest.mark.parametrize("group,site,region", [

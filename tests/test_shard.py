@@ -1,5 +1,5 @@
 """`--shard auto`: K/N from a SLURM array, torchrun, both, or neither (render.shard, contract C4),
-and the GPU that torchrun's LOCAL_RANK picks under `--device auto` (probe.model.resolve_device)."""
+and the GPU that torchrun's LOCAL_RANK picks under `--device auto` (probe.klein.model.resolve_device)."""
 from __future__ import annotations
 
 import subprocess
@@ -216,7 +216,7 @@ def test_evaluate_cli_bad_auto_environment_fails_before_loading_a_model(tmp_path
 def test_local_rank_picks_the_gpu_under_device_auto(monkeypatch, local, n_gpu, expect):
     import torch
 
-    from probe.model import resolve_device
+    from probe.klein.model import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: n_gpu)
@@ -231,7 +231,7 @@ def test_local_rank_picks_the_gpu_under_device_auto(monkeypatch, local, n_gpu, e
 def test_local_rank_without_cuda_is_cpu(monkeypatch):
     import torch
 
-    from probe.model import resolve_device
+    from probe.klein.model import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("LOCAL_RANK", "1")

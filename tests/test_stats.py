@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from probe.stats import (Analysis, Captures, CapturesError, StatsConfig, _Resampler, _sign_vectors, _subset_t32,
-                         analyse_text,
-                         analyse_captures, bh_q, block_stats, blocks_from_units, load_captures, paired_t,
-                         save_captures, sign_flip_null, split_half)
+from probe.io.captures import Captures, CapturesError, load_captures, save_captures
+from probe.stats.analysis import Analysis, analyse_text, analyse_captures, blocks_from_units
+from probe.stats.blocks import _Resampler, block_stats
+from probe.stats.config import StatsConfig
+from probe.stats.null import _sign_vectors, sign_flip_null
+from probe.stats.paired import bh_q, paired_t
+from probe.stats.splithalf import _subset_t32, split_half
 
 
 def noise(seed, n=25, units=2000):
@@ -408,7 +411,7 @@ def test_exact_null_counts_the_identity_even_for_huge_t():
     """Under exact enumeration a unit's own sign vector (the identity) must reach its |t|. float32 understated
     the identity's max |t| when |y| is near sqrt(n) (few pairs, huge t) and gave p_fwer = 0, below the
     smallest attainable 1 / #vectors (seen on an image probe with 2 scenes)."""
-    from probe.stats import sign_flip_null
+    from probe.stats.null import sign_flip_null
 
     diff = np.array([[1.0, 0.3, -0.2], [1.0001, -0.5, 0.4]])
     t = paired_t(diff, np.zeros_like(diff)).t

@@ -1,11 +1,11 @@
-"""The image probe's design: three paired contrasts over a render folder, as `probe.stimuli.Stimulus` objects.
+"""The image probe's design: three paired contrasts over a render folder, as `probe.design.stimuli.Stimulus` objects.
 
-    from probe.image_stimuli import ImageDesign, build_image_plan
+    from probe.design.image_stimuli import ImageDesign, build_image_plan
     plan = build_image_plan("runs/render")                 # pairs over base scenes (the default); no torch
     design = ImageDesign(plan, prompt, seed=0)             # the same text and noise for every image of a scene
     stimuli = design.stimuli()      # one editing call each: Stimulus(pair_id=base scene, image=the PNG, seed)
     arrays = design.assemble(values)                       # {Stimulus.key(): [units]} -> per contrast a, b [scenes, units]
-    caps = design.captures(values, units, meta)            # captures.npz contents (probe.captures.Captures)
+    caps = design.captures(values, units, meta)            # captures.npz contents (probe.io.captures.Captures)
 
 Images: for each render sample (CONTRACTS C1) its rendered image `image_srgb.png` (kind `render`) and
 its ground-truth albedo `albedo_srgb.png` (kind `albedo`), keyed `<sample id>/render` and
@@ -64,7 +64,7 @@ from typing import ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from probe.stimuli import NOISE_MODES, Stimulus, noise_seed
+from probe.design.stimuli import NOISE_MODES, Stimulus, noise_seed
 
 CONTRASTS = ("render_vs_albedo", "lighting", "albedo")
 PAIRS_OVER = ("scenes", "samples")
@@ -579,8 +579,8 @@ def build_image_plan(data: str | os.PathLike, pairs_over: str = "scenes", contra
 @dataclass(frozen=True)
 class ImageDesign:
     """The image probe's stimuli: every image of `plan` as one editing call with `prompt` and its base
-    scene's noise seeds; the same interface as `probe.stimuli.TextDesign` (stimuli, assemble, captures,
-    record), so `probe.run.capture_stimuli`, the resume cache, shards and `probe merge` treat both alike."""
+    scene's noise seeds; the same interface as `probe.design.stimuli.TextDesign` (stimuli, assemble, captures,
+    record), so `probe.klein.capture_loop.capture_stimuli`, the resume cache, shards and `probe merge` treat both alike."""
     plan: ImagePlan
     prompt: str
     seed: int = 0
@@ -631,7 +631,7 @@ class ImageDesign:
     def captures(self, values: Mapping[str, np.ndarray], units, meta: Mapping | None = None, unit_blocks=None):
         """captures.npz contents: the first contrast in a/b/pair_ids, the others as contrast_NAME_*, and
         the per-image values (image_values, image_keys, image_scene_ids) that per_sample.npz comes from."""
-        from probe.captures import Captures, ControlSet, ImageValues
+        from probe.io.captures import Captures, ControlSet, ImageValues
 
         arrays = self.assemble(values)
         names = list(arrays["contrasts"])

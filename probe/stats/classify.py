@@ -1,6 +1,6 @@
 """The image probe's unit classes, from direct tests only: FWER-significance and TOST equivalence on d_z.
 
-    from probe.classify import classify_units, tost_dz, tost_power
+    from probe.stats.classify import classify_units, tost_dz, tost_power
     cls = classify_units(stats["lighting"], stats["albedo"], margin=0.5, alpha=0.05)
     cls.classes            # [U] str: lighting-selective, albedo-selective, both, neither, inconclusive
     cls.summary(blocks)    # counts, per-block counts, the definition, the margin and the power
@@ -129,7 +129,7 @@ class Classification:
                 "per_contrast": {c: {"n_pairs": self.n_pairs[c], "abs_t_below": self.bound[c],
                                      "power_at_dz_0": self.power[c],
                                      "can_show_equivalence": self.bound[c] > 0} for c in self.n_pairs},
-                "why_this_margin": "see probe/classify.py: at 25 scenes the FWER threshold needs |d_z| of about "
+                "why_this_margin": "see probe/stats/classify.py: at 25 scenes the FWER threshold needs |d_z| of about "
                                    "1.0-1.2, so an effect within 0.5 is at most about half the weakest reportable "
                                    "effect of the other factor"}
 

@@ -1,6 +1,6 @@
 """Prompt pair files for the probe: load, validate, and generate them from scene specs or from a pair file.
 
-    from probe.prompts import load_pairs, load_control, default_pairs_path, shipped_control_path
+    from probe.design.prompts import load_pairs, load_control, default_pairs_path, shipped_control_path
     pairs = load_pairs(default_pairs_path())      # 25 PromptPair(id, a, b): A = lit photo, B = albedo
     name, control = load_control(shipped_control_path("vocabulary"))   # same ids and A; B = control prompt
     check_control(pairs, control)
@@ -30,11 +30,10 @@ control.jsonl, is the paraphrase set). Shipped control sets (`SHIPPED_CONTROLS`)
   (the lighting clause and A's framing are shortened until words(control) <= 1.15 words(B)).
 
 Blank lines are ignored and other keys are ignored; everything else wrong is an error naming the file
-and the 1-based line. No torch here: `--help` of the probe imports this module.
+and the 1-based line. No torch here. The `probe prompts` command line is probe.jobs.prompts.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
@@ -70,8 +69,6 @@ __all__ = [
     "generate_pairs",
     "generate_control",
     "word_count",
-    "add_prompts_arguments",
-    "main_prompts",
 ]
 
 # Ids end up in npz arrays, CSV rows and sample folder names (`<scene>__<lighting>`).
@@ -775,7 +772,7 @@ def _one_control_set(spec: str, pairs: Sequence[PromptPair], shipped_pairs: bool
         return name.strip(), control, str(path)
     if spec in SHIPPED_CONTROLS:
         if spec == VOCABULARY and not shipped_pairs:
-            return VOCABULARY, vocabulary_control(pairs), "derived from the pair file (probe.prompts.vocabulary_control)"
+            return VOCABULARY, vocabulary_control(pairs), "derived from the pair file (probe.design.prompts.vocabulary_control)"
         path = shipped_control_path(spec)
         return spec, load_control(path)[1], str(path)
     if Path(spec).is_file():
@@ -785,56 +782,3 @@ def _one_control_set(spec: str, pairs: Sequence[PromptPair], shipped_pairs: bool
         f"unknown control set {spec!r}: --control takes a shipped set's name ({', '.join(SHIPPED_CONTROLS)}), "
         f"NAME=PATH for a control file of your own, the path of a control file, or 'none'; "
         f"no file {spec!r} exists either")
-
-
-# ----------------------------------------------------------------------------------------------
-# CLI (wired by the lead as `python -m probe prompts ...`; also `python -m probe.prompts ...`)
-
-
-def add_prompts_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the `prompts` subcommand's arguments to `parser`."""
-    parser.add_argument("--scenes", type=Path, default=None,
-                        help="folder of scene specs (*.json) or one scene file (default: the shipped scenes/)")
-    parser.add_argument("--from-pairs", type=Path, default=None, metavar="PAIRS",
-                        help="instead of scenes, read this pair file and write only its --vocabulary control "
-                             "(regenerates prompts/vocabulary.jsonl after the pair file changed)")
-    parser.add_argument("--out", type=Path, default=None, help="pair file to write (JSON lines: id, a, b)")
-    parser.add_argument("--control", type=Path, default=None,
-                        help="also write the paraphrase control (same ids and A; B a paraphrase of A) here")
-    parser.add_argument("--vocabulary", type=Path, default=None,
-                        help="also write the vocabulary control (same ids and A; B the lit photograph in the "
-                             "albedo prompt's words) here")
-    parser.add_argument("--seed", type=int, default=0, help="picks the wording templates (default 0)")
-    parser.add_argument("--lighting", choices=("all", "first"), default="all",
-                        help="one pair per scene x lighting (all, ids <scene>__<lighting>) or per scene (first)")
-    return parser
-
-
-def main_prompts(args: argparse.Namespace) -> int:
-    """Run the `prompts` subcommand from parsed arguments; returns the exit code."""
-    if args.from_pairs is not None:
-        if args.out is not None or args.control is not None or args.scenes is not None:
-            raise PromptFileError("--from-pairs writes only the vocabulary control of an existing pair file: drop "
-                                  "--scenes/--out/--control, and give --vocabulary OUT")
-        if args.vocabulary is None:
-            raise PromptFileError("--from-pairs needs --vocabulary OUT (where to write the vocabulary control)")
-        control = generate_vocabulary(args.from_pairs, args.vocabulary)
-        print(f"wrote {len(control)} vocabulary-control pairs to {args.vocabulary} (from {args.from_pairs})")
-        return 0
-    if args.out is None:
-        raise PromptFileError("give --out PAIRS (pairs from scene specs) or --from-pairs PAIRS --vocabulary OUT")
-    scenes = args.scenes if args.scenes is not None else data_dir("scenes")
-    pairs = generate_pairs(scenes, args.out, lighting=args.lighting, seed=args.seed)
-    print(f"wrote {len(pairs)} pairs to {args.out} (scenes: {scenes}, lighting={args.lighting}, seed={args.seed})")
-    if args.control is not None:
-        generate_control(scenes, args.control, lighting=args.lighting, seed=args.seed)
-        print(f"wrote {len(pairs)} control pairs to {args.control}")
-    if args.vocabulary is not None:
-        generate_vocabulary(pairs, args.vocabulary)
-        print(f"wrote {len(pairs)} vocabulary-control pairs to {args.vocabulary}")
-    return 0
-
-
-if __name__ == "__main__":
-    _p = argparse.ArgumentParser(prog="python -m probe.prompts", description=__doc__.splitlines()[0])
-    raise SystemExit(main_prompts(add_prompts_arguments(_p).parse_args()))

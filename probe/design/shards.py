@@ -1,6 +1,6 @@
 """Probe shards: which pairs a `--shard K/N` run captures, and the partial file it leaves (numpy only, no torch).
 
-    from probe.shards import shard_stimuli, shard_path, write_shard, read_shard
+    from probe.design.shards import shard_stimuli, shard_path, write_shard, read_shard
     mine = shard_stimuli(design.stimuli(), Shard.parse("1/3"))   # the stimuli of this shard's pairs
     write_shard(shard_path(out, shard), ...)                     # after capture_stimuli
     part = read_shard(out / "shards" / "partial-1-of-3.npz")     # what `probe merge` reads
@@ -12,12 +12,12 @@ ids round robin (`render.shard.Shard.select`), so the shards' union is every pai
 
 One file per shard, written only by that shard's process, atomically (temporary name with host and
 pid, then a rename), in `OUT/shards/partial-K-of-N.npz`. While the shard captures, the file is its
-resume cache (the layout of `probe.run.save_cache`: config_key, key_fields, keys, values); when the
+resume cache (the layout of `probe.klein.capture_loop.save_cache`: config_key, key_fields, keys, values); when the
 shard has finished, it is rewritten with everything `probe merge` needs:
 
     config_key   str scalar        the resume key: hash of key_fields
     key_fields   str scalar        JSON: capture settings, model revision, randomisation, dtype, device
-                                   type, torch/diffusers/transformers versions (probe.run.cache_fields)
+                                   type, torch/diffusers/transformers versions (probe.klein.capture_loop.cache_fields)
     keys         str [stimuli]     Stimulus.key() of every captured stimulus of this shard's pairs
     values       float32 [stimuli, units]
     units        str [units]       unit names, in capture order
@@ -112,7 +112,7 @@ def jsonable_args(args) -> dict:
 def write_shard(path: Path, *, shard: Shard, key_fields: dict, config_key: str, values: dict[str, np.ndarray],
                 units: Sequence[str], pair_ids: Sequence[str], design_stimuli: Sequence, args, config: dict) -> Path:
     """Write a finished shard's file atomically (the module docstring lists its arrays)."""
-    from probe.job import json_clean
+    from probe.io.jsonio import json_clean
     from render.imageio import atomic_path
 
     keys = list(values)

@@ -1,17 +1,17 @@
 """What a stimulus is: one prompt, optionally a reference image, its noise seed, its pair and its role.
 
-    from probe.stimuli import TextDesign, noise_seed
+    from probe.design.stimuli import TextDesign, noise_seed
     design = TextDesign.from_pairs(pairs, {"paraphrase": para, "vocabulary": vocab}, seed=0, seeds_per_pair=2)
     stimuli = design.stimuli()          # every (pair, role, noise draw) as a Stimulus; `run` captures them
     arrays = design.assemble(values)    # {key: [units]} -> a, b [pairs, units] and each control set
-    caps = design.captures(values, units, meta)   # captures.npz contents (probe.captures.Captures)
+    caps = design.captures(values, units, meta)   # captures.npz contents (probe.io.captures.Captures)
 
 A design is anything with `kind`, `pair_ids`, `stimuli()`, `assemble(values)`, `captures(values, units,
 meta)` and `record()`: this TextDesign (prompt pairs and control sets), and the image probe's
-`probe.image_stimuli.ImageDesign` (render and albedo images of a render folder, pair id = base scene).
-`probe.run.capture_stimuli`, the resume cache, shards and `probe.job.finish_run` treat both alike.
+`probe.design.image_stimuli.ImageDesign` (render and albedo images of a render folder, pair id = base scene).
+`probe.klein.capture_loop.capture_stimuli`, the resume cache, shards and `probe.jobs.finish.finish_run` treat both alike.
 
-A `Stimulus` is all `probe.run.capture_stimuli` needs to know: the text, the reference image (passed
+A `Stimulus` is all `probe.klein.capture_loop.capture_stimuli` needs to know: the text, the reference image (passed
 to the pipeline as `image=`, for editing calls; None for text-to-image), the noise seed, and, for
 bookkeeping, the pair id, role (`a`, `b`, or `control:NAME`) and draw. Two stimuli with the same
 prompt, image and seed are the same computation and are captured once (the A side of every control
@@ -158,7 +158,7 @@ class TextDesign:
 
     def captures(self, values: Mapping[str, np.ndarray], units, meta: Mapping | None = None, unit_blocks=None):
         """captures.npz contents: a, b, the paraphrase set in control_a/_b, the others as control_NAME_*."""
-        from probe.captures import PARAPHRASE, Captures, ControlSet
+        from probe.io.captures import PARAPHRASE, Captures, ControlSet
 
         arrays = self.assemble(values)
         named = {n: ControlSet(*v) for n, v in arrays["controls"].items() if n != PARAPHRASE}

@@ -1,6 +1,6 @@
 """A tiny, randomly initialised FLUX.2 [klein] pipeline, built offline and seeded.
 
-    from probe.tiny import build_tiny_pipeline, tiny_pipeline_dir
+    from probe.klein.tiny import build_tiny_pipeline, tiny_pipeline_dir
     pipe = build_tiny_pipeline(seed=0)          # Flux2KleinPipeline, float32, CPU, ~1 M parameters
     path = tiny_pipeline_dir()                   # saved once with save_pretrained, then loaded like a snapshot
 

@@ -5,7 +5,7 @@
     python -m probe merge runs/probe-node1 runs/probe-node2 --out runs/probe
     python -m probe merge runs/probe --dry-run                 # what is missing, by shard; writes nothing
 
-Every finished shard left `OUT/shards/partial-K-of-N.npz` (probe/shards.py). Before anything is written
+Every finished shard left `OUT/shards/partial-K-of-N.npz` (probe/design/shards.py). Before anything is written
 the merge checks that
 - every finished shard file has one configuration: the same capture settings, model revision,
   randomisation, dtype, device type and library versions (the resume key's fields), the same design
@@ -17,7 +17,7 @@ the merge checks that
   an error naming both files when they differ.
 The design is rebuilt from the shards' recorded options, in the folder they ran in, and must match
 the fingerprint they recorded (a pair file or render folder edited since is an error). The merged
-values then go through the function `probe run` uses after its capture (`probe.job.finish_run`):
+values then go through the function `probe run` uses after its capture (`probe.jobs.finish.finish_run`):
 captures.npz, units.csv, summary.json, config.json (with a `shards` list: each file, host, source
 of its shard and capture time) and the report.
 """
@@ -34,10 +34,11 @@ from typing import Sequence
 
 import numpy as np
 
-from probe.job import USER_ERRORS, UsageError
-from probe.run import _differences
-from probe.shards import (RUN_ONLY_ARGS, ShardFile, ShardFileError, design_fingerprint, find_shard_files,
-                          read_shard)
+from probe.io.errors import UsageError
+from probe.jobs.errors import USER_ERRORS
+from probe.klein.capture_loop import _differences
+from probe.design.shards import (RUN_ONLY_ARGS, ShardFile, ShardFileError, design_fingerprint, find_shard_files,
+                                 read_shard)
 
 DUPLICATE_TOLERANCE = 1e-6      # |x - y| <= tol * (1 + |x|): a pair held twice "with identical values"
 _LISTED = 10
@@ -93,6 +94,7 @@ def _order(f: ShardFile):
 
 # ------------------------------------------------------------------------------------------- checks
 
+
 def _names(items: Sequence[str], limit: int = _LISTED) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
@@ -142,7 +144,7 @@ def check_configuration(finished: Sequence[ShardFile]) -> None:
 
 def rebuild_design(ref: ShardFile):
     """The design the shards were split from, rebuilt from `ref`'s recorded options in the folder it ran in."""
-    from probe.job import _load_design
+    from probe.jobs.run import load_design
 
     record = ref.record
     args = argparse.Namespace(**record.get("args", {}))
@@ -150,7 +152,7 @@ def rebuild_design(ref: ShardFile):
     here = contextlib.chdir(cwd) if cwd and Path(cwd).is_dir() else contextlib.nullcontext()
     try:
         with here:
-            design = _load_design(args)[0]
+            design = load_design(args)[0]
             stimuli = design.stimuli()
             fp = design_fingerprint(stimuli)
             keys = [(s.pair_id, s.key()) for s in stimuli]
@@ -258,6 +260,7 @@ def _max_rel_diff(x: np.ndarray, y: np.ndarray) -> float:
 
 # --------------------------------------------------------------------------------------- reporting
 
+
 def _unfinished_reason(plan: MergePlan, k: int) -> str:
     for f in plan.unfinished:
         if f.shard.count == plan.count and f.shard.index == k:
@@ -348,6 +351,7 @@ def merged_config(plan: MergePlan, argv: list[str]) -> dict:
 
 # ------------------------------------------------------------------------------------------------ job
 
+
 def _out_folder(args, folders: list[Path]) -> Path:
     if args.out:
         return Path(args.out)
@@ -359,7 +363,7 @@ def _out_folder(args, folders: list[Path]) -> Path:
 
 
 def main_merge(args) -> int:
-    from probe.job import _baseline, _check_out, finish_run
+    from probe.jobs.finish import load_baseline, check_out, finish_run
 
     folders = [Path(f) for f in args.folders]
     plan = plan_merge(folders)
@@ -381,8 +385,8 @@ def main_merge(args) -> int:
             f"skipped): {rerun_hint(plan).format(K='K', count=plan.count, tasks=','.join(map(str, shards)))}; "
             f"`python -m probe merge ... --dry-run` lists them by shard. Nothing was written.")
     out = _out_folder(args, folders)
-    baseline = _baseline(args, out)
-    _check_out(out)
+    baseline = load_baseline(args, out)
+    check_out(out)
     config = merged_config(plan, list(sys.argv))
     used = plan.used_files()
     doubles = f"; {len(plan.doubles)} pair(s) held twice with identical values, counted once" if plan.doubles else ""

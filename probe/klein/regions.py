@@ -23,7 +23,7 @@ Unit groups (a unit is `s{step:02d}/{group}/h{head:02d}`) map to (site, region):
     single.{i}     -> site single.{i}, img   (also written single.{i}.img)
     single.{i}.txt -> site single.{i}, txt          single.{i}.ref  -> site single.{i}, ref
 
-Sites are the hooked modules (`probe.capture.Site.name`); `group_name(site, region)` is the inverse
+Sites are the hooked modules (`probe.klein.capture.Site.name`); `group_name(site, region)` is the inverse
 of `group_site_region(group)` and gives the canonical spelling (`single.{i}` for image tokens).
 """
 from __future__ import annotations

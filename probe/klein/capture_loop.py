@@ -1,14 +1,14 @@
 """Capture per-unit scalars for every stimulus during real klein sampling runs, resumably.
 
-    from probe.run import CaptureConfig, capture_stimuli
+    from probe.klein.capture_loop import CaptureConfig, capture_stimuli
     cfg = CaptureConfig(protocol="heads", steps=50, capture_steps=(0, 16, 33, 49), guidance=4.0)
     values, units, info = capture_stimuli(loaded, design.stimuli(), cfg, cache_path=out / "partial_captures.npz")
 
-A stimulus (`probe.stimuli.Stimulus`) is a prompt, an optional reference image, and its noise seed;
+A stimulus (`probe.design.stimuli.Stimulus`) is a prompt, an optional reference image, and its noise seed;
 this module does not care which design made it. Stimuli with the same prompt, image and seed are
 captured once. Text-only stimuli are text-to-image calls, batched (each with its own generator, so a
 batch gives what one call per stimulus gives). Stimuli with a reference image are klein editing calls
-(`CaptureConfig.editing`), made by `probe.edit_capture.capture_edit` exactly as `evaluate generate`
+(`CaptureConfig.editing`), made by `probe.klein.edit_capture.capture_edit` exactly as `evaluate generate`
 makes them (the generated image takes the reference's size); the noise seeds of one image and text
 share a call, each with its own generator (klein reads a list of images as several references for
 one prompt, so different images never share one). In the heads protocol an editing run's capture also
@@ -181,7 +181,7 @@ def make_capture(pipe, cfg: CaptureConfig):
     fps = forwards_per_step(pipe, cfg.guidance)
     if cfg.protocol == "card":
         if cfg.slice_layout == "strided":
-            from .card import StridedSliceCapture
+            from .card_slices import StridedSliceCapture
 
             return StridedSliceCapture(pipe.transformer, sites, cfg.capture_steps, fps, width=cfg.slice_width)
         return SliceCapture(pipe.transformer, sites, cfg.capture_steps, fps, width=cfg.slice_width)

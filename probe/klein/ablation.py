@@ -1,11 +1,11 @@
 """Mean-ablation of attention heads over exactly the tokens the probe measured for each unit.
 
-    from probe.ablation import HeadAblation
+    from probe.klein.ablation import HeadAblation
     with HeadAblation(pipe.transformer, ["double.3.img/h07", "single.9.txt/h02"]) as abl:
         abl.prepare(txt_len=512, n_img=1024, n_ref=1024, real_txt=[41, 12], forwards_per_step=2)
         pipe(image=ref, prompt=prompt, ...)           # every step, both CFG forwards
 
-A unit `[sNN/]<group>/hNN` names a head and a token region (probe.regions, C2): `double.{i}.img`
+A unit `[sNN/]<group>/hNN` names a head and a token region (probe.klein.regions, C2): `double.{i}.img`
 and `single.{i}` the generated-image tokens, `double.{i}.txt` and `single.{i}.txt` the real text
 tokens of the forward's own prompt (padding never counts), `double.{i}.ref` / `single.{i}.ref` the
 reference-image tokens. At every forward, in the input of the unit's output projection
@@ -27,12 +27,12 @@ from typing import Sequence
 
 import torch
 
-from probe.capture import Site, head_sites
-from probe.regions import TokenLayout, parse_unit, site_kind
+from probe.klein.capture import Site, head_sites
+from probe.klein.regions import TokenLayout, parse_unit, site_kind
 
 __all__ = ["HeadAblation", "ABLATION_DEFINITION"]
 
-ABLATION_DEFINITION = ("token-region mean ablation (probe.ablation.HeadAblation): at every step and in both CFG "
+ABLATION_DEFINITION = ("token-region mean ablation (probe.klein.ablation.HeadAblation): at every step and in both CFG "
                        "forwards, the head's output at each token of the unit's region (img: generated-image tokens; "
                        "txt: the forward's real text tokens, padding excluded; ref: reference-image tokens) is "
                        "replaced by its mean over that region")

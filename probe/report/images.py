@@ -1,4 +1,4 @@
-"""The image probe's sections and figures of report.md (`probe.report.write_report` calls them for runs of
+"""The image probe's sections and figures of report.md (`probe.report.run_report.write_report` calls them for runs of
 `probe run --stimuli images`): the contrasts with their orientation, the unit classes with the power of
 the equivalence test, class counts per block, and the scatter of |t_lighting| against |t_albedo|.
 numpy + matplotlib Agg; no torch.
@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from probe.classify import CLASS_DEFINITION, CLASSES
-from probe.image_stimuli import ORIENTATION_LIMITS
+from probe.design.image_stimuli import ORIENTATION_LIMITS
+from probe.report.common import MAX_SCATTER_POINTS, fmt, fwer_threshold, md_table, new_figure, save_figure
+from probe.stats.classify import CLASS_DEFINITION, CLASSES
 
 __all__ = ["intro", "contrast_section", "classes_section", "class_scatter", "contrast_picture", "contrast_figure",
            "files_section",
@@ -25,18 +26,6 @@ CLASS_MEANING = {
     "neither": "no detectable reaction to either change (not shown to be unaffected)",
     "inconclusive": "reacts to one factor; whether it ignores the other could not be shown at this number of scenes",
 }
-
-
-def _fmt(x, digits=2) -> str:
-    from probe.report import _f
-
-    return _f(x, digits)
-
-
-def _table(header, rows):
-    from probe.report import _table as table
-
-    return table(header, rows)
 
 
 def intro(res, summary: dict, design: dict) -> list[str]:
@@ -72,10 +61,10 @@ def contrast_section(res, design: dict) -> list[str]:
                      f"{st.n_pairs}" + (f" ({d['n_sample_pairs']} sample pairs)" if d.get("n_sample_pairs") else ""),
                      f"{int(nl.significant.sum()):,} of {n_units:,}",
                      f"{int(nl.observed[k3]):,} (null p99 {nl.p99[k3]:g})",
-                     _fmt(float(np.max(np.abs(st.unit.t))) if st.unit.t.size else float("nan")),
-                     _fmt(st.split.median, 3)])
+                     fmt(float(np.max(np.abs(st.unit.t))) if st.unit.t.size else float("nan")),
+                     fmt(st.split.median, 3)])
     out = ["## The three contrasts", ""]
-    out += _table(["contrast", "t =", "A/B orientation", "pairs", "FWER-significant", f"|t| > {nl.thresholds[k3]:g}",
+    out += md_table(["contrast", "t =", "A/B orientation", "pairs", "FWER-significant", f"|t| > {nl.thresholds[k3]:g}",
                    "max |t|", "split-half r"], rows)
     out += [""]
     for name in res.contrasts:
@@ -102,7 +91,7 @@ def classes_section(res) -> list[str]:
     counts = cls.counts()
     rows = [[f"`{k}`", f"{counts[k]:,} ({100 * counts[k] / max(n, 1):.1f}%)", CLASS_MEANING[k]] for k in CLASSES]
     out = ["## Unit classes (direct tests only)", ""]
-    out += _table(["class", "units", "what it would mean"], rows)
+    out += md_table(["class", "units", "what it would mean"], rows)
     eq = cls.equivalence_record()
     prows = []
     for c, r in eq["per_contrast"].items():
@@ -113,7 +102,7 @@ def classes_section(res) -> list[str]:
     out += ["", f"Definition: {CLASS_DEFINITION}", "",
             f"Equivalence: {eq['test']}, margin |d_z| < {cls.margin:g} (`--equivalence-margin`), α = {cls.alpha:g}. "
             "Its power is the chance that a unit with no effect at all of that factor is shown equivalent:", ""]
-    out += _table(["equivalence test", "pairs", "shown when", "power at d_z = 0"], prows)
+    out += md_table(["equivalence test", "pairs", "shown when", "power at d_z = 0"], prows)
     weak = [c for c, r in eq["per_contrast"].items() if r["power_at_dz_0"] < 0.5]
     out += ["", ("With this few pairs the equivalence test is weak (" + ", ".join(f"`{c}`" for c in weak) + "): most "
                  "units significant for one factor will be `inconclusive`, not selective. More scenes, not more "
@@ -122,20 +111,18 @@ def classes_section(res) -> list[str]:
                  "significant."), ""]
     rows = [[b["block"], b["n_units"], *(b[k] for k in CLASSES)] for b in cls.per_block(res.unit_blocks)]
     out += ["<details><summary>Class counts per block</summary>", ""]
-    out += _table(["block", "units", *CLASSES], rows)
+    out += md_table(["block", "units", *CLASSES], rows)
     out += ["", "</details>", ""]
     return out
 
 
 def class_scatter(path, res) -> str | None:
     """|t_lighting| against |t_albedo| per unit, coloured by class, with the FWER thresholds and equivalence bounds."""
-    from probe.report import MAX_SCATTER_POINTS, _figure, _fwer_threshold, _save
-
     cls = res.classification
     if cls is None:
         return None
     tl, ta = np.abs(res.stats["lighting"].unit.t), np.abs(res.stats["albedo"].unit.t)
-    fig = _figure(5.6, 4.6)
+    fig = new_figure(5.6, 4.6)
     ax = fig.subplots()
     rng = np.random.default_rng(0)
     for k in CLASSES:
@@ -146,7 +133,7 @@ def class_scatter(path, res) -> str | None:
                    linewidths=0, label=f"{k} ({int(np.count_nonzero(cls.classes == k)):,})")
     notes = []
     for name, axis in (("lighting", "x"), ("albedo", "y")):
-        thr = _fwer_threshold(res.stats[name].null)
+        thr = fwer_threshold(res.stats[name].null)
         line = ax.axvline if axis == "x" else ax.axhline
         if thr is not None:
             line(thr, color="C3", ls="--", lw=1)
@@ -158,7 +145,7 @@ def class_scatter(path, res) -> str | None:
     ax.set_ylabel(f"|t| albedo ({res.contrasts['albedo'].label})", fontsize=8)
     ax.legend(fontsize=6, loc="upper right")
     ax.tick_params(labelsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
     return ("Each dot is a unit: its |t| in the lighting contrast (x) against its |t| in the albedo contrast (y), "
             "coloured by class. Red dashed lines: the FWER thresholds of each contrast; green dotted lines: the "
             "equivalence bound (a contrast is shown negligible when its |t| is below it, margin |d_z| < "
@@ -200,10 +187,8 @@ def contrast_picture(path, data, scene: str | None = None, truth: dict | None = 
     first. ValueError when no scene has two lightings and a colour variant."""
     from PIL import Image as PILImage
 
-    from probe.report import _figure, _save
-
     base, panels = _quartet(data, scene, truth)
-    fig = _figure(9.6, 2.9)
+    fig = new_figure(9.6, 2.9)
     axes = fig.subplots(1, 4)
     notes = ["", "lighting contrast:\nonly the light differs", "albedo contrast:\nonly the colours differ",
              "render_vs_albedo:\nthe card's question"]
@@ -214,7 +199,7 @@ def contrast_picture(path, data, scene: str | None = None, truth: dict | None = 
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_xlabel(note or "the scene", fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
     return (f"The three contrasts on one scene ({base}): the scene under its harder lighting (the A side of the "
             "lighting contrast), the same scene and colours under its other lighting, the same scene and lighting "
             "with variant colours, and the scene's ground-truth albedo image. Each image is one editing call "

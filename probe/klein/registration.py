@@ -1,6 +1,6 @@
 """The reference image klein is given, and the exact way back to the ground truth's pixels.
 
-    from evaluate.registration import plan_reference
+    from probe.klein.registration import plan_reference
     t = plan_reference(310, 250, max_side=1024)     # pad 310x250 -> 320x256: sides multiples of 16
     ref_for_klein = t.apply(ref_srgb_uint8)          # [256, 320, 3] uint8
     pred = t.invert(output_linear)                   # [250, 310, 3]: pixel (y, x) of the output is pixel (y, x) of the render

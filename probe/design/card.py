@@ -1,6 +1,6 @@
 """The published card's protocol: what the card states, what a sibling card states, what we reconstruct.
 
-    from probe.card import StridedSliceCapture, protocol_facts
+    from probe.design.card import CARD_SIGN, protocol_facts
     rows = protocol_facts(config)     # [(fact, kind, this run's value)] for the report's table
 
 The card (reference/ray-plantain-card.txt) states its numbers but little of its method: "16,320
@@ -12,56 +12,16 @@ Everything else is our reconstruction, and the report says so in one table (`pro
 which 16 channels make a "head" (`--slice-layout`), which tokens the RMS covers, the resolution
 (the pipeline's own default unless --height/--width), the noise seeds, the number of sign flips.
 
-Slice layouts (both give 3072 / 16 = 192 slices per joint block and 12,288 / 16 = 768 per single
-block, 16,320 in all): `contiguous` slice j = channels 16 j .. 16 j + 15 (units
-`s00/single.3/c0016-0031`); `strided` slice j = channels j, j + S, j + 2 S, ... (S = C / 16, the
-number of slices; units `s00/single.3/c0001s0768`: start 1, stride 768), the reading in which a slice
-takes one channel from each 1/16 of the projection input.
+The capture of the strided reading of a slice is `probe.klein.card_slices.StridedSliceCapture`.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
-from probe.capture import Site, SliceCapture
-
-__all__ = ["StridedSliceCapture", "strided_unit_names", "protocol_facts", "CARD_SIGN", "PROTOCOL_KINDS"]
+__all__ = ["protocol_facts", "CARD_SIGN", "PROTOCOL_KINDS"]
 
 # The card family defines t on (second - first) = B - A; card-mode runs report t that way.
 CARD_SIGN = "b-a"
+
 PROTOCOL_KINDS = ("stated by the card", "stated by a sibling plantain card", "our reconstruction")
-
-
-def strided_unit_names(sites: Sequence[Site], steps: Sequence[int], width: int = 16) -> list[str]:
-    """Strided card units: `s00/double.0.img/c0003s0192` = channels 3, 195, 387, ... (start 3, stride 192)."""
-    names = []
-    for s in steps:
-        for site in sites:
-            stride = site.in_features // width
-            names += [f"s{s:02d}/{site.name}/c{j:04d}s{stride:04d}" for j in range(stride)]
-    return names
-
-
-class StridedSliceCapture(SliceCapture):
-    """The card's protocol with the strided reading of a slice: slice j holds every (C/width)-th channel
-    starting at j. Same hooks, sequence and RMS as `SliceCapture`; only the channel grouping differs."""
-
-    def __init__(self, transformer, sites, steps=(0,), forwards_per_step: int = 1, width: int = 16):
-        super().__init__(transformer, sites, steps, forwards_per_step, width=width)
-        self.units = strided_unit_names(self.sites, self.steps, width)
-
-    def _make_hook(self, site: Site):
-        contiguous = super()._make_hook(site)
-        w = self.width
-
-        def hook(module, args):
-            if self._slot < 0:
-                return None
-            # channel k * slices + j moves to position j * width + k: the contiguous slices of the permuted
-            # input are the strided slices of the original (one copy of the input, card mode's single step)
-            x = args[0].unflatten(-1, (w, -1)).transpose(-1, -2).flatten(-2)
-            return contiguous(module, (x, *args[1:]))
-
-        return hook
 
 
 def _get(d, *keys, default=None):

@@ -1,7 +1,7 @@
 """One klein editing call under a capture: reference image + fixed text + noise seeds -> per-unit values.
 
-    from probe.capture import HeadCapture, head_sites
-    from probe.edit_capture import capture_edit
+    from probe.klein.capture import HeadCapture, head_sites
+    from probe.klein.edit_capture import capture_edit
     with HeadCapture(pipe.transformer, head_sites(pipe.transformer), steps=[0, 16, 33, 49],
                      forwards_per_step=2, ref_tokens=True) as cap:
         values = capture_edit(pipe, cap, "runs/render/cornell_box__key/image_srgb.png",
@@ -18,7 +18,7 @@ How the reference is prepared (downscaled, padded) is the caller's: pass `prepar
 function PIL.Image -> PIL.Image, the same one `evaluate generate` applies (`ReferencePrep`). The pipeline then crops
 the reference to multiples of 2 x vae_scale_factor (16 px for klein), and, with no height/width
 given, generates an image of the cropped reference's size. `edit_layout` predicts the token counts
-of that call (`probe.regions.TokenLayout`); the capture checks them against every captured forward.
+of that call (`probe.klein.regions.TokenLayout`); the capture checks them against every captured forward.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ MAX_REFERENCE_AREA = 1024 * 1024
 @dataclass(frozen=True)
 class ReferencePrep:
     """The reference preparation of `evaluate generate`, as a PIL -> PIL function for `capture_edit`:
-    `evaluate.registration.plan_reference(w, h, max_side, multiple).apply` (scale only when a side is over
+    `probe.klein.registration.plan_reference(w, h, max_side, multiple).apply` (scale only when a side is over
     max_side or under klein's 64-px minimum, then pad to multiples of `multiple` with reflected content), so
     the probe measures the heads on exactly the image evaluate edits and scores.
 
@@ -55,7 +55,7 @@ class ReferencePrep:
         return cls(int(side), int(getattr(loaded.pipe, "vae_scale_factor", 8)) * 2)
 
     def plan(self, width: int, height: int):
-        from evaluate.registration import plan_reference
+        from probe.klein.registration import plan_reference
 
         return plan_reference(width, height, max_side=self.max_side, multiple=self.multiple)
 
@@ -66,7 +66,7 @@ class ReferencePrep:
         return Image.fromarray(self.plan(arr.shape[1], arr.shape[0]).apply(arr))
 
     def describe(self) -> str:
-        return (f"as evaluate generate: evaluate.registration.plan_reference(max_side={self.max_side}, "
+        return (f"as evaluate generate: probe.klein.registration.plan_reference(max_side={self.max_side}, "
                 f"multiple={self.multiple}): scaled only when a side is over {self.max_side} or under 64 px, then "
                 f"padded to multiples of {self.multiple} with reflected content")
 

@@ -1,0 +1,469 @@
+"""Per-head capture from klein's attention output projections, reduced on the device.
+
+    from probe.klein.capture import HeadCapture, head_sites, text_token_mask
+    sites = head_sites(pipe.transformer)                       # named once, shapes below
+    with HeadCapture(pipe.transformer, sites, steps=[0, 12, 25], forwards_per_step=2) as cap:
+        cap.set_batch(text_mask=mask, n_img_tokens=n_img)       # before each pipeline call (text calls)
+        pipe(prompt=prompts, ...)
+        values = cap.collect()  # numpy float32 [batch, units]; cap.units are the unit names
+
+    # editing calls (reference image): units for the reference tokens too; probe.klein.edit_capture runs them
+    with HeadCapture(pipe.transformer, sites, steps=[0], ref_tokens=True) as cap:
+        cap.set_batch(text_mask=mask, n_img_tokens=n_img, n_ref_tokens=n_ref)
+        pipe(image=reference, prompt=text, ...)
+
+Capture sites (forward pre-hooks on the output projections: their input is the attention output
+of every head, concatenated, before heads are mixed):
+
+    double.{i}.img  # transformer_blocks.{i}.attn.to_out.0 input   [batch, img + ref tokens, head, head_dim]
+    double.{i}.txt  # transformer_blocks.{i}.attn.to_add_out input  [batch, txt tokens, head, head_dim]
+    single.{i}      # single_transformer_blocks.{i}.attn.to_out input
+                    #   [batch, txt + img + ref tokens, head*head_dim + mlp]; the first inner_dim
+                    #   channels are the heads, the rest are MLP activations (fused projection)
+
+Token regions (`img` generated, `txt` real text, `ref` reference image) and where they sit in each
+hooked input are defined once in `probe.klein.regions` (`TokenLayout.span`); units are named
+`s{step:02d}/{group}/h{head:02d}` with `group = probe.klein.regions.group_name(site, region)`:
+
+    double.{i}.img, double.{i}.txt             always (one group per double-block site)
+    single.{i}                                 single_tokens="img" (default): image tokens
+    single.{i}.txt                             single_tokens="txt"
+    single.{i}.img + single.{i}.txt            single_tokens="both" (image group spelled with .img)
+    double.{i}.ref, single.{i}.ref             ref_tokens=True: reference-image tokens (editing calls)
+
+Order of columns: step, then site in forward order, then group in the order above, then head. The
+defaults give the text probe's 720 units per step at klein scale (5 x 2 x 24 + 20 x 24); with
+`ref_tokens=True`, 1320. Text padding never counts (klein pads prompts to 512 tokens and passes no
+mask to the transformer): text units are weighted by the real-token mask given to `set_batch`.
+
+Every captured forward is checked against the layout given to `set_batch` (a `TokenLayout`): the
+transformer's image-stream and text token counts, each hooked input's token count (a clear
+RuntimeError at once otherwise), and the pipeline's own positional ids (`img_ids`: generated tokens
+have time coordinate 0, reference tokens a non-zero one), compared on the device and reported by
+`collect()`, so a reference prepended instead of appended cannot pass unnoticed.
+
+`SliceCapture` is the published card's protocol: 16-channel slices of the whole projection input
+(MLP channels included in single blocks, double blocks' text stream not hooked), RMS over every
+token of the hooked input (padding, text, generated and reference tokens alike), one scalar per slice.
+
+Hooks only write into one preallocated device buffer per batch: no `.cpu()`/`.item()`, so no host
+sync per forward. `collect()` copies once after the run. Hooks are removed on exit, also after an error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .regions import TokenLayout, group_name
+
+REDUCERS = ("rms", "mean_abs", "mean", "l2")
+SINGLE_TOKENS = ("img", "txt", "both")
+
+
+class StopSampling(Exception):
+    """Raised by `stop_callback()` once the last captured step is done: later steps cannot change it."""
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str          # "double.3.img", "double.3.txt", "single.7"
+    module: str        # dotted path under the transformer
+    kind: str          # "double_img" | "double_txt" | "single"  (probe.klein.regions.SITE_KINDS)
+    block: int
+    n_heads: int
+    head_dim: int
+    in_features: int   # width of the projection input (single blocks: heads + MLP)
+
+    @property
+    def head_channels(self) -> int:
+        return self.n_heads * self.head_dim
+
+
+def head_sites(transformer, blocks: Iterable[str] | None = None) -> list[Site]:
+    """All capture sites of a Flux2Transformer2DModel in forward order (optionally filtered by name prefix)."""
+    sites: list[Site] = []
+    for i, blk in enumerate(transformer.transformer_blocks):
+        a = blk.attn
+        sites.append(Site(f"double.{i}.img", f"transformer_blocks.{i}.attn.to_out.0", "double_img", i,
+                          a.heads, a.head_dim, a.to_out[0].in_features))
+        sites.append(Site(f"double.{i}.txt", f"transformer_blocks.{i}.attn.to_add_out", "double_txt", i,
+                          a.heads, a.head_dim, a.to_add_out.in_features))
+    for i, blk in enumerate(transformer.single_transformer_blocks):
+        a = blk.attn
+        sites.append(Site(f"single.{i}", f"single_transformer_blocks.{i}.attn.to_out", "single", i,
+                          a.heads, a.head_dim, a.to_out.in_features))
+    if blocks:
+        prefixes = tuple(blocks)
+        sites = [s for s in sites if s.name.startswith(prefixes)]
+    return sites
+
+
+def site_regions(site: Site, single_tokens: str = "img", ref_tokens: bool = False) -> list[str]:
+    """Token regions (probe.klein.regions.REGIONS) a site yields units for, in column order."""
+    if single_tokens not in SINGLE_TOKENS:
+        raise ValueError(f"single_tokens must be one of {SINGLE_TOKENS}, got {single_tokens!r}")
+    if site.kind == "double_txt":
+        return ["txt"]
+    regions = ["img"] if site.kind == "double_img" else {"img": ["img"], "txt": ["txt"], "both": ["img", "txt"]}[single_tokens]
+    return regions + ["ref"] if ref_tokens else regions
+
+
+def site_unit_groups(site: Site, single_tokens: str = "img", ref_tokens: bool = False) -> list[str]:
+    """Names of the token groups a site yields units for (a unit = group x head), in column order."""
+    groups = []
+    for region in site_regions(site, single_tokens, ref_tokens):
+        g = group_name(site.name, region)
+        if site.kind == "single" and region == "img" and single_tokens == "both":
+            g = f"{g}.img"  # beside its text group the image group is spelled single.{i}.img (same group)
+        groups.append(g)
+    return groups
+
+
+def head_unit_names(sites: Sequence[Site], steps: Sequence[int], single_tokens: str = "img",
+                    ref_tokens: bool = False) -> list[str]:
+    names = []
+    for s in steps:
+        for site in sites:
+            for g in site_unit_groups(site, single_tokens, ref_tokens):
+                names += [f"s{s:02d}/{g}/h{h:02d}" for h in range(site.n_heads)]
+    return names
+
+
+def slice_unit_names(sites: Sequence[Site], steps: Sequence[int], width: int = 16) -> list[str]:
+    """Card units: `s00/double.0.img/c0000-0015`, one per `width`-channel slice of the projection input."""
+    names = []
+    for s in steps:
+        for site in sites:
+            names += [f"s{s:02d}/{site.name}/c{c:04d}-{c + width - 1:04d}" for c in range(0, site.in_features, width)]
+    return names
+
+
+def text_token_mask(pipe, prompts: Sequence[str], max_sequence_length: int = 512):
+    """[batch, max_sequence_length] bool mask of real (non-padding) text tokens, as klein tokenises.
+
+    Repeats `Flux2KleinPipeline._get_qwen3_prompt_embeds`' tokenisation (chat template, thinking
+    off, padded to max length) so the real length is known; the transformer never sees this mask.
+    """
+
+    masks = []
+    for p in prompts:
+        text = pipe.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                  add_generation_prompt=True, enable_thinking=False)
+        enc = pipe.tokenizer(text, return_tensors="pt", padding="max_length", truncation=True,
+                             max_length=max_sequence_length)
+        masks.append(enc["attention_mask"][0].bool())
+    return torch.stack(masks)
+
+
+class _CaptureBase:
+    """Shared hook bookkeeping: which forward is running, which step slot it writes to, the layout
+    checks, and the one device buffer [steps, batch, columns per step] that every site writes into."""
+
+    def __init__(self, transformer, sites: Sequence[Site], steps: Sequence[int], forwards_per_step: int = 1):
+        if forwards_per_step not in (1, 2):
+            raise ValueError("forwards_per_step is 1 (no CFG) or 2 (CFG: conditional forward first)")
+        self.transformer = transformer
+        self.sites = list(sites)
+        self.steps = sorted(set(int(s) for s in steps))
+        if not self.steps or self.steps[0] < 0:
+            raise ValueError(f"capture steps must be non-negative step indices, got {list(steps)}")
+        self.forwards_per_step = forwards_per_step
+        self._slot_of_step = {s: k for k, s in enumerate(self.steps)}
+        self._handles: list = []
+        self._calls = 0
+        self._slot = -1          # capture slot of the running forward; -1 = not captured
+        self._batch_size: int | None = None
+        self.layout: TokenLayout | None = None   # token counts of the running batch (set_batch)
+        self._buf = None         # [steps, batch, columns per step] float32 on the forward's device
+        self._bad_ids = None     # 0-dim bool on the device: positional ids disagree with the layout
+        self._reached: set = set()               # (slot, site name) written since set_batch
+        self._offset: dict[str, int] = {}        # site name -> first column within a step
+        self._per_step = 0
+        modules = dict(transformer.named_modules())
+        missing = [s.module for s in self.sites if s.module not in modules]
+        if missing:
+            raise KeyError(f"capture sites not found in the transformer: {missing[:3]}")
+        self._modules = [modules[s.module] for s in self.sites]
+
+    def _set_columns(self, widths: Sequence[int]) -> None:
+        off = 0
+        for site, w in zip(self.sites, widths):
+            self._offset[site.name] = off
+            off += w
+        self._per_step = off
+
+    def _start_batch(self, batch_size: int, layout: TokenLayout | None) -> None:
+        self._batch_size = int(batch_size)
+        self.layout = layout
+        self._reached = set()
+        self._buf = None        # fresh per batch (made at its first captured forward, on that device)
+        self._bad_ids = None
+        self.reset_calls()
+
+    def _prepare_device(self, device) -> None:
+        """Per-batch device state, made once at the first captured forward (subclasses add theirs)."""
+        if self._buf is None:
+            self._buf = torch.empty(len(self.steps), self._batch_size, self._per_step, dtype=torch.float32,
+                                    device=device)
+        if self._bad_ids is None:
+            self._bad_ids = torch.zeros((), dtype=torch.bool, device=device)
+
+    # The pipeline calls the transformer once per step, or twice under CFG: conditional first
+    # (`cache_context("cond")`), then unconditional. Only conditional forwards are captured.
+    def _on_transformer(self, module, args, kwargs):
+        call = self._calls
+        self._calls += 1
+        step, branch = divmod(call, self.forwards_per_step)
+        self._slot = self._slot_of_step.get(step, -1) if branch == 0 else -1
+        if self._slot < 0:
+            return
+        if self._batch_size is None:
+            raise RuntimeError("call set_batch() before running the pipeline under a capture")
+        hs = kwargs.get("hidden_states", args[0] if args else None)
+        if hs.shape[0] != self._batch_size:
+            raise RuntimeError(f"capture expected batch {self._batch_size}, forward has {hs.shape[0]}")
+        self._prepare_device(hs.device)
+        if self.layout is not None:
+            self._check_forward(hs, kwargs)
+
+    def _check_forward(self, hs, kwargs) -> None:
+        """Token counts (host-side shapes) now; positional ids on the device, read by collect()."""
+        lay = self.layout
+        if hs.shape[1] != lay.n_img + lay.n_ref:
+            raise RuntimeError(
+                f"the transformer's image stream has {hs.shape[1]} tokens, but the capture's layout {lay} predicts "
+                f"n_img + n_ref = {lay.n_img + lay.n_ref}: the pipeline's sequence layout is not what the capture "
+                f"assumes (for an editing call, give set_batch the reference tokens; probe.klein.edit_capture.edit_layout "
+                f"computes them from the reference image)")
+        ehs = kwargs.get("encoder_hidden_states")
+        if ehs is not None and ehs.shape[1] != lay.txt_len:
+            raise RuntimeError(f"the transformer's text stream has {ehs.shape[1]} tokens, but the capture's layout "
+                               f"{lay} predicts txt_len = {lay.txt_len} (the text mask given to set_batch must be "
+                               f"as long as the pipeline's max_sequence_length)")
+        ids = kwargs.get("img_ids")
+        if ids is not None:
+            t = (ids[0] if ids.ndim == 3 else ids)[:, 0]   # time coordinate: 0 generated, 10, 20, ... references
+            bad = (t[: lay.n_img] != 0).any()
+            if lay.n_ref:
+                bad = bad | (t[lay.n_img:] == 0).any()
+            self._bad_ids |= bad.to(self._bad_ids.device)
+
+    def _check_site(self, site: Site, x) -> None:
+        lay = self.layout
+        if lay is not None and x.shape[1] != lay.seq_len(site.kind):
+            lay.check(site.kind, x.shape[1], where=f"{site.name} ({site.module})")
+
+    def reset_calls(self) -> None:
+        """Start counting forwards afresh (call between pipeline runs)."""
+        self._calls = 0
+        self._slot = -1
+
+    @property
+    def forwards_seen(self) -> int:
+        return self._calls
+
+    def stop_callback(self):
+        """A `callback_on_step_end` for the pipeline that ends sampling (raises `StopSampling`) once the
+        last captured step is done; later steps cannot change what was captured."""
+        last = max(self.steps)
+
+        def stop_after_last(pipe, i, t, kwargs):
+            if i >= last:
+                raise StopSampling
+            return kwargs
+
+        return stop_after_last
+
+    def check_forwards(self) -> None:
+        """Raise unless the pipeline ran exactly the forwards up to the last captured step."""
+        expected = (max(self.steps) + 1) * self.forwards_per_step
+        if self._calls != expected:
+            raise RuntimeError(f"the pipeline ran {self._calls} transformer forwards, expected {expected}: the CFG "
+                               "layout assumed by the capture does not hold for this pipeline version, or it ran "
+                               f"fewer steps than the last captured step {max(self.steps)} needs")
+
+    def collect(self):
+        """float32 numpy [batch, units], columns in `self.units` order; one host copy."""
+        missing = [f"{s.name}@step{self.steps[k]}" for k in range(len(self.steps)) for s in self.sites
+                   if (k, s.name) not in self._reached]
+        if missing or self._buf is None:
+            raise RuntimeError(f"no forward reached site(s) {missing[:3]} at the captured steps {self.steps} "
+                               f"(forwards seen: {self._calls})")
+        b = self._batch_size
+        flat = self._buf.transpose(0, 1).reshape(b, -1)                      # [batch, steps * columns]
+        host = torch.cat([flat, self._bad_ids.to(torch.float32).expand(b, 1)], dim=1).cpu().numpy()
+        self._reached = set()
+        if host[0, -1]:
+            raise RuntimeError(f"the pipeline's positional ids (img_ids) disagree with the capture's layout "
+                               f"{self.layout}: expected {self.layout.n_img} generated tokens (time coordinate 0) "
+                               f"followed by {self.layout.n_ref} reference tokens (non-zero time coordinate); "
+                               "the pipeline does not append references after the generated tokens as assumed")
+        return np.ascontiguousarray(host[:, :-1], dtype=np.float32)
+
+    def __enter__(self):
+        try:
+            self._handles.append(self.transformer.register_forward_pre_hook(self._on_transformer, with_kwargs=True))
+            for site, mod in zip(self.sites, self._modules):
+                self._handles.append(mod.register_forward_pre_hook(self._make_hook(site)))
+        except Exception:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    @property
+    def active(self) -> bool:
+        """True inside `with`: the hooks are registered."""
+        return bool(self._handles)
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+class HeadCapture(_CaptureBase):
+    """Per-head scalars at each captured step of the conditional forward.
+
+    reducer: rms  = sqrt(mean over tokens and head_dim of x^2)   (the card family's quantity)
+             mean_abs = mean |x|;  mean = mean x (signed);  l2 = mean over tokens of ||x_head||_2
+    Tokens are those of the unit's region; text tokens are weighted by the real-token mask.
+    single_tokens: which regions single blocks give units for ("img", "txt", "both");
+    ref_tokens: also units for the reference-image tokens (double.{i}.ref, single.{i}.ref).
+    """
+
+    def __init__(self, transformer, sites: Sequence[Site], steps: Sequence[int] = (0,), forwards_per_step: int = 1,
+                 reducer: str = "rms", single_tokens: str = "img", ref_tokens: bool = False):
+        super().__init__(transformer, sites, steps, forwards_per_step)
+        if reducer not in REDUCERS:
+            raise ValueError(f"reducer must be one of {REDUCERS}, got {reducer!r}")
+        if single_tokens not in SINGLE_TOKENS:
+            raise ValueError(f"single_tokens must be one of {SINGLE_TOKENS}, got {single_tokens!r}")
+        self.reducer = reducer
+        self.single_tokens = single_tokens
+        self.ref_tokens = bool(ref_tokens)
+        self._regions = {s.kind: site_regions(s, single_tokens, self.ref_tokens) for s in self.sites}
+        self.units = head_unit_names(self.sites, self.steps, single_tokens, self.ref_tokens)
+        self._set_columns([len(self._regions[s.kind]) * s.n_heads for s in self.sites])
+        self._weights_cpu: dict = {}
+        self._weights: dict = {}
+
+    def set_batch(self, text_mask, n_img_tokens: int, n_ref_tokens: int = 0) -> None:
+        """Before each pipeline call. text_mask: [batch, txt_len] bool, real text tokens (txt_len = the
+        pipeline's max_sequence_length); n_img_tokens: generated-image tokens; n_ref_tokens: reference-image
+        tokens (0 for text calls). Sets `self.layout = TokenLayout(txt_len, n_img_tokens, n_ref_tokens)`."""
+        mask = torch.as_tensor(text_mask).detach().to("cpu", torch.float32)
+        layout = TokenLayout(int(mask.shape[1]), int(n_img_tokens), int(n_ref_tokens))
+        if self.ref_tokens and layout.n_ref == 0:
+            raise ValueError("this capture gives reference-token units (ref_tokens=True) but the batch has no "
+                             "reference image (n_ref_tokens=0)")
+        txt_w = mask / mask.sum(1, keepdim=True).clamp_min(1.0)
+        # Per site kind: the token range the hook reads and one weight row per region, so a hook
+        # reduces all its regions with one batched matmul: [b, regions, tokens] @ [b, tokens, heads].
+        self._weights_cpu = {}
+        for kind, regions in self._regions.items():
+            spans = [layout.span(kind, r) for r in regions]
+            lo, hi = min(s.start for s in spans), max(s.stop for s in spans)
+            w = torch.zeros(mask.shape[0], len(regions), hi - lo)
+            for g, (region, sp) in enumerate(zip(regions, spans)):
+                w[:, g, sp.start - lo: sp.stop - lo] = txt_w if region == "txt" else 1.0 / (sp.stop - sp.start)
+            self._weights_cpu[kind] = (lo, hi, w)
+        self._start_batch(mask.shape[0], layout)
+        # Moved to the transformer's device now, between pipeline calls, so no forward waits for a copy;
+        # a transformer that moves later (CPU offload) gets them at its first captured forward.
+        self._weights = {}
+        self._prepare_weights(self._transformer_device())
+
+    def _transformer_device(self):
+        p = next(self.transformer.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def _prepare_weights(self, device) -> None:
+        if not self._weights or next(iter(self._weights.values()))[2].device != device:
+            self._weights = {k: (lo, hi, w.to(device)) for k, (lo, hi, w) in self._weights_cpu.items()}
+
+    def _prepare_device(self, device) -> None:
+        super()._prepare_device(device)
+        self._prepare_weights(device)
+
+    def _per_token(self, x):
+        """x: [batch, tokens, head, head_dim] -> per-token quantity [batch, tokens, head] (float32)."""
+
+        if self.reducer == "rms":
+            return torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32).square_() / x.shape[-1]
+        if self.reducer == "l2":
+            return torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32)
+        if self.reducer == "mean_abs":
+            return x.abs().mean(-1, dtype=torch.float32)
+        return x.mean(-1, dtype=torch.float32)
+
+    def _make_hook(self, site: Site):
+        n_h, d_h = site.n_heads, site.head_dim
+        off = self._offset[site.name]
+        width = len(self._regions[site.kind]) * n_h
+        sqrt = self.reducer == "rms"
+
+        def hook(module, args):
+            slot = self._slot
+            if slot < 0:
+                return None
+            x = args[0]
+            self._check_site(site, x)
+            lo, hi, w = self._weights[site.kind]
+            heads = x[:, lo:hi, : n_h * d_h].unflatten(-1, (n_h, d_h))      # [batch, tokens, head, head_dim]
+            v = torch.bmm(w if w.device == x.device else w.to(x.device), self._per_token(heads))  # [batch, regions, head]
+            if sqrt:
+                v.sqrt_()
+            self._buf[slot, :, off: off + width] = v.flatten(1)
+            self._reached.add((slot, site.name))
+            return None
+
+        return hook
+
+
+class SliceCapture(_CaptureBase):
+    """The card's protocol: RMS over sequence and channels of each `width`-channel slice.
+
+    Every token of the hooked input counts (text padding, text, generated and reference tokens
+    alike), as in the card's unmasked hook; each batch element is one prompt (the card ran one prompt
+    per forward).
+    """
+
+    def __init__(self, transformer, sites: Sequence[Site], steps: Sequence[int] = (0,), forwards_per_step: int = 1,
+                 width: int = 16):
+        sites = [s for s in sites if s.kind != "double_txt"]  # the card hooked to_out only
+        super().__init__(transformer, sites, steps, forwards_per_step)
+        bad = [s.name for s in self.sites if s.in_features % width]
+        if bad:
+            raise ValueError(f"slice width {width} does not divide the projection input of {bad}")
+        self.width = width
+        self.units = slice_unit_names(self.sites, self.steps, width)
+        self._set_columns([s.in_features // width for s in self.sites])
+
+    def set_batch(self, batch_size: int, layout: TokenLayout | None = None) -> None:
+        """Before each pipeline call. layout: the call's TokenLayout, to assert the token counts (editing
+        calls: probe.klein.edit_capture.edit_layout); None skips the checks (slices count every token anyway)."""
+        self._start_batch(batch_size, layout)
+
+    def _make_hook(self, site: Site):
+        w = self.width
+        off = self._offset[site.name]
+        n = site.in_features // w
+
+        def hook(module, args):
+            slot = self._slot
+            if slot < 0:
+                return None
+            self._check_site(site, args[0])
+            x = args[0].unflatten(-1, (-1, w))                      # [batch, tokens, slices, width]
+            ms = torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32).square_().mean(1) / w
+            self._buf[slot, :, off: off + n] = ms.sqrt_()
+            self._reached.add((slot, site.name))
+            return None
+
+        return hook
