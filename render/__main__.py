@@ -125,6 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _holds_an_import(out: Path) -> bool:
+    """True when OUT's manifest.json was written by `render import-mit` (render.mit), not by a render."""
+    import json
+
+    try:
+        return json.loads((out / "manifest.json").read_text()).get("created_by") == "python -m render import-mit"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _fail(msg: str, code: int = 2) -> int:
     print(f"python -m render: error: {msg}", file=sys.stderr)
     return code
@@ -202,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.contact_sheet:
         return _contact_sheet(args, out)
+    if _holds_an_import(out) and (args.manifest_only or not (args.dry_run or args.status is not None
+                                                             or args.export_scenes)):
+        return _fail(f"--out {out} holds the MIT intrinsic images imported by `python -m render import-mit` (its "
+                     "manifest.json says so): rendering or rebuilding the manifest there would mix or drop them. Render "
+                     "into another --out; `python -m render import-mit SRC --out DIR` rebuilds an import's manifest. "
+                     "Nothing was written.")
     if args.manifest_only:
         if not out.is_dir():
             return _fail(f"--out {out}: no such folder")

@@ -203,6 +203,19 @@ def test_only_adds_objects_into_one_folder(tmp_path):
     _assert_refused(code, err, tmp_path / "o2", "dog", "cup, frog, shoe")
 
 
+def test_render_refuses_to_write_into_an_import(imported):
+    """`python -m render --out IMPORT` (a render or --manifest-only) would drop the imported samples: refused."""
+    from render.__main__ import main
+
+    _, out = imported
+    before = (out / "manifest.json").read_bytes()
+    for argv in (["--out", str(out), "--manifest-only"], ["--out", str(out), "--only", "red_cube_table"]):
+        assert main(argv) == 2
+    assert (out / "manifest.json").read_bytes() == before
+    assert main(["--out", str(out), "--contact-sheet", "--sheet-size", "32"]) == 0    # reading it is fine
+    assert (out / "contact_sheet.png").is_file()
+
+
 def test_render_cli_keeps_its_flat_options(tmp_path):
     """The subcommand does not change any existing `python -m render ...` invocation or its --help."""
     r = subprocess.run([sys.executable, "-m", "render", "--only", "red_cube_table", "--dry-run", "--out",
