@@ -10,9 +10,8 @@ resizes anything over 1024^2 pixels), so a 310x250 render would lose rows and co
 output is stretched back, every pixel would shift. Here the reference is made acceptable *before*
 the pipeline sees it, without losing content, and the output is mapped back exactly:
 
-1. scale (only when needed): larger than `max_side` -> area downscale by s = max_side / longest side, but
-   never the shorter side below `min_side` (klein's minimum wins over max_side: a 317x384 photograph with
-   max_side 64 becomes 64x78); shorter side under `min_side` -> integer nearest-neighbour upscale by f,
+1. scale (only when needed): larger than `max_side` -> area downscale by s = max_side / longest side;
+   shorter side under `min_side` (klein's 64-px minimum) -> integer nearest-neighbour upscale by f,
    so every render pixel becomes an f x f block;
 2. pad each side to the next multiple of 16 (and at least `min_side`: a 300x200 render downscaled
    to a 64-px longest side is 64x43, padded to 64x64), split evenly between the two ends, with
@@ -121,8 +120,8 @@ def plan_reference(width: int, height: int, max_side: int = 1024, min_side: int 
         raise ValueError(f"max_side {max_side} is below klein's minimum side {min_side}")
     limit = max_side
     while True:
-        if max(width, height) > limit and min(width, height) > min_side:
-            s = max(limit / max(width, height), min_side / min(width, height))   # klein's minimum side wins
+        if max(width, height) > limit:
+            s = limit / max(width, height)
             sw, sh = max(1, round(width * s)), max(1, round(height * s))
             mode, f = "downscale_area", 1
         elif min(width, height) < min_side:
