@@ -86,7 +86,8 @@ def analyse_and_write(caps, out: Path, config: dict, stats_cfg, no_report: bool 
         design = caps.meta.get("image_design") or {}
         summary["image_design"] = {k: design.get(k) for k in ("data", "pairs_over", "clustered", "n_samples",
                                                                "n_images", "n_base_scenes", "contrasts",
-                                                               "orientation")}
+                                                               "orientation", "unavailable_contrasts", "dataset")
+                                   if k in design or k not in ("unavailable_contrasts", "dataset")}
         summary["image_prompt"] = caps.meta.get("image_prompt")
         summary["pairs_over"] = design.get("pairs_over", "scenes")
         summary["clustered"] = bool(design.get("clustered", False))

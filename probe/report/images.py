@@ -38,6 +38,14 @@ def intro(res, summary: dict, design: dict) -> list[str]:
         out += [f"**{summary.get('clustered_note')}**", ""]
     n_scenes = design.get("n_base_scenes", "?")
     prompt = summary.get("image_prompt")
+    if design.get("dataset"):      # an imported dataset of photographs (render.mit), not our renders
+        out += [f"**Real photographs**: the images are {design['dataset']}, imported by `python -m render "
+                "import-mit` (below, a \"render\" is a photograph and a \"base scene\" an object)."
+                + "".join(f" The `{k}` contrast is left out: {v}." for k, v in
+                          (design.get("unavailable_contrasts") or {}).items())
+                + ("" if not (design.get("orientation") or {}).get("lighting", {}).get("source") else
+                   " The lighting contrast's A is the photograph whose implied shading (photograph / reflectance) has "
+                   "the highest contrast: the dataset measured shading under one light only."), ""]
     out += [f"Which heads of FLUX.2 klein carry the lighting of a scene and which its surface colour (albedo)? No word "
             f"changes here: every stimulus is one klein editing call with a rendered image as its reference and one "
             f"fixed text{f' (“{prompt}”)' if prompt else ''}, with the same noise for every image of a scene, so the "
