@@ -62,7 +62,7 @@ def _load_model(args):
     from probe.klein.model import load_pipeline, spec_from_args
 
     load_render_manifest(args.data)  # a bad --data fails before minutes of model loading
-    loaded = load_pipeline(spec_from_args(args))
+    loaded = load_pipeline(spec_from_args(args), progress=not getattr(args, "quiet", False))
     if loaded.random_weights:
         print("note: --model tiny has random weights: a dry run, not findings", file=sys.stderr)
     return loaded

@@ -190,7 +190,7 @@ def test_missing_pairs_are_named_with_their_shard_and_nothing_is_written(runs, t
     (folder / "shards" / "partial-1-of-3.npz").unlink()
     out = tmp_path / "never"
     _refused(["merge", folder, "--out", out], capsys, "cannot merge: 2 of 5 pairs are in no finished shard file",
-             "glossy_sphere_pedestal (shard 1/3)", "striped_torus (shard 1/3)", "--array=1",
+             "glossy_sphere_pedestal (shard 1/3)", "striped_torus (shard 1/3)", "bash scripts/slurm/status.sh",
              "--shard K/3 for each K in 1", "Nothing was written")
     assert not out.exists()
     code, stdout, _ = probe_main(["merge", folder, "--dry-run"], capsys)

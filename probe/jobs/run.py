@@ -157,7 +157,7 @@ def main_run(args) -> int:
     stats_config(args, args.protocol)          # bad statistics options fail before anything is written
     baseline = load_baseline(args, out) if shard.is_whole else None     # a sharded run's statistics wait for the merge
     check_out(out)
-    loaded = load_pipeline(spec_from_args(args))
+    loaded = load_pipeline(spec_from_args(args), progress=not getattr(args, "quiet", False))
     cfg, resolution_source = _capture_config(args, loaded)
     if loaded.randomized:
         print(f"note: --randomize {args.randomize}: the {', '.join(c['name'] for c in loaded.randomized['components'])}"

@@ -15,6 +15,7 @@ device (no memory) so tests can check unit counts at real scale.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -154,8 +155,38 @@ def _snapshot_revision(path: Path) -> str | None:
     return None
 
 
-def load_pipeline(spec: ModelSpec):
-    """Load a Flux2KleinPipeline per `spec`; raise ModelNotAvailable with a user-facing message."""
+@contextlib.contextmanager
+def library_progress_bars(enabled: bool):
+    """diffusers', transformers' and huggingface_hub's own progress bars (pipeline components, weights, downloads,
+    the tiny model's shards) on or off inside the block, as they were after it: off for `--quiet`."""
+    from diffusers.utils import logging as dlog
+    from huggingface_hub import utils as hub
+    from transformers.utils import logging as tlog
+
+    switches = ((dlog.is_progress_bar_enabled, dlog.enable_progress_bar, dlog.disable_progress_bar),
+                (tlog.is_progress_bar_enabled, tlog.enable_progress_bar, tlog.disable_progress_bar),
+                (lambda: not hub.are_progress_bars_disabled(), hub.enable_progress_bars, hub.disable_progress_bars))
+
+    def switch(states) -> None:
+        for on, (_, enable, disable) in zip(states, switches):
+            (enable if on else disable)()
+
+    before = [is_on() for is_on, _, _ in switches]
+    switch([enabled] * len(switches))
+    try:
+        yield
+    finally:
+        switch(before)
+
+
+def load_pipeline(spec: ModelSpec, progress: bool = True):
+    """Load a Flux2KleinPipeline per `spec`; raise ModelNotAvailable with a user-facing message. `progress=False`
+    (--quiet) silences the libraries' own loading and download bars too."""
+    with library_progress_bars(progress):
+        return _load_pipeline(spec)
+
+
+def _load_pipeline(spec: ModelSpec):
     t0 = time.perf_counter()
     device = resolve_device(spec.device)
     from diffusers import Flux2KleinPipeline
