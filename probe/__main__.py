@@ -138,12 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image height (default 512, 64 for --model tiny; card: the pipeline's default, 1024 for klein)")
     g.add_argument("--width", type=int, default=None,
                    help="image width (default 512, 64 for --model tiny; card: the pipeline's default, 1024 for klein)")
-    g.add_argument("--batch-size", type=int, default=4, help="prompts per pipeline call")
+    g.add_argument("--batch-size", type=int, default=4,
+                   help="prompts per pipeline call; part of the resume key (on CUDA in bf16 another batch size can "
+                        "pick other kernels), so a cache made with another batch size is not reused")
     g.add_argument("--reducer", choices=("rms", "mean_abs", "mean", "l2"), default="rms",
                    help="per-unit scalar over real tokens and channels (heads protocol)")
     g.add_argument("--single-tokens", choices=("img", "txt", "both"), default="img",
                    help="token set of single-block units (img keeps 720 units per step at klein scale)")
     g.add_argument("--max-sequence-length", type=int, default=512, help="text length klein pads prompts to")
+    g.add_argument("--text-tokens", choices=("prompt", "all"), default="prompt",
+                   help="text tokens of the .txt units (heads protocol): prompt = the prompt's own tokens, leaving out "
+                        "klein's chat template (about a dozen fixed tokens around every prompt) and the padding; all = "
+                        "the template's tokens too (the definition of runs made before this option)")
     run.add_argument("--out", default="runs/probe", help="output folder")
     run.add_argument("--no-resume", action="store_true", help="ignore partial_captures.npz and recapture everything")
     run.add_argument("--shard", default=None, metavar="K/N|auto",

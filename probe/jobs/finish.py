@@ -57,6 +57,9 @@ def analyse_and_write(caps, out: Path, config: dict, stats_cfg, no_report: bool 
     summary["random_weights"] = bool(config.get("model", {}).get("random_weights", False))
     summary["randomize"] = (config.get("model", {}).get("randomize") or {}).get("mode", "none")
     summary["stimuli"] = caps.stimuli
+    cap = config.get("capture") or {}
+    if summary["protocol"] != "card":   # what `.txt` units reduce over; runs before the option measured "all"
+        summary["text_tokens"] = caps.meta.get("text_tokens") or cap.get("text_tokens", "all")
     summary["controls"] = list(caps.control_sets())
     full = {**config, "direction": res.direction, "sign_convention": summary["sign_convention"],
             "n_units": int(caps.n_units), "stats": asdict(stats_cfg), "versions": versions()}
@@ -143,6 +146,8 @@ def finish_run(out: Path, design, values: dict, units, config: dict, args, basel
     protocol = config["capture"]["protocol"]
     stats_cfg = stats_config(args, protocol)
     meta = {"protocol": protocol, "direction": config["direction"]}
+    if protocol != "card":
+        meta["text_tokens"] = config["capture"].get("text_tokens", "all")
     if design.kind == "images":
         meta["equivalence_margin"] = stats_cfg.equivalence_margin     # `probe stats` keeps the run's own
     else:

@@ -125,16 +125,22 @@ def _what_was_run(caps, res, config: dict, layout: UnitLayout, protocol: str) ->
                    if float(guidance) > 1 else "the only forward per step (guidance ≤ 1: no CFG)")
     nl = res.main.null
     lengths = config.get("text_lengths") or {}
-    len_txt = "; ".join(f"{k}: {min(v)}–{max(v)} tokens" for k, v in lengths.items() if v) or "not recorded"
+    own = config.get("prompt_token_lengths") or {}
+    text_tokens = caps.meta.get("text_tokens") or cap.get("text_tokens", "all")
+    len_txt = "; ".join(f"{k}: {min(v)}–{max(v)} tokens" + (
+        f" ({min(own[k])}–{max(own[k])} of the prompt, {min(a - b for a, b in zip(v, own[k]))}–"
+        f"{max(a - b for a, b in zip(v, own[k]))} of the chat template)" if own.get(k) else "")
+        for k, v in lengths.items() if v) or "not recorded"
     if protocol == "card":
         tokens = ("every position of the sequence, text padding included (the card's RMS over batch, sequence "
                   "and channel); joint blocks: image stream only")
         reducer = "RMS over sequence and the slice's 16 channels (the card's quantity)"
     else:
         single = cap.get("single_tokens", "img")
-        tokens = ("joint blocks: image stream over the generated image's tokens, text stream over the real "
-                  f"(non-padding) text tokens; single blocks: {single} tokens "
-                  "(reference-image tokens and text padding left out)")
+        txt = ("the prompt's own tokens (klein's chat template and the padding left out)" if text_tokens == "prompt"
+               else "the real (non-padding) text tokens, the chat template's fixed tokens included")
+        tokens = (f"joint blocks: image stream over the generated image's tokens, text stream over {txt}; single "
+                  f"blocks: {single} tokens (reference-image tokens and text padding left out)")
         reducer = str(cap.get("reducer", "rms")) + " over the unit's tokens and channels"
     sources = config.get("prompts") or {}
     control_sources = sources.get("controls") or ({"paraphrase": sources["control"]} if sources.get("control") else {})
@@ -228,11 +234,15 @@ def _image_rows(rows: list, caps, config: dict, cap: dict) -> list:
                     "scenes" else "sample-level pairs, CLUSTERED)"),
         "control sets": None,
         "real text lengths": f"{(config.get('text_lengths') or {}).get('image_prompt', ['?'])[0]} tokens (the "
-                             "editing text)",
+                             "editing text" + (f", {own[0]} of them its own, the rest klein's chat template)" if (
+                                 own := (config.get("prompt_token_lengths") or {}).get("image_prompt")) else ")"),
     }
     if cap.get("protocol", "heads") != "card":
+        txt = ("the editing text's own tokens (chat template and padding left out)"
+               if (caps.meta.get("text_tokens") or cap.get("text_tokens", "all")) == "prompt"
+               else "the real text tokens (chat template included)")
         replace["token sets"] = ("joint blocks: image stream over the generated image's tokens (`.img`) and over the "
-                                 "reference image's tokens (`.ref`), text stream over the real text tokens; single "
+                                 f"reference image's tokens (`.ref`), text stream over {txt}; single "
                                  f"blocks: {cap.get('single_tokens', 'img')} tokens and the reference tokens (`.ref`)")
     out = []
     for row in rows:
