@@ -61,6 +61,8 @@ def analyse_and_write(caps, out: Path, config: dict, stats_cfg, no_report: bool 
     if summary["protocol"] != "card":   # what `.txt` units reduce over; runs before the option measured "all"
         summary["text_tokens"] = caps.meta.get("text_tokens") or cap.get("text_tokens", "all")
     summary["controls"] = list(caps.control_sets())
+    if caps.meta.get("control_lexicon"):      # per control set: tokens vs B, word overlap with A and B
+        summary["control_lexicon"] = caps.meta["control_lexicon"]
     full = {**config, "direction": res.direction, "sign_convention": summary["sign_convention"],
             "n_units": int(caps.n_units), "stats": asdict(stats_cfg), "versions": versions()}
     comparison = None
@@ -152,6 +154,7 @@ def finish_run(out: Path, design, values: dict, units, config: dict, args, basel
         meta["equivalence_margin"] = stats_cfg.equivalence_margin     # `probe stats` keeps the run's own
     else:
         meta["controls"] = dict(config["prompts"]["controls"])
+        meta["control_lexicon"] = design.lexicon(config.get("prompt_token_lengths"))
     units = np.asarray(units).astype(str)
     caps = design.captures(values, units, meta, unit_blocks=blocks_from_units(units))
     out.mkdir(parents=True, exist_ok=True)

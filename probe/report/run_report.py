@@ -30,6 +30,7 @@ from probe.design.card import protocol_facts
 from probe.report import images as image_report
 from probe.report.common import dig, finite, fmt, fmt_ci, fmt_count, fmt_ratio, fwer_threshold, md_table
 from probe.report.compare import test_sentence
+from probe.report.controls import lexicon_section
 from probe.report.figures import (control_figure, heatmap, is_images, null_figure, signs, step_rows, split_figure,
                                   step_figure)
 from probe.report.units import SITE_RE, UnitLayout, parse_units
@@ -337,7 +338,8 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
         cname = dr.minus
         c, d = res.stats[cname], res.direct_stats[name]
         cat = np.abs(c.unit.t)
-        what = {"paraphrase": "A vs a paraphrase of A", "vocabulary": "A vs the lit photograph in B's words"}.get(
+        what = {"paraphrase": "A vs a paraphrase of A", "vocabulary": "A vs B's words meaning a lit photograph",
+                "shuffled": "A vs B's words shuffled"}.get(
             cname, f"A vs the {cname} control prompt")
         beyond += [
             [f"{cname} control ({c.n_pairs} pairs, {what}): units with |t| > 3 / > 5", "not reported",
@@ -635,6 +637,8 @@ def write_report(out: Path, caps, res, summary: dict, config: dict, comparison: 
                   "sign-flip null, split-half consistency and, per control set, a direct paired test of the control "
                   f"prompt against the albedo prompt. Sign: t = {label} (t > 0: larger for {pos}).", ""]
     lines += _headline(res, protocol, random_weights)
+    if not images:
+        lines += lexicon_section(summary.get("control_lexicon") or caps.meta.get("control_lexicon"))
     lines += _blocks_section(res)
     lines += sec_cmp
     lines += _what_was_run(caps, res, config, layout, protocol)
