@@ -85,6 +85,12 @@ def analyse_and_write(caps, out: Path, config: dict, stats_cfg, no_report: bool 
                                                                "n_images", "n_base_scenes", "contrasts",
                                                                "orientation")}
         summary["image_prompt"] = caps.meta.get("image_prompt")
+        from probe.stats.luminance import luminance_row
+
+        row = luminance_row(res)
+        if row is not None:     # the units that follow mean albedo luminance, beside the classes
+            row["albedo_variants"] = ((design.get("orientation") or {}).get("albedo") or {}).get("variants", "hsv")
+            summary["luminance_row"] = row
         summary["pairs_over"] = design.get("pairs_over", "scenes")
         summary["clustered"] = bool(design.get("clustered", False))
         if summary["clustered"]:

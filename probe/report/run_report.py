@@ -629,6 +629,7 @@ def write_report(out: Path, caps, res, summary: dict, config: dict, comparison: 
         lines += image_report.intro(res, summary, design)
         lines += image_report.contrast_section(res, design)
         lines += image_report.classes_section(res)
+        lines += image_report.luminance_section(res, design)
         lines += [f"The card's headline below is set beside this run's top-level contrast ({res.primary}, t = "
                   f"{label}): the card compared two texts, this run a rendered image with its albedo image.", ""]
     else:
