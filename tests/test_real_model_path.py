@@ -3,6 +3,8 @@ text masks are rebuilt from lengths, the batch size in the resume key, and `.txt
 tokens (klein's chat template left out)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -202,3 +204,20 @@ def test_txt_ablation_over_the_prompt_span_leaves_the_template_alone(tiny_pipe):
     torch.testing.assert_close(abl[0][:, :a], base[0][:, :a])            # template before the prompt
     torch.testing.assert_close(abl[0][:, b:], base[0][:, b:])            # template after it, padding
     torch.testing.assert_close(abl[1], base[1])                          # "" has no tokens of its own: untouched
+
+
+def test_evaluate_ablates_txt_heads_over_the_tokens_the_probe_measured(tmp_path):
+    from evaluate.jobs import _gen_config
+    from evaluate.selection import read_probe
+    from probe.klein.ablation import ablation_definition
+    from tests.fakes import fake_probe_units, write_fake_probe
+
+    units = fake_probe_units()
+    new = read_probe(write_fake_probe(tmp_path / "new", {"unit": units}, summary={"text_tokens": "prompt"}))
+    old = read_probe(write_fake_probe(tmp_path / "old", {"unit": units}))          # a probe from before the option
+    assert (new.text_tokens, old.text_tokens) == ("prompt", "all")
+    args = SimpleNamespace(data="d", out=str(tmp_path), instruction=0, instructions_file=None, steps=None,
+                           guidance=None, seed=0, limit=None, max_side=None)
+    assert _gen_config(args, "klein__ablate_top1", ("double.0.txt/h00",), old.text_tokens).ablate_text_tokens == "all"
+    assert "chat template and padding excluded" in ablation_definition("prompt")
+    assert "chat template" not in ablation_definition("all")
