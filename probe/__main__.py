@@ -141,9 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image height (default 512, 64 for --model tiny; card: the pipeline's default, 1024 for klein)")
     g.add_argument("--width", type=int, default=None,
                    help="image width (default 512, 64 for --model tiny; card: the pipeline's default, 1024 for klein)")
-    g.add_argument("--batch-size", type=int, default=4,
-                   help="prompts per pipeline call; part of the resume key (on CUDA in bf16 another batch size can "
-                        "pick other kernels), so a cache made with another batch size is not reused")
+    g.add_argument("--batch-size", type=int, default=5,
+                   help="prompts of one pair per pipeline call (a call never mixes pairs; 5 = A, B and the three "
+                        "shipped control prompts: one call per pair); part of the resume key (on CUDA in bf16 another "
+                        "batch size can pick other kernels), so a cache made with another batch size is not reused")
     g.add_argument("--reducer", choices=("rms", "mean_abs", "mean", "l2"), default="rms",
                    help="per-unit scalar over real tokens and channels (heads protocol)")
     g.add_argument("--single-tokens", choices=("img", "txt", "both"), default="img",

@@ -43,7 +43,7 @@ class CaptureConfig:
     height: int | None = 512               # None: the reference image's size (editing runs)
     width: int | None = 512
     seed: int = 0                           # the run's seed; each stimulus carries its own noise seed
-    batch_size: int = 4                     # text-only stimuli per pipeline call
+    batch_size: int = 5                     # stimuli per pipeline call (never two pairs in one call)
     reducer: str = "rms"
     single_tokens: str = "img"
     max_sequence_length: int = 512
@@ -196,10 +196,17 @@ def make_capture(pipe, cfg: CaptureConfig):
 
 
 def _batches(stimuli: list, batch_size: int) -> list[list]:
-    """Text-only stimuli in batches of `batch_size`; stimuli with a reference image grouped by (image,
-    prompt), up to `batch_size` noise seeds per call."""
-    text = [s for s in stimuli if s.image is None]
-    out = [text[i:i + batch_size] for i in range(0, len(text), batch_size)]
+    """Text-only stimuli grouped by pair, each pair's in batches of up to `batch_size`; stimuli with a reference
+    image grouped by (image, prompt), up to `batch_size` noise seeds per call.
+
+    A batch never holds two pairs: on the CPU (and on CUDA in bf16) a row's values can depend in their lowest
+    bits on what else is in its batch, and the pairs a run (or shard, or resumed run) holds vary, while a pair's
+    own stimuli do not. So a shard, a merge of shards and a resumed run give the values an unsharded run gives."""
+    pairs: dict = {}
+    for s in stimuli:
+        if s.image is None:
+            pairs.setdefault(s.pair_id, []).append(s)
+    out = [g[i:i + batch_size] for g in pairs.values() for i in range(0, len(g), batch_size)]
     groups: dict = {}
     for s in stimuli:
         if s.image is not None:
