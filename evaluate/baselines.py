@@ -37,6 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
+from evaluate.poisson import gradients as _gradients, poisson_integrate  # noqa: F401 (importable from here)
 # Storage moved to evaluate.predictions; these names stay importable from here for existing callers.
 from evaluate.predictions import prediction_finished, write_method_manifest, write_prediction  # noqa: F401
 from evaluate.predictions import IMAGE_LIBRARIES, MODEL_LIBRARIES
@@ -73,53 +74,6 @@ class RetinexConfig:
 def image_as_albedo(image_linear: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """The rendered linear image taken as the albedo (float32 [H, W, 3]); the mask is not used."""
     return np.asarray(image_linear, dtype=np.float32)[..., :3].copy()
-
-
-def _gradients(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """MIT's get_gradients: g_y[i] = a[i] - a[i-1] (row 0 is 0), g_x likewise along columns."""
-    gy = np.zeros_like(a)
-    gy[1:] = a[1:] - a[:-1]
-    gx = np.zeros_like(a)
-    gx[:, 1:] = a[:, 1:] - a[:, :-1]
-    return gy, gx
-
-
-def poisson_integrate(t_y: np.ndarray, t_x: np.ndarray, mask: np.ndarray, ridge: float = 1e-9) -> np.ndarray:
-    """The image x (on the mask, 0 elsewhere) minimising, over gradients with both pixels in the mask,
-        sum (x[i,j] - x[i-1,j] - t_y[i,j])^2 + (x[i,j] - x[i,j-1] - t_x[i,j])^2,
-    MIT's poisson.solve. The solution is defined up to one constant per connected mask region; a
-    tiny ridge picks the one with zero mean in each region. Sparse direct solve (SuperLU).
-    """
-    import scipy.sparse as sp
-    from scipy.sparse.linalg import spsolve
-
-    mask = np.asarray(mask, bool)
-    h, w = mask.shape
-    idx = -np.ones((h, w), dtype=np.int64)
-    n = int(mask.sum())
-    idx[mask] = np.arange(n)
-    rows, cols, vals, rhs = [], [], [], []
-    e = 0
-    # horizontal pairs (i, j-1) -> (i, j), target t_x[i, j]; vertical pairs likewise with t_y
-    for a_idx, b_idx, t in ((idx[:, :-1], idx[:, 1:], t_x[:, 1:]), (idx[:-1, :], idx[1:, :], t_y[1:, :])):
-        ok = (a_idx >= 0) & (b_idx >= 0)
-        k = int(ok.sum())
-        r = np.arange(e, e + k)
-        rows += [r, r]
-        cols += [b_idx[ok], a_idx[ok]]
-        vals += [np.ones(k), -np.ones(k)]
-        rhs.append(t[ok])
-        e += k
-    x = np.zeros((h, w))
-    if n == 0:
-        return x
-    if e == 0:
-        return x  # isolated pixels: every constant is a solution, take 0
-    d = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(e, n))
-    lap = (d.T @ d + ridge * sp.identity(n, format="csr")).tocsc()
-    sol = spsolve(lap, d.T @ np.concatenate(rhs), permc_spec="MMD_AT_PLUS_A")
-    x[mask] = sol
-    return x
 
 
 def color_retinex(image_linear: np.ndarray, mask: np.ndarray, config: RetinexConfig = RetinexConfig()) -> np.ndarray:

@@ -6,7 +6,8 @@
     main_ablate    top-k vs random-k head ablations             -> OUT/pred/klein__ablate_*/, OUT/ablation.json/.csv
     main_link      probe selectivity vs albedo error            -> OUT/link.json, link.csv, figures/link_scatter.png
     main_report    report.md / report.html from what is in OUT
-    main_all       all of the above in order
+    main_all       all of the above in order (and main_mit on an MIT import)
+    main_mit       the MIT intrinsic images benchmark's protocol -> OUT/mit_protocol.json/.csv (evaluate.mit_protocol)
 
 Every job checks its inputs (render folder, probe folder, --k, --select, --resume strict) before it
 loads a model or writes a file, so a bad input overwrites nothing.
@@ -25,6 +26,7 @@ from evaluate.causal import (BASE_METHOD, MIN_DRAWS_FOR_005, ablation_plan, clus
                              read_scores, summarise_ablation)
 from evaluate.generate import DataError, GenerateConfig, generate_predictions, load_render_manifest
 from evaluate.link import CONTROL_METHOD, LinkError, link_image_probe, link_text_probe
+from evaluate.mit_protocol import MitProtocolError, is_mit_import, main_mit
 from evaluate.predictions import StalePredictionError
 from evaluate.score import ScoreError, score
 from evaluate.selection import ProbeError, read_probe
@@ -33,7 +35,7 @@ from probe.io.jsonio import versions, write_json
 from probe.klein.model import ModelNotAvailable
 
 USER_ERRORS = (DataError, ScoreError, UsageError, ModelNotAvailable, WeightsUnavailableError, FileNotFoundError,
-               ProbeError, LinkError, StalePredictionError)
+               ProbeError, LinkError, StalePredictionError, MitProtocolError)
 DEFAULT_METRIC = "lmse_linear_scalar"     # the headline alignment (was lmse_linear_per_channel)
 
 __all__ = ["main_generate", "main_baselines", "main_score", "main_ablate", "main_link", "main_report", "main_all",
@@ -303,4 +305,6 @@ def main_all(args) -> int:
         main_score(args)
     if probe_ok:
         main_link(args)
+    if is_mit_import(args.data):
+        main_mit(args)                              # the benchmark's own protocol beside our metrics
     return main_report(args)

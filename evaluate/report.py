@@ -988,6 +988,14 @@ def section_grids(inp: ReportInputs, max_grid: int, random_weights: bool) -> lis
     return blocks
 
 
+def section_mit(inp: ReportInputs) -> list[Block]:
+    """The MIT intrinsic images benchmark's protocol table (evaluate mit), when OUT holds mit_protocol.json."""
+    from evaluate.mit_protocol import report_parts
+
+    make = {"h": H, "p": P, "note": Note, "table": Table}
+    return [make[kind](*args) for kind, *args in report_parts(inp.out)]
+
+
 # ---------------------------------------------------------------------------------------------
 # the report
 
@@ -1017,6 +1025,7 @@ def write_report(out: Path, data: Path | None = None, probe: Path | None = None,
     blocks += section_metrics(inp)
     blocks += section_invariance(inp)
     blocks += section_grids(inp, max_grid, random_weights)
+    blocks += section_mit(inp)
     blocks += section_link(inp)
     blocks += section_ablation(inp, random_weights)
     blocks += section_errors(inp)

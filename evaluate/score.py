@@ -103,6 +103,16 @@ class ScoreError(ValueError):
     """Inputs that cannot be scored at all (missing folders, ids that match nothing)."""
 
 
+SCALE_UNKNOWN_NOTE = ("samples whose albedo scale is unknown (albedo_scale_known: false, a real dataset such as the "
+                      "MIT intrinsic images, render.mit) are scored with scale-free alignments only: their `*_none` "
+                      "columns are left empty")
+
+
+def scale_unknown(entry: dict) -> bool:
+    """True when the sample's ground-truth albedo is known only up to a factor (render.mit imports)."""
+    return entry.get("albedo_scale_known") is False
+
+
 # ---------------------------------------------------------------------------------------------
 # ground truth
 
@@ -169,7 +179,7 @@ class Dataset:
             s = self._rd.load_sample(self.root, sample_id, {"samples": [self._entries[sample_id]]})
             return GroundTruth(np.asarray(s.albedo_linear, np.float32)[..., :3], np.asarray(s.mask, bool),
                                np.asarray(s.image_linear, np.float32)[..., :3] if image else None,
-                               np.asarray(s.shading, np.float32)[..., :3])
+                               None if s.shading is None else np.asarray(s.shading, np.float32)[..., :3])
         from render.imageio import read_exr, read_png_srgb
 
         e = self._entries[sample_id]
@@ -523,6 +533,8 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
                 row["resized"] = bool(interp)
                 row["resize_interp"] = interp
                 row.update(score_pair(gt.albedo_linear, pred, gt.mask, metric_config, scorer, shading=gt.shading))
+                if scale_unknown(ds.entry(s.id)):
+                    row.update({c: float("nan") for c in mcols if c.endswith("_none")})
                 row["status"] = "ok"
                 kept[m] = (pred, gt.mask, bool(row["degenerate"]))
             except Exception as e:
@@ -614,6 +626,8 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
         "lpips": lp, "columns": {c: COLUMN_DOCS[c] for c in mcols + list(INVARIANCE_COLUMNS)},
         "seconds": round(elapsed, 3), "methods": {},
     }
+    if any(scale_unknown(ds.entry(s.id)) for s in ds.samples):
+        summary["alignment_note"] = SCALE_UNKNOWN_NOTE
     for m in methods:
         mrows = [r for r in rows if r["method"] == m]
         ok = [r for r in mrows if r.get("status") == "ok"]

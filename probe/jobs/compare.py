@@ -35,6 +35,10 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--units", choices=UNIT_MODES, default="same",
                    help="same: the runs must have the same unit set (default); shared: compare on the units they "
                         "share; any: only run-level numbers side by side")
+    p.add_argument("--contrast", default=None, metavar="NAME",
+                   help="image probes: compare this contrast of every run (render_vs_albedo, lighting, albedo; "
+                        "default: each run's primary one), e.g. lighting to ask whether the heads that change with "
+                        "light on renders change with light on photographs (render import-mit)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of the pairs for the test")
     p.add_argument("--seed", type=int, default=0, help="seed of the resamples")
 
@@ -43,12 +47,15 @@ def main_compare(args) -> int:
     if args.n_boot < 1:
         raise CompareError(f"--n-boot must be at least 1, got {args.n_boot}")
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
-    res = compare_runs(args.runs, labels, args.units, args.n_boot, args.seed)
+    res = compare_runs(args.runs, labels, args.units, args.n_boot, args.seed, contrast=args.contrast)
     written = write_compare(res, Path(args.out))
     for c in res["comparisons"]:
         t = c["test"]
         msg = (f"S = {t['S']:.3f} [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}], p(run 1 > run {c['run']}) = "
                f"{t['p_run1_greater']:.4g}" if t.get("available") else f"test not run ({t.get('why')})")
-        print(f"run 1 vs run {c['run']} ({c['label']}): mean delta |t| {c['mean_delta_abs_t']:.3f}; {msg}")
+        ag = c.get("agreement") or {}
+        same = (f"; signed t agree: Spearman rho {ag['rho']:.3f} [{ag['ci'][0]:.3f}, {ag['ci'][1]:.3f}]"
+                if "rho" in ag else "")
+        print(f"run 1 vs run {c['run']} ({c['label']}): mean delta |t| {c['mean_delta_abs_t']:.3f}; {msg}{same}")
     print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stdout)
     return 0

@@ -80,8 +80,9 @@ def render_markdown(res: dict) -> str:
     rows = [
         ["folder", *[r["path"] for r in runs]],
         ["protocol", *[r["protocol"] or "?" for r in runs]],
-        ["stimuli", *[r["stimuli"] + (" (A − B = render − albedo image, pairs = base scenes)" if r["stimuli"] ==
-                                      "images" else " (A − B = photograph prompt − albedo prompt)") for r in runs]],
+        ["stimuli", *[r["stimuli"] + ((f" (contrast `{r.get('contrast') or 'render_vs_albedo'}`, pairs = base scenes)")
+                                      if r["stimuli"] == "images" else " (A − B = photograph prompt − albedo prompt)")
+                      for r in runs]],
         ["t direction", *[r["direction"] for r in runs]],
         ["weights", *["random" + (f" (--randomize {r['randomize']})" if r["randomize"] != "none" else "")
                       if r["random_weights"] else "trained" for r in runs]],
@@ -113,6 +114,23 @@ def render_markdown(res: dict) -> str:
                           f"{c['median_delta_abs_t']:.3f}", f"{100 * c['share_of_units_larger_in_run1']:.1f}%", test])
         lines += _md_table(["comparison", "mean delta", "median delta", "units larger in run 1",
                             "bootstrap test over pairs"], trows) + [""]
+        arows = []
+        for c in res["comparisons"]:
+            ag, sb = c.get("agreement") or {}, c.get("significant_in_both") or {}
+            rho = (f"{ag['rho']:.3f} [{_f(ag['ci'][0], '.3f')}, {_f(ag['ci'][1], '.3f')}]" if "rho" in ag
+                   else f"not computed: {ag.get('why', 'n/a')}")
+            arows.append([f"run 1 vs run {c['run']} ({c['label']})", rho,
+                          f"{sb.get('n_fwer_run1', 0):,} / {sb.get('n_fwer_this_run', 0):,}",
+                          f"{sb.get('n_fwer_both', 0):,} ({sb.get('n_fwer_both_same_sign', 0):,} with the same sign)"])
+        lines += ["## Unit by unit: do the same units move the same way?", "",
+                  "Spearman rho between the two runs' signed t over the shared units, with a 95 % percentile "
+                  "interval from the same bootstrap over pairs (every unit's t recomputed in both runs per resample)"
+                  ": how alike the unit profiles are, sign included" + (f", for the `{res['contrast']}` contrast"
+                                                                        if res.get("contrast") else "")
+                  + ". It describes agreement beyond the pairs' sampling noise; it is not a test of what training "
+                  "did (random weights give correlated profiles too: set a random-init run beside them).", ""]
+        lines += _md_table(["comparison", "Spearman rho of signed t [95% CI]", "FWER-significant: run 1 / run k",
+                            "significant in both"], arows) + [""]
         lines += ["Why a bootstrap over pairs: every unit's t comes from the same pairs, and units of a block move "
                   "together, so the units are not independent observations; a Wilcoxon or t test over units would "
                   "claim a difference far too often. The pairs are the independent units: each resample draws the "

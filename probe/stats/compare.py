@@ -18,6 +18,16 @@ interval [2 S - q_hi, 2 S - q_lo]. With B resamples the smallest attainable p is
 Calibration (benchmarks/bench_compare.py, 200 simulated run pairs with correlated units): 4 % and 3 %
 false positives at alpha 0.05 under weak and strong unit dependence (a Wilcoxon over units: 8 % and
 42 %), 81 % power for a shift in 10 % of the units.
+
+Agreement. S asks whether run 1's units separate A from B more; whether the *same* units move the *same*
+way in both runs (e.g. do the heads that change with light on renders change with light on photographs?) is
+the Spearman correlation rho of the signed t over the shared units, with a percentile interval from the same
+bootstrap over pairs (each resample recomputes every unit's t in both runs). It describes how alike the two
+unit profiles are beyond the sampling noise of the pairs; it is not a test of what training did (random
+weights give correlated profiles too: compare with a random-init run for that). Beside it, the units
+FWER-significant in both runs and how many of them have the same sign. `contrast` sees image probes
+through one of their contrasts (probe.io.runs.load_run), so e.g. the lighting contrast of a render-based
+and of a photograph-based probe are compared.
 """
 from __future__ import annotations
 
@@ -29,7 +39,7 @@ from probe.io.runs import CompareError, Run, load_run
 from probe.stats.blocks import resample_weights, resampled_abs_t_mean
 from probe.stats.paired import paired_t
 
-__all__ = ["UNIT_MODES", "bootstrap_test", "compare_runs"]
+__all__ = ["UNIT_MODES", "bootstrap_test", "signed_agreement", "compare_runs"]
 
 UNIT_MODES = ("same", "shared", "any")
 
@@ -105,6 +115,60 @@ def bootstrap_test(ref: Run, other: Run, units: np.ndarray, n_boot: int = 2000, 
     }
 
 
+def _resampled_t(diff: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """[S, U] per-unit paired t in each resample of the pairs (rows of multiplicities `w` [S, n])."""
+    n = diff.shape[0]
+    mean = (w @ diff) / n
+    var = np.maximum((w @ (diff * diff)) / n - mean * mean, 0.0) * n / max(n - 1, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = mean / np.sqrt(var / n)
+    return np.where(np.isfinite(t), t, 0.0)
+
+
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman rho between matching rows of x and y [S, U] (average ranks for ties)."""
+    from scipy.stats import rankdata
+
+    rx, ry = rankdata(x, axis=1), rankdata(y, axis=1)
+    rx -= rx.mean(axis=1, keepdims=True)
+    ry -= ry.mean(axis=1, keepdims=True)
+    den = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, (rx * ry).sum(axis=1) / den, np.nan)
+
+
+def signed_agreement(d_ref: np.ndarray, d_oth: np.ndarray, same_pairs: bool, n_boot: int = 2000, seed: int = 0,
+                     ci: float = 0.95, chunk: int = 200) -> dict:
+    """Spearman rho of the signed per-unit t of two runs (differences [pairs, units], same unit columns), with a
+    percentile interval from resampling the pairs (jointly when `same_pairs`)."""
+    t_ref, t_oth = (paired_t(d, np.zeros_like(d)).t for d in (d_ref, d_oth))
+    rho = float(_spearman_rows(np.nan_to_num(t_ref)[None], np.nan_to_num(t_oth)[None])[0])
+    rng = np.random.default_rng([seed, 29])
+    boot = []
+    for lo in range(0, n_boot, chunk):
+        k = min(chunk, n_boot - lo)
+        w_ref = resample_weights(d_ref.shape[0], k, rng).astype(np.float64)
+        w_oth = w_ref if same_pairs else resample_weights(d_oth.shape[0], k, rng).astype(np.float64)
+        boot.append(_spearman_rows(_resampled_t(d_ref, w_ref), _resampled_t(d_oth, w_oth)))
+    boot = np.concatenate(boot) if boot else np.array([])
+    fin = boot[np.isfinite(boot)]
+    lo_q, hi_q = (np.percentile(fin, [50 * (1 - ci), 100 - 50 * (1 - ci)]) if fin.size else (np.nan, np.nan))
+    return {"statistic": "Spearman rho of the signed t of run 1 and this run over the shared units", "rho": rho,
+            "ci": [float(lo_q), float(hi_q)], "ci_level": ci, "ci_kind": "percentile bootstrap over pairs",
+            "n_boot": n_boot, "resampling": ("the same pairs in both runs" if same_pairs else
+                                             "pairs of each run resampled independently"),
+            "reading": "how alike the two runs' unit profiles are (sign included), beyond the pairs' sampling noise; "
+                       "not a test of training: random weights give correlated profiles too"}
+
+
+def _significant_overlap(ref: Run, other: Run, units: np.ndarray) -> dict:
+    f1, f2 = _take(ref, units, ref.fwer), _take(other, units, other.fwer)
+    t1, t2 = _take(ref, units, ref.t), _take(other, units, other.t)
+    both = f1 & f2
+    return {"n_fwer_run1": int(f1.sum()), "n_fwer_this_run": int(f2.sum()), "n_fwer_both": int(both.sum()),
+            "n_fwer_both_same_sign": int(np.count_nonzero(both & (np.sign(t1) == np.sign(t2))))}
+
+
 def _run_row(run: Run) -> dict:
     s = run.summary
     n = int(s.get("n_units") or run.units.size)
@@ -125,6 +189,7 @@ def _run_row(run: Run) -> dict:
         "split_half_r_q75": s.get("split_half_r_q75"),
         "max_abs_t": float(at[imax]) if imax >= 0 else None, "max_abs_t_unit": str(run.units[imax]) if imax >= 0 else "",
         "n_selective_beyond_control": s.get("n_selective_beyond_control"),
+        "contrast": s.get("viewed_contrast") or s.get("primary_contrast"),
         "notes": list(run.notes),
     }
 
@@ -151,8 +216,10 @@ def _block_table(runs: list[Run], units: np.ndarray | None) -> list[dict]:
     return rows
 
 
-def compare_runs(paths, labels=None, units: str = "same", n_boot: int = 2000, seed: int = 0) -> dict:
-    """Everything compare.json holds (no files written). `paths`: run folders or already loaded `Run`s."""
+def compare_runs(paths, labels=None, units: str = "same", n_boot: int = 2000, seed: int = 0,
+                 contrast: str | None = None) -> dict:
+    """Everything compare.json holds (no files written). `paths`: run folders or already loaded `Run`s;
+    `contrast`: see every image probe through that contrast (default: each run's primary one)."""
     paths = [p if isinstance(p, Run) else Path(p) for p in paths]
     if len(paths) < 2:
         raise CompareError("compare needs at least two run folders")
@@ -161,9 +228,9 @@ def compare_runs(paths, labels=None, units: str = "same", n_boot: int = 2000, se
     labels = list(labels) if labels else [None] * len(paths)
     if len(labels) != len(paths):
         raise CompareError(f"--labels gives {len(labels)} labels for {len(paths)} runs")
-    runs = [p if isinstance(p, Run) else load_run(p, lab) for p, lab in zip(paths, labels)]
+    runs = [p if isinstance(p, Run) else load_run(p, lab, contrast) for p, lab in zip(paths, labels)]
     shared = _unit_sets(runs, units)
-    out: dict = {"job": "probe compare", "units_mode": units, "runs": [_run_row(r) for r in runs],
+    out: dict = {"job": "probe compare", "units_mode": units, "contrast": contrast, "runs": [_run_row(r) for r in runs],
                  "n_units_compared": None if shared is None else int(shared.size)}
     out["blocks"] = _block_table(runs, shared)
     out["comparisons"] = []
@@ -179,6 +246,11 @@ def compare_runs(paths, labels=None, units: str = "same", n_boot: int = 2000, se
                 "median_delta_abs_t": float(np.median(delta)),
                 "share_of_units_larger_in_run1": float(np.mean(delta > 0)),
                 "test": bootstrap_test(ref, r, shared, n_boot=n_boot, seed=seed),
+                "agreement": (signed_agreement(_diff_on(ref, shared), _diff_on(r, shared),
+                                               list(ref.captures.pair_ids) == list(r.captures.pair_ids), n_boot, seed)
+                              if ref.captures is not None and r.captures is not None else
+                              {"available": False, "why": "needs captures.npz in both runs"}),
+                "significant_in_both": _significant_overlap(ref, r, shared),
             })
     out["all_random_weights"] = all(r.random_weights for r in runs)
     out["any_random_init_control"] = any(r.randomize != "none" for r in runs)
