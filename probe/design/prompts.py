@@ -8,11 +8,13 @@
     # any scene set, e.g. the output of `python -m render --generate N`: one pair per scene x lighting
     generate_pairs("scenes_dir/", "pairs.jsonl", lighting="all", seed=0)
     generate_control("scenes_dir/", "control.jsonl", lighting="all", seed=0)
-    # the vocabulary control of any pair file (the shipped prompts/vocabulary.jsonl is made this way)
+    # the lexical controls of any pair file (the shipped vocabulary.jsonl and shuffled.jsonl are made this way)
     generate_vocabulary("prompts/pairs.jsonl", "prompts/vocabulary.jsonl")
+    generate_shuffled("prompts/pairs.jsonl", "prompts/shuffled.jsonl")
 
     python -m probe prompts --scenes DIR --out pairs.jsonl --control control.jsonl --vocabulary vocabulary.jsonl
-    python -m probe prompts --from-pairs prompts/pairs.jsonl --vocabulary prompts/vocabulary.jsonl
+    python -m probe prompts --from-pairs prompts/pairs.jsonl --vocabulary prompts/vocabulary.jsonl \
+        --shuffled prompts/shuffled.jsonl
 
 A pair file is JSON lines, one object per line: {"id": str, "a": str, "b": str}. A control file has the
 same ids and `a` as its pair file, `b` the control prompt, and names its control set on every line:
@@ -21,13 +23,15 @@ control.jsonl, is the paraphrase set). Shipped control sets (`SHIPPED_CONTROLS`)
 
 - `paraphrase` (prompts/control.jsonl): B is a lighting-neutral paraphrase of A (hand-written for
   the shipped pairs; `generate_control` for scene sets).
-- `vocabulary` (prompts/vocabulary.jsonl, made by `generate_vocabulary` from the pair file): B
-  describes the same lit photograph as A (A's framing, the scene text A and B share, A's first
-  lighting clause) and then carries the albedo prompt's own words verbatim behind a negation:
-  "A photograph of <scene>, lit by <light>, not an albedo image, showing only the flat surface
-  colour of each object, with no shadows, ...". It holds every word of the albedo prompt, so a unit
-  that reacts to B's wording ("albedo", "flat", "no ...") reacts to it as well; length-matched to B
-  (the lighting clause and A's framing are shortened until words(control) <= 1.15 words(B)).
+- `vocabulary` (prompts/vocabulary.jsonl, `generate_vocabulary`): B's own words turned to mean a lit
+  photograph, with none of A's lighting clause: "Not " before B's framing, B's negations turned ("no"
+  dropped, "without"/"free of" -> "with", "only" -> "not only", "never" -> "also"). Every content word
+  of B, only "not", "with" and "also" added, length-matched to B within VOCAB_TOKEN_TOLERANCE tokens.
+- `shuffled` (prompts/shuffled.jsonl, `generate_shuffled`): B's words in a seeded random order,
+  punctuation in place: the same bag of words, no syntax; within VOCAB_TOKEN_TOLERANCE tokens of B.
+
+Tokens are counted by `probe.design.tokens` (the pipeline's tokenizer when given, else a documented
+stand-in for Qwen3's); `control_lexicon` measures a set's token difference to B and word overlap.
 
 Blank lines are ignored and other keys are ignored; everything else wrong is an error naming the file
 and the 1-based line. No torch here. The `probe prompts` command line is probe.jobs.prompts.
@@ -858,8 +862,9 @@ def resolve_control_sets(specs: Sequence[str] | None, pairs: Sequence[PromptPair
     """Control sets for a run, {name: (control pairs restricted to `pairs`' ids, where they came from)}.
 
     specs (the --control values): None (default: every shipped set with the shipped pairs; with any
-    other pair file, the vocabulary control derived from it), ["none"], or any of: a shipped set's
-    name (`paraphrase`, `vocabulary`; with a pair file of your own, `vocabulary` is derived from it),
+    other pair file, the vocabulary and shuffled controls derived from it), ["none"], or any of: a shipped
+    set's name (`paraphrase`, `vocabulary`, `shuffled`; with a pair file of your own, the lexical ones are
+    derived from it),
     NAME=PATH (a control file of your own, named NAME), or PATH (a control file; its name from its
     lines' `control` key, else `paraphrase`). Every set is checked against the pairs (same ids and A).
     Raises PromptFileError with a one-paragraph message for an unknown name or a mismatched file.
