@@ -408,6 +408,16 @@ def test_a_brightness_detector_is_albedo_selective_with_hsv_variants_but_not_wit
     assert row["n_follow_luminance"] >= 1 and res_b.stats["luminance"].null.significant[0]
     assert row["by_class"][cls[0]] >= 1
     assert "t_luminance" in res_b.units_table() and "luminance" in res_b.summary()["contrasts"]
+    # a captures.npz without its sample pairs rebuilds them from the record, chroma and hsv variants apart
+    from probe.design.image_stimuli import sample_pairs_from_record
+
+    stored = plan_b.sample_pairs()
+    rebuilt = sample_pairs_from_record([i.key for i in plan_b.images], [i.base_scene for i in plan_b.images],
+                                       plan_b.describe())
+    assert set(rebuilt) == set(stored) == {"render_vs_albedo", "lighting", "albedo", "luminance"}
+    for name, (a, b) in stored.items():
+        np.testing.assert_array_equal(rebuilt[name][0], a)
+        np.testing.assert_array_equal(rebuilt[name][1], b)
 
 
 def test_luminance_contrast_is_optional_by_default_and_explained_when_asked_for(tmp_path):

@@ -280,6 +280,9 @@ class ImagePlan:
             d["unavailable_contrasts"] = dict(self.unavailable)
         if self.dataset:
             d["dataset"] = self.dataset
+        modes = {s.scene: s.recolor_mode for s in self.samples if s.variant}
+        if modes:       # each colour variant's mode: hsv (brightness changes) or chroma (luminance kept)
+            d["recolor_modes"] = dict(sorted(modes.items()))
         return d
 
 
@@ -317,11 +320,15 @@ def sample_pairs_from_record(keys: Sequence[str], scene_ids: Sequence[str], reco
             return {}
         scene, lighting = sid.rsplit("__", 1)
         m = re.fullmatch(re.escape(base) + r"~c(\d+)", scene)
-        samples.append(RenderSample(sid, scene, base, int(m[1]) if m else 0, lighting, Path(), Path()))
+        modes = record.get("recolor_modes") or {}       # absent before chroma variants existed: every variant hsv
+        samples.append(RenderSample(sid, scene, base, int(m[1]) if m else 0, lighting, Path(), Path(),
+                                    recolor_mode=(modes.get(scene) or "hsv") if m else None))
     orient = record.get("orientation") or {}
     truth = GroundTruth({b: dict(v) for b, v in ((orient.get("lighting") or {}).get("values") or {}).items()},
                         dict((orient.get("albedo") or {}).get("values") or {}),
-                        (orient.get("albedo") or {}).get("order", "luminance"))
+                        (orient.get("albedo") or {}).get("order", "luminance"),
+                        albedo_variants=(orient.get("albedo") or {}).get("variants", "hsv"),
+                        luminance_value=dict((orient.get("luminance") or {}).get("values") or {}))
     out = {}
     for name in (record.get("contrasts") or {}):
         if name not in CONTRASTS:
