@@ -56,6 +56,7 @@ class GenerateConfig:
     limit: int | None = None
     samples: tuple[str, ...] = ()             # only these sample ids (empty: all)
     ablate: tuple[str, ...] = ()              # head units to mean-ablate, e.g. ("double.3.img/h07",)
+    ablate_text_tokens: str = "prompt"        # the text tokens `.txt` units were measured on (the probe's)
     resume: bool | str = True                 # True/"on", "strict", False/"off"
 
     @property
@@ -171,14 +172,17 @@ def _read_reference(path: Path) -> np.ndarray:
         raise DataError(f"cannot read the reference image {path}: {err}") from err
 
 
-def _token_layout(pipe, prompt: str, model_size: tuple[int, int], cfg_on: bool) -> dict:
-    """Token counts of each forward of an edit at model_size (for region ablation)."""
-    from probe.klein.capture_loop import n_image_tokens, real_text_lengths
+def _token_layout(pipe, prompt: str, model_size: tuple[int, int], cfg_on: bool, text_tokens: str = "prompt") -> dict:
+    """Token counts of each forward of an edit at model_size and the text tokens the probe measured (for region
+    ablation; klein's unconditional prompt is ""). The text length is the pipeline's own max_sequence_length
+    (evaluate does not pass one); the tokenizer must pad on the right (asserted)."""
+    from probe.klein.ablation import ablation_layout
+    from probe.klein.capture_loop import n_image_tokens
+    from probe.klein.edit_capture import pipeline_default
 
     n_img = n_image_tokens(pipe, model_size[1], model_size[0])
-    prompts = [prompt, ""] if cfg_on else [prompt]   # klein's unconditional prompt is ""
-    return {"txt_len": 512, "n_img": n_img, "n_ref": n_img, "real_txt": real_text_lengths(pipe, prompts, 512),
-            "forwards_per_step": 2 if cfg_on else 1}
+    return ablation_layout(pipe, prompt, n_img, n_img, cfg_on, int(pipeline_default(pipe, "max_sequence_length")),
+                           text_tokens)
 
 
 @contextlib.contextmanager
@@ -231,10 +235,10 @@ def _plan(loaded, cfg: GenerateConfig) -> dict:
     max_side = cfg.max_side or (64 if loaded.random_weights else 1024)
     ablation = definition = None
     if cfg.ablate:
-        from probe.klein.ablation import ABLATION_DEFINITION, HeadAblation
+        from probe.klein.ablation import HeadAblation, ablation_definition
 
         ablation = HeadAblation(pipe.transformer, cfg.ablate)   # bad unit names fail before any write
-        definition = ABLATION_DEFINITION
+        definition = ablation_definition(cfg.ablate_text_tokens)
     common = {"format": GENERATION_FORMAT, "kind": "klein reference edit", "model": model_identity(loaded),
               "prompt": prompt, "negative_prompt": "" if sampling["cfg"] else None, "steps": sampling["steps"],
               "guidance": sampling["guidance"], "seed": cfg.seed, "max_side": max_side, "input": INPUT,
@@ -306,7 +310,8 @@ def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> 
                 t = run["transforms"][sid]
                 if ablation is not None:
                     if t.model not in layouts:
-                        layouts[t.model] = _token_layout(pipe, prompt, t.model, sampling["cfg"])
+                        layouts[t.model] = _token_layout(pipe, prompt, t.model, sampling["cfg"],
+                                                         cfg.ablate_text_tokens)
                     ablation.prepare(**layouts[t.model])
                 t0 = time.perf_counter()
                 out = _edit(pipe, t.apply(_read_reference(Path(cfg.data) / e["image_srgb"])), prompt, sampling,

@@ -50,12 +50,12 @@ def _resume(args) -> str:
     return "off" if getattr(args, "no_resume", False) else getattr(args, "resume", "on") or "on"
 
 
-def _gen_config(args, method: str, ablate: tuple[str, ...] = ()) -> GenerateConfig:
+def _gen_config(args, method: str, ablate: tuple[str, ...] = (), text_tokens: str = "prompt") -> GenerateConfig:
     return GenerateConfig(
         data=args.data, out=str(_pred_dir(args)), method=method, instruction=args.instruction,
         instructions_file=args.instructions_file, steps=args.steps, guidance=args.guidance, seed=args.seed,
         shard=getattr(args, "shard", None), limit=args.limit, ablate=ablate, max_side=args.max_side,
-        resume=_resume(args))
+        resume=_resume(args), ablate_text_tokens=text_tokens)
 
 
 def _load_model(args):
@@ -129,6 +129,7 @@ def _check_ablation_args(args) -> tuple[list[int], object, dict]:
                          f"reach 0.05), got {args.n_random}")
     probe = read_probe(args.probe)
     plan = ablation_plan(probe, ks, args.n_random, args.seed, getattr(args, "select", None))
+    plan["text_tokens"] = probe.text_tokens      # `.txt` heads are ablated over the tokens the probe measured
     if args.n_random < MIN_DRAWS_FOR_005 and not probe.random_weights:
         print(f"note: {args.n_random} random draws per k: the rank p cannot go below 1/{args.n_random + 1} = "
               f"{1 / (args.n_random + 1):.3f} (use --n-random {MIN_DRAWS_FOR_005} or more to reach 0.05)",
@@ -137,7 +138,7 @@ def _check_ablation_args(args) -> tuple[list[int], object, dict]:
 
 
 def main_ablate(args, loaded=None, checked=None) -> int:
-    from probe.klein.ablation import ABLATION_DEFINITION
+    from probe.klein.ablation import ablation_definition
 
     load_render_manifest(args.data)
     ks, probe, plan = checked or _check_ablation_args(args)
@@ -149,7 +150,9 @@ def main_ablate(args, loaded=None, checked=None) -> int:
         return _ablate_shard(args, loaded, plan, shard)
     write_json(out / "ablation_plan.json", {"probe": str(args.probe), "ks": ks, "n_random": args.n_random,
                                             "select": getattr(args, "select", None) or "the probe's primary contrast",
-                                            "definition": ABLATION_DEFINITION, "selection": plan["selection"],
+                                            "definition": ablation_definition(plan.get("text_tokens", "prompt")),
+                                            "text_tokens": plan.get("text_tokens", "prompt"),
+                                            "selection": plan["selection"],
                                             "methods": plan["methods"], "random_overlap": plan["random_overlap"]})
     for k, sel in plan["selection"].items():
         print(f"ablate top-{k}: {sel['rule']}")
@@ -164,7 +167,8 @@ def _generate_ablation(args, loaded, plan: dict) -> None:
     """The unablated predictions and one prediction set per planned head set (this shard's share, if any)."""
     generate_predictions(loaded, _gen_config(args, BASE_METHOD), progress=not args.quiet)
     for method, heads in plan["methods"].items():
-        generate_predictions(loaded, _gen_config(args, method, tuple(heads)), progress=not args.quiet)
+        generate_predictions(loaded, _gen_config(args, method, tuple(heads), plan.get("text_tokens", "prompt")),
+                             progress=not args.quiet)
 
 
 def _ablation_shard(args):

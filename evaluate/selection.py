@@ -60,6 +60,12 @@ class ProbeRun:
     def unit_names(self) -> list[str]:
         return [str(u) for u in self.units["unit"]]
 
+    @property
+    def text_tokens(self) -> str:
+        """The text tokens the probe's `.txt` units were measured on (summary.json `text_tokens`): "prompt" (the
+        prompt's own tokens) or "all" (chat template too; every probe run before the key existed)."""
+        return str(self.summary.get("text_tokens") or "all")
+
 
 @dataclass(frozen=True)
 class Selection:

@@ -9,8 +9,8 @@
     python -m probe stats --from runs/probe/captures.npz --out runs/probe-restat   # no model, no torch
     python -m probe run --shard auto --out runs/probe ...   # one share of the pairs per SLURM task / torchrun rank
     python -m probe merge runs/probe                        # check the shards, then statistics and report
-    python -m probe prompts --scenes my_scenes/ --out pairs.jsonl --control control.jsonl --vocabulary vocab.jsonl
-    python -m probe prompts --from-pairs prompts/pairs.jsonl --vocabulary prompts/vocabulary.jsonl
+    python -m probe prompts --scenes my_scenes/ --out pairs.jsonl --control control.jsonl --vocabulary vocab.jsonl --shuffled shuffled.jsonl
+    python -m probe prompts --from-pairs prompts/pairs.jsonl --vocabulary prompts/vocabulary.jsonl --shuffled prompts/shuffled.jsonl
 
 `run` is the default subcommand. Outputs (in --out): captures.npz, units.csv, summary.json,
 config.json, report.md and figures/. Runs resume: finished stimuli are cached in
@@ -86,9 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pairs", default=None, help="pair file (JSON lines id,a,b); default: the shipped prompts/pairs.jsonl")
     g.add_argument("--control", action="append", default=None, metavar="SET",
                    help="a control set, repeatable: a shipped set's name (paraphrase: A vs a lighting-neutral "
-                        "paraphrase of A; vocabulary: the lit photograph described with B's own words), NAME=PATH "
-                        "for a control file of your own, or 'none'. Default: both shipped sets with the shipped "
-                        "pairs; with --pairs, the vocabulary control derived from that file. Each set gets a direct "
+                        "paraphrase of A; vocabulary: B's own words turned to mean a lit photograph; shuffled: B's "
+                        "words in a random order), NAME=PATH for a control file of your own, or 'none'. Default: the "
+                        "three shipped sets with the shipped pairs; with --pairs, the vocabulary and shuffled controls "
+                        "derived from that file. Each set gets a direct "
                         "test (control prompt minus albedo prompt, same noise): t_vs_SET, p_fwer_vs_SET, "
                         "selective_vs_SET in units.csv")
     g.add_argument("--limit", type=int, default=None,
@@ -112,12 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scenes: one pair per base scene, its lightings and variants averaged first (independent); "
                         "samples: every sample-level pair (CLUSTERED, flagged in every output)")
     g.add_argument("--contrasts", default=None, metavar="LIST",
-                   help="comma-separated subset of render_vs_albedo,lighting,albedo (default: all three; the unit "
-                        "classes need lighting and albedo)")
+                   help="comma-separated subset of render_vs_albedo,lighting,albedo,luminance (default: all four, "
+                        "luminance when the render has hsv colour variants; the albedo contrast uses the chroma variants "
+                        "when there are any; the unit classes need lighting and albedo)")
     g.add_argument("--albedo-order", choices=("luminance", "chroma"), default="luminance",
-                   help="which colour set is A in the albedo contrast: the one with the higher ground-truth albedo "
-                        "luminance, or chroma (the lighting contrast's A is the lighting with the higher shading "
-                        "contrast)")
+                   help="which colour set is A in an albedo contrast of hsv variants: the one with the higher "
+                        "ground-truth albedo luminance, or chroma; chroma variants (render --recolor-mode chroma|both), "
+                        "which keep luminance, are always ordered by chroma (the lighting contrast's A is the lighting "
+                        "with the higher shading contrast)")
     g = run.add_argument_group("noise")
     g.add_argument("--seed", type=int, default=0,
                    help="run seed: each pair's noise seed is derived from it and the pair id (the same for A, B and "
@@ -143,12 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image height (default 512, 64 for --model tiny; card: the pipeline's default, 1024 for klein)")
     g.add_argument("--width", type=int, default=None,
                    help="image width (default 512, 64 for --model tiny; card: the pipeline's default, 1024 for klein)")
-    g.add_argument("--batch-size", type=int, default=4, help="prompts per pipeline call")
+    g.add_argument("--batch-size", type=int, default=5,
+                   help="prompts of one pair per pipeline call (a call never mixes pairs; 5 = A, B and the three "
+                        "shipped control prompts: one call per pair); part of the resume key (on CUDA in bf16 another "
+                        "batch size can pick other kernels), so a cache made with another batch size is not reused")
     g.add_argument("--reducer", choices=("rms", "mean_abs", "mean", "l2"), default="rms",
                    help="per-unit scalar over real tokens and channels (heads protocol)")
     g.add_argument("--single-tokens", choices=("img", "txt", "both"), default="img",
                    help="token set of single-block units (img keeps 720 units per step at klein scale)")
     g.add_argument("--max-sequence-length", type=int, default=512, help="text length klein pads prompts to")
+    g.add_argument("--text-tokens", choices=("prompt", "all"), default="prompt",
+                   help="text tokens of the .txt units (heads protocol): prompt = the prompt's own tokens, leaving out "
+                        "klein's chat template (about a dozen fixed tokens around every prompt) and the padding; all = "
+                        "the template's tokens too (the definition of runs made before this option)")
     run.add_argument("--out", default="runs/probe", help="output folder")
     run.add_argument("--no-resume", action="store_true", help="ignore partial_captures.npz and recapture everything")
     run.add_argument("--shard", default=None, metavar="K/N|auto",

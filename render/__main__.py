@@ -4,6 +4,7 @@
     python -m render --only red_cube_table --resolution 32 --samples 4 --out /tmp/tiny
     python -m render --generate 100 --seed 1 --out runs/gen --shard $SLURM_ARRAY_TASK_ID/8
     python -m render --recolor 2 --out runs/render     # + 2 colour variants of each scene (<scene>~c1__<lighting>)
+    python -m render --recolor 1 --recolor-mode both --out runs/render   # ~c1 hsv + ~c2 chroma (luminance kept)
     python -m render --out runs/render --manifest-only   # rebuild manifest.json after a job array
     python -m render import-mit /data/mit-intrinsic --out runs/mit   # real photographs as samples (render.mit)
 
@@ -66,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "(range in the manifest); ids <scene>~c<k>__<lighting> (default 0)")
     src.add_argument("--recolor-seed", metavar="S", type=int, default=0,
                      help="seed of the variant colours (default 0); a variant depends only on (S, scene id, k)")
+    src.add_argument("--recolor-mode", choices=("hsv", "chroma", "both"), default="hsv",
+                     help="hsv (default): hue, saturation and value drawn, so brightness changes too; chroma: hue and "
+                     "saturation drawn, every colour (and so every albedo pixel) keeps its Rec.709 luminance within "
+                     "1e-4, for an albedo contrast that is not a brightness contrast; both: K hsv variants ~c1..~cK, "
+                     "then K chroma variants ~c(K+1)..~c(2K). Recorded per variant (manifest recolor_mode)")
     src.add_argument("--spec-help", action="store_true", help="print the scene spec format and exit")
     src.add_argument("--export-scenes", metavar="DIR", help="write the selected (or generated) specs as JSON to "
                      "DIR and exit without rendering")
@@ -251,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 scenes_path = Path(args.scenes)
             scenes = load_scenes(scenes_path, only=only)
-        scenes = with_variants(scenes, args.recolor, args.recolor_seed)
+        scenes = with_variants(scenes, args.recolor, args.recolor_seed, args.recolor_mode)
         lightings = _csv(args.lightings)
         jobs = plan_samples(scenes, lightings, shard)
     except (SceneError, ValueError) as e:

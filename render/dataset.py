@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["Sample", "SampleInfo", "load_manifest", "sample_ids", "load_sample", "iter_samples", "sample_entry",
-           "list_samples", "read_albedo_srgb", "entry_variant", "entry_base_scene"]
+           "list_samples", "read_albedo_srgb", "entry_variant", "entry_base_scene", "entry_recolor_mode"]
 
 MANIFEST = "manifest.json"
 
@@ -120,6 +120,16 @@ class SampleInfo:
     albedo_linear: Path
     mask: Path
     meta: dict
+    recolor_mode: str | None = None   # a variant's: "hsv" (brightness changes too) or "chroma" (luminance kept); None: original
+
+
+def entry_recolor_mode(entry: dict) -> str | None:
+    """A manifest entry's recolour mode: None for an original, "hsv" for variants made before modes existed."""
+    if not entry_variant(entry):
+        return None
+    from render.recolor import recolor_mode
+
+    return entry.get("recolor_mode") or recolor_mode(entry.get("recolor")) or "hsv"
 
 
 def list_samples(root: str | os.PathLike, manifest: dict | None = None) -> list[SampleInfo]:
@@ -132,7 +142,8 @@ def list_samples(root: str | os.PathLike, manifest: dict | None = None) -> list[
             id=e["id"], scene=e["scene"], base_scene=entry_base_scene(e), variant=entry_variant(e),
             lighting=e["lighting"], description=e.get("description", ""), image_srgb=root / e["image_srgb"],
             albedo_srgb=root / e["albedo_srgb"] if e.get("albedo_srgb") else None,
-            image_linear=root / e["image"], albedo_linear=root / e["albedo"], mask=root / e["mask"], meta=e))
+            image_linear=root / e["image"], albedo_linear=root / e["albedo"], mask=root / e["mask"], meta=e,
+            recolor_mode=entry_recolor_mode(e)))
     return out
 
 

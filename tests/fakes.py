@@ -60,25 +60,44 @@ def write_synthetic_render(root: Path, scenes=("alpha", "beta"), lightings=("key
     return root
 
 
+def _same_luminance(rng, colour):
+    """A random colour of another chromaticity with the Rec.709 luminance of `colour` (render --recolor-mode chroma)."""
+    y = float(np.dot(colour, (0.2126, 0.7152, 0.0722)))
+    while True:
+        d = rng.uniform(0.05, 1.0, 3)
+        c = d * y / float(np.dot(d, (0.2126, 0.7152, 0.0722)))
+        if c.max() <= 1.0:
+            return c
+
+
 def write_synthetic_render_variants(root: Path, scenes=("alpha", "beta"), lightings=("key", "rim"), variants=1,
-                                    h=H, w=W, seed=0, albedo_srgb=True, legacy_manifest=False) -> Path:
+                                    h=H, w=W, seed=0, albedo_srgb=True, legacy_manifest=False,
+                                    chroma_variants=0) -> Path:
     """The render layout of CONTRACTS.md C1 (`python -m render --recolor K`): for every scene its original
     (`<scene>__<lighting>`) and `variants` colour variants (`<scene>~c<k>__<lighting>`), each with
     albedo_srgb.png (unless `albedo_srgb=False`, as renders before it had) and manifest fields `variant`,
     `base_scene`. Variants share mask, shading, geometry with their original; only the albedo
     colours (and so the image) differ; lightings of one scene and variant share albedo exactly.
-    legacy_manifest=True leaves out the `variant` / `base_scene` keys (a manifest written before them)."""
+    legacy_manifest=True leaves out the `variant` / `base_scene` keys (a manifest written before them).
+    chroma_variants=C adds variants ~c(K+1)..~c(K+C) whose region colours keep the original's luminance
+    (recolor_mode "chroma"); the first K are "hsv" (recorded only when C > 0, as renders before modes had none)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
     mask = ((yy - 0.4) ** 2 / 0.12 + (xx - 0.5) ** 2 / 0.2) < 1.0
     regions = [np.s_[:, :], np.s_[:, w // 2:], np.s_[h // 2:, : w // 3]]
     entries = []
     for scene in scenes:
-        for k in range(variants + 1):
+        colours = None
+        for k in range(variants + chroma_variants + 1):
             full = scene if k == 0 else f"{scene}~c{k}"
             albedo = np.zeros((h, w, 3), np.float32)
-            for r in regions:
-                albedo[r] = rng.uniform(0.1, 0.9, 3)
+            if k <= variants:
+                drawn = [rng.uniform(0.1, 0.9, 3) for _ in regions]
+                colours = drawn if k == 0 else colours
+            else:
+                drawn = [_same_luminance(rng, c) for c in colours]
+            for r, c in zip(regions, drawn):
+                albedo[r] = c
             albedo[~mask] = 0.0
             for li, light in enumerate(lightings):
                 shading = (0.25 + 0.75 * (xx if li % 2 == 0 else 1 - xx) * (1 - 0.4 * yy))[..., None] * np.ones(3)
@@ -90,6 +109,8 @@ def write_synthetic_render_variants(root: Path, scenes=("alpha", "beta"), lighti
                 e = {"id": sid, "scene": full, "base_scene": scene, "variant": k, "lighting": light,
                      "description": f"{full} under {light}", "scene_description": full,
                      "lighting_description": f"under {light}", **files}
+                if chroma_variants and k:
+                    e["recolor_mode"] = "hsv" if k <= variants else "chroma"
                 if legacy_manifest:
                     del e["base_scene"], e["variant"]
                 entries.append(e)

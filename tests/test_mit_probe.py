@@ -72,7 +72,8 @@ def test_a_render_keeps_its_measured_shading_orientation(tmp_path):
     root = write_synthetic_render_variants(tmp_path / "r", scenes=("a", "b"), lightings=("key", "rim"), variants=1,
                                            h=16, w=16)
     plan = build_image_plan(root)
-    assert not plan.unavailable and [c.name for c in plan.pairings] == ["render_vs_albedo", "lighting", "albedo"]
+    assert not plan.unavailable and [c.name for c in plan.pairings] == ["render_vs_albedo", "lighting", "albedo",
+                                                                   "luminance"]          # hsv variants: + luminance
     assert "source" not in plan.describe()["orientation"]["lighting"]     # every scene: shading_linear.exr
     assert set(plan.truth.shading_source.values()) == {"shading"}
 

@@ -54,9 +54,13 @@ def test_every_output_follows_the_contracts(image_run, small_render):
     s = json.loads((out / "summary.json").read_text())
     assert s["stimuli"] == "images" and s["primary_contrast"] == "render_vs_albedo" and s["n_pairs"] == 2
     assert s["direction"] == "render - albedo" and not s["clustered"] and s["pairs_over"] == "scenes"
-    assert set(s["contrasts"]) == {"lighting", "albedo"}
+    assert set(s["contrasts"]) == {"lighting", "albedo", "luminance"}       # luminance: the hsv variants
     design = s["image_design"]
-    assert set(design["contrasts"]) == {"render_vs_albedo", "lighting", "albedo"}
+    assert set(design["contrasts"]) == {"render_vs_albedo", "lighting", "albedo", "luminance"}
+    assert design["orientation"]["albedo"]["variants"] == "hsv"
+    row = s["luminance_row"]
+    assert row["albedo_variants"] == "hsv" and sum(row["class_sizes"].values()) == s["n_units"]
+    assert row["n_follow_luminance"] == sum(row["by_class"].values())
     assert "shading contrast" in design["contrasts"]["lighting"]["orientation"]
     assert set(design["orientation"]["lighting"]["values"]) == {"cornell_box", "checker_cube"}
     assert sum(s["classes"]["counts"].values()) == s["n_units"]
@@ -66,7 +70,7 @@ def test_every_output_follows_the_contracts(image_run, small_render):
                 "sd_diff", "class", "direction", "d_av", "class_signed", "p_equiv_albedo", "p_equiv_signed_albedo",
                 "rms_change_albedo", "ratio_albedo_to_lighting_ub", "p_equiv_magnitude_albedo"):
         assert col in header, col
-    for c in ("render_vs_albedo", "lighting", "albedo"):
+    for c in ("render_vs_albedo", "lighting", "albedo", "luminance"):
         for stat in ("t", "d", "p_fwer"):
             assert f"{stat}_{c}" in header
     caps = load_captures(out / "captures.npz")
@@ -94,8 +98,10 @@ def test_every_output_follows_the_contracts(image_run, small_render):
                                - caps.images.values[keys.index("cornell_box~c1__warm_point/albedo")], rtol=1e-6)
     md = (out / "report.md").read_text()
     assert md.splitlines()[0].startswith("**RANDOM WEIGHTS")
-    assert "## The three contrasts" in md and "## Unit classes" in md and "never from unit values" in md
+    assert "## The contrasts" in md and "## Unit classes" in md and "never from unit values" in md
     assert "never (too few pairs)" in md
+    lum = md.split("### Albedo luminance beside the classes")[1].split("\n## ")[0]
+    assert "made of hsv variants, which change the surfaces' brightness" in lum and "follow albedo luminance" in lum
 
 
 def test_stats_from_the_captures_alone_reproduce_everything(image_run, tmp_path):
@@ -251,7 +257,7 @@ def test_pairs_over_samples_is_flagged_clustered_in_every_output(tmp_path):
     col = rows[0].split(",").index("pairs_over")
     assert all(r.split(",")[col] == "samples (CLUSTERED)" for r in rows[1:])
     md = (out / "report.md").read_text()
-    assert "**CLUSTERED" in md.split("## The three contrasts")[0]
+    assert "**CLUSTERED" in md.split("## The contrasts")[0]
     caps = load_captures(out / "captures.npz")
     assert caps.meta["image_design"]["clustered"] and caps.n_pairs == 8      # 8 samples: 8 sample-level pairs
     assert summary["image_design"]["contrasts"]["lighting"]["clustered"]

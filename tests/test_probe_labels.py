@@ -45,7 +45,7 @@ def test_per_sample_holds_every_contrast_in_the_sign_of_units_csv(tmp_path, prot
     per = np.load(out / "per_sample.npz")
     sign = -1.0 if protocol == "card" else 1.0
     assert str(per["direction"]) == ("b-a" if protocol == "card" else "a-b")
-    assert list(per["contrasts"]) == ["render_vs_albedo", "lighting", "albedo"]
+    assert list(per["contrasts"]) == ["render_vs_albedo", "lighting", "albedo", "luminance"]   # hsv variants
     assert ("B minus A" if protocol == "card" else "A minus B") in str(per["sign_convention"])
     assert "`diff`" in str(per["sign_convention"]) and "always the rendered image minus its albedo" in str(
         per["sign_convention"])

@@ -65,7 +65,12 @@ def analyse_and_write(caps, out: Path, config: dict, stats_cfg, no_report: bool 
     summary["random_weights"] = bool(config.get("model", {}).get("random_weights", False))
     summary["randomize"] = (config.get("model", {}).get("randomize") or {}).get("mode", "none")
     summary["stimuli"] = caps.stimuli
+    cap = config.get("capture") or {}
+    if summary["protocol"] != "card":   # what `.txt` units reduce over; runs before the option measured "all"
+        summary["text_tokens"] = caps.meta.get("text_tokens") or cap.get("text_tokens", "all")
     summary["controls"] = list(caps.control_sets())
+    if caps.meta.get("control_lexicon"):      # per control set: tokens vs B, word overlap with A and B
+        summary["control_lexicon"] = caps.meta["control_lexicon"]
     full = {**config, "direction": res.direction, "sign_convention": summary["sign_convention"],
             "n_units": int(caps.n_units), "stats": asdict(stats_cfg), "versions": versions()}
     comparison = None
@@ -89,6 +94,12 @@ def analyse_and_write(caps, out: Path, config: dict, stats_cfg, no_report: bool 
                                                                "orientation", "unavailable_contrasts", "dataset")
                                    if k in design or k not in ("unavailable_contrasts", "dataset")}
         summary["image_prompt"] = caps.meta.get("image_prompt")
+        from probe.stats.luminance import luminance_row
+
+        row = luminance_row(res)
+        if row is not None:     # the units that follow mean albedo luminance, beside the classes
+            row["albedo_variants"] = ((design.get("orientation") or {}).get("albedo") or {}).get("variants", "hsv")
+            summary["luminance_row"] = row
         summary["pairs_over"] = design.get("pairs_over", "scenes")
         summary["clustered"] = bool(design.get("clustered", False))
         if summary["clustered"]:
@@ -197,11 +208,14 @@ def finish_run(out: Path, design, values: dict, units, config: dict, args, basel
     protocol = config["capture"]["protocol"]
     stats_cfg = stats_config(args, protocol)
     meta = {"protocol": protocol, "direction": config["direction"]}
+    if protocol != "card":
+        meta["text_tokens"] = config["capture"].get("text_tokens", "all")
     if design.kind == "images":
         meta["equivalence_margin"] = stats_cfg.equivalence_margin     # `probe stats` keeps the run's own
         meta["magnitude_margin"] = stats_cfg.magnitude_margin
     else:
         meta["controls"] = dict(config["prompts"]["controls"])
+        meta["control_lexicon"] = design.lexicon(config.get("prompt_token_lengths"))
     units = np.asarray(units).astype(str)
     caps = design.captures(values, units, meta, unit_blocks=blocks_from_units(units))
     out.mkdir(parents=True, exist_ok=True)

@@ -125,7 +125,8 @@ def _capture_config(args, loaded):
         raise UsageError("--slice-layout applies to --protocol card only (the heads protocol captures whole heads)")
     return CaptureConfig(protocol="heads", steps=args.steps or 50, capture_steps=steps_list,
                          guidance=pipeline_default_guidance(loaded.pipe) if args.guidance is None else args.guidance,
-                         reducer=args.reducer, single_tokens=args.single_tokens, **common).resolved(), source
+                         reducer=args.reducer, single_tokens=args.single_tokens,
+                         text_tokens=getattr(args, "text_tokens", "prompt"), **common).resolved(), source
 
 
 def _reference_prep(args, loaded):
@@ -148,7 +149,7 @@ def _shard(args):
 def main_run(args) -> int:
     from probe.design.card import CARD_SIGN
     from probe.klein.model import load_pipeline, spec_from_args
-    from probe.klein.capture_loop import capture_stimuli, real_text_lengths
+    from probe.klein.capture_loop import capture_stimuli, prompt_token_lengths, real_text_lengths
     from probe.design.shards import shard_path, shard_stimuli
 
     out = Path(args.out)
@@ -185,12 +186,17 @@ def main_run(args) -> int:
     if design.kind == "images":
         sources = {**sources, "reference_prep": prepare.describe(), "max_side": prepare.max_side}
         config.update({"images": sources, "text_lengths": {
-            "image_prompt": real_text_lengths(loaded.pipe, [design.prompt], cfg.max_sequence_length)}})
+            "image_prompt": real_text_lengths(loaded.pipe, [design.prompt], cfg.max_sequence_length)},
+            "prompt_token_lengths": {
+            "image_prompt": prompt_token_lengths(loaded.pipe, [design.prompt], cfg.max_sequence_length)}})
     else:
-        lengths = {"a": real_text_lengths(loaded.pipe, design.a, cfg.max_sequence_length),
-                   "b": real_text_lengths(loaded.pipe, design.b, cfg.max_sequence_length)}
-        for name, prompts in design.controls.items():
-            lengths[name] = real_text_lengths(loaded.pipe, list(prompts.values()), cfg.max_sequence_length)
+        roles = {"a": list(design.a), "b": list(design.b),
+                 **{name: list(prompts.values()) for name, prompts in design.controls.items()}}
+        # text_lengths: every non-padding token (prompt + chat template), the key earlier runs had;
+        # prompt_token_lengths: the prompt's own tokens, what `.txt` units reduce over with --text-tokens prompt
+        lengths = {k: real_text_lengths(loaded.pipe, v, cfg.max_sequence_length) for k, v in roles.items()}
+        config["prompt_token_lengths"] = {k: prompt_token_lengths(loaded.pipe, v, cfg.max_sequence_length)
+                                          for k, v in roles.items()}
         config.update({
             "prompts": sources, "n_control_pairs": len(controls.get("paraphrase", ([],))[0]),
             "control_sets": {name: {"n_pairs": len(cs), "source": src} for name, (cs, src) in controls.items()},

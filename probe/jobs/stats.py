@@ -32,7 +32,8 @@ def main_stats(args) -> int:
     baseline = load_baseline(args, out)
     config = {"job": "probe stats", "argv": sys.argv, "from": str(src), "stimuli": caps.stimuli,
               **{k: prior[k] for k in ("capture", "model", "prompts", "images", "resolution_source", "noise",
-                                       "control_sets", "n_pairs", "text_lengths", "captured_forward") if k in prior}}
+                                       "control_sets", "n_pairs", "text_lengths", "prompt_token_lengths",
+                                       "captured_forward") if k in prior}}
     config.setdefault("capture", {"protocol": protocol})
     summary = analyse_and_write(caps, out, config, stats_cfg, args.no_report, baseline)
     print_summary(out, summary)

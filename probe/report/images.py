@@ -11,8 +11,8 @@ from probe.design.image_stimuli import ORIENTATION_LIMITS
 from probe.report.common import MAX_SCATTER_POINTS, fmt, fwer_threshold, md_table, new_figure, save_figure
 from probe.stats.classify import CLASS_CHANGE_NOTE, CLASS_DEFINITION, CLASSES
 
-__all__ = ["intro", "contrast_section", "classes_section", "class_scatter", "contrast_picture", "contrast_figure",
-           "files_section",
+__all__ = ["intro", "contrast_section", "classes_section", "luminance_section", "class_scatter", "contrast_picture",
+           "contrast_figure", "files_section",
            "CLASS_COLOURS", "CLASS_MEANING"]
 
 CLASS_COLOURS = {"lighting-selective": "C1", "albedo-selective": "C0", "both": "C4", "neither": "0.75",
@@ -74,7 +74,7 @@ def contrast_section(res, design: dict) -> list[str]:
                      f"{int(nl.observed[k3]):,} (null p99 {nl.p99[k3]:g})",
                      fmt(float(np.max(np.abs(st.unit.t))) if st.unit.t.size else float("nan")),
                      fmt(st.split.median, 3)])
-    out = ["## The three contrasts", ""]
+    out = ["## The contrasts", ""]
     out += md_table(["contrast", "t =", "A/B orientation", "pairs", "FWER-significant", f"|t| > {nl.thresholds[k3]:g}",
                    "max |t|", "split-half r"], rows)
     out += [""]
@@ -159,6 +159,36 @@ def classes_section(res) -> list[str]:
     out += ["<details><summary>Class counts per block</summary>", ""]
     out += md_table(["block", "units", *CLASSES], rows)
     out += ["", "</details>", ""]
+    return out
+
+
+def luminance_section(res, design: dict) -> list[str]:
+    """The luminance row beside the classes: how many units (of each class) follow the surfaces' mean albedo
+    luminance (`probe.stats.luminance`), and whether the albedo contrast itself changed brightness."""
+    from probe.stats.luminance import luminance_row
+
+    variants = ((design.get("orientation") or {}).get("albedo") or {}).get("variants", "hsv")
+    out = ["### Albedo luminance beside the classes", ""]
+    if variants == "chroma":
+        out += ["The `albedo` contrast is made of chroma variants (hue and saturation changed, every albedo pixel's "
+                "luminance kept within 1e-4): a unit that follows brightness alone cannot pass it.", ""]
+    elif "albedo" in res.contrasts:
+        out += ["**The `albedo` contrast is made of hsv variants, which change the surfaces' brightness with their "
+                "colour: a unit that follows brightness alone can come out `albedo-selective`.** Render chroma variants "
+                "(`python -m render --recolor K --recolor-mode both`) for an albedo contrast without it.", ""]
+    row = luminance_row(res)
+    if row is None:
+        return out + ["No `luminance` contrast in this run (it needs luminance-changing, hsv, colour variants), so "
+                      "which units follow albedo brightness is not measured.", ""]
+    n = max(row["n_units"], 1)
+    rows = [["follow albedo luminance (`luminance` FWER-significant)",
+             f"{row['n_follow_luminance']:,} ({100 * row['n_follow_luminance'] / n:.1f}%): {row['n_positive']:,} "
+             f"larger, {row['n_negative']:,} smaller for the brighter surfaces"]]
+    for k, v in (row.get("by_class") or {}).items():
+        size = (row.get("class_sizes") or {}).get(k, 0)
+        rows.append([f"… of them `{k}`", f"{v:,} of {size:,}"])
+    out += md_table(["luminance row", "units"], rows)
+    out += ["", f"Definition: {row['definition']}.", ""]
     return out
 
 

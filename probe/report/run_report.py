@@ -30,6 +30,7 @@ from probe.design.card import protocol_facts
 from probe.report import images as image_report
 from probe.report.common import dig, finite, fmt, fmt_ci, fmt_count, fmt_ratio, fwer_threshold, md_table
 from probe.report.compare import test_sentence
+from probe.report.controls import lexicon_section
 from probe.report.figures import (control_figure, heatmap, is_images, null_figure, signs, step_rows, split_figure,
                                   step_figure)
 from probe.report.units import SITE_RE, UnitLayout, parse_units
@@ -125,16 +126,22 @@ def _what_was_run(caps, res, config: dict, layout: UnitLayout, protocol: str) ->
                    if float(guidance) > 1 else "the only forward per step (guidance ≤ 1: no CFG)")
     nl = res.main.null
     lengths = config.get("text_lengths") or {}
-    len_txt = "; ".join(f"{k}: {min(v)}–{max(v)} tokens" for k, v in lengths.items() if v) or "not recorded"
+    own = config.get("prompt_token_lengths") or {}
+    text_tokens = caps.meta.get("text_tokens") or cap.get("text_tokens", "all")
+    len_txt = "; ".join(f"{k}: {min(v)}–{max(v)} tokens" + (
+        f" ({min(own[k])}–{max(own[k])} of the prompt, {min(a - b for a, b in zip(v, own[k]))}–"
+        f"{max(a - b for a, b in zip(v, own[k]))} of the chat template)" if own.get(k) else "")
+        for k, v in lengths.items() if v) or "not recorded"
     if protocol == "card":
         tokens = ("every position of the sequence, text padding included (the card's RMS over batch, sequence "
                   "and channel); joint blocks: image stream only")
         reducer = "RMS over sequence and the slice's 16 channels (the card's quantity)"
     else:
         single = cap.get("single_tokens", "img")
-        tokens = ("joint blocks: image stream over the generated image's tokens, text stream over the real "
-                  f"(non-padding) text tokens; single blocks: {single} tokens "
-                  "(reference-image tokens and text padding left out)")
+        txt = ("the prompt's own tokens (klein's chat template and the padding left out)" if text_tokens == "prompt"
+               else "the real (non-padding) text tokens, the chat template's fixed tokens included")
+        tokens = (f"joint blocks: image stream over the generated image's tokens, text stream over {txt}; single "
+                  f"blocks: {single} tokens (reference-image tokens and text padding left out)")
         reducer = str(cap.get("reducer", "rms")) + " over the unit's tokens and channels"
     sources = config.get("prompts") or {}
     control_sources = sources.get("controls") or ({"paraphrase": sources["control"]} if sources.get("control") else {})
@@ -203,7 +210,8 @@ def _what_was_run(caps, res, config: dict, layout: UnitLayout, protocol: str) ->
                 "projection (input of `to_out[0]` for a joint block's image stream, `to_add_out` for its text "
                 "stream, the first inner_dim channels of a single block's fused `to_out`, whose other channels "
                 "are MLP activations), reduced to one number per prompt over real tokens only (text padding "
-                "masked). Names: `s12/double.3.img/h07` (step 12, joint block 3, image stream, head 7), "
+                "masked; text units over the prompt's own tokens, klein's chat template masked too, unless the run "
+                "used --text-tokens all). Names: `s12/double.3.img/h07` (step 12, joint block 3, image stream, head 7), "
                 "`s12/double.3.txt/h07`, `s12/single.9/h07` (or `single.9.txt/h07` for text tokens)."
                 + (" Editing calls add the reference image's tokens as units of their own: `s12/double.3.ref/h07`, "
                    "`s12/single.9.ref/h07` (the same head over the reference tokens, which klein appends after the "
@@ -228,11 +236,15 @@ def _image_rows(rows: list, caps, config: dict, cap: dict) -> list:
                     "scenes" else "sample-level pairs, CLUSTERED)"),
         "control sets": None,
         "real text lengths": f"{(config.get('text_lengths') or {}).get('image_prompt', ['?'])[0]} tokens (the "
-                             "editing text)",
+                             "editing text" + (f", {own[0]} of them its own, the rest klein's chat template)" if (
+                                 own := (config.get("prompt_token_lengths") or {}).get("image_prompt")) else ")"),
     }
     if cap.get("protocol", "heads") != "card":
+        txt = ("the editing text's own tokens (chat template and padding left out)"
+               if (caps.meta.get("text_tokens") or cap.get("text_tokens", "all")) == "prompt"
+               else "the real text tokens (chat template included)")
         replace["token sets"] = ("joint blocks: image stream over the generated image's tokens (`.img`) and over the "
-                                 "reference image's tokens (`.ref`), text stream over the real text tokens; single "
+                                 f"reference image's tokens (`.ref`), text stream over {txt}; single "
                                  f"blocks: {cap.get('single_tokens', 'img')} tokens and the reference tokens (`.ref`)")
     out = []
     for row in rows:
@@ -332,7 +344,8 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
         cname = dr.minus
         c, d = res.stats[cname], res.direct_stats[name]
         cat = np.abs(c.unit.t)
-        what = {"paraphrase": "A vs a paraphrase of A", "vocabulary": "A vs the lit photograph in B's words"}.get(
+        what = {"paraphrase": "A vs a paraphrase of A", "vocabulary": "A vs B's words meaning a lit photograph",
+                "shuffled": "A vs B's words shuffled"}.get(
             cname, f"A vs the {cname} control prompt")
         beyond += [
             [f"{cname} control ({c.n_pairs} pairs, {what}): units with |t| > 3 / > 5", "not reported",
@@ -652,6 +665,7 @@ def write_report(out: Path, caps, res, summary: dict, config: dict, comparison: 
         lines += image_report.intro(res, summary, design)
         lines += image_report.contrast_section(res, design)
         lines += image_report.classes_section(res)
+        lines += image_report.luminance_section(res, design)
         lines += [f"The card's headline below is set beside this run's top-level contrast ({res.primary}, t = "
                   f"{label}): the card compared two texts, this run a rendered image with its albedo image.", ""]
     else:
@@ -660,6 +674,8 @@ def write_report(out: Path, caps, res, summary: dict, config: dict, comparison: 
                   "sign-flip null, split-half consistency and, per control set, a direct paired test of the control "
                   f"prompt against the albedo prompt. Sign: t = {label} (t > 0: larger for {pos}).", ""]
     lines += _headline(res, protocol, random_weights)
+    if not images:
+        lines += lexicon_section(summary.get("control_lexicon") or caps.meta.get("control_lexicon"))
     lines += _blocks_section(res)
     lines += sec_cmp
     lines += _what_was_run(caps, res, config, layout, protocol)
