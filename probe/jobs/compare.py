@@ -28,8 +28,9 @@ __all__ = ["add_compare_arguments", "main_compare"]
 
 
 def add_compare_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="two or more finished probe run folders (run 1 is "
-                   "the reference: the test asks whether its |t| exceed each other run's)")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished probe run folders: two or more (run 1 is the "
+                   "reference: the within-network test asks whether its |t| exceed each other run's), or one with "
+                   "--population")
     p.add_argument("--out", required=True, help="output folder (compare.md, compare.json, compare_blocks.png)")
     p.add_argument("--labels", default=None, help="comma-separated labels, one per run (default: from each config)")
     p.add_argument("--units", choices=UNIT_MODES, default="same",
@@ -37,18 +38,34 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
                         "share; any: only run-level numbers side by side")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of the pairs for the test")
     p.add_argument("--seed", type=int, default=0, help="seed of the resamples")
+    p.add_argument("--population", default=None, metavar="FOLDER",
+                   help="a population of untrained networks (`probe run --randomize transformer --randomize-seeds "
+                        "0-18 --out FOLDER`, made with the run's own options): each headline statistic of every run "
+                        "(FWER counts per contrast, class counts, max |t|, per block) is ranked among its K networks, "
+                        "rank p = (1 + #{at least as large}) / (1 + K), floor 1 / (1 + K). This, not the "
+                        "within-network test, says whether training did anything")
 
 
 def main_compare(args) -> int:
     if args.n_boot < 1:
         raise CompareError(f"--n-boot must be at least 1, got {args.n_boot}")
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
-    res = compare_runs(args.runs, labels, args.units, args.n_boot, args.seed)
+    res = compare_runs(args.runs, labels, args.units, args.n_boot, args.seed, population=args.population)
     written = write_compare(res, Path(args.out))
     for c in res["comparisons"]:
         t = c["test"]
         msg = (f"S = {t['S']:.3f} [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}], p(run 1 > run {c['run']}) = "
                f"{t['p_run1_greater']:.4g}" if t.get("available") else f"test not run ({t.get('why')})")
-        print(f"run 1 vs run {c['run']} ({c['label']}): mean delta |t| {c['mean_delta_abs_t']:.3f}; {msg}")
+        print(f"run 1 vs run {c['run']} ({c['label']}): mean delta |t| {c['mean_delta_abs_t']:.3f}; {msg} "
+              "(within-network noise only)")
+    pop = res.get("population")
+    if pop:
+        for r in pop["runs"]:
+            heads = [row for row in r["statistics"] if row["level"] == "run" and row.get("rank_p") is not None]
+            best = sorted(heads, key=lambda row: row["rank_p"])[:3]
+            print(f"run {r['run']} ({r['label']}) among K = {pop['K']} untrained networks (rank p floor "
+                  f"{pop['floor']:.3g}): " + "; ".join(
+                      f"{row['key']} {row['observed']:.4g} vs median {row['population_median']:.4g}, rank p "
+                      f"{row['rank_p']:.3g}" for row in best))
     print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stdout)
     return 0
