@@ -143,10 +143,39 @@ def _shard(args):
         raise UsageError(str(e)) from None
 
 
-def main_run(args) -> int:
+def run_record(args, loaded, cfg, resolution_source, design, controls, sources, info, shard, prepare) -> dict:
+    """config.json of a run without its statistics (capture settings, model, design, noise, capture_info,
+    direction, shard); `probe run` and every member of a population (probe.jobs.population) write it alike."""
     from probe.design.card import CARD_SIGN
+    from probe.klein.capture_loop import real_text_lengths
+
+    config = {
+        "job": "probe run", "argv": sys.argv, "capture": asdict(cfg), "resolution_source": resolution_source,
+        "model": loaded.describe(), "stimuli": design.kind, "n_pairs": len(design.pair_ids),
+        "noise": design.record(), "capture_info": info,
+        "captured_forward": ("conditional (first of the two CFG forwards per step)" if info["forwards_per_step"] == 2
+                             else "the only forward per step (no CFG)"),
+        "direction": CARD_SIGN if cfg.protocol == "card" else "a-b", "shard": shard.as_dict(),
+    }
+    if design.kind == "images":
+        sources = {**sources, "reference_prep": prepare.describe(), "max_side": prepare.max_side}
+        config.update({"images": sources, "text_lengths": {
+            "image_prompt": real_text_lengths(loaded.pipe, [design.prompt], cfg.max_sequence_length)}})
+    else:
+        lengths = {"a": real_text_lengths(loaded.pipe, design.a, cfg.max_sequence_length),
+                   "b": real_text_lengths(loaded.pipe, design.b, cfg.max_sequence_length)}
+        for name, prompts in design.controls.items():
+            lengths[name] = real_text_lengths(loaded.pipe, list(prompts.values()), cfg.max_sequence_length)
+        config.update({
+            "prompts": sources, "n_control_pairs": len(controls.get("paraphrase", ([],))[0]),
+            "control_sets": {name: {"n_pairs": len(cs), "source": src} for name, (cs, src) in controls.items()},
+            "text_lengths": lengths})
+    return config
+
+
+def main_run(args) -> int:
     from probe.klein.model import load_pipeline, spec_from_args
-    from probe.klein.capture_loop import capture_stimuli, real_text_lengths
+    from probe.klein.capture_loop import capture_stimuli
     from probe.design.shards import shard_path, shard_stimuli
 
     out = Path(args.out)
@@ -172,31 +201,9 @@ def main_run(args) -> int:
     every = design.stimuli()
     values, units, info = capture_stimuli(loaded, shard_stimuli(every, shard), cfg, cache_path=cache,
                                           progress=not args.quiet, log=log, prepare_reference=prepare)
-    config = {
-        "job": "probe run", "argv": sys.argv, "capture": asdict(cfg), "resolution_source": resolution_source,
-        "model": loaded.describe(), "stimuli": design.kind, "n_pairs": len(design.pair_ids),
-        "noise": design.record(), "capture_info": info,
-        "captured_forward": ("conditional (first of the two CFG forwards per step)" if info["forwards_per_step"] == 2
-                             else "the only forward per step (no CFG)"),
-        "direction": CARD_SIGN if cfg.protocol == "card" else "a-b", "shard": shard.as_dict(),
-    }
-    if design.kind == "images":
-        sources = {**sources, "reference_prep": prepare.describe(), "max_side": prepare.max_side}
-        config.update({"images": sources, "text_lengths": {
-            "image_prompt": real_text_lengths(loaded.pipe, [design.prompt], cfg.max_sequence_length)}})
-    else:
-        lengths = {"a": real_text_lengths(loaded.pipe, design.a, cfg.max_sequence_length),
-                   "b": real_text_lengths(loaded.pipe, design.b, cfg.max_sequence_length)}
-        for name, prompts in design.controls.items():
-            lengths[name] = real_text_lengths(loaded.pipe, list(prompts.values()), cfg.max_sequence_length)
-        config.update({
-            "prompts": sources, "n_control_pairs": len(controls.get("paraphrase", ([],))[0]),
-            "control_sets": {name: {"n_pairs": len(cs), "source": src} for name, (cs, src) in controls.items()},
-            "text_lengths": lengths})
+    config = run_record(args, loaded, cfg, resolution_source, design, controls, sources, info, shard, prepare)
     if not shard.is_whole:
         from probe.design.shards import write_shard_of_run
 
         return write_shard_of_run(out, shard, cache, args, every, values, units, info, config)
     return finish_run(out, design, values, units, config, args, baseline)
-
-
