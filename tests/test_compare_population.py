@@ -270,6 +270,7 @@ def test_a_run_is_ranked_among_the_population(population, tmp_path):
     assert cal["n_members"] == 5 and cal["uniform_on_grid"] and cal["n_statistics_tie_free"] > 0
     md = (out / "compare.md").read_text()
     assert "## Against K untrained networks" in md and "1 / (1 + K) = 0.167" in md and "0.05 needs K >= 19" in md
+    assert "range over the 5 untrained networks" in md and (out / "compare_blocks.png").is_file()
 
 
 def test_population_refusals(population, tmp_path, capsys):
@@ -312,3 +313,35 @@ def main_err(run, pop, out, capsys) -> str:
 
     assert main(["compare", str(run), "--population", str(pop), "--out", str(out)]) == 2
     return capsys.readouterr().err
+
+
+def test_image_population_shares_reference_latents_and_changes_no_value(tmp_path, tiny_cache, capsys):
+    """The image probe: the VAE encodes each reference once for the whole population (the VAE is never randomised),
+    and a member's captures equal the same seed run on its own."""
+    from probe.__main__ import main
+    from tests.fakes import write_synthetic_render_variants
+
+    root = write_synthetic_render_variants(tmp_path / "r", scenes=("alpha", "beta"), h=16, w=16)
+    args = ["--model", "tiny", "--stimuli", "images", "--data", str(root), "--steps", "1", "--capture-steps", "0",
+            "--guidance", "1.0", "--n-perm", "100", "--n-boot", "0", "--n-splits", "0", "--quiet", "--no-report"]
+    pop, alone = tmp_path / "pop", tmp_path / "alone"
+    assert main(["run", *args, "--randomize", "transformer", "--randomize-seeds", "4,7", "--out", str(pop)]) == 0
+    assert main(["run", *args, "--randomize", "transformer", "--randomize-seed", "7", "--out", str(alone)]) == 0
+    shared = json.loads((pop / "population.json").read_text())["shared_encodings"]
+    n_images = json.loads((pop / "seed-0004" / "config.json").read_text())["capture_info"]["pipeline_calls"]
+    assert shared["vae_shared"] and shared["vae_encodes"] == n_images and shared["vae_reused"] == n_images
+    assert shared["text_encoder_calls"] == 1           # one fixed editing text: encoded once for every image and seed
+    member, own = load_captures(pop / "seed-0007" / "captures.npz"), load_captures(alone / "captures.npz")
+    np.testing.assert_array_equal(member.images.values, own.images.values)
+    assert "population" in capsys.readouterr().out
+
+
+def test_a_randomised_real_model_prepares_references_as_the_trained_one():
+    """--randomize on a real model must not switch the image probe to the tiny model's 64-px references: the
+    untrained networks would see other images than the trained run (and the population would be refused)."""
+    from probe.klein.edit_capture import ReferencePrep
+
+    pipe = SimpleNamespace(vae_scale_factor=8)
+    real_random = SimpleNamespace(source="hub", random_weights=True, pipe=pipe)
+    assert ReferencePrep.like_evaluate(real_random).max_side == 1024
+    assert ReferencePrep.like_evaluate(SimpleNamespace(source="tiny", random_weights=True, pipe=pipe)).max_side == 64

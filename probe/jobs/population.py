@@ -181,7 +181,8 @@ def main_population(args) -> int:
     old = _read(out / POPULATION_FILE)
     if old and old.get("key_hash") != key_hash:
         changed = _diff(old.get("key") or {}, key)
-        raise UsageError(f"{out} holds a population made with other settings ({', '.join(changed[:6]) or 'an older format'}"
+        what = ", ".join(changed[:6]) or "an older format"
+        raise UsageError(f"{out} holds a population made with other settings ({what}"
                          f"{' and more' if len(changed) > 6 else ''} differ): its networks could not be ranked "
                          "together with new ones. Use another --out folder (or remove this one); nothing was written")
     mode = args.randomize

@@ -78,8 +78,9 @@ def population_section(pop: dict) -> list[str]:
     seeds = pop["seeds"]
     lines = ["## Against K untrained networks: did training do anything?", "",
              f"Each statistic of the run is ranked among **K = {k} networks of the same architecture with fresh random "
-             f"{'transformer ' if pop.get('randomize') == 'transformer' else ''}weights** (seeds {seeds[0]}..{seeds[-1]}, "
-             f"`{pop['folder']}`), each measured with the run's own design (checked equal: stimuli, protocol, contrasts, "
+             f"{'transformer ' if pop.get('randomize') == 'transformer' else ''}weights** (seeds "
+             f"{seeds[0]}..{seeds[-1]}, `{pop['folder']}`), each measured with the run's own design (checked equal: "
+             "stimuli, protocol, contrasts, "
              "pair ids and count, seeds per pair, noise, steps and every capture setting, the statistics settings "
              "that move counts, the unit set; `design_fields_checked` in compare.json). "
              f"rank p = (1 + number of untrained networks at least as large) / (1 + K): one-sided, exact when the "
@@ -128,7 +129,8 @@ def population_section(pop: dict) -> list[str]:
               f"ranked against the other {cal['each_against']} on the {cal['n_statistics']} statistics all of them "
               f"have gives rank p <= {cal['alpha']:g} in "
               + (f"{100 * rate:.1f} %" if rate is not None else "n/a")
-              + f" of cases (without ties exactly floor({cal['alpha']:g} K) / K = {cal['expected_rate_without_ties']:.3g}"
+              + f" of cases (without ties exactly floor({cal['alpha']:g} K) / K = "
+              f"{cal['expected_rate_without_ties']:.3g}"
               f"; {cal['n_statistics_tie_free']} statistics are tie-free"
               + (", and their leave-one-out rank p's are uniform on {1/K, ..., 1}" if cal["uniform_on_grid"] else
                  ", but their leave-one-out rank p's are NOT uniform: check the population")
@@ -154,6 +156,21 @@ def _figure(path: Path, res: dict) -> None:
     for k, run in enumerate(runs):
         vals = [(b[f"run{k + 1}"] or {}).get("max_abs_t", np.nan) for b in blocks]
         ax.bar(x - 0.4 + width * (k + 0.5), vals, width, label=run["label"], color=f"C{k}")
+    pop = res.get("population")
+    if pop and pop["runs"]:
+        rows = [r for r in pop["runs"][0]["statistics"] if r["level"] == "block" and r["statistic"] == "max_abs_t"
+                and r.get("rank_p") is not None]
+        primary = rows[0]["contrast"] if rows else None
+        where = {b["block"]: i for i, b in enumerate(blocks)}
+        rows = [r for r in rows if r["contrast"] == primary and r["block"] in where]
+        if rows:
+            xs = np.array([where[r["block"]] for r in rows], dtype=float) + 0.45
+            lo = np.array([r["population_min"] for r in rows])
+            hi = np.array([r["population_max"] for r in rows])
+            med = np.array([r["population_median"] for r in rows])
+            ax.vlines(xs, lo, hi, color="0.3", lw=2.5, alpha=0.5,
+                      label=f"{pop['K']} untrained networks: range, median")
+            ax.plot(xs, med, "_", color="k", ms=7)
     ax.axhline(3, color="0.4", ls=":", lw=0.8)
     ax.set_xticks(x)
     ax.set_xticklabels([b["block"] for b in blocks], rotation=90, fontsize=6 if nb > 30 else 7)
@@ -227,12 +244,12 @@ def render_markdown(res: dict) -> str:
                             "within-network test (pairs resampled)"], trows) + [""]
         lines += ["How: every unit's t comes from the same pairs, and units of a block move together, so the units "
                   "are not independent observations (a Wilcoxon or t test over units would claim a difference far "
-                  "too often); the pairs are. p is one-sided, S / SE against the normal, and the interval S ± 1.96 SE; "
-                  "SE is the spread of S over resamples of the pairs (each recomputes every unit's t in both runs, "
+                  "too often); the pairs are. p is one-sided, S / SE against Student's t with n − 1 degrees of "
+                  "freedom, and the interval S ± t SE; SE is the spread of S over resamples of the pairs (each recomputes every unit's t in both runs, "
                   "the same resample in both when the runs hold the same pair ids) or, for runs with different "
                   "pairs, the jackknife over each run's pairs. Not the basic bootstrap it replaced: resampling raises "
                   "|t| of null units more than of clear ones, so its centring was off whenever the runs mix effect "
-                  "sizes differently (a false 'run 1 > run 2' in 21-39 % of such simulations). The runs must have the "
+                  "sizes differently (a false 'run 1 > run 2' in 22-67 % of such simulations). The runs must have the "
                   "same number of pairs and seeds per pair (|t| grows with both). The share of units larger in run 1 "
                   "is a description, not a test.", ""]
     elif len(runs) > 1:
@@ -253,8 +270,11 @@ def render_markdown(res: dict) -> str:
         lines += [f"{len(blocks)} blocks: the full table is in compare.json.", ""]
     lines += [f"![per-block max |t|]({FIGURE})", "",
               "*Figure.* For each block, the largest |t| of any of its units in each run (bars side by side); the "
-              "dotted line is |t| = 3. A trained model whose blocks stand no higher than the random-init control's "
-              "has shown nothing the architecture alone does not give.", ""]
+              "dotted line is |t| = 3"
+              + (f"; the grey bar right of each block is the range over the {res['population']['K']} untrained "
+                 "networks of the population, with their median" if res.get("population") else "")
+              + ". A trained model whose blocks stand no higher than untrained networks' has shown nothing the "
+              "architecture alone does not give.", ""]
     return "\n".join(lines)
 
 

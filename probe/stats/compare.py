@@ -1,23 +1,34 @@
-"""Runs side by side and the test of "run 1 > run k" over units (numpy only; `python -m probe compare`).
+"""Runs side by side and the within-network test of "run 1 > run k" over units (numpy/scipy; `python -m probe compare`).
 
     from probe.stats.compare import compare_runs
     res = compare_runs(["runs/probe", "runs/probe-random"], units="same", n_boot=2000, seed=0)
+    res = compare_runs(["runs/probe"], population="runs/population")     # + ranked among untrained networks
 
-The test. Per unit, delta_u = |t_u(run 1)| - |t_u(run k)|, and the statistic S = mean over units of
-delta_u (> 0: run 1's units separate A from B more). Units are not independent observations: every
-unit's t is computed from the same pairs, and units of one block (or of neighbouring steps) move
-together, so a test that treats the units as a sample (a Wilcoxon or a t test over 16,320 units)
-has a false-positive rate far above its nominal level. The independent units are the pairs. So S is
-bootstrapped over pairs: each resample draws the pairs with replacement, recomputes every unit's t
-in both runs from the resampled pairs and recomputes S (the same resample in both runs when they
-hold the same pair ids, i.e. the same prompts and noise; independent resamples otherwise). The
-one-sided p for "run 1 > run k" is the basic-bootstrap p, (1 + #{S* - S >= S}) / (1 + B) (the
-centred bootstrap distribution S* - S stands in for the null distribution of S; this also removes
-the upward drift of |t| that resampling causes), and the interval is the basic-bootstrap
-interval [2 S - q_hi, 2 S - q_lo]. With B resamples the smallest attainable p is 1 / (1 + B).
-Calibration (benchmarks/bench_compare.py, 200 simulated run pairs with correlated units): 4 % and 3 %
-false positives at alpha 0.05 under weak and strong unit dependence (a Wilcoxon over units: 8 % and
-42 %), 81 % power for a shift in 10 % of the units.
+The within-network test. Per unit, delta_u = |t_u(run 1)| - |t_u(run k)|, and the statistic S = mean over
+units of delta_u (> 0: run 1's units separate A from B more). Units are not independent observations:
+every unit's t is computed from the same pairs, and units of one block (or of neighbouring steps) move
+together, so a test that treats the units as a sample (a Wilcoxon or a t test over 16,320 units) has a
+false-positive rate far above its nominal level. The independent units are the pairs. S is unbiased for
+its expectation over the pairs, so the test is S / SE against Student's t with n - 1 degrees of freedom
+(n pairs), and the interval S +- t SE. SE is the standard deviation of S over B resamples of the pairs
+(each draws the pairs with replacement, recomputes every unit's t in both runs and S; the same resample in
+both runs when they hold the same pair ids, i.e. the same prompts and noise), or, for runs with different
+pair ids, the jackknife over each run's pairs (independent resamples of two runs differ in how many
+distinct pairs they draw, which moves every |t| of one run at once and inflates the spread ~2x).
+
+Why not the basic bootstrap it replaced (kept in the output as `basic_bootstrap`): resampling pairs raises
+|t| of units with no effect by ~0.3 and of units with a clear effect by almost nothing, so the centred
+bootstrap distribution S* - S is shifted by an amount that depends on how each run mixes effect sizes. With
+equal expected mean |t| (every unit d_z 0.35 in one run, half null and half 0.553 in the other) it said
+"run 1 > run 2" at 0.05 in 67 % of simulations (2,000 units, paired); S / SE is not moved by that drift: 4.0
+and 2.5 % (benchmarks/bench_compare.py, with the correlated-unit cases: 2.0 and 0.5 % false positives, 76 %
+power for a shift in 10 % of the units, against 80 % for the basic bootstrap).
+
+What it cannot say. It resamples the pairs of each run, never the networks: it is a test of within-network
+noise only. Two untrained networks of one architecture differ by it far more often than 5 %, so it cannot
+say what training did; ranking a run among a population of untrained networks can (`population=`,
+probe.stats.population). Runs that differ in the number of pairs or in seeds per pair are refused
+(`check_same_scale`): |t| grows with both whatever the networks do.
 """
 from __future__ import annotations
 
@@ -30,7 +41,8 @@ from probe.io.runs import CompareError, Run, load_run
 from probe.stats.blocks import resample_weights, resampled_abs_t_mean
 from probe.stats.paired import paired_t
 
-__all__ = ["UNIT_MODES", "bootstrap_test", "compare_runs"]
+__all__ = ["UNIT_MODES", "within_network_test", "bootstrap_test", "jackknife_abs_t_mean", "check_same_scale",
+           "compare_runs", "WITHIN_NETWORK_SCOPE"]
 
 UNIT_MODES = ("same", "shared", "any")
 
@@ -169,7 +181,8 @@ def within_network_test(ref: Run, other: Run, units: np.ndarray, n_boot: int = 2
             "resampling the pairs raises |t| of units with no effect more than of units with a clear one, so the "
             "centred bootstrap distribution S* - S is shifted by an amount that depends on how each run mixes effect "
             "sizes: with equal expected mean |t| (every unit d_z 0.35 vs half null, half 0.553) the basic bootstrap "
-            "said 'run 1 > run 2' at 0.05 in 21-39 % of simulations (benchmarks/bench_compare.py); S / SE is not "
+            "said 'run 1 > run 2' at 0.05 in 22-67 % of simulations (300 to 2,000 units; "
+            "benchmarks/bench_compare.py); S / SE is not "
             "moved by that drift"),
         "basic_bootstrap": {"ci": [2 * s_obs - float(hi_q), 2 * s_obs - float(lo_q)], "p_run1_greater": basic_p,
                             "min_attainable_p": 1 / (1 + n_boot),
@@ -202,7 +215,8 @@ def _run_row(run: Run) -> dict:
         "null_p99_abs_t_gt_3": s.get("null_p99_abs_t_gt_3"), "null_p99_abs_t_gt_5": s.get("null_p99_abs_t_gt_5"),
         "split_half_r_median": s.get("split_half_r_median"), "split_half_r_q25": s.get("split_half_r_q25"),
         "split_half_r_q75": s.get("split_half_r_q75"),
-        "max_abs_t": float(at[imax]) if imax >= 0 else None, "max_abs_t_unit": str(run.units[imax]) if imax >= 0 else "",
+        "max_abs_t": float(at[imax]) if imax >= 0 else None,
+        "max_abs_t_unit": str(run.units[imax]) if imax >= 0 else "",
         "n_selective_beyond_control": s.get("n_selective_beyond_control"),
         "notes": list(run.notes),
         # the design, read from the run's own records (issue 17.2: labels from the run's config)
