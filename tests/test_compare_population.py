@@ -97,11 +97,12 @@ def test_within_network_test_power_and_unpaired_jackknife():
 
 
 def _synthetic_run(root: Path, name: str, n: int = 12, units: int = 60, seed: int = 0, seeds_per_pair: int = 1,
-                   effect: float = 0.0, model: str = "tiny", randomize: dict | None = None):
+                   effect: float = 0.0, model: str = "tiny", randomize: dict | None = None, capture: dict | None = None,
+                   first_unit: int = 0):
     from probe.jobs.finish import analyse_and_write
 
     rng = np.random.default_rng(seed)
-    names = [f"s00/double.{i // 12}.img/h{i % 12:02d}" for i in range(units)]
+    names = [f"s00/double.{i // 12}.img/h{i % 12:02d}" for i in range(first_unit, first_unit + units)]
     a, b = rng.normal(size=(n, units)), rng.normal(size=(n, units))
     a[:, :10] += effect
     caps = Captures(a=a, b=b, units=np.array(names), pair_ids=np.array([f"p{i}" for i in range(n)]),
@@ -109,7 +110,7 @@ def _synthetic_run(root: Path, name: str, n: int = 12, units: int = 60, seed: in
                     meta={"seeds_per_pair": seeds_per_pair, "noise": "per-pair"})
     out = root / name
     save_captures(out / "captures.npz", caps)
-    cfg = {"capture": {"protocol": "heads", "steps": 1, "capture_steps": [0]},
+    cfg = {"capture": {"protocol": "heads", "steps": 1, "capture_steps": [0], **(capture or {})},
            "noise": {"noise": "per-pair", "seed": 0, "seeds_per_pair": seeds_per_pair},
            "model": {"model": model, "source": "tiny", "random_weights": True,
                      "randomize": randomize or {"mode": "none"}}}
@@ -167,6 +168,29 @@ def test_compare_labels_each_run_from_its_own_config(tmp_path):
     md = write_compare(res, tmp_path / "cmp")[0].read_text()
     assert "contrast `lighting`: A − B = harder lighting - softer lighting" in md
     assert "**CLUSTERED (run 1: --pairs-over samples)" in md and "render − albedo image" not in md
+
+
+def test_a_run_of_another_design_is_refused_field_by_field(tmp_path):
+    """The population check names what differs: pairs, seeds per pair, steps, protocol, unit set (no model)."""
+    from probe.io.runs import Population, load_run
+    from probe.stats.population import check_design, population_comparison
+
+    rnd = {"mode": "transformer", "seed": 0}
+    members = [load_run(_synthetic_run(tmp_path, f"m{k}", seed=k, randomize={**rnd, "seed": k})) for k in range(3)]
+    pop = Population(tmp_path, {"randomize": "transformer"}, members, [0, 1, 2], [])
+    same = load_run(_synthetic_run(tmp_path, "same", seed=9, effect=2.0, model="acme/klein"))
+    res = population_comparison([same], pop)
+    assert res["K"] == 3 and res["runs"][0]["statistics"][0]["rank_p"] is not None
+    assert any("--model acme/klein" in note for note in res["notes"])
+    cases = {"n_pairs": dict(n=10), "seeds_per_pair": dict(seeds_per_pair=2), "capture.steps": dict(capture={"steps": 4}),
+             "protocol": dict(capture={"protocol": "card"}), "unit set": dict(first_unit=12)}
+    for field, kwargs in cases.items():
+        other = load_run(_synthetic_run(tmp_path, f"other-{field}", seed=5, **kwargs))
+        with pytest.raises(CompareError, match=f"was not made with the population's design.*{field}"):
+            check_design([other], pop)
+    odd = Population(tmp_path, {}, [*members[:2], load_run(tmp_path / "other-n_pairs")], [0, 1, 2], [])
+    with pytest.raises(CompareError, match="is not one population: its member other-n_pairs"):
+        check_design([same], odd)
 
 
 # ------------------------------------------------------------------------------------------- rank p (numpy)

@@ -292,7 +292,7 @@ def population_comparison(runs: list[Run], pop: Population) -> dict:
         out_runs.append({"run": i, "label": r.label, "path": str(r.path), "statistics": rows,
                          "unchecked_design_fields": checked["unchecked"].get(i, [])})
     rec = pop.record
-    base_model = (rec.get("model") or {}).get("model")
+    base_model = (rec.get("model") or {}).get("model") or (pop.members[0].config.get("model") or {}).get("model")
     notes = []
     for i, r in enumerate(runs, start=1):
         m = (r.config.get("model") or {}).get("model")
