@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluate.predictions import RESUME_MODES, PredictionStore, file_sha256, library_versions
+from evaluate.predictions import (IMAGE_LIBRARIES, MODEL_LIBRARIES, RESUME_MODES, PredictionStore, file_sha256,
+                                  library_versions)
 from probe.klein.registration import plan_reference
 from render.imageio import srgb_to_linear
 
@@ -132,7 +133,12 @@ def select_samples(manifest: dict, cfg: GenerateConfig) -> list[dict]:
 
 
 def model_identity(loaded) -> dict:
-    """What identifies the weights: id, source, revision (the hub cache's commit when none was given)."""
+    """What identifies the weights: id, source, revision (the hub cache's commit when none was given), and
+    `fingerprint` / `randomize` from probe.klein.model.model_fingerprint, as the probe keys its captures: a local
+    folder by its content (the SHA-256 of its configs with the names and sizes of its weight files) beside
+    its path, so weights replaced in place are not reused; the randomisation mode and seed."""
+    from probe.klein.model import model_fingerprint
+
     rev = loaded.revision
     if rev is None and loaded.source == "hub":
         try:
@@ -142,8 +148,10 @@ def model_identity(loaded) -> dict:
             rev = snap.name
         except Exception:
             rev = None
+    fp = model_fingerprint(loaded)
     ident = {"model": loaded.spec.model, "source": loaded.source, "revision": rev, "dtype": loaded.dtype,
-             "device_type": str(loaded.device).split(":")[0], "random_weights": bool(loaded.random_weights)}
+             "device_type": str(loaded.device).split(":")[0], "random_weights": bool(loaded.random_weights),
+             "fingerprint": fp["revision"], "randomize": fp["randomize"]}
     if loaded.source == "local":
         ident["path"] = str(Path(loaded.resolved_path or loaded.spec.model).resolve())
     if loaded.source == "tiny":
@@ -231,7 +239,7 @@ def _plan(loaded, cfg: GenerateConfig) -> dict:
               "prompt": prompt, "negative_prompt": "" if sampling["cfg"] else None, "steps": sampling["steps"],
               "guidance": sampling["guidance"], "seed": cfg.seed, "max_side": max_side, "input": INPUT,
               "ablated_units": sorted(ablation.units) if ablation else [], "ablation": definition,
-              "versions": library_versions()}
+              "versions": library_versions(MODEL_LIBRARIES + IMAGE_LIBRARIES)}
     multiple = int(getattr(pipe, "vae_scale_factor", 8)) * 2    # klein: 16 (VAE 8 x patch 2)
     transforms, keys = {}, {}
     for e in entries:

@@ -55,10 +55,15 @@ def _add_stats_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-splits", type=int, default=100, help="random 50/50 splits for split-half r (default 100)")
     g.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of pairs for block CIs (default 1000)")
     g.add_argument("--stats-seed", type=int, default=0, help="seed of permutations, splits and bootstraps")
+    g.add_argument("--magnitude-margin", type=float, default=None, metavar="R",
+                   help="image probe: a unit is lighting- (albedo-) selective only when the size of its change under "
+                        "the other factor is shown below R times its change under this one (per-scene RMS, "
+                        "one-sided test over scenes; units.csv `class`; default 0.5; `stats` keeps the run's own "
+                        "unless given)")
     g.add_argument("--equivalence-margin", type=float, default=None, metavar="D",
-                   help="image probe: the margin on Cohen's d_z within which the other factor's effect counts as "
-                        "shown negligible (TOST) for the lighting-/albedo-selective classes (default 0.5; `stats` "
-                        "keeps the run's own unless given)")
+                   help="image probe: the margin on Cohen's d_z of the signed rule kept for comparison (TOST on the "
+                        "other factor's signed mean change; units.csv `class_signed`, `p_equiv_signed_*`; default "
+                        "0.5; `stats` keeps the run's own unless given)")
     g.add_argument("--no-report", action="store_true", help="skip report.md and figures")
     g.add_argument("--baseline", default=None, metavar="RUN_DIR",
                    help="a finished random-init run (`probe run --randomize transformer`) to set beside this one in "

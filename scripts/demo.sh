@@ -27,10 +27,12 @@ python -m probe compare runs/probe runs/probe-images --units shared --out runs/t
 python -m probe run --model tiny --out runs/population --steps 8 --quiet --no-report \
     --randomize transformer --randomize-seeds 2-4
 python -m probe compare runs/probe --population runs/population --out runs/probe-vs-untrained
-# 4 editing steps instead of the model's 50; the causal test at k = 8 with two random draws (its report
-# states that the rank p cannot go below 1/3 with two draws); bootstrap CIs from 500 resamples
+# 4 editing steps instead of the model's 50; the causal test at k = 2 with two random draws (its report
+# states that the rank p cannot go below 1/3 with two draws); bootstrap CIs from 500 resamples. k = 2 because
+# the tiny klein's blocks have 4 heads each and a random draw takes the other heads of the top-k's blocks:
+# a larger k can put 3 top heads in one block and leave too few others (refused, by design); klein has 24.
 python -m evaluate all --model tiny --data runs/render --probe runs/probe-images --out runs/evaluate \
-    --steps 4 --k 8 --n-random 2 --n-boot 500 --quiet
+    --steps 4 --k 2 --n-random 2 --n-boot 500 --quiet
 echo "done: open runs/probe/report.md, runs/probe-images/report.md, runs/text-vs-images/compare.md,"
 echo "runs/probe-vs-untrained/compare.md and"
 echo "runs/evaluate/report.md (tiny model: random weights, not findings)"

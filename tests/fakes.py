@@ -133,3 +133,59 @@ def write_fake_probe(root: Path, columns: dict, summary: dict | None = None, per
     if per_sample is not None:
         np.savez(root / "per_sample.npz", **per_sample)
     return root
+
+
+def fake_image_captures(lighting, albedo, n_scenes=25, seed=0, noise=0.0, units=None, direction="a-b"):
+    """An image probe's captures.npz contents (`probe.io.captures.Captures`) built without a model or a render: per
+    base scene `s<k>` two colour versions (original, `~c1`) under two lightings (`hard` = side A of the lighting
+    contrast, `soft`), every sample with its render and albedo image, and the sample-level pairs of the three
+    contrasts as the image design makes them (lighting: hard vs soft per version; albedo: original vs ~c1 per
+    lighting, the original as A).
+
+    `lighting`, `albedo`: [n_scenes, U] per-scene changes of each unit (A minus B; a row of signs makes a change whose
+    direction depends on the scene), or [U] for the same change in every scene. Each image's value is a scene level
+    plus half the changes (+ for A, - for B) plus N(0, noise)."""
+    from probe.io.captures import Captures, ControlSet, ImageValues
+
+    rng = np.random.default_rng(seed)
+    light = np.broadcast_to(np.asarray(lighting, dtype=float), (n_scenes, np.shape(lighting)[-1]))
+    colour = np.broadcast_to(np.asarray(albedo, dtype=float), light.shape)
+    n_units = light.shape[1]
+    units = units or [f"s00/double.0.img/h{i:02d}" for i in range(n_units)]
+    scenes = [f"s{k:02d}" for k in range(n_scenes)]
+    keys, scene_ids, values = [], [], []
+    for k, base in enumerate(scenes):
+        level = rng.normal(0.0, 1.0, n_units)
+        for v, full in enumerate((base, f"{base}~c1")):
+            for light_name, sign in (("hard", 0.5), ("soft", -0.5)):
+                value = level + sign * light[k] + (0.5 if v == 0 else -0.5) * colour[k]
+                for kind, x in (("render", value), ("albedo", level - 2.0 + 0.3 * (v == 0))):
+                    keys.append(f"{full}__{light_name}/{kind}")
+                    scene_ids.append(base)
+                    values.append(x + rng.normal(0.0, noise, n_units) if noise else x)
+    values = np.asarray(values, dtype=np.float32)
+    pos = {key: i for i, key in enumerate(keys)}
+    pairs = {"render_vs_albedo": [], "lighting": [], "albedo": []}
+    for base in scenes:
+        for full in (base, f"{base}~c1"):
+            for light_name in ("hard", "soft"):
+                pairs["render_vs_albedo"].append((f"{full}__{light_name}/render", f"{full}__{light_name}/albedo"))
+            pairs["lighting"].append((f"{full}__hard/render", f"{full}__soft/render"))
+        for light_name in ("hard", "soft"):
+            pairs["albedo"].append((f"{base}__{light_name}/render", f"{base}~c1__{light_name}/render"))
+    sides = {}
+    for name, ps in pairs.items():
+        a = np.stack([np.mean([values[pos[x]] for x, _ in ps if x.startswith(f"{s}~") or x.startswith(f"{s}__")],
+                              axis=0) for s in scenes])
+        b = np.stack([np.mean([values[pos[y]] for x, y in ps if x.startswith(f"{s}~") or x.startswith(f"{s}__")],
+                              axis=0) for s in scenes])
+        sides[name] = (a.astype(np.float32), b.astype(np.float32), np.array(scenes))
+    meta = {"stimuli": "images", "primary_contrast": "render_vs_albedo", "direction": direction,
+            "contrasts": list(pairs), "image_design": {"pairs_over": "scenes", "clustered": False,
+                                                       "n_base_scenes": n_scenes}}
+    return Captures(a=sides["render_vs_albedo"][0], b=sides["render_vs_albedo"][1], units=np.array(units),
+                    pair_ids=np.array(scenes), meta=meta,
+                    contrasts={n: ControlSet(*sides[n]) for n in ("lighting", "albedo")},
+                    images=ImageValues(values, np.array(keys), np.array(scene_ids)),
+                    sample_pairs={n: (np.array([x for x, _ in ps]), np.array([y for _, y in ps]))
+                                  for n, ps in pairs.items()})

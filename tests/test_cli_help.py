@@ -7,8 +7,9 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("job,args", [("render", []), ("probe", []), ("probe", ["run"]), ("probe", ["stats"]),
-                                      ("evaluate", []), ("evaluate", ["generate"]), ("evaluate", ["score"])])
+@pytest.mark.parametrize("job,args", [("render", []), ("render", ["import-mit"]), ("probe", []), ("probe", ["run"]),
+                                      ("probe", ["stats"]), ("evaluate", []), ("evaluate", ["generate"]),
+                                      ("evaluate", ["score"]), ("evaluate", ["mit"])])
 def test_help_is_light(job, args):
     code = ("import sys, runpy\n"
             f"sys.argv = ['{job}', *{args!r}, '--help']\n"

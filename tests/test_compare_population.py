@@ -358,6 +358,14 @@ def test_image_population_shares_reference_latents_and_changes_no_value(tmp_path
     member, own = load_captures(pop / "seed-0007" / "captures.npz"), load_captures(alone / "captures.npz")
     np.testing.assert_array_equal(member.images.values, own.images.values)
     assert "population" in capsys.readouterr().out
+    # the image probe's class counts and per-contrast rows are ranked, read generically from summary.json
+    assert main(["compare", str(alone), "--population", str(pop), "--out", str(tmp_path / "cmp")]) == 0
+    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["population"]["runs"][0]["statistics"]
+    keys = {r["key"] for r in rows}
+    counts = json.loads((alone / "summary.json").read_text())["classes"]["counts"]
+    assert {f"classes/{c}" for c in counts} <= keys and {"lighting/n_fwer_significant", "albedo/max_abs_t"} <= keys
+    assert any(r["level"] == "block" and r["contrast"] == "lighting" for r in rows)
+    assert any(r["level"] == "block" and r["statistic"] == "class_count" for r in rows)
 
 
 def test_a_randomised_real_model_prepares_references_as_the_trained_one():

@@ -275,12 +275,14 @@ def test_model_fingerprint_hub_snapshot_and_local_configs(tmp_path):
     loaded = SimpleNamespace(spec=ModelSpec(str(local)), source="local", resolved_path=str(local), revision=None,
                              randomized={"mode": "transformer", "seed": 2})
     fp1 = model_fingerprint(loaded)
-    assert fp1["revision"].startswith("configs-sha256:") and fp1["randomize"] == {"mode": "transformer", "seed": 2}
+    assert fp1["revision"].startswith("content-sha256:") and fp1["randomize"] == {"mode": "transformer", "seed": 2}
     (local / "transformer" / "config.json").write_text('{"num_layers": 6}')
     assert model_fingerprint(loaded)["revision"] != fp1["revision"]
     (local / "transformer" / "config.json").write_text('{"num_layers": 5}')
     assert model_fingerprint(loaded)["revision"] == fp1["revision"]
     (local / "transformer" / "w.safetensors").write_bytes(b"0" * 11)        # other weights, same config
+    assert model_fingerprint(loaded)["revision"] != fp1["revision"]
+    (local / "transformer" / "w.safetensors").write_bytes(b"1" * 10)        # replaced in place, same size (issue 18)
     assert model_fingerprint(loaded)["revision"] != fp1["revision"]
 
 

@@ -63,7 +63,8 @@ def test_every_output_follows_the_contracts(image_run, small_render):
     assert s["classes"]["equivalence"]["per_contrast"]["albedo"]["power_at_dz_0"] == 0.0   # 2 scenes: never
     header = (out / "units.csv").read_text().splitlines()[0].split(",")
     for col in ("unit", "block", "t", "d", "p", "q", "p_fwer", "fwer_significant", "mean_a", "mean_b", "mean_diff",
-                "sd_diff", "class", "direction"):
+                "sd_diff", "class", "direction", "d_av", "class_signed", "p_equiv_albedo", "p_equiv_signed_albedo",
+                "rms_change_albedo", "ratio_albedo_to_lighting_ub", "p_equiv_magnitude_albedo"):
         assert col in header, col
     for c in ("render_vs_albedo", "lighting", "albedo"):
         for stat in ("t", "d", "p_fwer"):
@@ -80,7 +81,9 @@ def test_every_output_follows_the_contracts(image_run, small_render):
     assert cfg["noise"]["scene_seeds"]["cornell_box"] != cfg["noise"]["scene_seeds"]["checker_cube"]
     assert cfg["images"]["image_prompt"].startswith("Remove all lighting")
     per = np.load(out / "per_sample.npz")
-    assert sorted(per.files) == ["contrast", "diff", "sample_ids", "scene_ids", "units"]
+    assert {"contrast", "diff", "sample_ids", "scene_ids", "units"} <= set(per.files)
+    assert {"diff_lighting", "diff_albedo", "diff_render_vs_albedo", "sign_convention", "direction"} <= set(per.files)
+    assert per["diff_lighting"].shape == (4, len(units)) and per["diff_albedo"].shape == (4, len(units))
     assert per["diff"].dtype == np.float32 and per["diff"].shape == (8, len(units))
     assert list(per["units"]) == units and str(per["contrast"]) == "render_vs_albedo"
     assert "cornell_box~c1__warm_point" in list(per["sample_ids"])
@@ -214,7 +217,8 @@ def test_argument_errors_come_before_anything_is_written(tmp_path, capsys):
              (("--data", str(root), "--control", "vocabulary"), "--control applies to the text probe only"),
              (("--data", str(root), "--limit", "1"), "needs at least 2"),
              (("--data", str(root), "--contrasts", "shading"), "unknown contrast"),
-             (("--data", str(root), "--equivalence-margin", "0"), "--equivalence-margin must be a positive")]
+             (("--data", str(root), "--equivalence-margin", "0"), "--equivalence-margin must be a positive"),
+             (("--data", str(root), "--magnitude-margin", "-1"), "--magnitude-margin must be a positive")]
     for args, msg in cases:
         assert main(["run", "--model", "tiny", "--stimuli", "images", "--out", str(out), *args]) == 2, args
         err = capsys.readouterr().err

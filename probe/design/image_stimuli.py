@@ -33,12 +33,22 @@ valid: under H0 the label of the side is independent of the unit):
     shading contrast (lighting)  std over the object mask of ln max(Y, 1e-3 median Y), Y = Rec.709
                                  luminance of shading_linear.exr; per (base scene, lighting), the mean
                                  over the scene's colour versions. t > 0: larger under the harder light.
+                                 A scene whose samples do not all have shading (a real dataset, e.g. the
+                                 MIT intrinsic images from `render import-mit`: measured shading under one
+                                 light of eleven) uses, for all of its lightings alike, the shading the
+                                 ground truth implies: Y = Y(image_linear) / Y(albedo_linear) on mask
+                                 pixels with albedo (the photograph divided by the reflectance).
     albedo luminance (albedo)    mean over the mask of the Rec.709 luminance of albedo_linear.exr
                                  (`albedo_order="chroma"`: mean over the mask of max - min of the
                                  sRGB-encoded albedo). t > 0: larger for the brighter (more colourful) surfaces.
 
 Values equal within a relative 1e-6 count as ties, broken by lighting name (original first). The signed
 test sees only units that move with the criterion consistently across scenes; see `ORIENTATION_LIMITS`.
+
+Unavailable contrasts. A dataset can declare in its manifest a contrast it cannot give by nature
+(`contrasts_unavailable`: {name: reason}; the MIT import has no colour twins, so no `albedo`): without an
+explicit `contrasts` it is left out and said (ImagePlan.unavailable); asked for, it is a StimuliError with
+the reason.
 
 pairs_over="scenes" (default): one pair per base scene; its A (B) is the mean of the A (B) sides of the
 scene's sample-level pairs, so the scene's difference is the mean of its sample differences and scenes
@@ -66,8 +76,13 @@ SHADING_FLOOR = 1e-3      # ln of the shading luminance is floored at this fract
 TIE_RTOL = 1e-6           # criterion values this close count as equal (order by name)
 
 SHADING_CONTRAST = ("shading contrast: std over the object mask of ln max(Y, 1e-3 median Y), Y the Rec.709 "
-                    "luminance of the ground-truth shading (shading_linear.exr), averaged over the scene's colour "
-                    "versions")
+                    "luminance of the ground-truth shading (shading_linear.exr; for a scene whose samples do not all "
+                    "have shading, such as an MIT import, the shading the ground truth implies, Y(image) / Y(albedo), "
+                    "for all of its lightings alike), averaged over the scene's colour versions")
+SHADING_SOURCES = {"shading": "shading_linear.exr (ground-truth shading)",
+                   "image / albedo": "Y(image_linear) / Y(albedo_linear) on mask pixels with albedo > 0: the shading "
+                                     "the ground truth implies (this scene's samples do not all have shading_linear.exr"
+                                     "; the photograph divided by the reflectance, specular highlights included)"}
 ALBEDO_CRITERIA = {
     "luminance": "albedo luminance: mean over the object mask of the Rec.709 luminance of the ground-truth albedo "
                  "(albedo_linear.exr, linear)",
@@ -146,10 +161,15 @@ class GroundTruth:
     shading_contrast: Mapping[str, Mapping[str, float]]   # base scene -> lighting -> value
     albedo_value: Mapping[str, float]                     # scene version (full scene id) -> value
     albedo_order: str
+    shading_source: Mapping[str, str] = field(default_factory=dict)   # base scene -> a key of SHADING_SOURCES
 
     def record(self) -> dict:
-        return {"lighting": {"criterion": SHADING_CONTRAST, "a": "the lighting with the higher value",
-                             "values": {s: dict(v) for s, v in self.shading_contrast.items()}},
+        lighting = {"criterion": SHADING_CONTRAST, "a": "the lighting with the higher value",
+                    "values": {s: dict(v) for s, v in self.shading_contrast.items()}}
+        if any(v != "shading" for v in self.shading_source.values()):
+            lighting["source"] = dict(self.shading_source)
+            lighting["sources"] = SHADING_SOURCES
+        return {"lighting": lighting,
                 "albedo": {"criterion": ALBEDO_CRITERIA[self.albedo_order], "order": self.albedo_order,
                            "a": "the colour set with the higher value", "values": dict(self.albedo_value)},
                 "ties": f"values within a relative {TIE_RTOL:g} are ties, broken by lighting name / original first",
@@ -166,6 +186,8 @@ class ImagePlan:
     images: tuple[Image, ...]              # sorted by sample id, render before albedo
     pairings: tuple[Pairing, ...]
     truth: GroundTruth | None = None
+    unavailable: tuple[tuple[str, str], ...] = ()   # (contrast, why) the dataset cannot give, left out unasked
+    dataset: str | None = None                      # the imported dataset's name (render.mit); None: a render
     _index: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -206,6 +228,12 @@ class ImagePlan:
         a, b = (np.tensordot(self.weights(name, s), v, axes=1).astype(values.dtype) for s in ("a", "b"))
         return a, b
 
+    def sample_pairs(self) -> dict:
+        """{contrast: (A image keys, B image keys)} of every built contrast's sample-level pairs, in pair order
+        (captures.npz `contrast_NAME_sample_a/_b`)."""
+        return {c.name: (np.array([k for p in c.pairs for k in p.a]), np.array([k for p in c.pairs for k in p.b]))
+                for c in self.pairings}
+
     def per_sample_render_vs_albedo(self, values) -> dict:
         """The per-sample render minus albedo differences (CONTRACTS C3, per_sample.npz without `units`)."""
         values = self._check(values)
@@ -226,6 +254,10 @@ class ImagePlan:
                            for c in self.pairings}}
         if self.truth is not None:
             d["orientation"] = self.truth.record()
+        if self.unavailable:
+            d["unavailable_contrasts"] = dict(self.unavailable)
+        if self.dataset:
+            d["dataset"] = self.dataset
         return d
 
 
@@ -245,6 +277,37 @@ def per_sample_render_vs_albedo(keys: Sequence[str], values, scene_ids: Sequence
     scene = [str(scene_ids[pos[f"{i}/render"]]) for i in ids]
     return {"diff": (r - al).astype(np.float32), "sample_ids": np.array(ids), "scene_ids": np.array(scene),
             "contrast": np.array("render_vs_albedo")}
+
+
+def sample_pairs_from_record(keys: Sequence[str], scene_ids: Sequence[str], record: Mapping) -> dict:
+    """The sample-level pairs of a captures.npz written before it stored them (`contrast_NAME_sample_a/_b`), rebuilt
+    from its image keys, base scenes and design record (meta `image_design`: the contrasts and the ground-truth
+    orientation values) with the same pairing rules: {contrast: (A keys, B keys)}. Sample ids are read as
+    `<scene>__<lighting>` with variants `<base>~c<k>`; contrasts whose pairs cannot be rebuilt are left out."""
+    import re
+
+    keys = [str(k) for k in keys]
+    have = set(keys)
+    base_of = {k.rsplit("/", 1)[0]: str(b) for k, b in zip(keys, scene_ids)}
+    samples = []
+    for sid, base in sorted(base_of.items()):
+        if "__" not in sid:
+            return {}
+        scene, lighting = sid.rsplit("__", 1)
+        m = re.fullmatch(re.escape(base) + r"~c(\d+)", scene)
+        samples.append(RenderSample(sid, scene, base, int(m[1]) if m else 0, lighting, Path(), Path()))
+    orient = record.get("orientation") or {}
+    truth = GroundTruth({b: dict(v) for b, v in ((orient.get("lighting") or {}).get("values") or {}).items()},
+                        dict((orient.get("albedo") or {}).get("values") or {}),
+                        (orient.get("albedo") or {}).get("order", "luminance"))
+    out = {}
+    for name in (record.get("contrasts") or {}):
+        if name not in CONTRASTS:
+            continue
+        found = [(ka, kb) for _, _, _, ka, kb in _sample_pairs(name, samples, truth)[0] if ka in have and kb in have]
+        if found:
+            out[name] = (np.array([a for a, _ in found]), np.array([b for _, b in found]))
+    return out
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -271,8 +334,19 @@ def read_render_samples(data: str | os.PathLike) -> list[RenderSample]:
     return out
 
 
-def _shading_contrast(sample) -> float:
-    y = (sample.shading.astype(np.float64) @ REC709_Y)[sample.mask]
+def _implied_shading_y(sample) -> np.ndarray:
+    """Y(image) / Y(albedo) on the mask pixels whose albedo luminance is > 0 (the ground truth's shading)."""
+    ya = (sample.albedo_linear.astype(np.float64) @ REC709_Y)[sample.mask]
+    yi = (sample.image_linear.astype(np.float64) @ REC709_Y)[sample.mask]
+    return yi[ya > 0] / ya[ya > 0]
+
+
+def _shading_contrast(sample, source: str = "shading") -> float:
+    """The orienting quantity of the lighting contrast; `source` a key of SHADING_SOURCES."""
+    if source == "shading":
+        y = (sample.shading.astype(np.float64) @ REC709_Y)[sample.mask]
+    else:
+        y = _implied_shading_y(sample)
     y = y[np.isfinite(y)]
     if y.size < 2 or not np.median(y) > 0:
         return float("nan")
@@ -310,10 +384,17 @@ def _read_truth(root: Path, samples: Sequence[RenderSample], contrasts: Sequence
         return cache[s.id]
 
     shading: dict[str, dict[str, float]] = {}
+    sources: dict[str, str] = {}
     if "lighting" in contrasts:
+        for s in samples:          # one source per scene, so all of its lightings are ordered by one quantity
+            if load(s, "lighting", "shading").shading is None:
+                sources[s.base_scene] = "image / albedo"
+            else:
+                sources.setdefault(s.base_scene, "shading")
         per: dict[tuple[str, str], list[float]] = {}
         for s in samples:
-            per.setdefault((s.base_scene, s.lighting), []).append(_shading_contrast(load(s, "lighting", "shading")))
+            per.setdefault((s.base_scene, s.lighting), []).append(
+                _shading_contrast(load(s, "lighting", "shading"), sources[s.base_scene]))
         for (base, light), v in sorted(per.items()):
             shading.setdefault(base, {})[light] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
     albedo: dict[str, float] = {}
@@ -323,7 +404,7 @@ def _read_truth(root: Path, samples: Sequence[RenderSample], contrasts: Sequence
             first.setdefault(s.scene, s)      # a version's albedo is the same under every lighting
         for scene, s in sorted(first.items()):
             albedo[scene] = _albedo_value(load(s, "albedo", "albedo"), order)
-    return GroundTruth(shading, albedo, order)
+    return GroundTruth(shading, albedo, order, sources)
 
 
 def _greater(x: float, y: float) -> bool:
@@ -446,23 +527,49 @@ def _missing_paragraph(data: Path, missing: dict[str, str]) -> str:
     return " ".join(parts)
 
 
-def build_image_plan(data: str | os.PathLike, pairs_over: str = "scenes", contrasts: Sequence[str] = CONTRASTS,
+def _dataset_facts(root: Path) -> tuple[dict[str, str], str | None]:
+    """({contrast: why} the folder's manifest says it cannot give (`contrasts_unavailable`, e.g. an MIT import),
+    the name of the dataset it was imported from, None for a render)."""
+    from render.dataset import load_manifest
+
+    manifest = load_manifest(root)
+    declared = manifest.get("contrasts_unavailable") or {}
+    declared = {str(k): str(v) for k, v in declared.items() if k in CONTRASTS} if isinstance(declared, dict) else {}
+    dataset = manifest.get("dataset")
+    return declared, (str(dataset.get("name")) if isinstance(dataset, dict) and dataset.get("name") else None)
+
+
+def build_image_plan(data: str | os.PathLike, pairs_over: str = "scenes", contrasts: Sequence[str] | None = None,
                      albedo_order: str = "luminance", limit: int | None = None) -> ImagePlan:
     """Read the render folder's manifest (and, to orient lighting and albedo, its ground truth) and build
-    the asked-for contrasts (default: all three); `limit`: only the first N base scenes (sorted).
+    the asked-for contrasts (default None: all three, less those the folder's manifest declares it cannot
+    give, which are left out and listed in `ImagePlan.unavailable`); `limit`: only the first N base scenes.
 
     Raises StimuliError (one paragraph: which contrast cannot be built and the render flag that makes
-    it) when a contrast has no pair at all, or when images it needs are missing."""
+    it, or the dataset's reason) when a contrast has no pair at all, or when images it needs are missing."""
     if pairs_over not in PAIRS_OVER:
         raise StimuliError(f"pairs_over must be one of {PAIRS_OVER}, got {pairs_over!r}")
     if albedo_order not in ALBEDO_ORDERS:
         raise StimuliError(f"albedo_order must be one of {ALBEDO_ORDERS}, got {albedo_order!r}")
+    asked = contrasts is not None
+    contrasts = CONTRASTS if contrasts is None else contrasts
     unknown = [c for c in contrasts if c not in CONTRASTS]
     if unknown or not contrasts:
         raise StimuliError(f"unknown contrast(s) {unknown}; choose from {list(CONTRASTS)}")
     contrasts = [c for c in CONTRASTS if c in contrasts]
     root = Path(data)
     samples = read_render_samples(root)
+    declared, dataset = _dataset_facts(root)
+    unavailable: tuple[tuple[str, str], ...] = ()
+    if asked and any(c in declared for c in contrasts):
+        rest = [c for c in CONTRASTS if c not in declared]
+        raise StimuliError(" ".join(f"{root} cannot give the image probe's `{c}` contrast: {declared[c]}." for c in
+                                    contrasts if c in declared)
+                           + f" Ask for the contrasts it has (--contrasts {','.join(rest)}); without --contrasts "
+                           "the probe leaves the others out and says so. Nothing was written.")
+    if not asked:
+        unavailable = tuple((c, declared[c]) for c in contrasts if c in declared)
+        contrasts = [c for c in contrasts if c not in declared]
     if limit:
         keep = sorted({s.base_scene for s in samples})[:limit]
         samples = [s for s in samples if s.base_scene in keep]
@@ -501,7 +608,7 @@ def build_image_plan(data: str | os.PathLike, pairs_over: str = "scenes", contra
         for kind, key, path in (("render", _render_key(s), s.image_srgb), ("albedo", _albedo_key(s), s.albedo_srgb)):
             if key in used:
                 images.append(Image(key, s.id, kind, path, s.base_scene, s.variant, s.lighting))
-    return ImagePlan(str(root), pairs_over, tuple(samples), tuple(images), built, truth)
+    return ImagePlan(str(root), pairs_over, tuple(samples), tuple(images), built, truth, unavailable, dataset)
 
 
 # -------------------------------------------------------------------------------------------- design
@@ -560,7 +667,8 @@ class ImageDesign:
 
     def captures(self, values: Mapping[str, np.ndarray], units, meta: Mapping | None = None, unit_blocks=None):
         """captures.npz contents: the first contrast in a/b/pair_ids, the others as contrast_NAME_*, and
-        the per-image values (image_values, image_keys, image_scene_ids) that per_sample.npz comes from."""
+        the per-image values (image_values, image_keys, image_scene_ids) that per_sample.npz comes from, and every
+        contrast's sample-level pairs (contrast_NAME_sample_a/_b: the magnitude test and per_sample.npz read them)."""
         from probe.io.captures import Captures, ControlSet, ImageValues
 
         arrays = self.assemble(values)
@@ -572,7 +680,8 @@ class ImageDesign:
         return Captures(a=a, b=b, units=np.asarray(units), pair_ids=ids, unit_blocks=unit_blocks, meta=meta,
                         contrasts={n: ControlSet(*arrays["contrasts"][n]) for n in names[1:]},
                         images=ImageValues(arrays["images"], np.array([i.key for i in self.plan.images]),
-                                           np.array([i.base_scene for i in self.plan.images])))
+                                           np.array([i.base_scene for i in self.plan.images])),
+                        sample_pairs=self.plan.sample_pairs())
 
     def record(self) -> dict:
         """JSON-able description for config.json: the text, the noise design and every scene's seeds."""

@@ -3,6 +3,7 @@ compare` and a run's baseline comparison read. numpy only.
 
     from probe.io.runs import load_run, load_population
     run = load_run("runs/probe")          # Run(path, label, summary, config, units, t, fwer, blocks, captures, notes)
+    run = load_run("runs/probe-images", contrast="lighting")   # an image probe seen through another contrast
     run.design()                          # what makes two runs comparable: stimuli, pairs, seeds per pair, steps, ...
     pop = load_population("runs/population")   # Population(path, record, members): `probe run --randomize-seeds`
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from probe.io.captures import CapturesError, load_captures
+from probe.io.captures import Captures, CapturesError, load_captures
 from probe.io.units_csv import read_units_csv
 
 __all__ = ["Run", "load_run", "default_label", "CompareError", "Population", "load_population", "POPULATION_FILE"]
@@ -89,7 +90,7 @@ class Run:
         captures.npz and summary.json: stimuli, protocol, contrasts, pairs (ids, count, what a pair is), noise
         (mode, run seed, seeds per pair), the capture settings (steps, captured steps, guidance, size, reducer,
         tokens, text length, slices, editing, reference preparation), the text or image prompt, and the
-        statistics settings that move the counts (permutations, alpha, thresholds, equivalence margin). A field
+        statistics settings that move the counts (permutations, alpha, thresholds, the class margins). A field
         the run does not record is None. The unit set is compared apart (it is long)."""
         cfg, s = self.config, self.summary
         cap = dict(cfg.get("capture") or {})
@@ -116,7 +117,7 @@ class Run:
             "image_prompt": s.get("image_prompt") if self.stimuli == "images" else None,
             "text_lengths": cfg.get("text_lengths") if self.stimuli != "images" else None,
             **{f"stats.{k}": stats.get(k) for k in ("n_perm", "n_splits", "alpha", "thresholds",
-                                                     "equivalence_margin")},
+                                                     "equivalence_margin", "magnitude_margin")},
         }
 
 
@@ -158,8 +159,31 @@ def default_label(summary: dict, config: dict, path: Path) -> str:
     return f"{path.name}: {name.rsplit('/', 1)[-1]} ({proto}{words})"
 
 
-def load_run(path, label: str | None = None) -> Run:
-    """Read a finished run folder; CompareError when something needed is missing."""
+def _through_contrast(path: Path, summary: dict, cols: dict, caps, contrast: str):
+    """(summary, t, fwer, captures) of an image probe seen through its contrast `contrast` (not the primary one)."""
+    have = [summary.get("primary_contrast") or "main", *(summary.get("contrasts") or {})]
+    if contrast not in (summary.get("contrasts") or {}) or f"t_{contrast}" not in cols:
+        kind = ("an image probe with the contrasts " + ", ".join(have) if summary.get("stimuli") == "images" else
+                "a text probe (one contrast, its A - B)")
+        raise CompareError(f"{path} has no `{contrast}` contrast: it is {kind}. --contrast picks one contrast that "
+                           "every compared run has (image probes: render_vs_albedo, lighting, albedo as built). "
+                           "Nothing was written.")
+    c = summary["contrasts"][contrast]
+    alpha = float(summary.get("fwer_alpha", 0.05))
+    t = np.asarray(cols[f"t_{contrast}"], dtype=np.float64)
+    fwer = (np.asarray(cols[f"p_fwer_{contrast}"], dtype=np.float64) <= alpha) if f"p_fwer_{contrast}" in cols \
+        else np.zeros(t.size, dtype=bool)
+    seen = {**summary, **c, "direction": c.get("label", f"{contrast}: A - B"), "viewed_contrast": contrast}
+    if caps is not None:
+        cs = caps.contrasts.get(contrast)
+        caps = None if cs is None else Captures(a=cs.a, b=cs.b, units=caps.units, pair_ids=cs.pair_ids,
+                                                unit_blocks=caps.unit_blocks, meta=caps.meta)
+    return seen, t, fwer, caps
+
+
+def load_run(path, label: str | None = None, contrast: str | None = None) -> Run:
+    """Read a finished run folder; CompareError when something needed is missing. `contrast`: see an image
+    probe through that contrast (its t_NAME column and captures) instead of its primary one."""
     path = Path(path)
     if not path.is_dir():
         raise CompareError(f"run folder not found: {path}")
@@ -185,6 +209,11 @@ def load_run(path, label: str | None = None) -> Run:
                 caps = None
     else:
         notes.append("no captures.npz: the bootstrap test over pairs needs it")
+    if contrast is not None and contrast != summary.get("primary_contrast"):
+        summary, t, fwer, caps = _through_contrast(path, summary, cols, caps, contrast)
+        label = label or f"{default_label(summary, config, path)} [{contrast}]"
+    elif contrast is not None:
+        summary = {**summary, "viewed_contrast": contrast}
     return Run(path, label or default_label(summary, config, path), summary, config, units, t, fwer, blocks,
                caps, notes, cols)
 

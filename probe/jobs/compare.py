@@ -36,6 +36,14 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--units", choices=UNIT_MODES, default="same",
                    help="same: the runs must have the same unit set (default); shared: compare on the units they "
                         "share; any: only run-level numbers side by side")
+    p.add_argument("--contrast", default=None, metavar="NAME",
+                   help="image probes: compare this contrast of every run (render_vs_albedo, lighting, albedo; "
+                        "default: each run's primary one), e.g. lighting to ask whether the heads that change with "
+                        "light on renders change with light on photographs (render import-mit)")
+    p.add_argument("--allow-unequal-pairs", action="store_true",
+                   help="compare runs that differ in the number of pairs or in --seeds-per-pair (refused otherwise: "
+                        "|t| grows with both): the mean-|t| test is then not run, the scale-free parts are (the signed "
+                        "agreement of t, units significant in both, the runs side by side), and compare.md says so")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of the pairs for the test")
     p.add_argument("--seed", type=int, default=0, help="seed of the resamples")
     p.add_argument("--population", default=None, metavar="FOLDER",
@@ -50,14 +58,18 @@ def main_compare(args) -> int:
     if args.n_boot < 1:
         raise CompareError(f"--n-boot must be at least 1, got {args.n_boot}")
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
-    res = compare_runs(args.runs, labels, args.units, args.n_boot, args.seed, population=args.population)
+    res = compare_runs(args.runs, labels, args.units, args.n_boot, args.seed, contrast=args.contrast,
+                       population=args.population, allow_unequal_pairs=args.allow_unequal_pairs)
     written = write_compare(res, Path(args.out))
     for c in res["comparisons"]:
         t = c["test"]
         msg = (f"S = {t['S']:.3f} [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}], p(run 1 > run {c['run']}) = "
                f"{t['p_run1_greater']:.4g}" if t.get("available") else f"test not run ({t.get('why')})")
+        ag = c.get("agreement") or {}
+        same = (f"; signed t agree: Spearman rho {ag['rho']:.3f} [{ag['ci'][0]:.3f}, {ag['ci'][1]:.3f}]"
+                if "rho" in ag else "")
         print(f"run 1 vs run {c['run']} ({c['label']}): mean delta |t| {c['mean_delta_abs_t']:.3f}; {msg} "
-              "(within-network noise only)")
+              f"(within-network noise only){same}")
     pop = res.get("population")
     if pop:
         for r in pop["runs"]:

@@ -53,6 +53,8 @@ def _load_image_design(args):
     contrasts = [c.strip() for c in args.contrasts.split(",") if c.strip()] if args.contrasts else None
     plan = build_image_plan(args.data, pairs_over=args.pairs_over, albedo_order=args.albedo_order,
                             limit=args.limit, **({"contrasts": contrasts} if contrasts else {}))
+    for name, why in plan.unavailable:
+        print(f"note: the `{name}` contrast is left out: {why} (said in summary.json image_design)", file=sys.stderr)
     if len(plan.scenes) < 2 and args.pairs_over == "scenes":
         raise UsageError(f"{args.data} holds {len(plan.scenes)} base scene: a paired test over scenes needs at least "
                          "2 (render more scenes, or --pairs-over samples, flagged as clustered); nothing was written")

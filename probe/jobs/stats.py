@@ -28,7 +28,7 @@ def main_stats(args) -> int:
         except json.JSONDecodeError:
             prior = {}
     protocol = caps.meta.get("protocol") or prior.get("capture", {}).get("protocol", "heads")
-    stats_cfg = stats_config(args, protocol, caps.meta.get("equivalence_margin"))
+    stats_cfg = stats_config(args, protocol, caps.meta.get("equivalence_margin"), caps.meta.get("magnitude_margin"))
     baseline = load_baseline(args, out)
     config = {"job": "probe stats", "argv": sys.argv, "from": str(src), "stimuli": caps.stimuli,
               **{k: prior[k] for k in ("capture", "model", "prompts", "images", "resolution_source", "noise",

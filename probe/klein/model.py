@@ -6,7 +6,7 @@
     loaded = load_pipeline(ModelSpec("tiny"))                              # random weights, dry runs
     loaded = load_pipeline(ModelSpec("/data/klein", randomize="transformer", randomize_seed=0))  # random-init control
     loaded.pipe(prompt=..., ...)
-    model_fingerprint(loaded)   # the resolved revision: snapshot commit, or a content hash of a folder's configs
+    model_fingerprint(loaded)   # the resolved revision: snapshot commit, or a (sampled) content hash of a folder
 
 Every source goes through `Flux2KleinPipeline.from_pretrained`; `tiny` is first saved to a cache
 folder, so a dry run exercises the same loading code as the real weights. Probe and evaluate both
@@ -304,28 +304,60 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
     return Path(hit).parent if isinstance(hit, str) else None
 
 
-def model_fingerprint(loaded) -> dict:
-    """What exactly was loaded, for resume keys: the snapshot commit for hub ids and hub-cache folders, else
-    a SHA-256 of the folder's configs (every *.json, e.g. model_index.json, */config.json, tokenizer and
-    scheduler configs) with the names and sizes of its weight files; plus the randomisation."""
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+FINGERPRINT_BLOCKS = 64            # sampled blocks per weight file
+FINGERPRINT_BLOCK_BYTES = 1 << 16  # 64 KiB each: at most 4 MiB read per file
+
+
+def _sampled_file_digest(f: Path, size: int) -> bytes:
+    """SHA-256 of FINGERPRINT_BLOCKS evenly spaced blocks of a weight file (the whole file when small)."""
     import hashlib
 
+    h = hashlib.sha256()
+    with open(f, "rb") as fh:
+        if size <= FINGERPRINT_BLOCKS * FINGERPRINT_BLOCK_BYTES:
+            h.update(fh.read())
+        else:
+            step = (size - FINGERPRINT_BLOCK_BYTES) / (FINGERPRINT_BLOCKS - 1)
+            for i in range(FINGERPRINT_BLOCKS):
+                fh.seek(int(i * step))
+                h.update(fh.read(FINGERPRINT_BLOCK_BYTES))
+    return h.digest()
+
+
+def folder_fingerprint(path: str | Path) -> str:
+    """"content-sha256:<20 hex>" of a model folder: every *.json whole, and of each weight file its relative
+    name, size and sampled blocks (_sampled_file_digest); the same files anywhere give the same value."""
+    import hashlib
+
+    path = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        if not f.is_file():
+            continue
+        rel = f.relative_to(path).as_posix()
+        if f.suffix == ".json":
+            h.update(f"{rel}\0".encode() + f.read_bytes() + b"\0")
+        elif f.suffix in WEIGHT_SUFFIXES:
+            size = f.stat().st_size
+            h.update(f"{rel}\0{size}\0".encode() + _sampled_file_digest(f, size))
+    return f"content-sha256:{h.hexdigest()[:20]}"
+
+
+def model_fingerprint(loaded) -> dict:
+    """What exactly was loaded, for resume keys: the snapshot commit for hub ids and hub-cache folders, else
+    a SHA-256 of the folder's content ("content-sha256:"): every *.json whole (model_index.json,
+    */config.json, tokenizer and scheduler configs), and of each weight file its name, size and 64 evenly
+    spaced 64-KiB blocks (the whole file under 4 MiB), so weights replaced in place (a fine-tune of the same
+    shapes) change it while a copy of the same files elsewhere does not; at most 4 MiB is read per file.
+    Plus the randomisation (mode and seed)."""
     out = {"model": loaded.spec.model, "source": loaded.source}
     path = Path(loaded.resolved_path) if loaded.resolved_path else None
     commit = _snapshot_revision(path) if path is not None else None
     if commit:
         out["revision"] = f"commit:{commit}"
     elif path is not None and path.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(path.rglob("*")):
-            if not f.is_file():
-                continue
-            rel = f.relative_to(path).as_posix()
-            if f.suffix == ".json":
-                h.update(f"{rel}\0".encode() + f.read_bytes() + b"\0")
-            elif f.suffix in (".safetensors", ".bin", ".pt", ".gguf"):
-                h.update(f"{rel}\0{f.stat().st_size}\0".encode())
-        out["revision"] = f"configs-sha256:{h.hexdigest()[:20]}"
+        out["revision"] = folder_fingerprint(path)
     else:
         out["revision"] = f"unresolved:{loaded.revision or loaded.spec.revision or 'default'}"
     out["randomize"] = {k: loaded.randomized.get(k) for k in ("mode", "seed")} if loaded.randomized else {

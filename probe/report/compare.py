@@ -40,7 +40,8 @@ def stimuli_words(r: dict) -> str:
         return f"text (A − B = {r['direction']})"
     pairs = ("samples, CLUSTERED: a scene's samples are not independent" if r.get("pairs_over") == "samples"
              else "base scenes")
-    return (f"images (contrast `{r.get('primary_contrast') or 'render_vs_albedo'}`: A − B = {r['direction']}, "
+    contrast = r.get("contrast") or r.get("primary_contrast") or "render_vs_albedo"   # --contrast, else the primary
+    return (f"images (contrast `{contrast}`: A − B = {r['direction']}, "
             f"pairs = {pairs})")
 
 
@@ -242,16 +243,38 @@ def render_markdown(res: dict) -> str:
                           f"{c['median_delta_abs_t']:.3f}", f"{100 * c['share_of_units_larger_in_run1']:.1f}%", test])
         lines += _md_table(["comparison", "mean delta", "median delta", "units larger in run 1",
                             "within-network test (pairs resampled)"], trows) + [""]
+        if res.get("unequal_pairs"):
+            lines += ["**No mean-|t| test (--allow-unequal-pairs):** the runs differ in what sets the size of |t| "
+                      f"whatever the networks do ({'; '.join(res['unequal_pairs'])}); only the scale-free parts "
+                      "below are computed.", ""]
         lines += ["How: every unit's t comes from the same pairs, and units of a block move together, so the units "
                   "are not independent observations (a Wilcoxon or t test over units would claim a difference far "
                   "too often); the pairs are. p is one-sided, S / SE against Student's t with n − 1 degrees of "
-                  "freedom, and the interval S ± t SE; SE is the spread of S over resamples of the pairs (each recomputes every unit's t in both runs, "
-                  "the same resample in both when the runs hold the same pair ids) or, for runs with different "
-                  "pairs, the jackknife over each run's pairs. Not the basic bootstrap it replaced: resampling raises "
-                  "|t| of null units more than of clear ones, so its centring was off whenever the runs mix effect "
-                  "sizes differently (a false 'run 1 > run 2' in 22-67 % of such simulations). The runs must have the "
-                  "same number of pairs and seeds per pair (|t| grows with both). The share of units larger in run 1 "
-                  "is a description, not a test.", ""]
+                  "freedom, and the interval S ± t SE; SE is the spread of S over resamples of the pairs (each "
+                  "recomputes every unit's t in both runs, the same resample in both when the runs hold the same "
+                  "pair ids) or, for runs with different pairs, the jackknife over each run's pairs. Not the basic "
+                  "bootstrap it replaced: resampling raises |t| of null units more than of clear ones, so its "
+                  "centring was off whenever the runs mix effect sizes differently (a false 'run 1 > run 2' in "
+                  "22-67 % of such simulations). The runs must have the same number of pairs and seeds per pair "
+                  "(|t| grows with both). The share of units larger in run 1 is a description, not a test.", ""]
+        arows = []
+        for c in res["comparisons"]:
+            ag, sb = c.get("agreement") or {}, c.get("significant_in_both") or {}
+            rho = (f"{ag['rho']:.3f} [{_f(ag['ci'][0], '.3f')}, {_f(ag['ci'][1], '.3f')}]" if "rho" in ag
+                   else f"not computed: {ag.get('why', 'n/a')}")
+            arows.append([f"run 1 vs run {c['run']} ({c['label']})", rho,
+                          f"{sb.get('n_fwer_run1', 0):,} / {sb.get('n_fwer_this_run', 0):,}",
+                          f"{sb.get('n_fwer_both', 0):,} ({sb.get('n_fwer_both_same_sign', 0):,} with the same sign)"])
+        lines += ["## Unit by unit: do the same units move the same way?", "",
+                  "Spearman rho between the two runs' signed t over the shared units, with a 95 % percentile "
+                  "interval from the same bootstrap over pairs (every unit's t recomputed in both runs per resample)"
+                  ": how alike the unit profiles are, sign included" + (f", for the `{res['contrast']}` contrast"
+                                                                        if res.get("contrast") else "")
+                  + ". It describes agreement beyond the pairs' sampling noise; it is not a test of what training "
+                  "did (random weights give correlated profiles too: rank the runs among untrained networks with "
+                  "`--population`).", ""]
+        lines += _md_table(["comparison", "Spearman rho of signed t [95% CI]", "FWER-significant: run 1 / run k",
+                            "significant in both"], arows) + [""]
     elif len(runs) > 1:
         lines += ["No unit-by-unit comparison (`--units any`): the runs' unit sets differ.", ""]
     if res.get("population"):

@@ -293,6 +293,8 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
     n5, p5, r5 = thr_stats(5.0)
     d_thr = res.config.d_threshold
     n_d = int(np.count_nonzero(np.abs(u.d) > d_thr))
+    d_av = res.main.d_av
+    n_dav = int(np.count_nonzero(np.abs(d_av[np.isfinite(d_av)]) > d_thr)) if d_av is not None else 0
     sp = res.main.split
     split_txt = f"{fmt(sp.median, 3)} [{fmt(sp.q25)}, {fmt(sp.q75)}]" if finite(sp.median) else "n/a (needs ≥ 4 pairs)"
     imax = int(np.argmax(at))
@@ -301,12 +303,15 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
     card_col = f"published card ({CARD['n_units']:,} slices, {CARD['n_pairs']} pairs)"
     rows = [
         ["units with |t| > 3", CARD["t3"], fmt_count(n3, n_units)],
-        ["… ratio to null p99 (|t| > 3)", CARD["t3_ratio"], fmt_ratio(r3)],
+        ["… ratio to null p99 (|t| > 3)" + (" (exact null, identity left out)" if nl.exact else ""), CARD["t3_ratio"],
+         fmt_ratio(r3)],
         ["… null p99 of that count", CARD["t3_p99"], fmt(p3, 1)],
         ["units with |t| > 5", CARD["t5"], fmt_count(n5, n_units)],
-        ["… ratio to null p99 (|t| > 5)", CARD["t5_ratio"], fmt_ratio(r5)],
+        ["… ratio to null p99 (|t| > 5)" + (" (exact null, identity left out)" if nl.exact else ""), CARD["t5_ratio"],
+         fmt_ratio(r5)],
         ["… null p99 of that count", CARD["t5_p99"], fmt(p5, 1)],
-        [f"units with |d| > {d_thr:g} (large)", CARD["d08"], fmt_count(n_d, n_units)],
+        [f"units with |d_z| > {d_thr:g} (the card's “|d| > {d_thr:g} (large)”)", CARD["d08"], fmt_count(n_d, n_units)],
+        [f"units with |d_av| > {d_thr:g} (between-condition scale)", "not reported", fmt_count(n_dav, n_units)],
         ["split-half r, median [IQR]", CARD["split"], split_txt],
         ["max |t|", CARD["max_t"], f"{fmt(at[imax])} ({res.units[imax]})"],
     ]
@@ -339,8 +344,15 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
              fmt_count(int(res.selective[name].sum()), n_units)],
         ]
     if res.selective:
+        err = res.selective_error()
         beyond.append(["units selective beyond every control (`selective_beyond_control`)", "not reported",
-                       fmt_count(int(res.selective_beyond_control.sum()), n_units)])
+                       fmt_count(int(res.selective_beyond_control.sum()), n_units)
+                       + f"; family-wise error ≤ {err['n_families']} × α = {err['family_wise_bound']:g}"])
+        beyond.append([f"… with every family at α/{err['n_families']} (`selective_beyond_control_joint`; family-wise "
+                       f"error ≤ α = {res.config.alpha:g})", "not reported",
+                       fmt_count(int(res.selective_beyond_control_joint.sum()), n_units)
+                       + ("" if err["joint_attainable"] else
+                          f" (unattainable: the smallest p_fwer these nulls give is above α/{err['n_families']})")])
     elif not is_images(res):
         beyond.append(["control sets (direct tests)", "not reported", "none in this run"])
     if res.classification is not None:
@@ -353,14 +365,34 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
     out += md_table(["metric", card_col, run_col], rows + [["**beyond the card**", "", ""]] + beyond)
     out += ["", "Ratios are observed count / max(null p99, 1), as the card's. The card's null p99 values are not "
             "published; the rows marked 'implied' are its count divided by its ratio. Counts and percentages are "
-            "over all units of the run (all captured steps together); the per-step profile below splits them.",
+            "over all units of the run (all captured steps together); the per-step profile below splits them. "
+            f"Effect sizes: {_effect_sentence(res.main.n_pairs, d_thr)}"
+            + (f" With {res.main.n_pairs} pairs every one of the {nl.n_perm:,} sign vectors is enumerated; the null "
+               f"p99 is taken over the {nl.null_counts.shape[0]:,} that are not the identity (the observed "
+               "labelling, which would otherwise cap the ratio near 1)." if nl.exact else ""),
             ""]
     if res.selective:
+        err = res.selective_error()
         out += [f"Definition: {SELECTIVE_DEFINITION}. The direct test is the paired t of (control prompt − albedo "
                 "prompt) over the pairs, with the same sign-flip tmax null as the main contrast; a unit that merely "
                 "passes the main test and fails the control contrast is not counted (significant here and not there "
-                "is no test of a difference).", ""]
+                "is no test of a difference).", "",
+                f"**Error level of `selective_beyond_control`.** It combines {err['n_families']} families "
+                f"({', '.join(f'`{f}`' for f in err['families'])}), each FWER-controlled at α = {res.config.alpha:g}. "
+                f"For one unit this is an intersection-union test at level α; over all units the chance that any "
+                f"unit is falsely in the set is only bounded by {err['n_families']} × α = "
+                f"{err['family_wise_bound']:g}. `selective_beyond_control_joint` asks p_fwer ≤ α/{err['n_families']} "
+                f"= {err['joint_alpha_per_family']:.4g} in every family, so its family-wise error is at most α.", ""]
     return out
+
+
+def _effect_sentence(n: int, d_thr: float) -> str:
+    """The d_z / d_av sentence under the headline table (issue 17.4)."""
+    return (f"the card's “|d| > {d_thr:g} (large)” counts d_z = mean(diff) / sd(diff) = t / √n: at {n} pairs it is "
+            f"exactly |t| > {d_thr * np.sqrt(n):.3g}, adds no evidence beyond the t counts, and Cohen's “large” "
+            "refers to a between-condition d, which the strong within-pair correlation inflates d_z far above. d_av "
+            "(mean difference over the average of the two conditions' standard deviations across pairs, the `d_av` "
+            "column) is on that between-condition scale; the `d` columns of units.csv are d_z.")
 
 
 def _block_cells(b, i: int, k3: int) -> list[str]:
@@ -391,7 +423,7 @@ def _blocks_section(res) -> list[str]:
     out = ["## Top blocks by max |t|", ""]
     out += md_table(["#", "card block", "card max|t|", f"card |t|>{thr[k3]:g}", "card median|d|",
                    "this run: block", f"max|t| [{ci_pct} CI]", f"|t|>{thr[k3]:g} / units [CI]",
-                   "median|d| [CI]"], rows)
+                   "median|d_z| [CI]"], rows)
     out += ["", f"Bootstrap: {b.n_boot:,} resamples of the pairs with replacement, percentile intervals. Caveat: "
             "these intervals describe how max |t|, the count and median |d| spread over resampled experiments "
             "and need not cover the point estimate: resampling pairs adds noise to every unit's t, which inflates "
@@ -409,7 +441,7 @@ def _blocks_section(res) -> list[str]:
             cells += [f"{b.median_abs_d[i]:.2f} {fmt_ci(b.median_abs_d_ci[i])}"]
             rows.append(cells)
         out += ["<details><summary>All blocks</summary>", ""]
-        out += md_table(["block", "units", "max|t| [CI]"] + [f"|t|>{c:g} [CI]" for c in thr] + ["median|d| [CI]"],
+        out += md_table(["block", "units", "max|t| [CI]"] + [f"|t|>{c:g} [CI]" for c in thr] + ["median|d_z| [CI]"],
                       rows)
         out += ["", "</details>", ""]
     else:
@@ -439,7 +471,7 @@ def _card_blocks_here(res) -> list[str]:
         return []
     out = ["The card's top blocks, looked up in this run (same site, earliest captured step):", ""]
     out += md_table(["card block", "card max|t|", f"card |t|>{thr[k3]:g}", "card median|d|", "this run: block",
-                   "max|t| [CI]", f"|t|>{thr[k3]:g} / units [CI]", "median|d| [CI]"], rows)
+                   "max|t| [CI]", f"|t|>{thr[k3]:g} / units [CI]", "median|d_z| [CI]"], rows)
     return out + [""]
 
 
@@ -453,9 +485,12 @@ def _files_section(res) -> list[str]:
         "`control_NAME_a`, `control_NAME_b`, `control_NAME_pair_ids`; `control_names`; `unit_blocks` (block of each "
         "unit); `meta_json` (protocol, t direction, noise design). Everything here can be recomputed from it "
         "without the model.",
-        f"- `units.csv`: one row per unit, columns {cols}. `t_vs_NAME`, `p_fwer_vs_NAME`: the direct test of control "
+        f"- `units.csv`: one row per unit, columns {cols}. `d` is d_z = t/√n, `d_av` the mean difference over the "
+        "two conditions' average sd; `t_vs_NAME`, `p_fwer_vs_NAME`: the direct test of control "
         "set NAME (control prompt − albedo prompt, same pair and noise); `selective_vs_NAME`: main and direct test "
-        "FWER-significant with the same sign; `direction`: what a positive t means.",
+        "FWER-significant with the same sign; `selective_beyond_control`: beyond every set (family-wise error ≤ K α "
+        "over K families), `selective_beyond_control_joint`: every family at α/K (≤ α); `direction`: what a "
+        "positive t means.",
         "- `summary.json`: the headline numbers (n_pairs, n_units, n_abs_t_gt_3, n_abs_t_gt_5, null p99s and "
         "ratios, split-half r, max |t|, FWER and BH counts, per-block rows, `n_selective_vs_NAME` per control set, "
         "every control contrast under `contrasts`, every direct test under `directs`, the paraphrase control also "

@@ -29,6 +29,16 @@ noise only. Two untrained networks of one architecture differ by it far more oft
 say what training did; ranking a run among a population of untrained networks can (`population=`,
 probe.stats.population). Runs that differ in the number of pairs or in seeds per pair are refused
 (`check_same_scale`): |t| grows with both whatever the networks do.
+
+Agreement. S asks whether run 1's units separate A from B more; whether the *same* units move the *same*
+way in both runs (e.g. do the heads that change with light on renders change with light on photographs?) is
+the Spearman correlation rho of the signed t over the shared units, with a percentile interval from the same
+bootstrap over pairs (each resample recomputes every unit's t in both runs). It describes how alike the two
+unit profiles are beyond the sampling noise of the pairs; it is not a test of what training did (random
+weights give correlated profiles too: rank the runs among untrained networks for that). Beside it, the units
+FWER-significant in both runs and how many of them have the same sign. `contrast` sees image probes
+through one of their contrasts (probe.io.runs.load_run), so e.g. the lighting contrast of a render-based
+and of a photograph-based probe are compared.
 """
 from __future__ import annotations
 
@@ -42,7 +52,7 @@ from probe.stats.blocks import resample_weights, resampled_abs_t_mean
 from probe.stats.paired import paired_t
 
 __all__ = ["UNIT_MODES", "within_network_test", "bootstrap_test", "jackknife_abs_t_mean", "check_same_scale",
-           "compare_runs", "WITHIN_NETWORK_SCOPE"]
+           "signed_agreement", "compare_runs", "WITHIN_NETWORK_SCOPE"]
 
 UNIT_MODES = ("same", "shared", "any")
 
@@ -197,6 +207,60 @@ def bootstrap_test(ref: Run, other: Run, units: np.ndarray, n_boot: int = 2000, 
     return within_network_test(ref, other, units, n_boot=n_boot, seed=seed, ci=ci)
 
 
+def _resampled_t(diff: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """[S, U] per-unit paired t in each resample of the pairs (rows of multiplicities `w` [S, n])."""
+    n = diff.shape[0]
+    mean = (w @ diff) / n
+    var = np.maximum((w @ (diff * diff)) / n - mean * mean, 0.0) * n / max(n - 1, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = mean / np.sqrt(var / n)
+    return np.where(np.isfinite(t), t, 0.0)
+
+
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman rho between matching rows of x and y [S, U] (average ranks for ties)."""
+    from scipy.stats import rankdata
+
+    rx, ry = rankdata(x, axis=1), rankdata(y, axis=1)
+    rx -= rx.mean(axis=1, keepdims=True)
+    ry -= ry.mean(axis=1, keepdims=True)
+    den = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, (rx * ry).sum(axis=1) / den, np.nan)
+
+
+def signed_agreement(d_ref: np.ndarray, d_oth: np.ndarray, same_pairs: bool, n_boot: int = 2000, seed: int = 0,
+                     ci: float = 0.95, chunk: int = 200) -> dict:
+    """Spearman rho of the signed per-unit t of two runs (differences [pairs, units], same unit columns), with a
+    percentile interval from resampling the pairs (jointly when `same_pairs`)."""
+    t_ref, t_oth = (paired_t(d, np.zeros_like(d)).t for d in (d_ref, d_oth))
+    rho = float(_spearman_rows(np.nan_to_num(t_ref)[None], np.nan_to_num(t_oth)[None])[0])
+    rng = np.random.default_rng([seed, 29])
+    boot = []
+    for lo in range(0, n_boot, chunk):
+        k = min(chunk, n_boot - lo)
+        w_ref = resample_weights(d_ref.shape[0], k, rng).astype(np.float64)
+        w_oth = w_ref if same_pairs else resample_weights(d_oth.shape[0], k, rng).astype(np.float64)
+        boot.append(_spearman_rows(_resampled_t(d_ref, w_ref), _resampled_t(d_oth, w_oth)))
+    boot = np.concatenate(boot) if boot else np.array([])
+    fin = boot[np.isfinite(boot)]
+    lo_q, hi_q = (np.percentile(fin, [50 * (1 - ci), 100 - 50 * (1 - ci)]) if fin.size else (np.nan, np.nan))
+    return {"statistic": "Spearman rho of the signed t of run 1 and this run over the shared units", "rho": rho,
+            "ci": [float(lo_q), float(hi_q)], "ci_level": ci, "ci_kind": "percentile bootstrap over pairs",
+            "n_boot": n_boot, "resampling": ("the same pairs in both runs" if same_pairs else
+                                             "pairs of each run resampled independently"),
+            "reading": "how alike the two runs' unit profiles are (sign included), beyond the pairs' sampling noise; "
+                       "not a test of training: random weights give correlated profiles too"}
+
+
+def _significant_overlap(ref: Run, other: Run, units: np.ndarray) -> dict:
+    f1, f2 = _take(ref, units, ref.fwer), _take(other, units, other.fwer)
+    t1, t2 = _take(ref, units, ref.t), _take(other, units, other.t)
+    both = f1 & f2
+    return {"n_fwer_run1": int(f1.sum()), "n_fwer_this_run": int(f2.sum()), "n_fwer_both": int(both.sum()),
+            "n_fwer_both_same_sign": int(np.count_nonzero(both & (np.sign(t1) == np.sign(t2))))}
+
+
 def _run_row(run: Run) -> dict:
     s = run.summary
     n = int(s.get("n_units") or run.units.size)
@@ -218,6 +282,7 @@ def _run_row(run: Run) -> dict:
         "max_abs_t": float(at[imax]) if imax >= 0 else None,
         "max_abs_t_unit": str(run.units[imax]) if imax >= 0 else "",
         "n_selective_beyond_control": s.get("n_selective_beyond_control"),
+        "contrast": s.get("viewed_contrast") or s.get("primary_contrast"),
         "notes": list(run.notes),
         # the design, read from the run's own records (issue 17.2: labels from the run's config)
         "primary_contrast": run.primary_contrast, "pairs_over": run.pairs_over, "clustered": run.clustered,
@@ -248,11 +313,12 @@ def _block_table(runs: list[Run], units: np.ndarray | None) -> list[dict]:
     return rows
 
 
-def check_same_scale(runs: list[Run]) -> None:
+def check_same_scale(runs: list[Run], allow: bool = False) -> list[str]:
     """CompareError (one paragraph) when the runs differ in the number of pairs or in seeds per pair: |t| grows
     with the square root of the pairs, and with the noise draws averaged per pair (they shrink the spread of
     every difference), so mean |t| of such runs differs whatever the networks do. A run that does not record
-    its seeds per pair is not refused for it."""
+    its seeds per pair is not refused for it. `allow`: return the differences instead (the caller then runs
+    no mean-|t| test)."""
     first = runs[0]
     problems = []
     for k, r in enumerate(runs[1:], start=2):
@@ -261,21 +327,29 @@ def check_same_scale(runs: list[Run]) -> None:
         a, b = first.seeds_per_pair, r.seeds_per_pair
         if a is not None and b is not None and a != b:
             problems.append(f"run 1 averages {a} noise draws per pair (--seeds-per-pair), run {k} {b}")
-    if problems:
+    if problems and not allow:
         raise CompareError(
             "the unit-by-unit test compares mean |t|, and the runs differ in what sets the size of |t| whatever the "
             f"networks do: {'; '.join(problems)}. |t| grows with the square root of the number of pairs and with the "
             "noise draws averaged per pair (25 vs 12 pairs gave 'run 1 > run 2' in 40 of 40 simulations), and no "
             "rescaling makes them comparable unit by unit (units with no effect do not grow, units with one do). "
-            "Compare runs made with the same pairs and --seeds-per-pair (`--limit N` takes the first N pairs), or "
-            "set them side by side without a test with `--units any`. Nothing was written.")
+            "Compare runs made with the same pairs and --seeds-per-pair (`--limit N` takes the first N pairs); set "
+            "them side by side without a test with `--units any`; or add --allow-unequal-pairs for the scale-free "
+            "parts only (the signed agreement of t, units significant in both). Nothing was written.")
+    return problems
 
 
 def compare_runs(paths, labels=None, units: str = "same", n_boot: int = 2000, seed: int = 0,
-                 population=None) -> dict:
+                 contrast: str | None = None, population=None, allow_unequal_pairs: bool = False) -> dict:
     """Everything compare.json holds (no files written). `paths`: run folders or already loaded `Run`s;
-    `population`: a population folder (or a loaded `probe.io.runs.Population`) to rank each run among
-    (`probe.stats.population`; then one run is enough)."""
+    `contrast`: see every image probe through that contrast (default: each run's primary one); `population`:
+    a population folder (or a loaded `probe.io.runs.Population`) to rank each run among
+    (`probe.stats.population`; then one run is enough; not with `contrast`: every contrast is ranked);
+    `allow_unequal_pairs`: runs that differ in pairs or seeds per pair get no mean-|t| test (refused otherwise)."""
+    if population is not None and contrast is not None:
+        raise CompareError("--contrast and --population cannot be combined: the population ranks every contrast of "
+                           "the run already (one row per contrast and statistic in compare.json). Nothing was "
+                           "written.")
     paths = [p if isinstance(p, Run) else Path(p) for p in paths]
     if len(paths) < (1 if population is not None else 2):
         raise CompareError("compare needs at least two run folders, or one run and --population FOLDER")
@@ -284,16 +358,15 @@ def compare_runs(paths, labels=None, units: str = "same", n_boot: int = 2000, se
     labels = list(labels) if labels else [None] * len(paths)
     if len(labels) != len(paths):
         raise CompareError(f"--labels gives {len(labels)} labels for {len(paths)} runs")
-    runs = [p if isinstance(p, Run) else load_run(p, lab) for p, lab in zip(paths, labels)]
+    runs = [p if isinstance(p, Run) else load_run(p, lab, contrast) for p, lab in zip(paths, labels)]
     shared = _unit_sets(runs, units) if len(runs) > 1 else None
-    if shared is not None:
-        check_same_scale(runs)
+    unequal = check_same_scale(runs, allow_unequal_pairs) if shared is not None else []
     pop = None
     if population is not None:
         from probe.io.runs import Population, load_population
 
         pop = population if isinstance(population, Population) else load_population(population)
-    out: dict = {"job": "probe compare", "units_mode": units, "runs": [_run_row(r) for r in runs],
+    out: dict = {"job": "probe compare", "units_mode": units, "contrast": contrast, "runs": [_run_row(r) for r in runs],
                  "n_units_compared": None if shared is None else int(shared.size)}
     out["blocks"] = _block_table(runs, shared)
     out["comparisons"] = []
@@ -308,9 +381,18 @@ def compare_runs(paths, labels=None, units: str = "same", n_boot: int = 2000, se
                 "run": k, "label": r.label, "mean_delta_abs_t": float(delta.mean()),
                 "median_delta_abs_t": float(np.median(delta)),
                 "share_of_units_larger_in_run1": float(np.mean(delta > 0)),
-                "test": (test := within_network_test(ref, r, shared, n_boot=n_boot, seed=seed)),
+                "test": (test := within_network_test(ref, r, shared, n_boot=n_boot, seed=seed) if not unequal else
+                         {"available": False, "scope": WITHIN_NETWORK_SCOPE,
+                          "why": "the runs differ in pairs or seeds per pair (" + "; ".join(unequal) + "): mean |t| "
+                                 "is not comparable (--allow-unequal-pairs)"}),
                 "within_network_noise_test": test,     # the same test under the name that says what it covers
+                "agreement": (signed_agreement(_diff_on(ref, shared), _diff_on(r, shared),
+                                               list(ref.captures.pair_ids) == list(r.captures.pair_ids), n_boot, seed)
+                              if ref.captures is not None and r.captures is not None else
+                              {"available": False, "why": "needs captures.npz in both runs"}),
+                "significant_in_both": _significant_overlap(ref, r, shared),
             })
+    out["unequal_pairs"] = unequal
     out["all_random_weights"] = all(r.random_weights for r in runs)
     out["any_random_init_control"] = any(r.randomize != "none" for r in runs)
     if pop is not None:
