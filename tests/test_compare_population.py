@@ -130,6 +130,12 @@ def test_compare_refuses_runs_that_differ_in_pairs_or_seeds_per_pair(tmp_path, c
     with pytest.raises(CompareError, match="run 1 averages 1 noise draws per pair .*run 2 3"):
         compare_runs([a, more_seeds], n_boot=50)
     assert compare_runs([a, fewer], units="any")["comparisons"] == []       # side by side, no test
+    scale_free = compare_runs([a, fewer], n_boot=50, allow_unequal_pairs=True)   # renders beside photographs
+    c = scale_free["comparisons"][0]
+    assert not c["test"]["available"] and "not comparable" in c["test"]["why"] and "rho" in c["agreement"]
+    from probe.report.compare import render_markdown
+
+    assert "**No mean-|t| test (--allow-unequal-pairs):**" in render_markdown(scale_free)
     out = tmp_path / "never"
     assert main(["compare", str(a), str(more_seeds), "--out", str(out)]) == 2
     err = capsys.readouterr().err
