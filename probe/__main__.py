@@ -172,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_prompts_arguments(pr)
 
-    cp = sub.add_parser("compare", help="finished runs side by side, with a test of run 1 > run k over units "
-                                        "(no model, no torch)",
+    cp = sub.add_parser("compare", help="finished runs side by side (within-network test of run 1 > run k), and "
+                                        "a run ranked among untrained networks with --population (no model, no torch)",
                         formatter_class=HelpFormatter)
     from probe.jobs.compare import add_compare_arguments
 

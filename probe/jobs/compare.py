@@ -1,18 +1,22 @@
-"""python -m probe compare: finished probe runs side by side, and a test of "run 1 > run k" over units.
+"""python -m probe compare: finished probe runs side by side, the within-network test of "run 1 > run k", and a
+run ranked among a population of untrained networks.
 
-    python -m probe compare runs/probe runs/probe-random --out runs/compare
+    python -m probe compare runs/probe --population runs/population --out runs/compare     # what training did
+    python -m probe compare runs/probe runs/probe-images --units shared --out runs/text-vs-images
     python -m probe compare runs/card runs/card-random runs/card-seed1 --out runs/compare-card --labels a,b,c
 
-Reads each RUN's summary.json, units.csv, config.json and (for the test) captures.npz; writes
-OUT/compare.md, OUT/compare.json and OUT/compare_blocks.png (per-block max |t|, runs as bars). No
-model, no torch. Typical use is the architecture-matched random-init control (`probe run
---randomize transformer`): the card's statistics (share of units over |t| > 3, split-half r) come out
-nearly as high on random weights, so only a comparison with such a run says whether training did
-anything. It serves as well for different seeds, heads vs card runs (`--units any`) and text vs image
-probes (`--units shared`).
+Reads each RUN's summary.json, units.csv, config.json and (for the tests) captures.npz, and with
+--population the population folder (`probe run --randomize transformer --randomize-seeds 0-18`); writes
+OUT/compare.md, OUT/compare.json and OUT/compare_blocks.png (per-block max |t|, runs as bars, the population's
+range beside them). No model, no torch. The card's statistics (share of units over |t| > 3, split-half r)
+come out nearly as high on random weights, so only untrained networks of the same architecture can say
+whether training did anything, and one of them is not enough: the within-network test between two runs
+resamples pairs, never networks (two untrained networks differ by it far more often than 5 %). The rank
+among K untrained networks is the test of training; the within-network test serves for seeds, heads vs
+card runs (`--units any`) and text vs image probes (`--units shared`).
 
-The statistics are `probe.stats.compare` (the test over pairs is described there), compare.md and the
-figure `probe.report.compare`.
+The statistics are `probe.stats.compare` (the within-network test) and `probe.stats.population` (the rank),
+compare.md and the figure `probe.report.compare`.
 """
 from __future__ import annotations
 
@@ -44,7 +48,8 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
                    help="compare runs that differ in the number of pairs or in --seeds-per-pair (refused otherwise: "
                         "|t| grows with both): the mean-|t| test is then not run, the scale-free parts are (the signed "
                         "agreement of t, units significant in both, the runs side by side), and compare.md says so")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of the pairs for the test")
+    p.add_argument("--n-boot", type=int, default=2000, help="resamples of the pairs: the spread of S in the within-network test, the interval of "
+                   "the signed agreement")
     p.add_argument("--seed", type=int, default=0, help="seed of the resamples")
     p.add_argument("--population", default=None, metavar="FOLDER",
                    help="a population of untrained networks (`probe run --randomize transformer --randomize-seeds "
