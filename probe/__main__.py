@@ -2,8 +2,8 @@
 
     python -m probe --model tiny                           # dry run on a random-weight model
     python -m probe run --model black-forest-labs/FLUX.2-klein-base-4B --out runs/probe
-    python -m probe run --model black-forest-labs/FLUX.2-klein-base-4B --randomize transformer --out runs/probe-rand
-    python -m probe compare runs/probe runs/probe-rand --out runs/compare     # trained vs random-init control
+    python -m probe run --model black-forest-labs/FLUX.2-klein-base-4B --randomize transformer --randomize-seeds 0-18 --out runs/population
+    python -m probe compare runs/probe --population runs/population --out runs/compare   # trained vs 19 untrained networks
     python -m probe run --protocol card --out runs/probe-card   # the published card's protocol
     python -m probe run --stimuli images --data runs/render --out runs/probe-images   # no words: rendered pixels
     python -m probe stats --from runs/probe/captures.npz --out runs/probe-restat   # no model, no torch
@@ -182,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_prompts_arguments(pr)
 
-    cp = sub.add_parser("compare", help="finished runs side by side, with a test of run 1 > run k over units "
-                                        "(no model, no torch)",
+    cp = sub.add_parser("compare", help="finished runs side by side (within-network test of run 1 > run k), and "
+                                        "a run ranked among untrained networks with --population (no model, no torch)",
                         formatter_class=HelpFormatter)
     from probe.jobs.compare import add_compare_arguments
 
@@ -222,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
             from probe.jobs.merge import main_merge
 
             return main_merge(args)
+        if getattr(args, "randomize_seeds", None):
+            from probe.jobs.population import main_population
+
+            return main_population(args)
         from probe.jobs.run import main_run
 
         return main_run(args)

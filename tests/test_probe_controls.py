@@ -329,7 +329,8 @@ def test_compare_detects_a_trained_difference_and_not_a_null_one(tmp_path):
     assert [f.name for f in files] == ["compare.md", "compare.json", "compare_blocks.png"]
     md = files[0].read_text()
     assert md.startswith("# Probe runs side by side (with a random-init control)")
-    assert "bootstrap over pairs" in md and "not independent" in md and "random-init (transformer, seed 0)" in md
+    assert "Within-network noise only" in md and "says nothing about training" not in md.split("## Within")[0]
+    assert "not independent" in md and "random-init (transformer, seed 0)" in md and "nothing about" in md
     assert files[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # all runs random: the first line says so
     assert write_compare(compare_runs([rand, rand2], n_boot=50), tmp_path / "cmp2")[0].read_text().startswith(
@@ -396,7 +397,8 @@ def test_randomize_runs_fresh_and_is_recorded(tiny_runs):
     assert first.startswith("**RANDOM WEIGHTS (--randomize transformer, seed 3)")
     report = (tiny_runs.trained / "report.md").read_text()
     assert "no random-init run has been compared with this one" in report.split("## Headline")[0]
-    assert "--randomize transformer --out" in report and "python -m probe compare" in report
+    assert "--randomize transformer --randomize-seeds 0-18 --out" in report and "--population" in report
+    assert "python -m probe compare" in report
 
 
 def test_run_outputs_controls_noise_and_stats_reproduce(tiny_runs, tmp_path):

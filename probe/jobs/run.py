@@ -146,35 +146,12 @@ def _shard(args):
         raise UsageError(str(e)) from None
 
 
-def main_run(args) -> int:
+def run_record(args, loaded, cfg, resolution_source, design, controls, sources, info, shard, prepare) -> dict:
+    """config.json of a run without its statistics (capture settings, model, design, noise, capture_info,
+    direction, shard); `probe run` and every member of a population (probe.jobs.population) write it alike."""
     from probe.design.card import CARD_SIGN
-    from probe.klein.model import load_pipeline, spec_from_args
-    from probe.klein.capture_loop import capture_stimuli, prompt_token_lengths, real_text_lengths
-    from probe.design.shards import shard_path, shard_stimuli
+    from probe.klein.capture_loop import prompt_token_lengths, real_text_lengths
 
-    out = Path(args.out)
-    shard = _shard(args)
-    design, controls, sources = load_design(args)
-    stats_config(args, args.protocol)          # bad statistics options fail before anything is written
-    baseline = load_baseline(args, out) if shard.is_whole else None     # a sharded run's statistics wait for the merge
-    check_out(out)
-    loaded = load_pipeline(spec_from_args(args), progress=not getattr(args, "quiet", False))
-    cfg, resolution_source = _capture_config(args, loaded)
-    if loaded.randomized:
-        print(f"note: --randomize {args.randomize}: the {', '.join(c['name'] for c in loaded.randomized['components'])}"
-              f" has fresh random weights (seed {args.randomize_seed}): a random-init control, not a finding",
-              file=sys.stderr)
-    elif loaded.random_weights:
-        print("note: --model tiny has random weights: this is a dry run and its numbers are not findings",
-              file=sys.stderr)
-    cache = out / "partial_captures.npz" if shard.is_whole else shard_path(out, shard)
-    if args.no_resume and cache.exists():
-        cache.unlink()
-    log = lambda msg: print(f"note: {msg}", file=sys.stderr)  # noqa: E731
-    prepare = _reference_prep(args, loaded) if design.kind == "images" else None
-    every = design.stimuli()
-    values, units, info = capture_stimuli(loaded, shard_stimuli(every, shard), cfg, cache_path=cache,
-                                          progress=not args.quiet, log=log, prepare_reference=prepare)
     config = {
         "job": "probe run", "argv": sys.argv, "capture": asdict(cfg), "resolution_source": resolution_source,
         "model": loaded.describe(), "stimuli": design.kind, "n_pairs": len(design.pair_ids),
@@ -201,10 +178,40 @@ def main_run(args) -> int:
             "prompts": sources, "n_control_pairs": len(controls.get("paraphrase", ([],))[0]),
             "control_sets": {name: {"n_pairs": len(cs), "source": src} for name, (cs, src) in controls.items()},
             "text_lengths": lengths})
+    return config
+
+
+def main_run(args) -> int:
+    from probe.klein.model import load_pipeline, spec_from_args
+    from probe.klein.capture_loop import capture_stimuli
+    from probe.design.shards import shard_path, shard_stimuli
+
+    out = Path(args.out)
+    shard = _shard(args)
+    design, controls, sources = load_design(args)
+    stats_config(args, args.protocol)          # bad statistics options fail before anything is written
+    baseline = load_baseline(args, out) if shard.is_whole else None     # a sharded run's statistics wait for the merge
+    check_out(out)
+    loaded = load_pipeline(spec_from_args(args), progress=not getattr(args, "quiet", False))
+    cfg, resolution_source = _capture_config(args, loaded)
+    if loaded.randomized:
+        print(f"note: --randomize {args.randomize}: the {', '.join(c['name'] for c in loaded.randomized['components'])}"
+              f" has fresh random weights (seed {args.randomize_seed}): a random-init control, not a finding",
+              file=sys.stderr)
+    elif loaded.random_weights:
+        print("note: --model tiny has random weights: this is a dry run and its numbers are not findings",
+              file=sys.stderr)
+    cache = out / "partial_captures.npz" if shard.is_whole else shard_path(out, shard)
+    if args.no_resume and cache.exists():
+        cache.unlink()
+    log = lambda msg: print(f"note: {msg}", file=sys.stderr)  # noqa: E731
+    prepare = _reference_prep(args, loaded) if design.kind == "images" else None
+    every = design.stimuli()
+    values, units, info = capture_stimuli(loaded, shard_stimuli(every, shard), cfg, cache_path=cache,
+                                          progress=not args.quiet, log=log, prepare_reference=prepare)
+    config = run_record(args, loaded, cfg, resolution_source, design, controls, sources, info, shard, prepare)
     if not shard.is_whole:
         from probe.design.shards import write_shard_of_run
 
         return write_shard_of_run(out, shard, cache, args, every, values, units, info, config)
     return finish_run(out, design, values, units, config, args, baseline)
-
-

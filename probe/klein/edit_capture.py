@@ -50,8 +50,10 @@ class ReferencePrep:
 
     @classmethod
     def like_evaluate(cls, loaded, max_side: int | None = None) -> "ReferencePrep":
-        """evaluate generate's defaults: max_side 1024 (64 for a random-weight model), multiple 2 x vae_scale_factor."""
-        side = max_side or (64 if loaded.random_weights else 1024)
+        """evaluate generate's defaults: max_side 1024 (64 for --model tiny), multiple 2 x vae_scale_factor. A real model
+        with `--randomize` keeps 1024: a random-init control (or a population of them) must see the very images the
+        trained model's run sees (evaluate generate, which never randomises, has random weights only with tiny)."""
+        side = max_side or (64 if loaded.source == "tiny" else 1024)
         return cls(int(side), int(getattr(loaded.pipe, "vae_scale_factor", 8)) * 2)
 
     def plan(self, width: int, height: int):

@@ -99,6 +99,12 @@ def add_randomize_arguments(parser) -> None:
                         "fresh seeded initialisation from its own config; all: the text encoder too. Works for hub "
                         "ids, local snapshots and tiny, downloads nothing extra. Compare with `probe compare`")
     g.add_argument("--randomize-seed", type=int, default=0, help="seed of the fresh initialisation (recorded)")
+    g.add_argument("--randomize-seeds", default=None, metavar="LIST",
+                   help="a population of untrained networks in one command: one run per seed (e.g. 0-18, or 0,3,5-9) "
+                        "into OUT/seed-NNNN/, each a normal run folder, with OUT/population.json; the model is loaded "
+                        "once and the text encoder's outputs (and, for --stimuli images, the reference latents) are "
+                        "computed once and shared, so each further network costs only its transformer forwards. "
+                        "Resumable; `probe compare RUN --population OUT` ranks a run among them")
 
 
 def spec_from_args(args) -> ModelSpec:
@@ -289,6 +295,33 @@ def randomize_weights(pipe, mode: str, seed: int, device: str = "cpu", dtype=Non
         record["components"].append({"name": name, "class": cls.__name__, "seed": int(seed) + k,
                                      "n_params": int(sum(p.numel() for p in fresh.parameters()))})
     return record
+
+
+def rerandomize(loaded: LoadedModel, seed: int) -> LoadedModel:
+    """The same loaded pipeline with its randomised components initialised afresh with `seed` (a population of
+    untrained networks: one load, one re-initialisation per member). The weights equal those of
+    `load_pipeline(ModelSpec(..., randomize=mode, randomize_seed=seed))`: `randomize_weights` builds every
+    component under a forked RNG seeded with seed + k, on the device and in the dtype `load_pipeline` uses, so
+    nothing that ran before (an earlier member) reaches it. Returns a new LoadedModel (spec and record updated)
+    around the same pipeline object; with --offload the offload hooks are installed again on the new modules."""
+    import dataclasses
+
+    import torch
+
+    mode = loaded.spec.randomize
+    if mode == "none":
+        raise ValueError("rerandomize needs a model loaded with randomize='transformer' or 'all'")
+    device = loaded.device
+    offload = loaded.spec.offload and device.startswith("cuda")
+    init_device = "cpu" if loaded.spec.offload or not device.startswith("cuda") else device
+    record = randomize_weights(loaded.pipe, mode, seed, init_device, getattr(torch, loaded.dtype))
+    if offload:
+        loaded.pipe.enable_model_cpu_offload(device=device)
+    else:
+        for name in _RANDOMIZED[mode]:
+            getattr(loaded.pipe, name).to(device)
+    spec = dataclasses.replace(loaded.spec, randomize_seed=int(seed))
+    return dataclasses.replace(loaded, spec=spec, randomized=record)
 
 
 def _hub_snapshot(repo_id: str, revision: str | None) -> Path | None:

@@ -531,15 +531,17 @@ def _untrained_note(config: dict, out: Path) -> list[str]:
             if skip:
                 skip = False
                 continue
-            if a in ("--out", "--baseline", "--randomize", "--randomize-seed"):
+            if a in ("--out", "--baseline", "--randomize", "--randomize-seed", "--randomize-seeds"):
                 skip = True
                 continue
             if a.startswith(("--out=", "--baseline=", "--randomize")):
                 continue
             keep.append(a)
-        rerun = "python -m probe run " + " ".join(keep + ["--randomize", "transformer", "--out", f"{out}-random"])
+        rerun = "python -m probe run " + " ".join(keep + ["--randomize", "transformer", "--randomize-seeds", "0-18",
+                                                         "--out", f"{out}-population"])
     else:
-        rerun = f"python -m probe run <the options of this run> --randomize transformer --out {out}-random"
+        rerun = (f"python -m probe run <the options of this run> --randomize transformer --randomize-seeds 0-18 "
+                 f"--out {out}-population")
     return [
         "**The card's statistics do not tell a trained network from an untrained one, and no random-init run has "
         "been compared with this one.** On klein's architecture with random weights (the tiny model, 25 pairs) the "
@@ -549,9 +551,11 @@ def _untrained_note(config: dict, out: Path) -> list[str]:
         f"{r['heads']['pct_abs_t_gt_3']:.1f} % ({r['heads']['n_abs_t_gt_3']} of {r['heads']['n_units']}) and "
         f"{r['heads']['split_half_r']:.3f} (measured with "
         f"`{r['card']['command']}` and `{r['heads']['command']}`): any network's units move when its prompt changes. "
-        f"Run the architecture-matched control and compare: `{rerun}`, then `python -m probe compare {out} "
-        f"{out}-random --out {out}-compare` (or add `--baseline {out}-random` to `probe stats` to put the comparison "
-        "in this report).", ""]
+        f"Run a population of architecture-matched untrained networks and rank this run among them: `{rerun}` (19 "
+        f"networks, so that a rank p can reach 0.05), then `python -m probe compare {out} --population "
+        f"{out}-population --out {out}-compare`. One random-init run is not enough: the within-network test between "
+        "two runs resamples pairs, never networks, and said 'different' for two untrained networks in 19-45 % of "
+        "simulations.", ""]
 
 
 def _comparison_section(comparison: dict) -> tuple[list[str], list[str]]:
@@ -560,15 +564,20 @@ def _comparison_section(comparison: dict) -> tuple[list[str], list[str]]:
     c = comparison["comparisons"][0] if comparison["comparisons"] else None
     verdict = ("with S = mean over units of (|t| here − |t| in the control), "
                + test_sentence((c or {}).get("test") or {}, "control", "this run"))
-    first = [f"**Compared with the random-init control {runs[1]['label']}:** {verdict}.", ""]
+    first = [f"**Compared with the random-init control {runs[1]['label']} (within-network noise only: it resamples "
+             f"pairs, never networks, and says nothing about training; rank this run among untrained networks with "
+             f"`python -m probe compare RUN --population FOLDER`):** {verdict}.", ""]
     rows = [[k, *(r[k] if not isinstance(r[k], float) else f"{r[k]:.3f}" for r in runs)]
             for k in ("n_abs_t_gt_3", "pct_abs_t_gt_3", "n_abs_t_gt_5", "n_fwer_significant", "split_half_r_median",
                       "max_abs_t")]
-    sec = ["## Against the random-init control", ""]
+    sec = ["## Against the random-init control (within-network noise only)", ""]
     sec += md_table(["", f"this run ({runs[0]['label']})", f"control ({runs[1]['label']})"], rows)
     sec += ["", f"Test: {verdict}. Units are not independent (they share the pairs), so the test resamples pairs and "
             "recomputes every unit's t in both runs; see `python -m probe compare` for the per-block table and "
-            "figure.", ""]
+            "figure. This measures the sampling noise of the pairs within each network only: two untrained networks "
+            "of one architecture differ by it far more often than 5 %, so it cannot say what training did; a rank "
+            "among a population of untrained networks can (`probe run --randomize transformer --randomize-seeds "
+            "0-18`, then `probe compare RUN --population FOLDER`).", ""]
     return first, sec
 
 
