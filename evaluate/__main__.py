@@ -7,6 +7,7 @@
     python -m evaluate ablate --data runs/render --probe runs/probe --k 16,64 --n-random 19
     python -m evaluate link --probe runs/probe                # selectivity vs albedo error
     python -m evaluate report                                 # report.md + report.html
+    python -m evaluate mit --data runs/mit                    # MIT benchmark protocol (render import-mit)
 
 Every subcommand works in one folder, --out (default runs/evaluate): predictions in OUT/pred/<method>/,
 scores.csv, score_summary.json, invariance.csv, link.json, ablation.json, report.md. Generation resumes:
@@ -21,7 +22,8 @@ import sys
 
 from probe.io.helpformat import HelpFormatter
 
-SUBCOMMANDS = ("generate", "baselines", "score", "ablate", "link", "report", "all")
+SUBCOMMANDS = ("generate", "baselines", "score", "ablate", "link", "report", "all", "mit")
+MIT_BASELINES = ("BAS", "GR-RET", "COL-RET", "W", "W+RET")     # evaluate.mit_protocol (kept light for --help)
 SELECT_CHOICES = ("render_vs_albedo", "lighting", "albedo")     # evaluate.selection (kept light for --help)
 RESUME_MODES = ("on", "strict", "off")                           # evaluate.predictions
 
@@ -176,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     _resume_arg(al)
     al.add_argument("--shard", default=None, help=argparse.SUPPRESS)
     _scoring(al)
+
+    mi = sub.add_parser("mit", help="the MIT intrinsic images benchmark's protocol and baselines on a folder from "
+                        "`python -m render import-mit`, beside every prediction folder (no GPU)", formatter_class=fmt)
+    _common(mi, data=False)
+    mi.add_argument("--data", default="runs/mit", help="a folder written by `python -m render import-mit`")
+    mi.add_argument("--pred", default=None, help="prediction folder (default OUT/pred); none: the baselines alone")
+    mi.add_argument("--methods", default=None, help="comma-separated prediction folders (default: every one in "
+                    "--pred but ablation runs)")
+    mi.add_argument("--baselines", default=",".join(MIT_BASELINES),
+                    help="comma-separated benchmark baselines, from " + ", ".join(MIT_BASELINES))
+    mi.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (objects) for the paired CIs")
+    mi.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 

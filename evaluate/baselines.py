@@ -11,7 +11,9 @@ method with its own name (`*_hdr`), written only on request.
 Methods (no model, no torch):
 - `image_as_albedo`: the input image itself (MIT's "everything is reflectance" baseline).
 - `retinex_color`: Grosse et al. 2009's colour Retinex, as in the MIT intrinsic images benchmark
-  code (`color_retinex`): log-image gradients are kept as reflectance gradients when their
+  code (`color_retinex`), run on the render's ground-truth object mask (`mask.png`: the Poisson solve
+  and the albedo's scale use only mask pixels, as MIT's code does; klein and image_as_albedo see the
+  full frame, so Retinex gets information they do not): log-image gradients are kept as reflectance gradients when their
   chromatic part or their grey part exceeds a threshold, the grey log-reflectance is integrated by
   least squares (a Poisson solve on the mask), shading = grey image / grey reflectance, and the
   colour albedo = image / shading (grey-light assumption; MIT's code stops at a grey reflectance).
@@ -20,7 +22,9 @@ Methods (no model, no torch):
   from weights already on disk; never downloads. It gets the same sRGB PNG.
 
 Storage and resume are `evaluate.predictions` (one sidecar per sample with its generation key:
-method, parameters, input file and checksum); a prediction is redone when its key differs. With
+method, parameters, input file and checksum, the mask file and checksum for Retinex, and the versions
+of the numerical and image libraries that compute and decode it); a prediction is redone when its key
+differs. With
 --shard K/N (N > 1) a run writes no file another shard writes (see evaluate.predictions).
 """
 from __future__ import annotations
@@ -33,8 +37,10 @@ from typing import Sequence
 
 import numpy as np
 
+from evaluate.poisson import gradients as _gradients, poisson_integrate  # noqa: F401 (importable from here)
 # Storage moved to evaluate.predictions; these names stay importable from here for existing callers.
 from evaluate.predictions import prediction_finished, write_method_manifest, write_prediction  # noqa: F401
+from evaluate.predictions import IMAGE_LIBRARIES, MODEL_LIBRARIES
 
 __all__ = [
     "BASELINE_METHODS", "HDR_BASELINE_METHODS", "RetinexConfig", "image_as_albedo", "color_retinex",
@@ -44,6 +50,8 @@ __all__ = [
 BASELINE_METHODS = ("image_as_albedo", "retinex_color")
 HDR_BASELINE_METHODS = ("image_as_albedo_hdr", "retinex_color_hdr")
 BASELINE_FORMAT = 2          # 2: every baseline reads the sRGB PNG unless named *_hdr
+# what computes and decodes a baseline (part of its key): scipy (the solve) and the image libraries
+BASELINE_LIBRARIES = ("scipy",) + IMAGE_LIBRARIES
 INPUTS = {"srgb": "image_srgb.png (8-bit sRGB, as rendered) decoded to linear: the input every method gets",
           "hdr": "image_linear.exr (the linear HDR render, not clipped): a different input from klein's"}
 
@@ -66,53 +74,6 @@ class RetinexConfig:
 def image_as_albedo(image_linear: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """The rendered linear image taken as the albedo (float32 [H, W, 3]); the mask is not used."""
     return np.asarray(image_linear, dtype=np.float32)[..., :3].copy()
-
-
-def _gradients(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """MIT's get_gradients: g_y[i] = a[i] - a[i-1] (row 0 is 0), g_x likewise along columns."""
-    gy = np.zeros_like(a)
-    gy[1:] = a[1:] - a[:-1]
-    gx = np.zeros_like(a)
-    gx[:, 1:] = a[:, 1:] - a[:, :-1]
-    return gy, gx
-
-
-def poisson_integrate(t_y: np.ndarray, t_x: np.ndarray, mask: np.ndarray, ridge: float = 1e-9) -> np.ndarray:
-    """The image x (on the mask, 0 elsewhere) minimising, over gradients with both pixels in the mask,
-        sum (x[i,j] - x[i-1,j] - t_y[i,j])^2 + (x[i,j] - x[i,j-1] - t_x[i,j])^2,
-    MIT's poisson.solve. The solution is defined up to one constant per connected mask region; a
-    tiny ridge picks the one with zero mean in each region. Sparse direct solve (SuperLU).
-    """
-    import scipy.sparse as sp
-    from scipy.sparse.linalg import spsolve
-
-    mask = np.asarray(mask, bool)
-    h, w = mask.shape
-    idx = -np.ones((h, w), dtype=np.int64)
-    n = int(mask.sum())
-    idx[mask] = np.arange(n)
-    rows, cols, vals, rhs = [], [], [], []
-    e = 0
-    # horizontal pairs (i, j-1) -> (i, j), target t_x[i, j]; vertical pairs likewise with t_y
-    for a_idx, b_idx, t in ((idx[:, :-1], idx[:, 1:], t_x[:, 1:]), (idx[:-1, :], idx[1:, :], t_y[1:, :])):
-        ok = (a_idx >= 0) & (b_idx >= 0)
-        k = int(ok.sum())
-        r = np.arange(e, e + k)
-        rows += [r, r]
-        cols += [b_idx[ok], a_idx[ok]]
-        vals += [np.ones(k), -np.ones(k)]
-        rhs.append(t[ok])
-        e += k
-    x = np.zeros((h, w))
-    if n == 0:
-        return x
-    if e == 0:
-        return x  # isolated pixels: every constant is a solution, take 0
-    d = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(e, n))
-    lap = (d.T @ d + ridge * sp.identity(n, format="csr")).tocsc()
-    sol = spsolve(lap, d.T @ np.concatenate(rhs), permc_spec="MMD_AT_PLUS_A")
-    x[mask] = sol
-    return x
 
 
 def color_retinex(image_linear: np.ndarray, mask: np.ndarray, config: RetinexConfig = RetinexConfig()) -> np.ndarray:
@@ -178,8 +139,9 @@ def _input(data_dir, entry: dict, hdr: bool) -> tuple[np.ndarray, dict]:
 def write_baselines(data_dir: str | os.PathLike, pred_dir: str | os.PathLike,
                     methods: Sequence[str] = BASELINE_METHODS, shard=None,
                     retinex: RetinexConfig = RetinexConfig(), resume: bool | str = True,
-                    progress: bool = True) -> dict[str, dict]:
-    """Write the baseline predictions of every sample (this shard's share) for `methods`.
+                    progress: bool = True, limit: int | None = None) -> dict[str, dict]:
+    """Write the baseline predictions of every sample (this shard's share; with `limit`, its first N
+    samples by id, as `evaluate generate --limit` selects klein's) for `methods`.
 
     Returns {method: {"written": n, "skipped_finished": n, "manifest": path}}. Resumable: a sample
     whose prediction was made with the same key (method, parameters, input and its checksum) is
@@ -187,7 +149,7 @@ def write_baselines(data_dir: str | os.PathLike, pred_dir: str | os.PathLike,
     """
     from tqdm.auto import tqdm
 
-    from evaluate.predictions import PredictionStore, file_sha256
+    from evaluate.predictions import PredictionStore, file_sha256, library_versions
 
     known = BASELINE_METHODS + HDR_BASELINE_METHODS
     unknown = [m for m in methods if m not in known]
@@ -195,25 +157,35 @@ def write_baselines(data_dir: str | os.PathLike, pred_dir: str | os.PathLike,
         raise ValueError(f"unknown baseline(s) {unknown}; choose from {known} (Marigold: write_marigold)")
     mode = {True: "on", False: "off"}.get(resume, resume)
     ds, samples, shard = _select(data_dir, shard)
+    if limit:
+        samples = samples[:limit]
     params = {"image_as_albedo": {}, "retinex_color": asdict(retinex)}
-    desc = {"image_as_albedo": "the input image taken as albedo (MIT 'reflectance' baseline)",
+    desc = {"image_as_albedo": "the input image taken as albedo (MIT 'reflectance' baseline); full frame, no mask",
             "retinex_color": "Grosse et al. 2009 colour Retinex (MIT intrinsic images benchmark), L2 Poisson "
-                             "solve; colour albedo = image / grey shading, scaled to max 1 over the mask"}
+                             "solve; colour albedo = image / grey shading, scaled to max 1 over the mask. It is "
+                             "given the ground-truth object mask (mask.png), which klein is not: the solve and "
+                             "the scale use mask pixels only"}
+    versions = library_versions(BASELINE_LIBRARIES)
     stores = {m: PredictionStore(pred_dir, m) for m in methods}
 
-    def key(m: str, ref: dict) -> dict:
+    def key(m: str, ref: dict, mask: dict) -> dict:
         base = m.removesuffix("_hdr")
-        return {"format": BASELINE_FORMAT, "kind": "baseline", "method": base, "params": params[base],
-                "input": INPUTS["hdr" if m.endswith("_hdr") else "srgb"], "reference": ref}
+        k = {"format": BASELINE_FORMAT, "kind": "baseline", "method": base, "params": params[base],
+             "input": INPUTS["hdr" if m.endswith("_hdr") else "srgb"], "reference": ref, "versions": versions}
+        if base == "retinex_color":
+            k["mask"] = mask        # its output depends on mask.png
+        return k
+
+    def file_record(rel: str | None) -> dict:
+        path = Path(data_dir) / rel if rel else None
+        return {"file": rel, "sha256": file_sha256(path) if path is not None and path.is_file() else None}
 
     keys: dict[str, dict[str, dict]] = {m: {} for m in methods}
     for s in samples:
         e = ds.entry(s.id)
+        mask = file_record(e.get("mask")) if any(m.startswith("retinex") for m in methods) else {}
         for m in methods:
-            rel = e.get("image" if m.endswith("_hdr") else "image_srgb")
-            path = Path(data_dir) / rel if rel else None
-            ref = {"file": rel, "sha256": file_sha256(path) if path is not None and path.is_file() else None}
-            keys[m][s.id] = key(m, ref)
+            keys[m][s.id] = key(m, file_record(e.get("image" if m.endswith("_hdr") else "image_srgb")), mask)
     decisions = {m: stores[m].plan(keys[m], mode) for m in methods}   # strict: raises before any write
     report = {m: {"written": 0, "skipped_finished": 0} for m in methods}
     try:
@@ -306,13 +278,17 @@ def write_marigold(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, wei
     k = names.index("albedo")
     ds, samples, shard = _select(data_dir, shard)
     store = PredictionStore(pred_dir, method)
+    from probe.klein.model import folder_fingerprint
+
+    weights_fp = folder_fingerprint(path)       # content, not only the path: weights replaced in place are redone
     keys = {}
     for s in samples:
         rel = ds.entry(s.id)["image_srgb"]
         keys[s.id] = {"format": BASELINE_FORMAT, "kind": "marigold intrinsics", "weights": str(path.resolve()),
+                      "weights_fingerprint": weights_fp,
                       "albedo_prediction_space": space, "steps": steps, "ensemble_size": ensemble_size, "seed": seed,
                       "input": INPUTS["srgb"], "reference": {"file": rel, "sha256": file_sha256(Path(data_dir) / rel)},
-                      "versions": library_versions()}
+                      "versions": library_versions(MODEL_LIBRARIES + IMAGE_LIBRARIES)}
     decisions = store.plan(keys, {True: "on", False: "off"}.get(resume, resume))
     done = skipped = 0
     try:

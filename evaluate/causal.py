@@ -24,7 +24,7 @@ from evaluate.metrics import metric_direction
 from evaluate.stats import ablation_effects
 
 __all__ = ["BASE_METHOD", "MIN_DRAWS_FOR_005", "ablation_plan", "summarise_ablation", "read_scores",
-           "metric_by_sample", "clusters_from_scores"]
+           "metric_by_sample", "clusters_from_scores", "harm_definition"]
 
 BASE_METHOD = "klein"
 MIN_DRAWS_FOR_005 = 19     # (1 + 0) / (1 + 19) = 0.05
@@ -56,19 +56,38 @@ def clusters_from_scores(rows: list[dict]) -> dict[str, str]:
     return {r["sample"]: (r.get("base_scene") or r.get("scene") or r["sample"]) for r in rows}
 
 
+def harm_definition(metric: str) -> str:
+    """What `harm` means for one metric column (written beside every effect in ablation.json)."""
+    from evaluate.metrics import SIGNED_COLUMNS, metric_kind
+
+    kind = metric_kind(metric)
+    if kind == "signed":
+        return (f"NOT a harm: the signed shift ablated - unablated of {metric} (> 0: the prediction follows the "
+                f"lighting more, < 0: less or inverted); the rank p asks whether top-k shifts it up more than random "
+                f"k. The harm of leakage is {SIGNED_COLUMNS[metric]} (its magnitude)")
+    if kind == "score":
+        return f"unablated - ablated {metric} per sample (larger is better, so > 0 = worse)"
+    return f"ablated - unablated {metric} per sample (> 0 = worse)"
+
+
 def ablation_plan(probe, ks: list[int], n_random: int, seed: int, select: str | None = None) -> dict:
-    """{"methods": {method: heads}, "selection": {k: selection record}} for every k."""
-    from evaluate.selection import random_matched_units, select_heads
+    """{"methods": {method: heads}, "selection": {k: selection record}, "random_overlap": {method: n}} for
+    every k. Random draws never contain a top-k head (evaluate.selection.random_matched_units refuses a
+    block group that cannot supply enough others); `random_overlap` records, per random method, how many
+    top-k heads it holds, so the plan shows it (0 for every draw)."""
+    from evaluate.selection import overlap_with_top, random_matched_units, select_heads
 
     rng = np.random.default_rng(seed)
-    methods, selections = {}, {}
+    methods, selections, overlap = {}, {}, {}
     for k in ks:
         sel = select_heads(probe, k, select)
         methods[f"{BASE_METHOD}__ablate_top{k}"] = sel.heads
         selections[str(k)] = sel.as_dict()
         for r in range(n_random):
-            methods[f"{BASE_METHOD}__ablate_rand{k}_r{r}"] = random_matched_units(sel.heads, probe.unit_names, rng)
-    return {"methods": methods, "selection": selections}
+            name = f"{BASE_METHOD}__ablate_rand{k}_r{r}"
+            methods[name] = random_matched_units(sel.heads, probe.unit_names, rng)
+            overlap[name] = overlap_with_top(methods[name], sel.heads)
+    return {"methods": methods, "selection": selections, "random_overlap": overlap}
 
 
 def summarise_ablation(out: Path, plan: dict, ks: list[int], n_random: int, metric: str, n_boot: int, seed: int,
@@ -79,7 +98,7 @@ def summarise_ablation(out: Path, plan: dict, ks: list[int], n_random: int, metr
     out = Path(out)
     rows = read_scores(out / "scores.csv")
     metric_cols = [c for c in rows[0] if c.split("_")[0] in ("mse", "lmse", "psnr", "dssim", "lpips")
-                   or c == "shading_leakage_linear"]
+                   or c in ("shading_leakage_linear", "shading_leakage_abs_linear")]
     cluster_of = clusters_from_scores(rows)
     base = {m: metric_by_sample(rows, BASE_METHOD, m) for m in metric_cols}
     p_min = 1.0 / (1 + n_random) if n_random else float("nan")
@@ -98,10 +117,16 @@ def summarise_ablation(out: Path, plan: dict, ks: list[int], n_random: int, metr
             rands = [metric_by_sample(rows, f"{BASE_METHOD}__ablate_rand{k}_r{r}", m) for r in range(n_random)]
             eff = ablation_effects(base[m], top, rands, direction=metric_direction(m), n_boot=n_boot, seed=seed,
                                    cluster_of=cluster_of)
+            eff["harm_definition"] = harm_definition(m)
             per_metric[m] = eff
             table.append({"k": k, "metric": m, **{kk: (json.dumps(v) if isinstance(v, list) else v)
                                                    for kk, v in eff.items()}})
-        entry = {"heads": plan[f"{BASE_METHOD}__ablate_top{k}"], "metrics": per_metric}
+        top_heads = plan[f"{BASE_METHOD}__ablate_top{k}"]
+        entry = {"heads": top_heads, "metrics": per_metric,
+                 "random_overlap_with_top": [len(set(plan.get(f"{BASE_METHOD}__ablate_rand{k}_r{r}", ())) & set(top_heads))
+                                             for r in range(n_random)],
+                 "random_overlap_definition": "per random draw, how many of its heads are top-k heads (draws are "
+                                              "made from the other heads of the top-k's block groups: 0)"}
         if selection and str(k) in selection:
             entry["selection"] = selection[str(k)]
         result["by_k"][str(k)] = entry

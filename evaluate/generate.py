@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from probe.klein.edit_capture import default_max_side
-from evaluate.predictions import RESUME_MODES, PredictionStore, file_sha256, library_versions
+from evaluate.predictions import (IMAGE_LIBRARIES, MODEL_LIBRARIES, RESUME_MODES, PredictionStore, file_sha256,
+                                  library_versions)
 from probe.klein.registration import plan_reference
 from render.imageio import srgb_to_linear
 
@@ -57,6 +58,7 @@ class GenerateConfig:
     limit: int | None = None
     samples: tuple[str, ...] = ()             # only these sample ids (empty: all)
     ablate: tuple[str, ...] = ()              # head units to mean-ablate, e.g. ("double.3.img/h07",)
+    ablate_text_tokens: str = "prompt"        # the text tokens `.txt` units were measured on (the probe's)
     resume: bool | str = True                 # True/"on", "strict", False/"off"
 
     @property
@@ -134,7 +136,12 @@ def select_samples(manifest: dict, cfg: GenerateConfig) -> list[dict]:
 
 
 def model_identity(loaded) -> dict:
-    """What identifies the weights: id, source, revision (the hub cache's commit when none was given)."""
+    """What identifies the weights: id, source, revision (the hub cache's commit when none was given), and
+    `fingerprint` / `randomize` from probe.klein.model.model_fingerprint, as the probe keys its captures: a local
+    folder by its content (the SHA-256 of its configs with the names and sizes of its weight files) beside
+    its path, so weights replaced in place are not reused; the randomisation mode and seed."""
+    from probe.klein.model import model_fingerprint
+
     rev = loaded.revision
     if rev is None and loaded.source == "hub":
         try:
@@ -144,8 +151,10 @@ def model_identity(loaded) -> dict:
             rev = snap.name
         except Exception:
             rev = None
+    fp = model_fingerprint(loaded)
     ident = {"model": loaded.spec.model, "source": loaded.source, "revision": rev, "dtype": loaded.dtype,
-             "device_type": str(loaded.device).split(":")[0], "random_weights": bool(loaded.random_weights)}
+             "device_type": str(loaded.device).split(":")[0], "random_weights": bool(loaded.random_weights),
+             "fingerprint": fp["revision"], "randomize": fp["randomize"]}
     if loaded.source == "local":
         ident["path"] = str(Path(loaded.resolved_path or loaded.spec.model).resolve())
     if loaded.source == "tiny":
@@ -169,15 +178,17 @@ def _read_reference(path: Path) -> np.ndarray:
         raise DataError(f"cannot read the reference image {path}: {err}") from err
 
 
-def _token_layout(pipe, prompt: str, model_size: tuple[int, int], cfg_on: bool, txt_len: int) -> dict:
-    """Token counts of each forward of an edit at model_size (for region ablation); txt_len: the model's
-    max_sequence_length (LoadedModel.max_sequence_length: 512 for klein)."""
-    from probe.klein.capture_loop import n_image_tokens, real_text_lengths
+def _token_layout(pipe, prompt: str, model_size: tuple[int, int], cfg_on: bool, txt_len: int,
+                  text_tokens: str = "prompt") -> dict:
+    """Token counts of each forward of an edit at model_size and the text tokens the probe measured (for region
+    ablation; klein's unconditional prompt is ""). txt_len: the model's max_sequence_length
+    (LoadedModel.max_sequence_length: 512 for klein, the record's for a known-answer model); the tokenizer must pad
+    on the right (asserted)."""
+    from probe.klein.ablation import ablation_layout
+    from probe.klein.capture_loop import n_image_tokens
 
     n_img = n_image_tokens(pipe, model_size[1], model_size[0])
-    prompts = [prompt, ""] if cfg_on else [prompt]   # klein's unconditional prompt is ""
-    return {"txt_len": int(txt_len), "n_img": n_img, "n_ref": n_img,
-            "real_txt": real_text_lengths(pipe, prompts, int(txt_len)), "forwards_per_step": 2 if cfg_on else 1}
+    return ablation_layout(pipe, prompt, n_img, n_img, cfg_on, int(txt_len), text_tokens)
 
 
 @contextlib.contextmanager
@@ -231,16 +242,16 @@ def _plan(loaded, cfg: GenerateConfig) -> dict:
     max_side = cfg.max_side or default_max_side(loaded)
     ablation = definition = None
     if cfg.ablate:
-        from probe.klein.ablation import ABLATION_DEFINITION, HeadAblation
+        from probe.klein.ablation import HeadAblation, ablation_definition
 
         ablation = HeadAblation(pipe.transformer, cfg.ablate)   # bad unit names fail before any write
-        definition = ABLATION_DEFINITION
+        definition = ablation_definition(cfg.ablate_text_tokens)
     common = {"format": GENERATION_FORMAT, "kind": "klein reference edit", "model": model_identity(loaded),
               "prompt": prompt, "negative_prompt": "" if sampling["cfg"] else None, "steps": sampling["steps"],
               "guidance": sampling["guidance"], "seed": cfg.seed, "max_side": max_side, "input": INPUT,
               "max_sequence_length": loaded.max_sequence_length,
               "ablated_units": sorted(ablation.units) if ablation else [], "ablation": definition,
-              "versions": library_versions()}
+              "versions": library_versions(MODEL_LIBRARIES + IMAGE_LIBRARIES)}
     multiple = int(getattr(pipe, "vae_scale_factor", 8)) * 2    # klein: 16 (VAE 8 x patch 2)
     transforms, keys = {}, {}
     for e in entries:
@@ -310,7 +321,7 @@ def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> 
                 if ablation is not None:
                     if t.model not in layouts:
                         layouts[t.model] = _token_layout(pipe, prompt, t.model, sampling["cfg"],
-                                                         loaded.max_sequence_length)
+                                                         loaded.max_sequence_length, cfg.ablate_text_tokens)
                     ablation.prepare(**layouts[t.model])
                 t0 = time.perf_counter()
                 out = _edit(pipe, t.apply(_read_reference(Path(cfg.data) / e["image_srgb"])), prompt, sampling,

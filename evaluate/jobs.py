@@ -6,7 +6,8 @@
     main_ablate    top-k vs random-k head ablations             -> OUT/pred/klein__ablate_*/, OUT/ablation.json/.csv
     main_link      probe selectivity vs albedo error            -> OUT/link.json, link.csv, figures/link_scatter.png
     main_report    report.md / report.html from what is in OUT
-    main_all       all of the above in order
+    main_all       all of the above in order (and main_mit on an MIT import)
+    main_mit       the MIT intrinsic images benchmark's protocol -> OUT/mit_protocol.json/.csv (evaluate.mit_protocol)
 
 Every job checks its inputs (render folder, probe folder, --k, --select, --resume strict) before it
 loads a model or writes a file, so a bad input overwrites nothing.
@@ -18,11 +19,14 @@ import io
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from evaluate.baselines import WeightsUnavailableError
 from evaluate.causal import (BASE_METHOD, MIN_DRAWS_FOR_005, ablation_plan, clusters_from_scores, metric_by_sample,
                              read_scores, summarise_ablation)
 from evaluate.generate import DataError, GenerateConfig, generate_predictions, load_render_manifest
-from evaluate.link import LinkError, link_image_probe, link_text_probe
+from evaluate.link import CONTROL_METHOD, LinkError, link_image_probe, link_text_probe
+from evaluate.mit_protocol import MitProtocolError, is_mit_import, main_mit
 from evaluate.predictions import StalePredictionError
 from evaluate.score import ScoreError, score
 from evaluate.selection import ProbeError, read_probe
@@ -31,7 +35,7 @@ from probe.io.jsonio import versions, write_json
 from probe.klein.model import ModelNotAvailable
 
 USER_ERRORS = (DataError, ScoreError, UsageError, ModelNotAvailable, WeightsUnavailableError, FileNotFoundError,
-               ProbeError, LinkError, StalePredictionError)
+               ProbeError, LinkError, StalePredictionError, MitProtocolError)
 DEFAULT_METRIC = "lmse_linear_scalar"     # the headline alignment (was lmse_linear_per_channel)
 
 __all__ = ["main_generate", "main_baselines", "main_score", "main_ablate", "main_link", "main_report", "main_all",
@@ -46,19 +50,19 @@ def _resume(args) -> str:
     return "off" if getattr(args, "no_resume", False) else getattr(args, "resume", "on") or "on"
 
 
-def _gen_config(args, method: str, ablate: tuple[str, ...] = ()) -> GenerateConfig:
+def _gen_config(args, method: str, ablate: tuple[str, ...] = (), text_tokens: str = "prompt") -> GenerateConfig:
     return GenerateConfig(
         data=args.data, out=str(_pred_dir(args)), method=method, instruction=args.instruction,
         instructions_file=args.instructions_file, steps=args.steps, guidance=args.guidance, seed=args.seed,
         shard=getattr(args, "shard", None), limit=args.limit, ablate=ablate, max_side=args.max_side,
-        resume=_resume(args))
+        resume=_resume(args), ablate_text_tokens=text_tokens)
 
 
 def _load_model(args):
     from probe.klein.model import load_pipeline, spec_from_args
 
     load_render_manifest(args.data)  # a bad --data fails before minutes of model loading
-    loaded = load_pipeline(spec_from_args(args))
+    loaded = load_pipeline(spec_from_args(args), progress=not getattr(args, "quiet", False))
     if loaded.random_weights:
         print("note: --model tiny has random weights: a dry run, not findings", file=sys.stderr)
     elif loaded.known:
@@ -73,7 +77,7 @@ def main_baselines(args) -> int:
     shard = getattr(args, "shard", None)
     methods = BASELINE_METHODS + (HDR_BASELINE_METHODS if getattr(args, "hdr", False) else ())
     written = write_baselines(args.data, _pred_dir(args), methods=methods, shard=shard, resume=_resume(args),
-                              progress=not getattr(args, "quiet", False))
+                              progress=not getattr(args, "quiet", False), limit=getattr(args, "limit", None))
     print("baselines: " + ", ".join(f"{m} {w['written']} written, {w['skipped_finished']} kept"
                                     for m, w in written.items()))
     if getattr(args, "marigold", None):
@@ -127,6 +131,7 @@ def _check_ablation_args(args) -> tuple[list[int], object, dict]:
                          f"reach 0.05), got {args.n_random}")
     probe = read_probe(args.probe)
     plan = ablation_plan(probe, ks, args.n_random, args.seed, getattr(args, "select", None))
+    plan["text_tokens"] = probe.text_tokens      # `.txt` heads are ablated over the tokens the probe measured
     if args.n_random < MIN_DRAWS_FOR_005 and not probe.random_weights:
         print(f"note: {args.n_random} random draws per k: the rank p cannot go below 1/{args.n_random + 1} = "
               f"{1 / (args.n_random + 1):.3f} (use --n-random {MIN_DRAWS_FOR_005} or more to reach 0.05)",
@@ -135,7 +140,7 @@ def _check_ablation_args(args) -> tuple[list[int], object, dict]:
 
 
 def main_ablate(args, loaded=None, checked=None) -> int:
-    from probe.klein.ablation import ABLATION_DEFINITION
+    from probe.klein.ablation import ablation_definition
 
     load_render_manifest(args.data)
     ks, probe, plan = checked or _check_ablation_args(args)
@@ -147,8 +152,10 @@ def main_ablate(args, loaded=None, checked=None) -> int:
         return _ablate_shard(args, loaded, plan, shard)
     write_json(out / "ablation_plan.json", {"probe": str(args.probe), "ks": ks, "n_random": args.n_random,
                                             "select": getattr(args, "select", None) or "the probe's primary contrast",
-                                            "definition": ABLATION_DEFINITION, "selection": plan["selection"],
-                                            "methods": plan["methods"]})
+                                            "definition": ablation_definition(plan.get("text_tokens", "prompt")),
+                                            "text_tokens": plan.get("text_tokens", "prompt"),
+                                            "selection": plan["selection"],
+                                            "methods": plan["methods"], "random_overlap": plan["random_overlap"]})
     for k, sel in plan["selection"].items():
         print(f"ablate top-{k}: {sel['rule']}")
     _generate_ablation(args, loaded, plan)
@@ -162,7 +169,8 @@ def _generate_ablation(args, loaded, plan: dict) -> None:
     """The unablated predictions and one prediction set per planned head set (this shard's share, if any)."""
     generate_predictions(loaded, _gen_config(args, BASE_METHOD), progress=not args.quiet)
     for method, heads in plan["methods"].items():
-        generate_predictions(loaded, _gen_config(args, method, tuple(heads)), progress=not args.quiet)
+        generate_predictions(loaded, _gen_config(args, method, tuple(heads), plan.get("text_tokens", "prompt")),
+                             progress=not args.quiet)
 
 
 def _ablation_shard(args):
@@ -198,8 +206,9 @@ def main_link(args) -> int:
     if not errors:
         raise UsageError(f"no scored {args.method!r} predictions in {out}/scores.csv")
     select = getattr(args, "select", None)
+    control = metric_by_sample(rows, CONTROL_METHOD, metric) or None     # the confound's measure (evaluate.link)
     if probe.per_sample is not None:
-        link = link_image_probe(probe, errors, k=args.top_k, select=select, n_boot=args.n_boot)
+        link = link_image_probe(probe, errors, k=args.top_k, select=select, n_boot=args.n_boot, control=control)
     else:
         from probe.io.captures import load_captures
 
@@ -210,7 +219,8 @@ def main_link(args) -> int:
         if probe.unit_names != [str(u) for u in caps.units]:
             raise UsageError(f"{probe.path}/units.csv and captures.npz list different units: rerun `probe stats`")
         link = link_text_probe(probe, caps.a, caps.b, [str(p) for p in caps.pair_ids], errors,
-                               clusters_from_scores(rows), k=args.top_k, select=select, n_boot=args.n_boot)
+                               clusters_from_scores(rows), k=args.top_k, select=select, n_boot=args.n_boot,
+                               control=control)
     corr = link["spearman"]
     link = {"method": args.method, "metric": metric, "top_k": args.top_k, "random_weights": probe.random_weights,
             "probe": str(probe.path), "stimuli": probe.stimuli, **link}
@@ -219,14 +229,18 @@ def main_link(args) -> int:
 
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["id", "selectivity", metric, "cluster"])
-    w.writerows([p["id"], p["selectivity"], p["error"], p["cluster"]] for p in link["pairs"])
+    w.writerow(["id", "selectivity", metric, "cluster", f"{CONTROL_METHOD}_{metric}"])
+    w.writerows([p["id"], p["selectivity"], p["error"], p["cluster"],
+                 "" if p.get("control_error") is None or not np.isfinite(p["control_error"]) else p["control_error"]]
+                for p in link["pairs"])
     atomic_write_text(out / "link.csv", buf.getvalue())
     _link_plot(out / "figures" / "link_scatter.png", link, metric, probe.random_weights)
     print(f"link ({link['kind']}): Spearman rho = {corr['rho']:.3f} [{corr['ci_low']:.3f}, {corr['ci_high']:.3f}] over "
           f"{link['n_matched']} points in {link['n_clusters']} scenes; half-width expected at rho = 0: "
           f"{link['expected_halfwidth_at_0']:.2f}"
           + (f"; over scene means rho = {cm['rho']:.3f}, p = {cm['p']:.3g}" if (cm := corr.get("cluster_means")) else "")
+          + (f"; controlling for {CONTROL_METHOD}'s error (shading strength) rho = {ps['rho']:.3f}, p = {ps['p']:.3g}"
+             if (ps := link.get("partial_spearman") or {}).get("available") else "")
           + (" (random weights: not a finding)" if probe.random_weights else ""))
     return 0
 
@@ -249,9 +263,16 @@ def _link_plot(path: Path, link: dict, metric: str, random_weights: bool) -> Non
                         textcoords="offset points")
     unit = "sample" if link["kind"].startswith("direct") else "scene (INDIRECT: text probe)"
     ax.set_xlabel(f"probe selectivity per {unit} (selected units, z units)", fontsize=8)
-    ax.set_ylabel(f"{metric} (lower is better)")
+    from evaluate.metrics import metric_kind
+
+    kind = metric_kind(metric)
+    ax.set_ylabel(f"{metric} ({ {'error': 'lower is better', 'score': 'higher is better'}.get(kind, 'signed: 0 is best')})")
     title = (f"Spearman rho = {corr['rho']:.2f} [{corr['ci_low']:.2f}, {corr['ci_high']:.2f}], n = {corr['n']}, "
              f"{corr['n_clusters']} scenes\nhalf-width expected at rho = 0: {link['expected_halfwidth_at_0']:.2f}")
+    ps = link.get("partial_spearman") or {}
+    if ps.get("available"):
+        title += (f"\nover scene means: rho = {ps['rho_plain']:.2f}; with {ps['control']}'s error (shading "
+                  f"strength)\npartialled out: rho = {ps['rho']:.2f}, p = {ps['p']:.2g}")
     ax.set_title(("RANDOM WEIGHTS - not a finding\n" if random_weights else "") + title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
@@ -286,4 +307,6 @@ def main_all(args) -> int:
         main_score(args)
     if probe_ok:
         main_link(args)
+    if is_mit_import(args.data):
+        main_mit(args)                              # the benchmark's own protocol beside our metrics
     return main_report(args)

@@ -30,9 +30,13 @@ maps were averaged over the whole mask.) LPIPS uses the same erosion; its recept
 larger, so some edge influence remains there.
 
 Beyond the anchors: `shading_leakage_linear`, the least-squares slope of log(pred / gt) on
-log(shading) over mask pixels (0: the prediction carries none of the lighting; 1: all of it, like
-the image taken as albedo), and `degenerate_prediction` (a zero or spatially constant prediction,
-flagged instead of being scored "best" by the illumination-invariance test).
+log(shading) over mask pixels, signed (0: the prediction carries none of the lighting; 1: all of it,
+like the image taken as albedo; < 0: it inverts the lighting, as an over-corrected gt / shading
+does, at -1), `shading_leakage_abs_linear`, its magnitude (the column to rank or average: +0.5 and
+-0.5 are equally wrong), with the counts `shading_leakage_n_floored` / `shading_leakage_n_unused`
+of the values it raised to the 8-bit floor or could not use, and `degenerate_prediction` (a zero,
+constant or near-constant prediction, flagged instead of being scored "best" by the
+illumination-invariance test).
 
 No torch import here: the LPIPS adapter imports `lpips` (and so torch) only inside
 `LpipsScorer.create`, and only after `lpips_status` found the package and its weights on disk.
@@ -51,7 +55,8 @@ import numpy as np
 __all__ = [
     "ALIGNMENTS", "MetricConfig", "metric_columns", "all_metric_columns", "COLUMN_DOCS", "INVARIANCE_COLUMNS",
     "EXTRA_METRIC_COLUMNS", "fit_scales", "align", "mse", "lmse", "psnr", "dssim", "score_pair", "invariance",
-    "shading_leakage", "degenerate_prediction", "eroded_mask", "metric_direction",
+    "shading_leakage", "shading_leakage_details", "degenerate_prediction", "eroded_mask", "metric_direction",
+    "metric_kind", "SIGNED_COLUMNS", "LEAKAGE_COUNT_COLUMNS", "LEAKAGE_FLOOR", "NEAR_CONSTANT_RATIO",
     "LpipsStatus", "lpips_status", "LpipsScorer",
 ]
 
@@ -59,14 +64,31 @@ ALIGNMENTS = ("none", "scalar", "per_channel")
 _METRIC_SPACES = (("mse", "linear"), ("mse", "srgb"), ("lmse", "linear"),
                   ("psnr", "srgb"), ("dssim", "srgb"), ("lpips", "srgb"))
 INVARIANCE_COLUMNS = tuple(f"inv_mse_linear_{a}" for a in ALIGNMENTS) + tuple(f"inv_nmse_linear_{a}" for a in ALIGNMENTS)
-EXTRA_METRIC_COLUMNS = ("shading_leakage_linear",)
+EXTRA_METRIC_COLUMNS = ("shading_leakage_linear", "shading_leakage_abs_linear")
+# signed columns: 0 is best and the sign names a direction; ranked and averaged through their magnitude column
+SIGNED_COLUMNS = {"shading_leakage_linear": "shading_leakage_abs_linear"}
+# what the shading-leakage fit could not use as given (counts of mask pixel-channel values; scores.csv only)
+LEAKAGE_COUNT_COLUMNS = ("shading_leakage_n_floored", "shading_leakage_n_unused")
+# the prediction's floor in the leakage fit: linear value of the smallest non-zero 8-bit sRGB code (1/255)
+LEAKAGE_FLOOR = (1.0 / 255.0) / 12.92
+# a prediction whose relative spatial spread is under this fraction of the ground truth's is near-constant
+NEAR_CONSTANT_RATIO = 0.1
 # Direction of each metric family: +1 when larger is worse (an error), -1 when larger is better.
 METRIC_DIRECTION = {"mse": 1, "lmse": 1, "dssim": 1, "lpips": 1, "psnr": -1, "ssim": -1, "shading": 1, "inv": 1}
 
 
+def metric_kind(column: str) -> str:
+    """"error" (larger is worse), "score" (larger is better) or "signed" (0 is best, the sign is a
+    direction: rank by the magnitude column named in SIGNED_COLUMNS, never by the signed value)."""
+    if column in SIGNED_COLUMNS:
+        return "signed"
+    return "score" if metric_direction(column) < 0 else "error"
+
+
 def metric_direction(column: str) -> int:
-    """+1 when a larger value of the column is worse, -1 when better (shading leakage: |value| matters,
-    > 0 in practice)."""
+    """+1 when a larger value of the column is worse, -1 when better. A signed column (metric_kind
+    "signed": shading_leakage_linear) gets +1, meaning only "an increase": its changes are shifts
+    in a direction, not harms; its magnitude column (shading_leakage_abs_linear) is the error."""
     for prefix, sign in METRIC_DIRECTION.items():
         if column.startswith(prefix):
             return sign
@@ -130,14 +152,23 @@ COLUMN_DOCS.update({
     f"inv_nmse_linear_{a}": "illumination invariance, scale-free: mean over pairs (i, j) of lightings of one scene "
                             "of the symmetrised normalised disagreement sum(p_i - s*p_j)^2 / sum(p_i^2) on pixels "
                             f"valid in both ({_ALIGN_DOCS[a]}); the same for c*pred; 0 for ground truth; pairs with "
-                            "a degenerate (zero or constant) prediction are left out and counted. Read beside the "
+                            "a degenerate (zero, constant or near-constant) prediction are left out and counted. Read beside the "
                             "accuracy columns, never alone" for a in ALIGNMENTS
 })
+_LEAKAGE_FIT = (
+    "least-squares slope of log(max(pred, f)/gt) on log(shading) over mask pixels and channels (each channel "
+    "centred, so the prediction's scale does not matter), f = 3.04e-4 = the linear value of the smallest non-zero "
+    "8-bit sRGB code, so a black prediction (8-bit code 0) counts as the darkest value it can be, not as missing "
+    "(shading_leakage_n_floored counts the values raised to f); values where gt or shading is <= 1e-6 cannot "
+    "enter a log ratio and are left out (shading_leakage_n_unused); NaN when the shading does not vary")
 COLUMN_DOCS["shading_leakage_linear"] = (
-    "shading leakage: least-squares slope of log(pred/gt) on log(shading) over mask pixels and channels (each "
-    "channel centred, so the prediction's scale does not matter); 0: the prediction carries none of the "
-    "lighting, 1: all of it (the image taken as albedo, where the non-diffuse residual is small); pixels "
-    "where pred, gt or shading is <= 1e-6 are left out; NaN when the shading does not vary")
+    "shading leakage, SIGNED (a direction, not a ranking): " + _LEAKAGE_FIT + "; 0: the prediction carries none "
+    "of the lighting, 1: all of it (the image taken as albedo, where the non-diffuse residual is small), < 0: it "
+    "carries the lighting inverted (gt / shading, over-corrected, gives -1). Averages of it can cancel (+0.5 and "
+    "-0.5 give 0): rank and average shading_leakage_abs_linear")
+COLUMN_DOCS["shading_leakage_abs_linear"] = (
+    "shading leakage magnitude |shading_leakage_linear| (lower is better; 0: none of the lighting in the "
+    "prediction, 1: as much as the image itself, inverted or not): the column to rank and average")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,15 +355,21 @@ def eroded_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     return cv2.erode(mask.astype(np.uint8), k).astype(bool)
 
 
-def shading_leakage(gt: np.ndarray, pred: np.ndarray, shading: np.ndarray, mask: np.ndarray,
-                    eps: float = 1e-6) -> float:
-    """Least-squares slope b of log(pred/gt) = a_c + b log(shading) over mask pixels (linear values).
+def shading_leakage_details(gt: np.ndarray, pred: np.ndarray, shading: np.ndarray, mask: np.ndarray,
+                            eps: float = 1e-6, floor: float = LEAKAGE_FLOOR) -> dict[str, float]:
+    """Least-squares slope b of log(max(pred, floor)/gt) = a_c + b log(shading) over mask pixels (linear values).
 
-    Per channel c, x = log(shading_c) and y = log(pred_c / gt_c) are centred over the pixels where
-    pred, gt and shading all exceed eps (so a per-channel scale of the prediction only moves a_c);
+    Per channel c, x = log(shading_c) and y = log(max(pred_c, floor) / gt_c) are centred over the
+    pixels where gt and shading exceed eps (so a per-channel scale of the prediction only moves a_c);
     b = sum_c sum(x y) / sum_c sum(x^2). 0 for the ground truth; 1 for pred = gt * shading (the
-    image without its non-diffuse residual). A grey shading passed as [H, W] or [H, W, 1] is used
-    for every channel. NaN when the shading does not vary over the valid pixels.
+    image without its non-diffuse residual); -1 for pred = gt / shading (over-corrected). The floor
+    (default: the linear value of the 8-bit sRGB code 1) keeps the fit continuous where a prediction
+    goes black, which is where lighting leaked most (a decoded 8-bit 0 is exactly 0). A grey shading
+    passed as [H, W] or [H, W, 1] is used for every channel.
+
+    Returns slope (NaN when the shading does not vary over the usable values), abs, n_floored (mask
+    pixel-channel values of the prediction raised to the floor), n_unused (mask values left out because
+    gt or shading <= eps) and n_used.
     """
     gt, pred, mask = _prep(gt, pred, mask)
     sh = np.asarray(shading, dtype=np.float64)
@@ -342,39 +379,62 @@ def shading_leakage(gt: np.ndarray, pred: np.ndarray, shading: np.ndarray, mask:
         raise ValueError(f"shading {sh.shape} does not match the mask {mask.shape}")
     sh = np.broadcast_to(sh, gt.shape)
     num = den = 0.0
+    n_floored = n_unused = n_used = 0
     for c in range(gt.shape[-1]):
-        ok = mask & (gt[..., c] > eps) & (pred[..., c] > eps) & (sh[..., c] > eps)
+        ok = mask & (gt[..., c] > eps) & (sh[..., c] > eps)
+        n_unused += int(mask.sum() - ok.sum())
         if ok.sum() < 2:
+            n_unused += int(ok.sum())
             continue
+        p = pred[..., c][ok]
+        n_floored += int((p < floor).sum())
+        n_used += int(ok.sum())
         x = np.log(sh[..., c][ok])
-        y = np.log(pred[..., c][ok] / gt[..., c][ok])
+        y = np.log(np.maximum(p, floor) / gt[..., c][ok])
         x -= x.mean()
         y -= y.mean()
         num += float((x * y).sum())
         den += float((x * x).sum())
-    return num / den if den > 1e-12 else float("nan")
+    slope = num / den if den > 1e-12 else float("nan")
+    return {"slope": slope, "abs": abs(slope), "n_floored": n_floored, "n_unused": n_unused, "n_used": n_used}
 
 
-def degenerate_prediction(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, rel_tol: float = 1e-3) -> str:
+def shading_leakage(gt: np.ndarray, pred: np.ndarray, shading: np.ndarray, mask: np.ndarray,
+                    eps: float = 1e-6, floor: float = LEAKAGE_FLOOR) -> float:
+    """The signed slope of `shading_leakage_details` (see there)."""
+    return shading_leakage_details(gt, pred, shading, mask, eps, floor)["slope"]
+
+
+def degenerate_prediction(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, rel_tol: float = 1e-3,
+                          near_ratio: float = NEAR_CONSTANT_RATIO) -> str:
     """Why a prediction cannot be ranked by consistency ("" when it can): "zero" (no energy on the
-    mask) or "constant" (its relative spread std/rms over the mask is below rel_tol while the ground
-    truth's is not). Such outputs agree perfectly across lightings for no merit of theirs."""
+    mask), "constant" (its relative spread std/rms over the mask is below rel_tol while the ground
+    truth's is not) or "near-constant" (its relative spread is below near_ratio times the ground
+    truth's: 0.5 plus or minus one 8-bit code on a textured object). Such outputs agree across lightings
+    for no merit of theirs."""
     gt, pred, mask = _prep(gt, pred, mask)
     if not mask.any():
         return ""
-    return _degenerate(gt[mask], pred[mask], rel_tol)
+    return _degenerate(gt[mask], pred[mask], rel_tol, near_ratio)
 
 
-def _degenerate(g: np.ndarray, p: np.ndarray, rel_tol: float = 1e-3) -> str:
+def relative_spread(a: np.ndarray) -> float:
+    """Spatial spread of [N, C] values relative to their size: sqrt(mean over channels of the variance)
+    / rms (0 for a zero or constant array); scale-free."""
+    a = np.asarray(a, dtype=np.float64)
+    rms = float(np.sqrt(np.mean(a * a)))
+    return float(np.sqrt(np.mean(a.var(axis=0)))) / rms if rms > 0 else 0.0
+
+
+def _degenerate(g: np.ndarray, p: np.ndarray, rel_tol: float = 1e-3, near_ratio: float = NEAR_CONSTANT_RATIO) -> str:
     """degenerate_prediction on the mask pixels g, p [N, C]."""
-    def spread(a: np.ndarray) -> float:
-        rms = float(np.sqrt(np.mean(a * a)))
-        return float(np.sqrt(np.mean(a.var(axis=0)))) / rms if rms > 0 else 0.0
-
     if not np.any(np.abs(p) > 1e-12):
         return "zero"
-    if spread(p) < rel_tol and spread(g) >= rel_tol:
+    sp, sg = relative_spread(p), relative_spread(g)
+    if sp < rel_tol and sg >= rel_tol:
         return "constant"
+    if sg >= rel_tol and sp < near_ratio * sg:
+        return "near-constant"
     return ""
 
 
@@ -493,7 +553,8 @@ def score_pair(gt_linear: np.ndarray, pred_linear: np.ndarray, mask: np.ndarray,
     Same values as calling mse / lmse / psnr / dssim per column (tests check this), computed with
     shared intermediates. The LPIPS columns are NaN (written empty) when `lpips` is None, the shading
     leakage when `shading` (the render's linear diffuse shading) is None. Also returns the fitted
-    linear scales (scale_scalar, scale_per_channel_r/g/b) and `degenerate` ("", "zero" or "constant").
+    linear scales (scale_scalar, scale_per_channel_r/g/b), the leakage fit's counts
+    (LEAKAGE_COUNT_COLUMNS) and `degenerate` ("", "zero", "constant" or "near-constant").
     """
     from skimage.metrics import peak_signal_noise_ratio
 
@@ -525,7 +586,13 @@ def score_pair(gt_linear: np.ndarray, pred_linear: np.ndarray, mask: np.ndarray,
         out[f"dssim_srgb_{a}"] = dssim(gt_srgb, p_srgb, mask, config.data_range, config.ssim_win_size)
         out[f"lpips_srgb_{a}"] = lpips(gt_srgb, p_srgb, mask) if lpips is not None else float("nan")
     res = {k: out[k] for k in metric_columns()}
-    res["shading_leakage_linear"] = shading_leakage(gt, pred, shading, mask) if shading is not None else float("nan")
+    if shading is not None:
+        leak = shading_leakage_details(gt, pred, shading, mask)
+        res["shading_leakage_linear"], res["shading_leakage_abs_linear"] = leak["slope"], leak["abs"]
+        res["shading_leakage_n_floored"], res["shading_leakage_n_unused"] = leak["n_floored"], leak["n_unused"]
+    else:
+        res.update({"shading_leakage_linear": float("nan"), "shading_leakage_abs_linear": float("nan"),
+                    "shading_leakage_n_floored": float("nan"), "shading_leakage_n_unused": float("nan")})
     res["degenerate"] = _degenerate(g, p)
     res["scale_scalar"] = float(scales["scalar"][0])
     for i, ch in enumerate("rgb"):

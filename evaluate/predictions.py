@@ -44,14 +44,14 @@ import numpy as np
 
 __all__ = ["COLOUR_SPACE", "RESUME_MODES", "Resume", "StalePredictionError", "PredictionStore", "prediction_paths",
            "key_differences", "file_sha256", "atomic_write_text", "library_versions", "SHARED_FILES",
-           "write_prediction", "write_method_manifest", "prediction_finished"]
+           "write_prediction", "write_method_manifest", "prediction_finished", "MODEL_LIBRARIES", "IMAGE_LIBRARIES"]
 
 COLOUR_SPACE = {"albedo_linear": "linear-light RGB, float32 EXR",
                 "albedo_srgb": "IEC 61966-2-1 sRGB, 8-bit PNG of albedo_linear clipped to [0, 1]"}
 RESUME_MODES = ("on", "strict", "off")
 SHARED_FILES = ("manifest.json", "config.json")
 _INDEX_FIELDS = ("method", "colour_space", "colour_space_note", "n_predictions", "predictions")   # always rebuilt
-PER_SAMPLE_KEY_FIELDS = ("reference", "reference_transform")   # differ per sample by nature; not a run setting
+PER_SAMPLE_KEY_FIELDS = ("reference", "reference_transform", "mask")   # differ per sample by nature; not a setting
 
 
 class StalePredictionError(ValueError):
@@ -104,8 +104,13 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def library_versions(names: Sequence[str] = ("diffusers", "torch", "transformers")) -> dict[str, str | None]:
-    """Versions that change what a model produces (part of a generation key)."""
+MODEL_LIBRARIES = ("diffusers", "torch", "transformers")
+# what reads, resizes and writes the images around a method (PNG/EXR decoding, area and bilinear resizing)
+IMAGE_LIBRARIES = ("numpy", "Pillow", "opencv-python-headless", "opencv-python", "OpenEXR")
+
+
+def library_versions(names: Sequence[str] = MODEL_LIBRARIES) -> dict[str, str | None]:
+    """Versions that change what a method produces (part of a generation key); None when not installed."""
     import importlib.metadata as md
 
     out: dict[str, str | None] = {}
@@ -337,6 +342,12 @@ class PredictionStore:
             g["n_predictions"] += 1
             g["samples"].append(s["sample"])
         return sorted(groups.values(), key=lambda g: -g["n_predictions"])
+
+    def settings_groups(self) -> list[dict]:
+        """The predictions on disk grouped by their generation key without the per-sample fields (one group
+        per setting: model, prompt, steps, guidance, seed, versions...), largest first; each group:
+        key, n_predictions, samples. More than one group means the folder mixes settings."""
+        return self._keys(self.sidecars())
 
     def _summary_fields(self, sides: list[dict]) -> dict:
         """Key fields shared by every prediction, lifted to the top (the report's configuration table)."""

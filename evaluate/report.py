@@ -38,7 +38,7 @@ BASELINE_ORDER = ("image_as_albedo", "retinex_color", "marigold_intrinsics")
 # space; sRGB columns encode the aligned prediction), so methods with an arbitrary albedo scale are
 # compared fairly; `none` and `per_channel` go to the detail tables.
 KEY_METRICS = ("lmse_linear_scalar", "mse_linear_scalar", "mse_srgb_scalar", "dssim_srgb_scalar",
-               "psnr_srgb_scalar", "lpips_srgb_scalar", "shading_leakage_linear")
+               "psnr_srgb_scalar", "lpips_srgb_scalar", "shading_leakage_abs_linear", "shading_leakage_linear")
 HEADLINE_INVARIANCE = "inv_nmse_linear_scalar"
 DEFINITION_CHANGES = (
     "Headline table: every metric under `scalar` alignment (before: LMSE per-channel and sRGB metrics without "
@@ -53,13 +53,30 @@ DEFINITION_CHANGES = (
     "zero-filled windows at the edge look alike).",
     "Every method gets the same input, the 8-bit `image_srgb.png` decoded to linear (before, the baselines read the "
     "HDR EXR); HDR-input baselines are separate methods (`*_hdr`).",
-    "klein's reference is padded to multiples of 16 and its output cropped back pixel-exactly (before, the pipeline "
-    "cropped references and scoring stretched the output back).",
+    "klein's reference is padded to multiples of 16 and its output cropped back, pixel-exactly when the render fits "
+    "the model's maximum side (--max-side); a larger render is area-downscaled first and klein's output upsampled "
+    "back, which loses resolution: scores.csv says so per sample (`reference_scale_mode`, `reference_exact`) and the "
+    "metrics section counts them (before, the pipeline cropped references and scoring stretched the output back).",
     "Ablation replaces a head's output by its mean over exactly the token region the probe measured (before: the "
     "whole stream, reference tokens and text padding included); heads are chosen among FWER-significant units that "
     "pass the probe's control test and, for image probes, its class; the random-k interval comes from the spread "
     "between draws; the p is a rank p and its smallest attainable value is stated.",
     "New: shading leakage (slope of log(pred/gt) on log(shading)), and paired differences klein minus each baseline.",
+    "Shading leakage is signed (`shading_leakage_linear`: > 0 carries the lighting, < 0 inverts it); its magnitude "
+    "`shading_leakage_abs_linear` is what the headline ranks and averages and what the ablation calls harm (before, "
+    "the signed slope was ranked 'lower is better', so an over-corrected prediction at -1 ranked best and +0.5 and "
+    "-0.5 averaged to 0). A black prediction pixel enters the fit at the 8-bit floor (3.04e-4 linear) instead of being "
+    "left out (before, the pixels where lighting leaked most dropped out of the fit).",
+    "The headline table is over the samples every method scored (before, each method's mean was over its own ok "
+    "samples), with n samples and scenes per row, non-finite counts per cell, and PSNR's inf (a perfect prediction) "
+    "counted as 100 dB and said so (before, left out).",
+    "CIs: studentised (bootstrap-t) cluster bootstrap, which holds its level with few scenes (the percentile interval "
+    "covered 83 % instead of 95 % at 5 scenes in a simulation, the studentised 94 %); every CI states its number of scenes.",
+    "Scenes are counted as base scenes (the clusters every CI resamples); colour variants are named as such.",
+    "Random-k ablation draws never contain a top-k head (before, a block group with too few other heads drew from all "
+    "of its heads); a group that cannot supply k other heads is refused.",
+    "Degenerate predictions include near-constant ones (relative spread under a tenth of the ground truth's), not only "
+    "exactly constant ones.",
 )
 GRID_ROWS_PER_FIGURE = 6      # more rows per PNG make the images too small to read
 MAX_ERROR_ROWS = 200
@@ -343,13 +360,28 @@ def _num(v: Any) -> str:
     return f"{x:.4g}"
 
 
-def _mean_ci(stat: dict | None) -> str:
+def _ci_bounds(stat: dict) -> tuple[float | None, float | None]:
+    """The CI to show: the studentised one when the summary has it, else (older files) the percentile one."""
+    if "ci95_studentized_low" in stat:
+        return _f(stat.get("ci95_studentized_low")), _f(stat.get("ci95_studentized_high"))
+    return _f(stat.get("ci95_low")), _f(stat.get("ci95_high"))
+
+
+def _mean_ci(stat: dict | None, counts: bool = False) -> str:
+    """mean [CI]; counts=True adds the non-finite and capped counts when there are any."""
     if not stat or _f(stat.get("mean")) is None:
+        if counts and stat and stat.get("n_nonfinite") and not str(stat.get("status", "")).startswith("not computed"):
+            return f"{DASH} ({stat['n_nonfinite']} non-finite)"
         return DASH
-    lo, hi = _f(stat.get("ci95_low")), _f(stat.get("ci95_high"))
-    if lo is None or hi is None:
-        return f"{_num(stat['mean'])} (n={stat.get('n', '?')}, no CI)"
-    return f"{_num(stat['mean'])} [{_num(lo)}, {_num(hi)}]"
+    lo, hi = _ci_bounds(stat)
+    text = (f"{_num(stat['mean'])} (n={stat.get('n', '?')}, no CI)" if lo is None or hi is None
+            else f"{_num(stat['mean'])} [{_num(lo)}, {_num(hi)}]")
+    if counts:
+        extra = ([f"{stat['n_nonfinite']} non-finite"] if stat.get("n_nonfinite") else []) + (
+            [f"{stat['n_capped']} capped at {_num(stat.get('cap'))}"] if stat.get("n_capped") else [])
+        if extra:
+            text += " (" + ", ".join(extra) + ")"
+    return text
 
 
 def _ci_pair(mean: Any, ci: Any) -> str:
@@ -387,37 +419,50 @@ def section_metrics(inp: ReportInputs) -> list[Block]:
     cols = [c for c in KEY_METRICS if c in all_cols]
     lp = s.get("lpips") or {}
     clustered = s.get("clusters") == "base_scene"
+    common = s.get("common_samples") if all("metrics_common" in s["methods"][m] for m in methods) else None
+    n_base = s.get("n_base_scenes", s.get("n_clusters", "?"))
+    scenes = _scene_words(s)
     blocks.append(P(f"Mean over samples [95% CI, {s.get('n_boot', '?')} bootstrap resamples "
-                    + (f"of the {s.get('n_clusters', '?')} base scenes (a scene's lightings and colour variants are "
-                       "resampled together: they are not independent)" if clustered else
-                       "of samples (this score_summary.json predates clustered CIs)")
-                    + f"], computed on mask pixels only; {s.get('n_samples', '?')} samples in "
-                    f"{s.get('n_scenes', '?')} scenes. Headline: every metric under `scalar` alignment (one "
-                    "least-squares scale per prediction, fitted in linear space; sRGB columns encode the aligned "
-                    "prediction), so methods whose albedo scale is arbitrary are compared fairly. Column names read "
-                    "`metric_space_alignment`: `linear` = linear-light RGB, `srgb` = both images sRGB-encoded."))
+                    + (f"of the {n_base} scenes (a scene's lightings and colour variants are resampled together: they "
+                       "are not independent); studentised (bootstrap-t), which holds its level with few scenes"
+                       if clustered else "of samples (this score_summary.json predates clustered CIs)")
+                    + f"], computed on mask pixels only; {s.get('n_samples', '?')} samples of {scenes}. "
+                    + (f"Every method in this table is averaged over the same {common.get('n_samples')} samples of "
+                       f"{common.get('n_base_scenes')} scenes, the ones every method scored (a sample one method "
+                       "failed on is left out of all rows; `n ok / n errors` gives each method's own count). "
+                       if common else "Each method is averaged over its own ok samples (this score_summary.json "
+                                      "predates the common-sample headline). ")
+                    + "Headline: every metric under `scalar` alignment (one least-squares scale per prediction, fitted "
+                    "in linear space; sRGB columns encode the aligned prediction), so methods whose albedo scale is "
+                    "arbitrary are compared fairly. Column names read `metric_space_alignment`: `linear` = "
+                    "linear-light RGB, `srgb` = both images sRGB-encoded. A cell's non-finite count is of samples "
+                    "whose value could not be computed; a perfect prediction's PSNR (infinite) counts as "
+                    f"{_num((s.get('psnr_cap') or {}).get('cap_db', 100))} dB, and the cell says how many were capped."))
+    field = "metrics_common" if common else "metrics"
 
-    def table(columns: list[str]) -> Block:
+    def table(columns: list[str], headline: bool = False) -> Block:
         rows = []
         for m in methods:
             ms = s["methods"][m]
-            cells = []
-            for c in columns:
-                st = ms.get("metrics", {}).get(c)
-                cells.append(_mean_ci(st))
-            rows.append([f"`{m}`", *cells, f"{ms.get('n_ok', '?')} / {ms.get('n_errors', '?')}"])
-        return Table(["method", *[f"`{c}`" for c in columns], "n ok / n errors"], rows)
+            cells = [_mean_ci(ms.get(field, {}).get(c), counts=True) for c in columns]
+            n = [st.get("n", 0) + st.get("n_nonfinite", 0) for st in ms.get(field, {}).values() if isinstance(st, dict)]
+            ncl = max((st.get("n_clusters", 0) for st in ms.get(field, {}).values() if isinstance(st, dict)), default=0)
+            row = [f"`{m}`", *cells, f"{max(n, default=0)} / {ncl}"]
+            if headline:
+                row.append(_degenerate_cell(ms))
+            rows.append(row + [f"{ms.get('n_ok', '?')} / {ms.get('n_errors', '?')}"])
+        return Table(["method", *[f"`{c}`" for c in columns], "samples / scenes"]
+                     + (["degenerate"] if headline else []) + ["n ok / n errors"], rows)
 
     if not methods:
         blocks.append(Note("score_summary.json lists no method apart from ablation runs."))
         return blocks
-    blocks.append(table(cols))
-    degenerate = [f"`{m}` ({s['methods'][m].get('n_degenerate')})" for m in methods
-                  if s["methods"][m].get("n_degenerate")]
-    if degenerate:
-        blocks.append(P("Degenerate predictions (zero or spatially constant over the mask), counted per method: "
-                        + ", ".join(degenerate) + "."))
-    blocks += _paired_block(s, methods, cols)
+    blocks.append(table(cols, headline=True))
+    blocks.append(P("`degenerate`: predictions that are zero, constant or near-constant over the mask (relative "
+                    "spatial spread under a tenth of the ground truth's), counted per method; they are scored, and "
+                    "left out of the illumination-invariance pairs."))
+    blocks += _reference_note(s, methods)
+    blocks += _paired_block(s, methods, [c for c in cols if c not in _signed_columns()])
     if any(c.startswith("lpips") for c in all_cols) and not lp.get("available", False):
         blocks.append(P(f"LPIPS ({DASH}): not computed: {lp.get('reason', 'no reason recorded')}."))
     docs = dict(s.get("columns") or {})
@@ -427,14 +472,67 @@ def section_metrics(inp: ReportInputs) -> list[Block]:
         docs = {**COLUMN_DOCS, **docs}
     except ImportError:  # pragma: no cover - metrics is part of this package
         pass
-    legend = [f"`{c}` ({'lower' if metric_direction(c) > 0 else 'higher'} is better): {docs.get(c, 'no definition recorded')}"
-              for c in cols]
+    from evaluate.metrics import metric_kind
+
+    def better(c: str) -> str:
+        kind = metric_kind(c)
+        if kind == "signed":
+            return "signed: 0 is best, the sign is a direction; never ranked"
+        return "lower is better" if metric_direction(c) > 0 else "higher is better"
+
+    legend = [f"`{c}` ({better(c)}): {docs.get(c, 'no definition recorded')}" for c in cols]
     blocks += [P("**Definitions**"), Items(legend)]
     rest = [c for c in all_cols if c not in cols]
     if rest:
         blocks.append(Details("the other metric columns (alignments `none` and `per_channel`)",
                               children=[table(rest)]))
     return blocks
+
+
+def _signed_columns() -> set[str]:
+    from evaluate.metrics import SIGNED_COLUMNS
+
+    return set(SIGNED_COLUMNS)
+
+
+def _scene_words(s: dict) -> str:
+    """'25 scenes (50 scene versions: the originals and 25 colour variants)' from a score summary's counts."""
+    n_base = s.get("n_base_scenes", s.get("n_clusters"))
+    n_var = s.get("n_colour_variants")
+    if n_base is None:
+        return f"{s.get('n_scenes', '?')} scenes"
+    if n_var:
+        return (f"{n_base} scenes ({s.get('n_scene_versions', s.get('n_scenes', '?'))} scene versions: the originals "
+                f"and {n_var} colour variants, the same scenes with other surface colours)")
+    return f"{n_base} scenes"
+
+
+def _degenerate_cell(ms: dict) -> str:
+    n = ms.get("n_degenerate")
+    if not n:
+        return "0" if n == 0 else DASH
+    kinds = ms.get("n_degenerate_by_kind") or {}
+    parts = [f"{v} {k}" for k, v in kinds.items() if v]
+    return f"{n}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _reference_note(s: dict, methods: list[str]) -> list[Block]:
+    """Which methods' inputs were changed before the model saw them (scores.csv reference_* columns)."""
+    out = []
+    for m in methods:
+        ms = s["methods"][m]
+        down, up = ms.get("n_reference_downscaled") or 0, ms.get("n_reference_upscaled") or 0
+        if down:
+            out.append(f"`{m}`: {down} of {ms.get('n_ok', '?')} predictions were made from a reference larger than the "
+                       "model's maximum side, area-downscaled before the model saw it, and its output was upsampled "
+                       "back: geometry exact, resolution lost (not pixel-exact; `reference_exact` false in scores.csv)")
+        if up:
+            out.append(f"`{m}`: {up} predictions were made from a reference under the model's 64-px minimum, upscaled "
+                       "by an integer factor (each pixel a block) and averaged back per block (exact)")
+        if not down and not up and ms.get("n_reference_transform"):
+            out.append(f"`{m}`: every model input was the render itself, padded to multiples of 16, and the output "
+                       "was cropped back pixel-exactly")
+    return [P("**Model inputs**: " + "; ".join(out) + ".")] if out else []
 
 
 def _paired_block(s: dict, methods: list[str], cols: list[str]) -> list[Block]:
@@ -444,12 +542,18 @@ def _paired_block(s: dict, methods: list[str], cols: list[str]) -> list[Block]:
     others = [m for m in methods if m != BASE_METHOD and isinstance(pd.get(m), dict)]
     if not others:
         return []
-    rows = [[f"`{BASE_METHOD}` − `{m}`", *[_mean_ci(pd[m].get(c)) for c in cols],
-             str(max((pd[m].get(c) or {}).get("n", 0) for c in cols))] for m in others]
+    rows = [[f"`{BASE_METHOD}` − `{m}`", *[_mean_ci(pd[m].get(c), counts=True) for c in cols],
+             str(max((pd[m].get(c) or {}).get("n", 0) for c in cols)),
+             str(max((pd[m].get(c) or {}).get("n_clusters", 0) for c in cols))] for m in others]
+    n_cmp = len(others) * len(cols)
     return [P(f"**Paired differences**: per sample, `{BASE_METHOD}` minus the other method on the same sample, "
-              "mean over the samples both scored [95% CI resampling base scenes]. For errors a negative difference "
-              "favours klein; for PSNR a positive one does; a CI that excludes 0 is a difference the data support."),
-            Table(["difference", *[f"`{c}`" for c in cols], "n samples"], rows)]
+              "mean over the samples both scored [95% CI, studentised, resampling scenes]. For errors a negative "
+              f"difference favours klein; for PSNR a positive one does. This table holds {n_cmp} comparisons "
+              f"({len(others)} method(s) x {len(cols)} columns, the columns strongly related): each CI is at 95 % on "
+              f"its own, uncorrected for the other {n_cmp - 1}, so with no difference anywhere about "
+              f"{0.05 * n_cmp:.2g} of them would still exclude 0 by chance. Read one pre-chosen column "
+              f"(`{cols[0] if cols else DASH}`, the link's and ablation's metric) as the test; the rest describe."),
+            Table(["difference", *[f"`{c}`" for c in cols], "n samples", "scenes"], rows)]
 
 
 def section_invariance(inp: ReportInputs) -> list[Block]:
@@ -482,17 +586,20 @@ def section_invariance(inp: ReportInputs) -> list[Block]:
             n_used = sum(1 for r in mr if _f(r.get(columns[0])) is not None)
             n_deg = sum(int(_f(r.get("n_degenerate")) or 0) for r in mr)
             acc = _mean_ci(((msum.get(m) or {}).get("metrics") or {}).get(acc_col))
-            out.append([f"`{m}`", acc, *cells, str(n_deg), f"{n_used} / {len(mr)}"])
+            n_cl = len({r.get("base_scene") or r.get("scene") for r in mr if _f(r.get(columns[0])) is not None})
+            out.append([f"`{m}`", acc, *cells, str(n_deg), f"{n_used} / {len(mr)}", str(n_cl)])
         return out
 
-    blocks.append(P("Per scene: disagreement between the predictions of one scene under its different lightings "
+    blocks.append(P("Per scene version (a scene or one of its colour variants: each has its own albedo): "
+                    "disagreement between its predictions under its different lightings "
                     "(linear values, after scale alignment), normalised by the predictions' energy so that it does "
-                    "not reward dark outputs; mean over scenes [95% CI resampling base scenes]. Ground truth scores 0; "
+                    "not reward dark outputs; mean over scene versions [95% CI, studentised, resampling scenes: a "
+                    "scene's colour variants are resampled with it]. Ground truth scores 0; "
                     "lower is more consistent. Consistency alone is not correctness (a constant output is perfectly "
-                    f"consistent), so accuracy (`{acc_col}`) stands beside it, and degenerate predictions (zero or "
-                    "constant over the mask) are left out of the pairs and counted."))
-    blocks.append(Table(["method", f"accuracy `{acc_col}`", *[f"`{c}`" for c in head], "degenerate predictions",
-                         "scenes used / scenes"], table(head)))
+                    f"consistent), so accuracy (`{acc_col}`) stands beside it, and degenerate predictions (zero, "
+                    "constant or near-constant over the mask) are left out of the pairs and counted."))
+    headers = ["degenerate predictions", "scene versions used / scene versions", "scenes"]
+    blocks.append(Table(["method", f"accuracy `{acc_col}`", *[f"`{c}`" for c in head], *headers], table(head)))
     try:
         from evaluate.metrics import COLUMN_DOCS
 
@@ -502,7 +609,7 @@ def section_invariance(inp: ReportInputs) -> list[Block]:
     if legacy:
         blocks.append(Details("the earlier, scale-dependent `inv_mse_linear_*` (do not rank methods by it)",
                               children=[Table(["method", f"accuracy `{acc_col}`", *[f"`{c}`" for c in legacy],
-                                               "degenerate predictions", "scenes used / scenes"], table(legacy))]))
+                                               *headers], table(legacy))]))
     return blocks
 
 
@@ -521,19 +628,33 @@ def section_link(inp: ReportInputs) -> list[Block]:
                         "image klein edits; an image probe (`probe run --stimuli images`) gives the direct, per-sample "
                         "link."))
     half = ln.get("expected_halfwidth_at_0", sp.get("expected_halfwidth_at_0"))
+    cm = sp.get("cluster_means") or {}
+    ps = ln.get("partial_spearman") or {}
+    n_sc = str(ln.get("n_clusters", sp.get("n_clusters", "?")))
     blocks.append(Table(
-        ["kind", "method", "metric", "Spearman rho [95% CI]", "rho, p over scene means", "p (samples as independent)",
-         "n points", "scenes", "CI half-width expected at rho = 0", "bootstrap resamples"],
+        ["kind", "method", "metric", "Spearman rho [95% CI] (samples, CI over scenes)", "rho over scene means [95% CI], p",
+         f"rho over scene means controlling for `{ps.get('control', 'image_as_albedo')}`'s error [95% CI], p",
+         "p (samples as independent)", "n points", "scenes", "CI half-width expected at rho = 0", "bootstrap resamples"],
         [[kind, f"`{ln.get('method', '?')}`", f"`{ln.get('metric', '?')}`",
           _ci_pair(sp.get("rho"), [sp.get("ci_low"), sp.get("ci_high")]),
-          (f"{_num(cm.get('rho'))}, {_num(cm.get('p'))}" if (cm := sp.get("cluster_means")) else "n/a"),
+          (f"{_ci_pair(cm.get('rho'), [cm.get('ci_low'), cm.get('ci_high')])}, p = {_num(cm.get('p'))}" if cm else "n/a"),
+          (f"{_ci_pair(ps.get('rho'), [ps.get('ci_low'), ps.get('ci_high')])}, p = {_num(ps.get('p'))}"
+           if ps.get("available") else ("not computed: " + ps.get("reason", "") if ps else "n/a (older link.json)")),
           _num(sp.get("p")),
-          str(ln.get("n_matched", sp.get("n", "?"))), str(ln.get("n_clusters", sp.get("n_clusters", "?"))),
+          str(ln.get("n_matched", sp.get("n", "?"))), n_sc,
           _num(half), str(sp.get("n_boot", "?"))]]))
-    blocks.append(P("The CI resamples base scenes; the expected half-width at rho = 0 (Fisher z, for the number of "
-                    "scenes) is the power: a CI about that wide around 0 is what no link looks like. The p to read "
-                    "is the one over scene means (one point per scene: independent units); the p over samples "
-                    "takes a scene's samples as independent and is optimistic, shown only beside it."))
+    blocks.append(P(f"Every interval here is over {n_sc} scenes. The CI of the sample-level rho resamples scenes; the "
+                    "expected half-width at rho = 0 (Fisher z, for the number of scenes) is the power: a CI about "
+                    "that wide around 0 is what no link looks like. The p to read is over scene means (one point per "
+                    "scene: independent units); the p over samples takes a scene's samples as independent and is "
+                    "optimistic, shown only beside it. **The confound**: a sample's selectivity (render minus its "
+                    "albedo image) and klein's error both grow with how far the render is from its albedo (its "
+                    "shading), so a positive rho is expected with no mechanism at all. The controlled rho partials "
+                    f"out `{ps.get('control', 'image_as_albedo')}`'s error on the same samples (the image taken as its "
+                    "albedo: that distance, in the same metric); a link that holds beside it is not shading strength."
+                    + (f" Selectivity follows the control with rho = {_num(ps.get('rho_selectivity_control'))}, the "
+                       f"error with rho = {_num(ps.get('rho_error_control'))} (scene means)." if ps.get("available")
+                       else "")))
     sel = ln.get("selection") or {}
     if sel.get("rule"):
         blocks.append(P(f"Units ({ln.get('top_k', '?')}): {sel['rule']}."))
@@ -558,21 +679,26 @@ def _ablation_plot(path: Path, ab: dict, metric: str, random_weights: bool) -> b
     fig, ax = plt.subplots(figsize=(max(4.8, 1.6 + 1.4 * len(ks)), 3.8), dpi=120)
     for i, k in enumerate(ks):
         e = ab["by_k"][k]["metrics"][metric]
-        for dx, mean, ci, colour, label in ((-0.18, e.get("top_harm_mean"), e.get("top_harm_ci"), "tab:red", "top-k"),
-                                            (0.18, e.get("random_harm_mean"), e.get("random_harm_ci"), "tab:grey",
-                                             "random k (mean over draws)")):
-            m = _f(mean)
-            if m is None:
-                continue
+        # top-k: its mean harm with the CI over scenes; random k: every draw's mean harm as a point and their mean
+        # as a line, no interval, so the two cannot be read as two CIs of one kind
+        m = _f(e.get("top_harm_mean"))
+        if m is not None:
+            ci = e.get("top_harm_ci_studentized", e.get("top_harm_ci"))
             lo, hi = (_f(ci[0]), _f(ci[1])) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
-            yerr = [[m - lo], [hi - m]] if lo is not None and hi is not None else None
-            ax.bar(i + dx, m, width=0.34, color=colour, yerr=yerr, capsize=3, label=label if i == 0 else None)
+            yerr = ([[m - lo], [hi - m]] if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi)
+                    else None)
+            ax.bar(i - 0.18, m, width=0.34, color="tab:red", yerr=yerr, capsize=3,
+                   label="top-k mean harm, 95% CI over scenes" if i == 0 else None)
         draws = [x for x in (_f(v) for v in e.get("random_draw_means") or []) if x is not None]
         if draws:
-            ax.scatter(np.full(len(draws), i + 0.18), draws, s=12, color="black", zorder=3,
-                       label="random draw means" if i == 0 else None)
+            ax.scatter(np.full(len(draws), i + 0.18), draws, s=14, color="tab:grey", zorder=3,
+                       label="random k: each draw's mean harm" if i == 0 else None)
+            ax.hlines(float(np.mean(draws)), i + 0.04, i + 0.32, color="black", lw=1.5,
+                      label="random k: mean of the draws" if i == 0 else None)
+
     ax.axhline(0, color="black", lw=0.6)
-    ax.set_xticks(range(len(ks)), [f"k = {k}" for k in ks])
+    ax.set_xticks(range(len(ks)), [f"k = {k}\nrank p = {_num(ab['by_k'][k]['metrics'][metric].get('rank_p_top_hurts_more'))}"
+                                   for k in ks])
     ax.set_ylabel("harm: ablated - unablated\n(> 0 = worse)", fontsize=8)
     ax.set_title(("RANDOM WEIGHTS - not a finding\n" if random_weights else "") + f"top-k vs random-k head ablation ({metric})",
                  fontsize=9)
@@ -601,25 +727,36 @@ def section_ablation(inp: ReportInputs, random_weights: bool) -> list[Block]:
                                                        if sel.get("n_filled") else ""))
         e = (entry.get("metrics") or {}).get(metric)
         if not e:
-            rows.append([k, DASH, DASH, DASH, DASH, DASH, "primary metric not computed"])
+            rows.append([k, DASH, DASH, DASH, DASH, DASH, DASH, "primary metric not computed"])
             continue
         p = e.get("rank_p_top_hurts_more", e.get("p_top_hurts_more"))
         pmin = e.get("p_min_attainable")
         if pmin is None and e.get("n_random_draws"):
             pmin = 1 / (1 + e["n_random_draws"])
-        rows.append([k, _ci_pair(e.get("top_harm_mean"), e.get("top_harm_ci")),
-                     _ci_pair(e.get("random_harm_mean"), e.get("random_harm_ci")), _num(p), _num(pmin),
-                     str(e.get("n_random_draws", "?")), str(e.get("n_samples", "?"))])
-    blocks.append(P(f"Primary metric `{metric}`. Harm = metric(ablated) - metric(unablated) per sample, signed so "
-                    "that > 0 means worse. Top-k: mean harm [95% CI resampling base scenes]. Random: k heads drawn "
-                    "from the same blocks and token regions as the top-k; mean of the draws' mean harms [Student-t "
-                    "95% interval from the spread between draws]. Rank p = (1 + #draws whose mean harm >= top-k's) / "
-                    "(1 + #draws) for 'top-k hurts more than random k': it cannot go below 1/(1 + #draws), listed as "
-                    "the smallest attainable p (19 draws are needed to reach 0.05). "
+        rng_ = e.get("random_draw_range") or [None, None]
+        draws = (f"mean {_num(e.get('random_harm_mean'))}; draws from {_num(rng_[0])} to {_num(rng_[1])}"
+                 if _f(e.get("random_harm_mean")) is not None else DASH)
+        overlap = entry.get("random_overlap_with_top")
+        rows.append([k, _num(p), _num(pmin), _ci_pair(e.get("top_harm_mean"),
+                                                      e.get("top_harm_ci_studentized", e.get("top_harm_ci"))),
+                     draws, str(e.get("n_random_draws", "?")),
+                     str(sum(overlap)) if isinstance(overlap, list) else DASH,
+                     f"{e.get('n_samples', '?')} / {e.get('n_clusters', '?')}"])
+    blocks.append(P(f"Primary metric `{metric}`. **Read the rank p first**: rank p = (1 + #draws whose mean harm >= "
+                    "top-k's) / (1 + #draws) for 'top-k hurts more than random k'; it cannot go below 1/(1 + #draws), "
+                    "listed as the smallest attainable p (19 draws are needed to reach 0.05). Harm = metric(ablated) - "
+                    "metric(unablated) per sample, signed so that > 0 means worse. Top-k: mean harm over samples "
+                    "[95% CI over scenes, studentised: how well the samples pin down this one head set's harm]. "
+                    "Random k: k heads drawn from the other heads of the top-k's block groups (same blocks and token "
+                    "regions, never a top-k head; the overlap column counts any top-k head in a draw); shown as the "
+                    "mean and the range of the draws' mean harms, the distribution the rank p compares with. The two "
+                    "are different kinds of spread (over scenes for one head set; over head sets), so a top-k CI that "
+                    "misses the random range is not a test: the rank p is. "
                     + (f"Ablation: {inp.ablation_plan.get('definition')}." if inp.ablation_plan and
                        inp.ablation_plan.get("definition") else "")))
-    blocks.append(Table(["k", "top-k harm [95% CI]", "random-k harm [95% CI]", "rank p", "smallest attainable p",
-                         "random draws", "samples"], rows))
+    blocks.append(Table(["k", "rank p", "smallest attainable p", "top-k harm [95% CI over scenes]",
+                         "random k: draws' mean harms", "random draws", "top-k heads in the draws",
+                         "samples / scenes"], rows))
     if rules:
         blocks += [P("**Which heads** (the selection rule, as applied):"), Items(rules)]
     if _ablation_plot(inp.out / "figures" / "ablation.png", ab, metric, random_weights):
@@ -736,8 +873,8 @@ def _load_cells(inp: ReportInputs, ds, sid: str, methods: list[str]) -> dict[str
             cells[m] = "no prediction"
             continue
         try:
-            pred, _ = read_prediction(inp.pred / m, pe[sid])
-            pred, _ = match_size(pred, gt.mask.shape)
+            pred, _ = read_prediction(inp.pred / m, pe[sid], finite=False)
+            pred, _ = match_size(np.nan_to_num(pred, nan=0.0, posinf=0.0, neginf=0.0), gt.mask.shape)
         except Exception as e:
             cells[m] = f"unreadable:\n{type(e).__name__}"
             continue
@@ -831,8 +968,12 @@ def section_grids(inp: ReportInputs, max_grid: int, random_weights: bool) -> lis
     vmax = float(np.quantile(finite, 0.99)) if finite.size else 1.0
     vmax = vmax if vmax > 0 else 1e-6
     columns = [(k, lab or f"{BASE_METHOD} error |GT - s*pred|\n(linear, one LS scale s)") for k, lab in columns]
-    n_scenes = len({sc for sid, sc in pool if sid in set(chosen)})
-    blocks.append(P(f"{len(chosen)} of {len(ds.samples)} samples from {n_scenes} scenes. Columns: the rendered "
+    base_of = {x.id: x.base_scene for x in ds.samples}
+    n_scenes = len({base_of.get(sid, sc) for sid, sc in pool if sid in set(chosen)})
+    n_versions = len({sc for sid, sc in pool if sid in set(chosen)})
+    blocks.append(P(f"{len(chosen)} of {len(ds.samples)} samples from {n_scenes} scenes"
+                    + (f" ({n_versions} scene versions: originals and colour variants)" if n_versions != n_scenes else "")
+                    + ". Columns: the rendered "
                     "input, the ground-truth albedo and every prediction as written (sRGB encoding of the linear "
                     "values clipped to [0, 1]; no scale alignment)"
                     + (f"; error map of `{BASE_METHOD}`: mean over channels of |GT - s * pred| in linear values, "
@@ -847,6 +988,12 @@ def section_grids(inp: ReportInputs, max_grid: int, random_weights: bool) -> lis
     return blocks
 
 
+def section_mit(inp: ReportInputs) -> list[Block]:
+    """The MIT intrinsic images benchmark's protocol table (evaluate mit), when OUT holds mit_protocol.json."""
+    from evaluate.mit_protocol import report_parts
+
+    make = {"h": H, "p": P, "note": Note, "table": Table}
+    return [make[kind](*args) for kind, *args in report_parts(inp.out)]
 
 def known_answer_sources(inp: ReportInputs) -> dict[str, dict]:
     """{file: known-answer record summary} for every model record of a known-answer model (probe.klein.known):
@@ -865,6 +1012,7 @@ def known_answer_sources(inp: ReportInputs) -> dict[str, dict]:
     if inp.probe_config:
         look("probe config.json", inp.probe_config.get("model"))
     return found
+
 
 # ---------------------------------------------------------------------------------------------
 # the report
@@ -902,6 +1050,7 @@ def write_report(out: Path, data: Path | None = None, probe: Path | None = None,
     blocks += section_metrics(inp)
     blocks += section_invariance(inp)
     blocks += section_grids(inp, max_grid, random_weights)
+    blocks += section_mit(inp)
     blocks += section_link(inp)
     blocks += section_ablation(inp, random_weights)
     blocks += section_errors(inp)

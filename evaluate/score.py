@@ -10,16 +10,23 @@ render manifest and each method, the prediction is the linear EXR when it exists
 decoded to linear. Writes into `out_dir`:
 
 - scores.csv           one row per (method, sample): status ok/error, the error message, the
-                       prediction's source file and size, whether and how it was resized, the
+                       prediction's source file and size, whether and how scoring resized it
+                       (`resized`, `resize_interp`), how the model's input was changed before the
+                       model saw it (`reference_scale_mode`, `reference_exact`, `reference_model_hw`,
+                       from the sidecar's reference transform; empty for methods without one), the
                        sample's cluster (`base_scene`), then every metric column of
-                       `evaluate.metrics` (empty when not computed), shading leakage, and
-                       `degenerate` (zero or constant prediction);
+                       `evaluate.metrics` (empty when not computed), shading leakage (signed and
+                       magnitude) with the counts of its fit, `degenerate` (zero, constant or
+                       near-constant prediction) and `n_nonfinite_outside_mask`;
 - invariance.csv       one row per (method, scene): disagreement between the scene's predictions
                        under its different lightings (inv_nmse_linear_*: scale-free; inv_mse_linear_*:
                        the earlier, scale-dependent form); 0 for ground truth;
-- score_summary.json   per method: mean and 95% CI of every column, resampling scenes (cluster
+- score_summary.json   per method: mean and 95% CIs of every column, resampling scenes (cluster
                        bootstrap over `base_scene`: the lightings and colour variants of one scene are
-                       not independent), n ok / n errors, the error list, LPIPS status and reason;
+                       not independent; percentile and studentised, see evaluate.stats), over the
+                       method's own ok samples (`metrics`) and over the samples every (non-ablation)
+                       method scored (`metrics_common`, the headline's); n ok / n errors, the error
+                       list, the settings its predictions were made with, LPIPS status and reason;
                        `paired_differences`: klein minus each other method per column, over the
                        samples both scored, with cluster-bootstrap CIs;
 - score_config.json    the resolved configuration and library versions.
@@ -29,14 +36,24 @@ after a sharded generate (whose ranks write no shared file) the folder's index i
 
 A missing or unreadable prediction is an error row, never a silent skip; so is a prediction whose
 sidecar records a reference image other than the one the render folder holds now (the render was
-redone: regenerate). A prediction whose size differs from the ground truth is resized to it (area
-averaging when shrinking both axes, bilinear otherwise, on linear values) and the row records it;
-`evaluate generate` writes predictions at the ground truth's size (see probe.klein.registration).
+redone: regenerate), and one with a non-finite value inside the mask (non-finite values outside it
+are counted and set to 0: they are never scored). A prediction whose size differs from the ground
+truth is resized to it (area averaging when shrinking both axes, bilinear otherwise, on linear
+values) and the row records it; `evaluate generate` writes predictions at the ground truth's size
+(see probe.klein.registration).
+
+A method folder whose predictions were made with different settings (a partial rerun with another
+seed, steps or instruction) is refused (ScoreError naming the differing fields) before anything is
+written: one method is one setting, never a silent pool.
+
+PSNR is infinite for a perfect prediction: the summary counts such a value as PSNR_CAP (100 dB) and
+says how many it capped (`n_capped`); scores.csv keeps `inf`.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import os
 import sys
@@ -50,29 +67,50 @@ from typing import Any, Sequence
 import numpy as np
 
 from probe.io.jsonio import json_clean, versions, write_json
-from evaluate.metrics import (COLUMN_DOCS, INVARIANCE_COLUMNS, LpipsScorer, LpipsStatus, MetricConfig,
-                              all_metric_columns, invariance, score_pair)
-from evaluate.stats import bootstrap_mean_ci, paired_difference
+from evaluate.metrics import (COLUMN_DOCS, INVARIANCE_COLUMNS, LEAKAGE_COUNT_COLUMNS, LpipsScorer, LpipsStatus,
+                              MetricConfig, all_metric_columns, invariance, score_pair)
+from evaluate.stats import CI_DEFINITIONS, PSNR_CAP, bootstrap_mean_ci, paired_difference
 
 __all__ = [
     "ScoreConfig", "ScoreResult", "SampleRef", "Dataset", "open_dataset", "discover_methods",
     "load_prediction_manifest", "read_prediction", "match_size", "bootstrap_mean_ci", "score", "refresh_indexes",
     "add_score_arguments", "main_score", "ROW_COLUMNS", "SCALE_COLUMNS", "ScoreError", "GroundTruth",
+    "REFERENCE_COLUMNS", "DIAGNOSTIC_COLUMNS", "check_uniform_settings", "reference_fields",
 ]
 
 ROW_COLUMNS = ("method", "sample", "scene", "lighting", "base_scene", "variant", "status", "error", "pred_source",
                "pred_hw", "gt_hw", "resized", "resize_interp", "n_valid", "degenerate")
+# how the model's input was changed before it saw it (the sidecar's reference_transform; klein only)
+REFERENCE_COLUMNS = ("reference_scale_mode", "reference_exact", "reference_model_hw")
+DIAGNOSTIC_COLUMNS = LEAKAGE_COUNT_COLUMNS + ("n_nonfinite_outside_mask",)
 SCALE_COLUMNS = ("scale_scalar", "scale_per_channel_r", "scale_per_channel_g", "scale_per_channel_b")
 INV_ROW_COLUMNS = ("method", "scene", "base_scene", "n_lightings", "n_ok", "n_pairs", "n_degenerate", "note")
 BASE_METHOD = "klein"
-SUMMARY_WHAT = ("per method: mean and percentile 95% CI of every column, resampling clusters (base scenes: a "
-                "scene's lightings and colour variants together) with replacement; invariance: per scene, the same "
-                "over clusters; non-finite values left out and counted. paired_differences: klein minus each other "
+SUMMARY_WHAT = ("per method: mean and 95% CIs (percentile: ci95_low/high; studentised: ci95_studentized_low/high, "
+                "see ci_definitions) of every column, resampling clusters (base scenes: a scene's lightings and colour "
+                "variants together) with replacement; `metrics` over the method's own ok samples, `metrics_common` "
+                "over the samples every non-ablation method scored (common_samples); invariance: per scene version, "
+                "the same over clusters; NaN values left out and counted (n_nonfinite), PSNR's inf (a perfect "
+                "prediction) counted as the cap and counted (n_capped). paired_differences: klein minus each other "
                 "method per sample (samples both scored), clustered CI")
+COUNTS_DEFINITION = ("n_base_scenes: the scenes, the independent units every CI resamples (a scene with its "
+                     "lightings and colour variants); n_scene_versions: originals plus colour variants (a colour "
+                     "variant is the same scene with other surface colours); n_colour_variants: the variants among "
+                     "them; n_scenes (kept for earlier readers) = n_scene_versions; n_clusters = n_base_scenes")
 
 
 class ScoreError(ValueError):
     """Inputs that cannot be scored at all (missing folders, ids that match nothing)."""
+
+
+SCALE_UNKNOWN_NOTE = ("samples whose albedo scale is unknown (albedo_scale_known: false, a real dataset such as the "
+                      "MIT intrinsic images, render.mit) are scored with scale-free alignments only: their `*_none` "
+                      "columns are left empty")
+
+
+def scale_unknown(entry: dict) -> bool:
+    """True when the sample's ground-truth albedo is known only up to a factor (render.mit imports)."""
+    return entry.get("albedo_scale_known") is False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,7 +179,7 @@ class Dataset:
             s = self._rd.load_sample(self.root, sample_id, {"samples": [self._entries[sample_id]]})
             return GroundTruth(np.asarray(s.albedo_linear, np.float32)[..., :3], np.asarray(s.mask, bool),
                                np.asarray(s.image_linear, np.float32)[..., :3] if image else None,
-                               np.asarray(s.shading, np.float32)[..., :3])
+                               None if s.shading is None else np.asarray(s.shading, np.float32)[..., :3])
         from render.imageio import read_exr, read_png_srgb
 
         e = self._entries[sample_id]
@@ -203,11 +241,12 @@ def load_prediction_manifest(pred_dir: str | os.PathLike, method: str) -> dict:
     return {**store.manifest(), "predictions": entries}
 
 
-def read_prediction(method_dir: str | os.PathLike, entry: dict) -> tuple[np.ndarray, str]:
+def read_prediction(method_dir: str | os.PathLike, entry: dict, finite: bool = True) -> tuple[np.ndarray, str]:
     """(linear float32 [H, W, 3], source) of one manifest entry; raises with a clear message.
 
     The linear EXR wins when its file exists; else the sRGB PNG is decoded (IEC 61966-2-1) to
-    linear. A grey (1-channel) prediction is repeated to 3 channels; alpha is dropped.
+    linear. A grey (1-channel) prediction is repeated to 3 channels; alpha is dropped. finite=True
+    raises on any non-finite value; scoring passes False and judges them against the mask itself.
     """
     from render.imageio import read_exr, read_png_srgb
 
@@ -233,13 +272,28 @@ def read_prediction(method_dir: str | os.PathLike, entry: dict) -> tuple[np.ndar
             arr = arr[..., :3]
         else:
             raise ValueError(f"prediction {path} has {arr.shape[-1]} channels; expected 1, 3 or 4")
-        if not np.isfinite(arr).all():
+        if finite and not np.isfinite(arr).all():
             raise ValueError(f"prediction {path} has non-finite values")
         src = "exr_linear" if key == "albedo_linear" else "png_srgb"
         return arr, src
     if not tried:
         raise ValueError("manifest entry names neither `albedo_linear` nor `albedo_srgb`")
     raise FileNotFoundError(f"missing prediction file(s): {', '.join(tried)}")
+
+
+def reference_fields(entry: dict) -> dict:
+    """scores.csv's REFERENCE_COLUMNS from a prediction's sidecar: how its input was changed before the
+    model saw it (probe.klein.registration); empty for predictions without a reference transform."""
+    t = entry.get("reference_transform")
+    if not isinstance(t, dict):
+        t = ((entry.get("key") or {}).get("reference_transform") if isinstance(entry.get("key"), dict) else None)
+    if not isinstance(t, dict):
+        return {}
+    model = t.get("model") or [None, None]
+    mode = t.get("scale_mode")
+    return {"reference_scale_mode": mode,
+            "reference_exact": bool(t["exact"]) if "exact" in t else (mode != "downscale_area" if mode else None),
+            "reference_model_hw": f"{model[1]}x{model[0]}" if None not in model else None}
 
 
 def match_size(pred: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, str]:
@@ -259,6 +313,45 @@ def match_size(pred: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, str]:
     if out.ndim == 2:
         out = out[..., None]
     return out, name
+
+
+def _dotted(d: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return "<absent>"
+        d = d[part]
+    return d
+
+
+def check_uniform_settings(pred_dir: str | os.PathLike, methods: Sequence[str]) -> dict[str, dict | None]:
+    """{method: its one generation setting (the key without per-sample fields), None without sidecars}.
+
+    Raises ScoreError naming the method, the differing fields, their values and how many predictions
+    each setting made, when a folder holds predictions made with more than one setting."""
+    from evaluate.predictions import PredictionStore, key_differences
+
+    out, problems = {}, []
+    for m in methods:
+        groups = PredictionStore(pred_dir, m).settings_groups()
+        if len(groups) <= 1:
+            out[m] = groups[0]["key"] if groups else None
+            continue
+        first = groups[0]
+        diffs = []
+        for g in groups[1:]:
+            for f in key_differences(first["key"], g["key"]):
+                a, b = _dotted(first["key"], f), _dotted(g["key"], f)
+                diffs.append(f"{f} = {json.dumps(a, default=str)[:60]} ({first['n_predictions']} predictions, e.g. "
+                             f"{first['samples'][0]}) vs {json.dumps(b, default=str)[:60]} ({g['n_predictions']}, e.g. "
+                             f"{g['samples'][0]})")
+        problems.append(f"method {m!r} ({Path(pred_dir) / m}) holds predictions made with {len(groups)} different "
+                        f"settings: " + "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else ""))
+    if problems:
+        raise ScoreError(" ".join(problems) + ". Scoring them as one method would pool different settings. Rerun "
+                         "`python -m evaluate generate` with the settings you want (finished predictions with that "
+                         "setting are kept, the others regenerated), write the other setting to its own --method "
+                         "folder, or leave the folder out with --methods; nothing was written.")
+    return out
 
 
 def stale_reference(data_dir: Path, entry: dict, cache: dict) -> str:
@@ -362,6 +455,7 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
         if not methods:
             raise ScoreError(f"no method folder with a manifest.json in {pred_dir}")
     methods = tuple(methods)
+    settings = check_uniform_settings(pred_dir, methods)     # before anything is written
     refresh_indexes(pred_dir, methods)
     cfg = ScoreConfig(str(data_dir), str(pred_dir), str(out_dir), methods, n_boot, seed, lpips, metric_config)
 
@@ -418,14 +512,29 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
             if stale:
                 row.update(status="error", error=stale)
                 continue
+            row.update(reference_fields(entry))
             try:
-                pred, src = read_prediction(pred_dir / m, entry)
+                pred, src = read_prediction(pred_dir / m, entry, finite=False)
                 row["pred_source"] = src
                 row["pred_hw"] = f"{pred.shape[0]}x{pred.shape[1]}"
+                bad = ~np.isfinite(pred).all(axis=-1)
+                if bad.any():
+                    pred = np.where(bad[..., None], 0.0, pred).astype(np.float32)
                 pred, interp = match_size(pred, gt.mask.shape)
+                n_bad = 0
+                if bad.any():
+                    if interp:      # the pixels the non-finite ones reach after resizing
+                        bad = match_size(bad[..., None].astype(np.float32), gt.mask.shape)[0][..., 0] > 0
+                    n_in = int((bad & gt.mask).sum())
+                    if n_in:
+                        raise ValueError(f"prediction has {n_in} pixel(s) with non-finite values inside the mask")
+                    n_bad = int(bad.sum())
+                row["n_nonfinite_outside_mask"] = n_bad
                 row["resized"] = bool(interp)
                 row["resize_interp"] = interp
                 row.update(score_pair(gt.albedo_linear, pred, gt.mask, metric_config, scorer, shading=gt.shading))
+                if scale_unknown(ds.entry(s.id)):
+                    row.update({c: float("nan") for c in mcols if c.endswith("_none")})
                 row["status"] = "ok"
                 kept[m] = (pred, gt.mask, bool(row["degenerate"]))
             except Exception as e:
@@ -489,7 +598,7 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
     elapsed = time.perf_counter() - t0
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    columns = list(ROW_COLUMNS) + mcols + list(SCALE_COLUMNS)
+    columns = list(ROW_COLUMNS) + list(REFERENCE_COLUMNS) + mcols + list(SCALE_COLUMNS) + list(DIAGNOSTIC_COLUMNS)
     for r in rows:
         if r.get("status") != "ok":
             r.pop("degenerate", None)
@@ -498,21 +607,43 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
 
     lp = {"available": scorer is not None, "reason": lp_status.reason, "net": lp_status.net,
           "backbone_weights": lp_status.backbone_weights}
+    n_base = len(set(cluster_of.values()))
+    main_methods = [m for m in methods if "__ablate_" not in m]
+    ok_by = {m: {r["sample"] for r in rows if r["method"] == m and r.get("status") == "ok"} for m in main_methods}
+    common = sorted(set.intersection(*ok_by.values())) if ok_by else []
     summary = {
-        "what": SUMMARY_WHAT, "clusters": "base_scene",
-        "n_samples": len(ds.samples), "n_scenes": len(n_per_scene), "n_clusters": len(set(cluster_of.values())),
+        "what": SUMMARY_WHAT, "clusters": "base_scene", "ci_definitions": CI_DEFINITIONS,
+        "n_samples": len(ds.samples), "n_scenes": len(n_per_scene), "n_clusters": n_base,
+        "n_base_scenes": n_base, "n_scene_versions": len(n_per_scene),
+        "n_colour_variants": len({s.scene for s in ds.samples if s.variant}), "counts_definition": COUNTS_DEFINITION,
+        "common_samples": {"methods": main_methods, "n_samples": len(common),
+                           "n_base_scenes": len({cluster_of[i] for i in common}),
+                           "definition": "the samples every non-ablation method scored ok (`metrics_common` of each "
+                                         "method is over exactly these): the headline compares like with like"},
+        "psnr_cap": {"cap_db": PSNR_CAP, "definition": "a perfect prediction's PSNR is infinite; means and "
+                                                       "differences count it as the cap (n_capped says how often)"},
         "n_boot": n_boot, "seed": seed,
         "lpips": lp, "columns": {c: COLUMN_DOCS[c] for c in mcols + list(INVARIANCE_COLUMNS)},
         "seconds": round(elapsed, 3), "methods": {},
     }
+    if any(scale_unknown(ds.entry(s.id)) for s in ds.samples):
+        summary["alignment_note"] = SCALE_UNKNOWN_NOTE
     for m in methods:
         mrows = [r for r in rows if r["method"] == m]
         ok = [r for r in mrows if r.get("status") == "ok"]
         errs = [r for r in mrows if r.get("status") != "ok"]
         msum: dict[str, Any] = {
             "n_samples": len(mrows), "n_ok": len(ok), "n_errors": len(errs),
+            "n_base_scenes_ok": len({r["base_scene"] for r in ok}),
             "n_resized": sum(1 for r in ok if r.get("resized")),
             "n_degenerate": sum(1 for r in ok if r.get("degenerate")),
+            "n_degenerate_by_kind": {k: sum(1 for r in ok if r.get("degenerate") == k)
+                                     for k in ("zero", "constant", "near-constant")},
+            "n_reference_transform": sum(1 for r in ok if r.get("reference_scale_mode")),
+            "n_reference_downscaled": sum(1 for r in ok if r.get("reference_scale_mode") == "downscale_area"),
+            "n_reference_upscaled": sum(1 for r in ok if r.get("reference_scale_mode") == "upscale_nearest"),
+            "n_not_pixel_exact": sum(1 for r in ok if r.get("reference_exact") is False),
+            "settings": settings.get(m),
             "errors": [{"sample": r["sample"], "error": r.get("error")} for r in errs],
             "ignored_prediction_ids": unknown.get(m, []),
             "colour_space": manifests[m].get("colour_space", manifests[m].get("colour_space_note")),
@@ -523,9 +654,16 @@ def score(data_dir: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str
             if c.startswith("lpips") and scorer is None:
                 msum["metrics"][c] = {"mean": None, "ci95_low": None, "ci95_high": None, "n": 0,
                                       "n_nonfinite": len(ok), "status": "not computed: " + lp_status.reason}
+                if m in main_methods:
+                    msum.setdefault("metrics_common", {})[c] = {**msum["metrics"][c], "n_nonfinite": len(common)}
                 continue
+            cap = PSNR_CAP if c.startswith("psnr") else None
             msum["metrics"][c] = bootstrap_mean_ci([r.get(c, float("nan")) for r in ok], n_boot, seed,
-                                                   clusters=[r["base_scene"] for r in ok])
+                                                   clusters=[r["base_scene"] for r in ok], cap=cap)
+            if m in main_methods:
+                cr = [r for r in ok if r["sample"] in set(common)]
+                msum.setdefault("metrics_common", {})[c] = bootstrap_mean_ci(
+                    [r.get(c, float("nan")) for r in cr], n_boot, seed, clusters=[r["base_scene"] for r in cr], cap=cap)
         minv = [r for r in inv_rows if r["method"] == m]
         msum["invariance"]["n_scenes"] = len(minv)
         msum["invariance"]["n_degenerate"] = sum(r.get("n_degenerate", 0) for r in minv)
@@ -560,11 +698,14 @@ def _paired(rows: list[dict], methods: Sequence[str], cols: Sequence[str], clust
 
     res: dict[str, Any] = {"definition": f"per sample {BASE_METHOD} minus the other method (same sample, same "
                                          "ground truth); mean over samples both scored; 95% CI resampling base "
-                                         "scenes; for errors < 0 favours klein, for PSNR > 0 does"}
+                                         "scenes; for errors < 0 favours klein, for PSNR > 0 does; for the signed "
+                                         "shading_leakage_linear it is a difference of directions and favours "
+                                         "nobody (shading_leakage_abs_linear < 0 favours klein)"}
     for m in methods:
         if m == BASE_METHOD or "__ablate_" in m:
             continue
-        res[m] = {c: paired_difference(values(BASE_METHOD, c), values(m, c), cluster_of, n_boot, seed) for c in cols}
+        res[m] = {c: paired_difference(values(BASE_METHOD, c), values(m, c), cluster_of, n_boot, seed,
+                                       cap=PSNR_CAP if c.startswith("psnr") else None) for c in cols}
     return res
 
 

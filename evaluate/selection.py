@@ -31,7 +31,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["SELECT_CHOICES", "ProbeRun", "Selection", "read_probe", "rank_units", "select_heads", "ProbeError"]
+__all__ = ["SELECT_CHOICES", "ProbeRun", "Selection", "read_probe", "rank_units", "select_heads", "ProbeError",
+           "random_matched_units", "overlap_with_top"]
 
 SELECT_CHOICES = ("render_vs_albedo", "lighting", "albedo")
 DEFAULT_ALPHA = 0.05
@@ -58,6 +59,12 @@ class ProbeRun:
     @property
     def unit_names(self) -> list[str]:
         return [str(u) for u in self.units["unit"]]
+
+    @property
+    def text_tokens(self) -> str:
+        """The text tokens the probe's `.txt` units were measured on (summary.json `text_tokens`): "prompt" (the
+        prompt's own tokens) or "all" (chat template too; every probe run before the key existed)."""
+        return str(self.summary.get("text_tokens") or "all")
 
 
 @dataclass(frozen=True)
@@ -219,8 +226,11 @@ def select_units(probe: ProbeRun, k: int, select: str | None = None) -> Selectio
 
 
 def random_matched_units(top: Sequence[str], all_units: Sequence[str], rng: np.random.Generator) -> list[str]:
-    """As many heads per unit group as `top` has, drawn from the other heads of the same groups
-    (same block, same token region), so a random draw differs from the top-k only in which heads."""
+    """As many heads per unit group as `top` has, drawn from the *other* heads of the same groups (same
+    block, same token region), so a random draw differs from the top-k only in which heads, and never
+    contains one of them. A group that cannot supply that many heads outside the top-k is refused with
+    a ProbeError naming it and how many heads it has (the draw would otherwise have to reuse top-k heads,
+    and "random k" would partly be the top-k)."""
     from collections import Counter, defaultdict
 
     pool: dict[str, list[str]] = defaultdict(list)
@@ -228,8 +238,23 @@ def random_matched_units(top: Sequence[str], all_units: Sequence[str], rng: np.r
         pool[h.rsplit("/", 1)[0]].append(h)
     chosen: list[str] = []
     top_set = set(top)
+    short = []
     for group, n in Counter(h.rsplit("/", 1)[0] for h in top).items():
         others = [h for h in pool[group] if h not in top_set]
-        candidates = others if len(others) >= n else pool[group]
-        chosen += [str(x) for x in rng.choice(candidates, size=n, replace=False)]
+        if len(others) < n:
+            short.append((group, len(pool[group]), n, len(others)))
+            continue
+        chosen += [str(x) for x in rng.choice(others, size=n, replace=False)]
+    if short:
+        what = "; ".join(f"block group `{g}` has {total} heads, {n} of them in the top-{len(top_set)}, so it can "
+                         f"supply {left} other heads where the draw needs {n}" for g, total, n, left in short)
+        raise ProbeError(f"random {len(top_set)}-head draws matched to the top-{len(top_set)} heads are impossible: "
+                         f"each draw takes as many heads from each block group (block and token region) as the "
+                         f"top-k has there, never a top-k head itself, and {what}. A smaller --k (or a probe with "
+                         f"more heads per block) makes the random control possible; nothing was written.")
     return chosen
+
+
+def overlap_with_top(draw: Sequence[str], top: Sequence[str]) -> int:
+    """How many heads of a random draw are top-k heads (0 by construction; recorded in the plan)."""
+    return len(set(draw) & set(top))

@@ -10,11 +10,9 @@ from pathlib import Path
 
 from evaluate.baselines import BASELINE_METHODS, prediction_finished
 from evaluate.generate import DataError, load_render_manifest
-from render.status import merge_status, print_status, shard_status
+from render.status import RENDER_RESUBMIT, merge_status, print_status, shard_status
 
-RESUBMIT = ("STUDY_CONFIG=<study>/study.sh sbatch --array={tasks} --export=ALL,SHARD_COUNT={count} "
-            "scripts/slurm/generate.sbatch, or this command without --status and with --shard K/{count} for each "
-            "K in {tasks}")
+RESUBMIT = RENDER_RESUBMIT
 
 
 def main_generate_status(args) -> int:

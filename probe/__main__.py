@@ -2,15 +2,15 @@
 
     python -m probe --model tiny                           # dry run on a random-weight model
     python -m probe run --model black-forest-labs/FLUX.2-klein-base-4B --out runs/probe
-    python -m probe run --model black-forest-labs/FLUX.2-klein-base-4B --randomize transformer --out runs/probe-rand
-    python -m probe compare runs/probe runs/probe-rand --out runs/compare     # trained vs random-init control
+    python -m probe run --model black-forest-labs/FLUX.2-klein-base-4B --randomize transformer --randomize-seeds 0-18 --out runs/population
+    python -m probe compare runs/probe --population runs/population --out runs/compare   # trained vs 19 untrained networks
     python -m probe run --protocol card --out runs/probe-card   # the published card's protocol
     python -m probe run --stimuli images --data runs/render --out runs/probe-images   # no words: rendered pixels
     python -m probe stats --from runs/probe/captures.npz --out runs/probe-restat   # no model, no torch
     python -m probe run --shard auto --out runs/probe ...   # one share of the pairs per SLURM task / torchrun rank
     python -m probe merge runs/probe                        # check the shards, then statistics and report
-    python -m probe prompts --scenes my_scenes/ --out pairs.jsonl --control control.jsonl --vocabulary vocab.jsonl
-    python -m probe prompts --from-pairs prompts/pairs.jsonl --vocabulary prompts/vocabulary.jsonl
+    python -m probe prompts --scenes my_scenes/ --out pairs.jsonl --control control.jsonl --vocabulary vocab.jsonl --shuffled shuffled.jsonl
+    python -m probe prompts --from-pairs prompts/pairs.jsonl --vocabulary prompts/vocabulary.jsonl --shuffled prompts/shuffled.jsonl
 
 `run` is the default subcommand. Outputs (in --out): captures.npz, units.csv, summary.json,
 config.json, report.md and figures/. Runs resume: finished stimuli are cached in
@@ -55,10 +55,15 @@ def _add_stats_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-splits", type=int, default=100, help="random 50/50 splits for split-half r (default 100)")
     g.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of pairs for block CIs (default 1000)")
     g.add_argument("--stats-seed", type=int, default=0, help="seed of permutations, splits and bootstraps")
+    g.add_argument("--magnitude-margin", type=float, default=None, metavar="R",
+                   help="image probe: a unit is lighting- (albedo-) selective only when the size of its change under "
+                        "the other factor is shown below R times its change under this one (per-scene RMS, "
+                        "one-sided test over scenes; units.csv `class`; default 0.5; `stats` keeps the run's own "
+                        "unless given)")
     g.add_argument("--equivalence-margin", type=float, default=None, metavar="D",
-                   help="image probe: the margin on Cohen's d_z within which the other factor's effect counts as "
-                        "shown negligible (TOST) for the lighting-/albedo-selective classes (default 0.5; `stats` "
-                        "keeps the run's own unless given)")
+                   help="image probe: the margin on Cohen's d_z of the signed rule kept for comparison (TOST on the "
+                        "other factor's signed mean change; units.csv `class_signed`, `p_equiv_signed_*`; default "
+                        "0.5; `stats` keeps the run's own unless given)")
     g.add_argument("--no-report", action="store_true", help="skip report.md and figures")
     g.add_argument("--baseline", default=None, metavar="RUN_DIR",
                    help="a finished random-init run (`probe run --randomize transformer`) to set beside this one in "
@@ -81,9 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pairs", default=None, help="pair file (JSON lines id,a,b); default: the shipped prompts/pairs.jsonl")
     g.add_argument("--control", action="append", default=None, metavar="SET",
                    help="a control set, repeatable: a shipped set's name (paraphrase: A vs a lighting-neutral "
-                        "paraphrase of A; vocabulary: the lit photograph described with B's own words), NAME=PATH "
-                        "for a control file of your own, or 'none'. Default: both shipped sets with the shipped "
-                        "pairs; with --pairs, the vocabulary control derived from that file. Each set gets a direct "
+                        "paraphrase of A; vocabulary: B's own words turned to mean a lit photograph; shuffled: B's "
+                        "words in a random order), NAME=PATH for a control file of your own, or 'none'. Default: the "
+                        "three shipped sets with the shipped pairs; with --pairs, the vocabulary and shuffled controls "
+                        "derived from that file. Each set gets a direct "
                         "test (control prompt minus albedo prompt, same noise): t_vs_SET, p_fwer_vs_SET, "
                         "selective_vs_SET in units.csv")
     g.add_argument("--limit", type=int, default=None,
@@ -107,12 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scenes: one pair per base scene, its lightings and variants averaged first (independent); "
                         "samples: every sample-level pair (CLUSTERED, flagged in every output)")
     g.add_argument("--contrasts", default=None, metavar="LIST",
-                   help="comma-separated subset of render_vs_albedo,lighting,albedo (default: all three; the unit "
-                        "classes need lighting and albedo)")
+                   help="comma-separated subset of render_vs_albedo,lighting,albedo,luminance (default: all four, "
+                        "luminance when the render has hsv colour variants; the albedo contrast uses the chroma variants "
+                        "when there are any; the unit classes need lighting and albedo)")
     g.add_argument("--albedo-order", choices=("luminance", "chroma"), default="luminance",
-                   help="which colour set is A in the albedo contrast: the one with the higher ground-truth albedo "
-                        "luminance, or chroma (the lighting contrast's A is the lighting with the higher shading "
-                        "contrast)")
+                   help="which colour set is A in an albedo contrast of hsv variants: the one with the higher "
+                        "ground-truth albedo luminance, or chroma; chroma variants (render --recolor-mode chroma|both), "
+                        "which keep luminance, are always ordered by chroma (the lighting contrast's A is the lighting "
+                        "with the higher shading contrast)")
     g = run.add_argument_group("noise")
     g.add_argument("--seed", type=int, default=0,
                    help="run seed: each pair's noise seed is derived from it and the pair id (the same for A, B and "
@@ -138,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image height (default 512, 64 for --model tiny; card: the pipeline's default, 1024 for klein)")
     g.add_argument("--width", type=int, default=None,
                    help="image width (default 512, 64 for --model tiny; card: the pipeline's default, 1024 for klein)")
-    g.add_argument("--batch-size", type=int, default=4, help="prompts per pipeline call")
+    g.add_argument("--batch-size", type=int, default=5,
+                   help="prompts of one pair per pipeline call (a call never mixes pairs; 5 = A, B and the three "
+                        "shipped control prompts: one call per pair); part of the resume key (on CUDA in bf16 another "
+                        "batch size can pick other kernels), so a cache made with another batch size is not reused")
     g.add_argument("--reducer", choices=("rms", "mean_abs", "mean", "l2"), default="rms",
                    help="per-unit scalar over real tokens and channels (heads protocol)")
     g.add_argument("--single-tokens", choices=("img", "txt", "both"), default="img",
@@ -146,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-sequence-length", type=int, default=None,
                    help="text length klein pads prompts to (default: the model's own: 512 for klein and tiny, the "
                         "recorded length of a known-answer model)")
+    g.add_argument("--text-tokens", choices=("prompt", "all"), default="prompt",
+                   help="text tokens of the .txt units (heads protocol): prompt = the prompt's own tokens, leaving out "
+                        "klein's chat template (about a dozen fixed tokens around every prompt) and the padding; all = "
+                        "the template's tokens too (the definition of runs made before this option)")
     run.add_argument("--out", default="runs/probe", help="output folder")
     run.add_argument("--no-resume", action="store_true", help="ignore partial_captures.npz and recapture everything")
     run.add_argument("--shard", default=None, metavar="K/N|auto",
@@ -169,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_prompts_arguments(pr)
 
-    cp = sub.add_parser("compare", help="finished runs side by side, with a test of run 1 > run k over units "
-                                        "(no model, no torch)",
+    cp = sub.add_parser("compare", help="finished runs side by side (within-network test of run 1 > run k), and "
+                                        "a run ranked among untrained networks with --population (no model, no torch)",
                         formatter_class=HelpFormatter)
     from probe.jobs.compare import add_compare_arguments
 
@@ -218,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
             from probe.jobs.known import main_known
 
             return main_known(args)
+        if getattr(args, "randomize_seeds", None):
+            from probe.jobs.population import main_population
+
+            return main_population(args)
         from probe.jobs.run import main_run
 
         return main_run(args)

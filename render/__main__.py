@@ -4,7 +4,9 @@
     python -m render --only red_cube_table --resolution 32 --samples 4 --out /tmp/tiny
     python -m render --generate 100 --seed 1 --out runs/gen --shard $SLURM_ARRAY_TASK_ID/8
     python -m render --recolor 2 --out runs/render     # + 2 colour variants of each scene (<scene>~c1__<lighting>)
+    python -m render --recolor 1 --recolor-mode both --out runs/render   # ~c1 hsv + ~c2 chroma (luminance kept)
     python -m render --out runs/render --manifest-only   # rebuild manifest.json after a job array
+    python -m render import-mit /data/mit-intrinsic --out runs/mit   # real photographs as samples (render.mit)
 
 Importing this module (and --help) does not import bpy.
 """
@@ -31,6 +33,11 @@ output (under --out, default {DEFAULT_OUT}/, relative to the current folder):
 Read it with render.dataset.load_sample(root, id). Reruns skip finished samples (sample.json written
 last, file checksums verified); shards (--shard K/N, K = 0..N-1) may share one --out.
 exit status: 0 done, 2 bad input (nothing rendered or overwritten), 1 render failure.
+
+subcommand:
+  python -m render import-mit SRC --out DIR   the MIT intrinsic images (real photographs with measured
+                                              reflectance and shading) as samples of this layout; see
+                                              python -m render import-mit --help
 """
 
 
@@ -60,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "(range in the manifest); ids <scene>~c<k>__<lighting> (default 0)")
     src.add_argument("--recolor-seed", metavar="S", type=int, default=0,
                      help="seed of the variant colours (default 0); a variant depends only on (S, scene id, k)")
+    src.add_argument("--recolor-mode", choices=("hsv", "chroma", "both"), default="hsv",
+                     help="hsv (default): hue, saturation and value drawn, so brightness changes too; chroma: hue and "
+                     "saturation drawn, every colour (and so every albedo pixel) keeps its Rec.709 luminance within "
+                     "1e-4, for an albedo contrast that is not a brightness contrast; both: K hsv variants ~c1..~cK, "
+                     "then K chroma variants ~c(K+1)..~c(2K). Recorded per variant (manifest recolor_mode)")
     src.add_argument("--spec-help", action="store_true", help="print the scene spec format and exit")
     src.add_argument("--export-scenes", metavar="DIR", help="write the selected (or generated) specs as JSON to "
                      "DIR and exit without rendering")
@@ -119,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _holds_an_import(out: Path) -> bool:
+    """True when OUT's manifest.json was written by `render import-mit` (render.mit), not by a render."""
+    import json
+
+    try:
+        return json.loads((out / "manifest.json").read_text()).get("created_by") == "python -m render import-mit"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _fail(msg: str, code: int = 2) -> int:
     print(f"python -m render: error: {msg}", file=sys.stderr)
     return code
@@ -146,7 +168,47 @@ def _contact_sheet(args, out: Path) -> int:
     return 0
 
 
+SUBCOMMANDS = ("import-mit",)
+
+
+def build_import_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m render import-mit",
+        description="Import the MIT intrinsic images (Grosse et al. 2009; also the MIT-Berkeley copy of SIRFS 1.5) "
+        "as samples in the render layout, so `probe run --stimuli images` and `evaluate` read them like a render: "
+        "<object>__original (the default light, with measured shading, specular and diffuse parts) and "
+        "<object>__light01..10 (ten single lights), each with the object's reflectance as albedo. What the dataset "
+        "lacks (shading under light01-10, normals, depth) is absent and listed per sample under `missing`.",
+        epilog="SRC holds one folder per object with the dataset's 16-bit linear PNGs (original.png, "
+        "reflectance.png, mask.png required; diffuse.png, specular.png, shading.png, light01.png ... light10.png "
+        "when present). Licence: research and not-for-profit use only, with NOTICE.txt kept (it is copied into "
+        "--out); never commit the data or anything made from it. Exposure: one factor per photograph by the "
+        "renderer's incident-light metering, shading estimated as photograph / reflectance (manifest "
+        "definitions). Exit status: 0 done, 2 bad input (nothing written).")
+    p.add_argument("src", metavar="SRC", help="the dataset folder (one sub-folder per object)")
+    p.add_argument("--out", metavar="DIR", default="runs/mit", help="output folder (default runs/mit)")
+    p.add_argument("--only", metavar="OBJ[,OBJ]", help="import only these objects (imports into one --out add up)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main_import_mit(argv: list[str]) -> int:
+    from render.mit import MitError, import_mit
+
+    args = build_import_parser().parse_args(argv)
+    try:
+        rep = import_mit(args.src, args.out, only=_csv(args.only), progress=not args.no_progress)
+    except MitError as e:
+        return _fail(str(e))
+    print(f"imported {len(rep.samples)} samples of {len(rep.objects)} objects into {rep.out}; manifest: "
+          f"{rep.manifest}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return main_import_mit(argv[1:])
     args = build_parser().parse_args(argv)
     if args.spec_help:
         from render.scene import spec_doc
@@ -156,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.contact_sheet:
         return _contact_sheet(args, out)
+    if _holds_an_import(out) and (args.manifest_only or not (args.dry_run or args.status is not None
+                                                             or args.export_scenes)):
+        return _fail(f"--out {out} holds the MIT intrinsic images imported by `python -m render import-mit` (its "
+                     "manifest.json says so): rendering or rebuilding the manifest there would mix or drop them. Render "
+                     "into another --out; `python -m render import-mit SRC --out DIR` rebuilds an import's manifest. "
+                     "Nothing was written.")
     if args.manifest_only:
         if not out.is_dir():
             return _fail(f"--out {out}: no such folder")
@@ -189,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 scenes_path = Path(args.scenes)
             scenes = load_scenes(scenes_path, only=only)
-        scenes = with_variants(scenes, args.recolor, args.recolor_seed)
+        scenes = with_variants(scenes, args.recolor, args.recolor_seed, args.recolor_mode)
         lightings = _csv(args.lightings)
         jobs = plan_samples(scenes, lightings, shard)
     except (SceneError, ValueError) as e:

@@ -26,15 +26,18 @@ _BG = 0.12           # page background (sRGB grey)
 _PAD = 4
 
 
-def _panel_arrays(root: Path, entry: dict) -> list[np.ndarray]:
+def _panel_arrays(root: Path, entry: dict) -> list[np.ndarray | None]:
+    """The four panels; None for a field the dataset does not have (listed under the entry's `missing`)."""
     from render.dataset import _exr, read_albedo_srgb
     from render.imageio import linear_to_srgb, read_png_srgb
 
     image = read_png_srgb(root / entry["image_srgb"])
     albedo = read_albedo_srgb(root, entry["id"], {"samples": [entry]})
-    shading = _exr(root / entry["shading"], 3)
-    residual = _exr(root / entry["residual"], 3)
-    return [image, albedo, linear_to_srgb(shading / (1.0 + shading)), linear_to_srgb(residual)]
+    missing = entry.get("missing") or {}
+    shading = None if "shading" in missing else _exr(root / entry["shading"], 3)
+    residual = None if "residual" in missing else _exr(root / entry["residual"], 3)
+    return [image, albedo, None if shading is None else linear_to_srgb(shading / (1.0 + shading)),
+            None if residual is None else linear_to_srgb(residual)]
 
 
 def _thumb(a: np.ndarray, size: int) -> np.ndarray:
@@ -107,6 +110,9 @@ def contact_sheet(root: str | os.PathLike, out: str | os.PathLike | None = None,
             _text(canvas, e["id"], x0, y0 + label_h - 2, block_w - 3 * _PAD, scale)
             for j, a in enumerate(_panel_arrays(root, e)):
                 x = x0 + j * (thumb + _PAD)
+                if a is None:        # not in the dataset (an import such as render.mit): said, never drawn
+                    _text(canvas, "absent", x + _PAD, y0 + label_h + _PAD + thumb // 2, thumb - 2 * _PAD, scale)
+                    continue
                 canvas[y0 + label_h + _PAD: y0 + label_h + _PAD + thumb, x:x + thumb] = _thumb(np.clip(a, 0, 1), thumb)
         name = SHEET if page == 0 else f"contact_sheet_p{page + 1}.png"
         paths.append(write_png_encoded(out_dir / name, canvas))

@@ -16,7 +16,9 @@ variant 0, base_scene = scene, and read_albedo_srgb encodes albedo_linear.exr th
 writes albedo_srgb.png (identical values).
 
 Definitions of every array are in manifest["definitions"]. Missing or corrupt files raise
-FileNotFoundError / ValueError naming the file.
+FileNotFoundError / ValueError naming the file. A field the dataset does not have (an imported real
+dataset, render.mit: e.g. shading under light01-10, normals, depth) is listed in the entry's `missing`
+with the reason and loads as None; `sample.missing` says why, and consumers that need it skip.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["Sample", "SampleInfo", "load_manifest", "sample_ids", "load_sample", "iter_samples", "sample_entry",
-           "list_samples", "read_albedo_srgb", "entry_variant", "entry_base_scene"]
+           "list_samples", "read_albedo_srgb", "entry_variant", "entry_base_scene", "entry_recolor_mode"]
 
 MANIFEST = "manifest.json"
 
@@ -41,13 +43,14 @@ class Sample:
     description: str
     image_linear: np.ndarray   # [H, W, 3] float32, linear Rec.709
     albedo_linear: np.ndarray  # [H, W, 3] float32, linear Rec.709
-    shading: np.ndarray        # [H, W, 3] float32, diffuse light / albedo
-    residual: np.ndarray       # [H, W, 3] float32, non-diffuse light
-    normal: np.ndarray         # [H, W, 3] float32, camera space (x right, y up, z to camera), 0 on background
-    depth: np.ndarray          # [H, W] float32, planar camera z in metres, +inf on background
-    mask: np.ndarray           # [H, W] bool, valid surface pixels
-    object_index: np.ndarray   # [H, W] int32, 0 = background, k = meta["objects"][k-1]
-    meta: dict                 # the manifest entry
+    shading: np.ndarray | None       # [H, W, 3] float32, diffuse light / albedo
+    residual: np.ndarray | None      # [H, W, 3] float32, non-diffuse light
+    normal: np.ndarray | None        # [H, W, 3] float32, camera space (x right, y up, z to camera), 0 on background
+    depth: np.ndarray | None         # [H, W] float32, planar camera z in metres, +inf on background
+    mask: np.ndarray                 # [H, W] bool, valid surface pixels
+    object_index: np.ndarray | None  # [H, W] int32, 0 = background, k = meta["objects"][k-1]
+    meta: dict                       # the manifest entry
+    # None only where the entry lists the field under `missing` (a real dataset without it; see render.mit)
 
     @property
     def image_srgb_path(self) -> str:
@@ -66,8 +69,16 @@ class Sample:
     def base_scene(self) -> str:
         return entry_base_scene(self.meta)
 
+    @property
+    def missing(self) -> dict:
+        """Fields this sample does not have, with the reason ({} for a render)."""
+        return dict(self.meta.get("missing") or {})
+
     def reconstruct(self) -> np.ndarray:
         """albedo * shading + residual (equals image_linear to the recorded identity_error)."""
+        for k in ("shading", "residual"):
+            if getattr(self, k) is None:
+                raise ValueError(f"sample {self.id!r} has no {k}: {self.missing.get(k, 'missing')}")
         return self.albedo_linear * self.shading + self.residual
 
 
@@ -109,6 +120,16 @@ class SampleInfo:
     albedo_linear: Path
     mask: Path
     meta: dict
+    recolor_mode: str | None = None   # a variant's: "hsv" (brightness changes too) or "chroma" (luminance kept); None: original
+
+
+def entry_recolor_mode(entry: dict) -> str | None:
+    """A manifest entry's recolour mode: None for an original, "hsv" for variants made before modes existed."""
+    if not entry_variant(entry):
+        return None
+    from render.recolor import recolor_mode
+
+    return entry.get("recolor_mode") or recolor_mode(entry.get("recolor")) or "hsv"
 
 
 def list_samples(root: str | os.PathLike, manifest: dict | None = None) -> list[SampleInfo]:
@@ -121,7 +142,8 @@ def list_samples(root: str | os.PathLike, manifest: dict | None = None) -> list[
             id=e["id"], scene=e["scene"], base_scene=entry_base_scene(e), variant=entry_variant(e),
             lighting=e["lighting"], description=e.get("description", ""), image_srgb=root / e["image_srgb"],
             albedo_srgb=root / e["albedo_srgb"] if e.get("albedo_srgb") else None,
-            image_linear=root / e["image"], albedo_linear=root / e["albedo"], mask=root / e["mask"], meta=e))
+            image_linear=root / e["image"], albedo_linear=root / e["albedo"], mask=root / e["mask"], meta=e,
+            recolor_mode=entry_recolor_mode(e)))
     return out
 
 
@@ -199,6 +221,7 @@ def load_sample(root: str | os.PathLike, sample_id: str, manifest: dict | None =
     """Load one sample's arrays (float32; mask bool; object_index int32) and its manifest entry."""
     root = Path(root)
     meta = sample_entry(root, sample_id, manifest)
+    missing = meta.get("missing") or {}
 
     def path(key: str) -> Path:
         rel = meta.get(key)
@@ -206,19 +229,22 @@ def load_sample(root: str | os.PathLike, sample_id: str, manifest: dict | None =
             raise ValueError(f"{root / MANIFEST}: sample {sample_id!r} has no {key!r} entry")
         return root / rel
 
+    def optional(key: str, read):
+        return None if key in missing and not meta.get(key) else read(path(key))
+
     image = _exr(path("image"), 3)
     arrays = {
         "albedo_linear": _exr(path("albedo"), 3),
-        "shading": _exr(path("shading"), 3),
-        "residual": _exr(path("residual"), 3),
-        "normal": _exr(path("normal"), 3),
-        "depth": _exr(path("depth"), 1)[..., 0],
+        "shading": optional("shading", lambda p: _exr(p, 3)),
+        "residual": optional("residual", lambda p: _exr(p, 3)),
+        "normal": optional("normal", lambda p: _exr(p, 3)),
+        "depth": optional("depth", lambda p: _exr(p, 1)[..., 0]),
         "mask": _png_gray(path("mask")) > 127,
-        "object_index": _png_gray(path("object_index")).astype(np.int32),
+        "object_index": optional("object_index", lambda p: _png_gray(p).astype(np.int32)),
     }
     h, w = image.shape[:2]
     for k, a in arrays.items():
-        if a.shape[:2] != (h, w):
+        if a is not None and a.shape[:2] != (h, w):
             key = {"albedo_linear": "albedo"}.get(k, k)
             raise ValueError(f"{path(key)}: size {a.shape[1]}x{a.shape[0]} differs from the image's {w}x{h}")
     return Sample(id=meta["id"], scene=meta["scene"], lighting=meta["lighting"], description=meta["description"],

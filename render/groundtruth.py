@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-__all__ = ["GroundTruth", "decompose", "identity_error", "meter", "expose", "DEFINITIONS", "REQUIRED_PASSES",
+__all__ = ["GroundTruth", "decompose", "identity_error", "meter", "meter_light", "expose", "DEFINITIONS", "REQUIRED_PASSES",
            "BACKGROUND_DEPTH", "COVERAGE_FULL", "IDENTITY_FLOOR"]
 
 # Cycles writes 1e10 into the depth pass where the first camera sample saw the background.
@@ -150,8 +150,14 @@ def meter(gt: GroundTruth) -> tuple[float, float]:
     exposure steps. Shading hardly depends on surface colours, so a scene's colour variants almost always
     get the same exposure. Returns (0, 1) when nothing valid is lit.
     """
-    m = gt.mask
-    lum = gt.shading[m].astype(np.float64) @ LUMA
+    return meter_light(gt.mask, gt.shading, gt.albedo)
+
+
+def meter_light(mask: np.ndarray, shading: np.ndarray, albedo: np.ndarray) -> tuple[float, float]:
+    """`meter` on plain arrays: mask [H, W] bool, shading and albedo [H, W, 3] linear (the same rule; the
+    MIT importer, render.mit, meters photographs with it, their shading estimated as photo / reflectance)."""
+    m = np.asarray(mask, bool)
+    lum = np.asarray(shading)[m].astype(np.float64) @ LUMA
     if not lum.size:
         return 0.0, 1.0
     h, w = m.shape
@@ -163,7 +169,7 @@ def meter(gt: GroundTruth) -> tuple[float, float]:
     if not med > 0:
         return med, 1.0
     scale = EXPOSURE_TARGET / med
-    diffuse = (gt.albedo[m].astype(np.float64) * gt.shading[m]) @ LUMA
+    diffuse = (np.asarray(albedo)[m].astype(np.float64) * np.asarray(shading)[m]) @ LUMA
     hi = float(np.percentile(diffuse, 97))
     if hi > 0:
         scale = min(scale, 0.9 / hi)

@@ -39,7 +39,7 @@ from render.denoise import Denoiser
 from render.groundtruth import DEFINITIONS, EXPOSURE_TARGET, GroundTruth, decompose, expose, meter
 from render.oidn import OidnError
 from render.imageio import atomic_path, write_exr, write_png_encoded, write_png_srgb
-from render.recolor import with_variants
+from render.recolor import recolor_mode as mode_of_record, with_variants
 from render.scene import Lighting, Scene, SceneError, load_scenes, save_scene, scene_to_dict, split_variant
 from render.settings import RenderSettings, parse_resolution
 from render.shard import Shard
@@ -238,7 +238,8 @@ def _write_sample(out: Path, job: SampleJob, gt: GroundTruth, settings: RenderSe
         "scene_description": scene.description, "lighting_description": lighting.description,
         **rels,
         "scene_spec": f"scenes/{scene.id}.json", "spec_hash": _spec_hash(scene, lighting),
-        **({"recolor": scene.recolor} if scene.recolor is not None else {}),
+        **({"recolor": scene.recolor, "recolor_mode": mode_of_record(scene.recolor)} if scene.recolor is not None
+           else {}),
         "objects": objects,
         "width": settings.width, "height": settings.height,
         "render": settings.pixel_dict(),
@@ -287,6 +288,8 @@ def build_manifest(out: str | Path) -> Path:
         for e in entries:                     # samples written before colour variants existed
             e.setdefault("variant", split_variant(e["scene"])[1])
             e.setdefault("base_scene", split_variant(e["scene"])[0])
+            if e["variant"]:                  # hsv (brightness changes) or chroma (luminance kept)
+                e.setdefault("recolor_mode", mode_of_record(e.get("recolor")) or "hsv")
             e.setdefault("denoise", {"mode": "none"})     # samples written before denoising existed
         renders = {json.dumps(e["render"], sort_keys=True) for e in entries}
         # lightings of a scene must share albedo pixel for pixel: equal arrays give equal files, so compare hashes
@@ -349,8 +352,13 @@ def _recolor_summary(entries: list[dict]) -> dict | None:
         return None
     seeds = sorted({r["seed"] for r in recs})
     ranges = {json.dumps(r.get("range"), sort_keys=True) for r in recs}
+    modes: dict[str, list[int]] = {}
+    for e in entries:
+        if e.get("variant") and e.get("recolor"):
+            modes.setdefault(mode_of_record(e["recolor"]), []).append(int(e["variant"]))
     return {"variants": max(e["variant"] for e in entries),
             "seed": seeds[0] if len(seeds) == 1 else seeds,
+            "modes": {m: sorted(set(v)) for m, v in sorted(modes.items())},
             "range": json.loads(ranges.pop()) if len(ranges) == 1 else "mixed (see each sample)",
             "sample_ids": "<scene>~c<k>__<lighting> for variant k >= 1; <scene>__<lighting> for the original"}
 
@@ -417,6 +425,7 @@ def render_dataset(
     only: Sequence[str] | None = None,
     recolor: int = 0,
     recolor_seed: int = 0,
+    recolor_mode: str = "hsv",
     shard: Shard | str | None = None,
     threads: int = 0,
     device: str | None = None,
@@ -430,7 +439,7 @@ def render_dataset(
 
     `scenes`: a spec file or folder (default: the shipped scenes/), or Scene objects (e.g. from
     generate_scenes). `recolor` K adds K colour variants of each (original) scene, drawn with
-    `recolor_seed` (see render.recolor). `resolution`/`samples`/`device` override `settings`. Finished samples are skipped unless
+    `recolor_seed` in `recolor_mode` (see render.recolor). `resolution`/`samples`/`device` override `settings`. Finished samples are skipped unless
     `overwrite`; a finished sample rendered with other settings or another spec is an error (nothing
     is overwritten) unless `overwrite`; so is one denoised by another OIDN version. With denoise "passes",
     `keep_noisy` also writes the passes before denoising (NOISY_FILES), and re-renders finished samples
@@ -448,7 +457,7 @@ def render_dataset(
         kw["samples"] = samples
     settings = RenderSettings(**{**base.to_dict(), **kw}).validate()
 
-    scene_list = with_variants(_resolve_scenes(scenes, only), recolor, recolor_seed)
+    scene_list = with_variants(_resolve_scenes(scenes, only), recolor, recolor_seed, recolor_mode)
     jobs = plan_samples(scene_list, lightings, shard)
     out = Path(out)
     keep_noisy = keep_noisy and settings.denoise != "none"

@@ -711,7 +711,9 @@ def _lighting(ctx: _Ctx, d: Any, path: str) -> Lighting:
 def _recolor_record(ctx: _Ctx, d: dict, sid: str) -> dict | None:
     if "recolor" not in d:
         return None
-    rec = _keys(ctx, d["recolor"], "recolor", ["seed", "variant"], ["range"])
+    rec = _keys(ctx, d["recolor"], "recolor", ["seed", "variant"], ["range", "mode", "colours"])
+    if rec.get("mode", "hsv") not in ("hsv", "chroma"):
+        raise ctx.fail("recolor.mode", f"expected 'hsv' or 'chroma', got {rec['mode']!r}")
     if split_variant(sid)[1] == 0:
         raise ctx.fail("recolor", "only a colour variant (id ending in ~c<k>) records how it was recoloured")
     for k in ("seed", "variant"):

@@ -101,6 +101,6 @@ def render_status(out, scenes, lightings: Sequence[str] | None, count: int) -> S
     return shard_status("render", str(out), ids, lambda i: verify_sample(out, i, check_hashes=False)[1], count)
 
 
-RENDER_RESUBMIT = ("STUDY_CONFIG=<study>/study.sh sbatch --array={tasks} --export=ALL,SHARD_COUNT={count} "
-                   "scripts/slurm/render.sbatch, or this command without --status and with --shard K/{count} for "
-                   "each K in {tasks}")
+# A study of scripts/slurm/submit.sh: status.sh prints the sbatch commands, complete with the study's resources
+STUDY_RERUN = "`bash scripts/slurm/status.sh` prints the sbatch commands of a submitted study"
+RENDER_RESUBMIT = STUDY_RERUN + "; or this command without --status and with --shard K/{count} for each K in {tasks}"

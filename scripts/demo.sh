@@ -4,6 +4,7 @@
 #   probe the tiny klein on the texts (the card's question) -> runs/probe
 #   probe it on the renders (the same question in pixels, no word changing) -> runs/probe-images
 #   set the two probes side by side on their shared units -> runs/text-vs-images
+#   a population of 2 untrained networks, and the text probe ranked among them -> runs/population, runs/probe-vs-untrained
 #   evaluate it on the renders: generate, baselines, score, ablate, link (direct, per sample), report -> runs/evaluate
 # Sizes are cut (128 px renders at 16 samples per pixel, few sampling steps, two random draws), not coverage:
 # every step and output of a real run is exercised. With real weights, replace `--model tiny` by a hub id or
@@ -21,9 +22,17 @@ export OMP_NUM_THREADS=1
 python -m probe run --model tiny --out runs/probe --steps 8 --quiet
 python -m probe run --model tiny --stimuli images --data runs/render --out runs/probe-images --steps 8 --quiet
 python -m probe compare runs/probe runs/probe-images --units shared --out runs/text-vs-images
-# 4 editing steps instead of the model's 50; the causal test at k = 8 with two random draws (its report
-# states that the rank p cannot go below 1/3 with two draws); bootstrap CIs from 500 resamples
+# 2 untrained networks in one command (a real check takes 19: 0-18, so that a rank p can reach 0.05). Seeds from 2:
+# the tiny klein's own transformer is the initialisation with seed 1, so a population seed 1 would be that network.
+python -m probe run --model tiny --out runs/population --steps 8 --quiet --no-report \
+    --randomize transformer --randomize-seeds 2-3
+python -m probe compare runs/probe --population runs/population --out runs/probe-vs-untrained
+# 4 editing steps instead of the model's 50; the causal test at k = 2 with two random draws (its report
+# states that the rank p cannot go below 1/3 with two draws); bootstrap CIs from 500 resamples. k = 2 because
+# the tiny klein's blocks have 4 heads each and a random draw takes the other heads of the top-k's blocks:
+# a larger k can put 3 top heads in one block and leave too few others (refused, by design); klein has 24.
 python -m evaluate all --model tiny --data runs/render --probe runs/probe-images --out runs/evaluate \
-    --steps 4 --k 8 --n-random 2 --n-boot 500 --quiet
-echo "done: open runs/probe/report.md, runs/probe-images/report.md, runs/text-vs-images/compare.md and"
+    --steps 4 --k 2 --n-random 2 --n-boot 500 --quiet
+echo "done: open runs/probe/report.md, runs/probe-images/report.md, runs/text-vs-images/compare.md,"
+echo "runs/probe-vs-untrained/compare.md and"
 echo "runs/evaluate/report.md (tiny model: random weights, not findings)"

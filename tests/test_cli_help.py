@@ -7,9 +7,10 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("job,args", [("render", []), ("probe", []), ("probe", ["run"]), ("probe", ["stats"]),
-                                      ("evaluate", []), ("evaluate", ["generate"]), ("evaluate", ["score"]),
-                                      ("probe", ["known"]), ("probe", ["known", "train"])])
+@pytest.mark.parametrize("job,args", [("render", []), ("render", ["import-mit"]), ("probe", []), ("probe", ["run"]),
+                                      ("probe", ["stats"]), ("evaluate", []), ("evaluate", ["generate"]),
+                                      ("evaluate", ["score"]), ("evaluate", ["mit"]), ("probe", ["known"]),
+                                      ("probe", ["known", "train"])])
 def test_help_is_light(job, args):
     code = ("import sys, runpy\n"
             f"sys.argv = ['{job}', *{args!r}, '--help']\n"

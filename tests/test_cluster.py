@@ -79,6 +79,12 @@ def slurm_array(module: str, args: list[str], tmp: Path, env: dict, first: int =
     return errs
 
 
+def assert_quiet(stderr: str) -> None:
+    """`--quiet`: no progress bar at all, the libraries' own (pipeline components, weights, tiny shards) included."""
+    for bar in ("Loading pipeline components", "Loading weights", "Writing model shards", "it/s]", "%|"):
+        assert bar not in stderr, f"{bar!r} in the log of a --quiet run:\n{stderr[-2000:]}"
+
+
 def torchrun(module: str, args: list[str], env: dict, nproc: int = 2, timeout: float = 300) -> str:
     cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node", str(nproc), "-m", module, *args, "--shard", "auto"]
     p = subprocess.run(cmd, cwd=ROOT, env=clean_env(**env), capture_output=True, text=True, timeout=timeout)
@@ -178,7 +184,8 @@ def test_render_status_names_the_shards_to_rerun(render_whole, tmp_path):
     assert "missing  red_cube_table__softbox_overhead  (shard 2/3: not rendered)" in text
     assert "cornell_box__warm_point  (shard 1/3:" in text and "albedo_linear.exr: size" in text
     assert "in shard(s) 1,2 of 3" in text
-    assert "sbatch --array=1,2 --export=ALL,SHARD_COUNT=3 scripts/slurm/render.sbatch" in text
+    assert "`bash scripts/slurm/status.sh` prints the sbatch commands" in text      # complete, with the resources
+    assert "without --status and with --shard K/3 for each K in 1,2" in text and "<study>" not in text
     assert main(["--only", "cornell_box,red_cube_table", "--out", str(out), "--status", "0"]) == 2
 
 
@@ -237,6 +244,7 @@ def test_probe_slurm_array_of_3_then_merge_equals_unsharded(probe_whole, tiny_ca
     errs = slurm_array("probe", [*PROBE_ARGS, "--out", str(out)], tmp_path, {"RAY_PLANTAIN_CACHE": tiny_cache})
     for k, tid in enumerate(sorted(errs)):
         assert f"shard {k}/3 (--shard auto: SLURM array (SLURM_ARRAY_TASK_ID={tid}" in errs[tid]
+        assert_quiet(errs[tid])
     # each task wrote its own partial file (atomically) and nothing else: no statistics, no shared file
     writes = read_writes(tmp_path, out)
     assert {t: w["atomic"] for t, w in writes.items()} == {str(tid): {f"shards/partial-{k}-of-3.npz"}
@@ -338,6 +346,7 @@ def test_evaluate_generate_slurm_array_of_3_equals_unsharded(gen_whole, gen_slur
     out, tmp, errs = gen_slurm
     for k, tid in enumerate(sorted(errs)):
         assert f"shard {k}/3 (--shard auto: SLURM array (SLURM_ARRAY_TASK_ID={tid}" in errs[tid]
+        assert_quiet(errs[tid])
     assert_same_predictions(gen_whole, out)
     record = json.loads((out / "pred" / "klein" / "shards" / "shard-0-of-3.json").read_text())
     assert record["shard"]["count"] == 3 and record["shard"]["source"].startswith("--shard auto: SLURM array")
@@ -392,7 +401,8 @@ def test_evaluate_generate_status_names_the_shards_to_rerun(gen_data, gen_whole,
     assert "missing  klein/beta__key  (shard 2/3: no finished prediction)" in text
     assert "missing  retinex_color/alpha__rim  (shard 1/3" in text
     assert "in shard(s) 1,2 of 3" in text
-    assert "sbatch --array=1,2 --export=ALL,SHARD_COUNT=3 scripts/slurm/generate.sbatch" in text
+    assert "`bash scripts/slurm/status.sh` prints the sbatch commands" in text
+    assert "without --status and with --shard K/3 for each K in 1,2" in text and "<study>" not in text
     code, text = _capture(main, [*args, "--no-baselines"])
     assert code == 3 and "retinex_color" not in text and "1 of 4 missing" in text
     code, text = _capture(main, ["generate", "--data", str(tmp_path / "nothing"), "--out", str(out), "--status", "3"])
@@ -434,7 +444,8 @@ def run_script(script: Path, fakes, tmp_path: Path, with_env: bool = False, **en
     bin_, log = fakes
     log.unlink(missing_ok=True)
     e = clean_env(PATH=f"{bin_}:{os.environ['PATH']}", FAKE_LOG=log, PYTHON=bin_ / "python",
-                  TORCHRUN=bin_ / "torchrun", STUDY=tmp_path / "study", SLURM_SUBMIT_DIR=ROOT, **env)
+                  TORCHRUN=bin_ / "torchrun", STUDY=tmp_path / "study", SLURM_SUBMIT_DIR=ROOT,
+                  XDG_STATE_HOME=tmp_path / "state", **env)
     p = subprocess.run(["bash", str(script)], cwd=ROOT, env=e, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, f"{script.name}: {p.stderr}"
     calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
@@ -495,8 +506,13 @@ def test_slurm_scripts_are_valid_bash():
         assert 'source "${STUDY_CONFIG:-scripts/slurm/study.sh}"' in text
 
 
-@pytest.mark.parametrize("name,gpus", [(t, 1) for t in TEMPLATES] + [("probe", 2), ("generate", 2)])
+@pytest.mark.parametrize("name,gpus", [(t, 1) for t in TEMPLATES] + [("probe", 2), ("generate", 2), ("finish", 2)]
+                         + [("probe", 0), ("generate", 0), ("finish", 0)])
 def test_sbatch_template_command_lines_parse(name, gpus, fakes, tmp_path):
+    """Every job's command line parses; GPUS_PER_TASK=2 runs torchrun, 0 (a CPU-only cluster) runs on CPU; finish
+    checks as many shards as generate ran (tasks x GPUs per task, or the tasks without GPUs)."""
+    (tmp_path / "study" / "render").mkdir(parents=True)
+    (tmp_path / "study" / "render" / "manifest.json").write_text("{}")      # finish checks generate against it
     calls = run_script(SLURM_DIR / f"{name}.sbatch", fakes, tmp_path, GPUS_PER_TASK=gpus, SLURM_ARRAY_TASK_ID=1,
                        SLURM_ARRAY_TASK_COUNT=4, SLURM_ARRAY_TASK_MIN=0, SLURM_ARRAY_TASK_MAX=3,
                        SLURM_CPUS_PER_TASK=4, N_SCENES=12)
@@ -508,6 +524,9 @@ def test_sbatch_template_command_lines_parse(name, gpus, fakes, tmp_path):
         if name in ("probe", "generate"):
             assert argv[0] == ("torchrun" if gpus == 2 else "python") and "--shard" in argv
             assert argv[argv.index("--shard") + 1] == "auto"
+            device = argv[argv.index("--device") + 1] if "--device" in argv else "auto"
+            dtype = argv[argv.index("--dtype") + 1] if "--dtype" in argv else "auto"
+            assert (device, dtype) == (("cpu", "bfloat16") if gpus == 0 else ("auto", "auto")), argv
         d = check_command(argv)
         deferred += d
         checked += not any("subcommand" in x for x in d)
@@ -516,7 +535,8 @@ def test_sbatch_template_command_lines_parse(name, gpus, fakes, tmp_path):
     if name == "finish":
         assert [c[2] for c in calls] == ["render"] + ["evaluate"] * 4
         assert [c[3] for c in calls[1:]] == ["generate", "score", "link", "report"]
-        assert calls[0][calls[0].index("--status") + 1] == "8" and calls[1][calls[1].index("--status") + 1] == "8"
+        assert calls[0][calls[0].index("--status") + 1] == "8"                           # RENDER_TASKS
+        assert calls[1][calls[1].index("--status") + 1] == str(8 * max(gpus, 1))         # GEN_TASKS x GPUs
     if not checked:
         pytest.skip(f"{name}.sbatch: nothing today's parsers can check yet: {deferred}")
 
@@ -562,9 +582,31 @@ def test_submit_chains_the_five_jobs_with_afterok(fakes, tmp_path):
     assert p.returncode == 2 and "other settings" in p.stderr and "RENDER_TASKS" in p.stderr and not log.exists()
 
 
+def test_gpu_cluster_submission_is_unchanged(tmp_path):
+    """study.sh's defaults (one GPU per probe and generate task) submit exactly the documented five commands."""
+    study = tmp_path / "study"
+    e = clean_env(STUDY=study, DRY_RUN=1, XDG_STATE_HOME=tmp_path / "state")
+    p = subprocess.run(["bash", str(SLURM_DIR / "submit.sh")], cwd=tmp_path, env=e, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    head = f"sbatch --parsable --chdir={ROOT}"
+    arr, job = f"--output={study}/logs/%x-%A_%a.out", f"--output={study}/logs/%x-%j.out"
+    assert p.stderr.splitlines() == [
+        f"{head} --cpus-per-task=16 --mem=16G {arr} --time=06:00:00 --array=0-7 scripts/slurm/render.sbatch",
+        f"{head} --gres=gpu:1 --cpus-per-task=8 --mem=64G {arr} --time=08:00:00 --dependency=afterok:<render-job> "
+        "--array=0-3 scripts/slurm/probe.sbatch",
+        f"{head} --cpus-per-task=8 --mem=32G {job} --time=02:00:00 --dependency=afterok:<probe-job> "
+        "scripts/slurm/merge.sbatch",
+        f"{head} --gres=gpu:1 --cpus-per-task=8 --mem=64G {arr} --time=12:00:00 --dependency=afterok:<render-job> "
+        "--array=0-7 scripts/slurm/generate.sbatch",
+        f"{head} --cpus-per-task=8 --mem=32G {job} --time=04:00:00 --dependency=afterok:<merge-job>:<generate-job> "
+        "scripts/slurm/finish.sbatch"]
+    assert not study.exists() and not (tmp_path / "state").exists()         # a dry run writes nothing
+
+
 @pytest.mark.parametrize("ids", [(2, 5), (2, 3), (6,)])
 def test_resubmitting_chosen_tasks_keeps_the_original_split(ids, fakes, tmp_path):
-    """`sbatch --array=2,5 --export=ALL,SHARD_COUNT=8 render.sbatch` (status.sh's advice) runs shards 2/8 and 5/8,
+    """`sbatch ... --array=2,5 --export=ALL,SHARD_COUNT=8 render.sbatch` (as status.sh prints it) runs shards 2/8 and 5/8,
     although Slurm describes a 2-task array to those tasks."""
     from render.shard import Shard
 

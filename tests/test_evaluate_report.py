@@ -223,7 +223,7 @@ def test_headline_is_scalar_aligned_beside_paired_differences(random_run):
         assert f"`{c}`" in header, c
     assert "_none" not in header and "_per_channel" not in header      # those are in the detail tables
     assert "mse_srgb_none" in metrics and "alignments `none` and `per_channel`" in metrics
-    assert "base scenes" in metrics and "Paired differences" in metrics
+    assert "resampled together" in metrics and "Paired differences" in metrics
     assert "`klein` − `image_as_albedo`" in metrics and "`klein` − `retinex_color`" in metrics
     inv = _section(md, "## Illumination invariance")
     assert "accuracy `lmse_linear_scalar`" in inv and "degenerate" in inv

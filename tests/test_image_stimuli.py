@@ -127,7 +127,7 @@ def test_scene_difference_is_mean_of_sample_differences(render):
         np.testing.assert_allclose(a - b, per_scene, rtol=1e-5, atol=1e-6)
     n = {name: len(samples.pairing(name).pairs) for name in CONTRASTS}
     # 27 samples; lighting: 3 scenes x 3 versions x 2 other lightings; albedo: 3 scenes x 3 lightings x 2 variants
-    assert n == {"render_vs_albedo": 27, "lighting": 18, "albedo": 18}
+    assert n == {"render_vs_albedo": 27, "lighting": 18, "albedo": 18, "luminance": 18}   # fake variants: hsv
     p = samples.pairing("lighting").pairs[0]
     assert p.id == "alpha__key vs alpha__rim" and p.a == ("alpha__key/render",) and p.b == ("alpha__rim/render",)
     assert samples.describe()["clustered"] and not scenes.describe()["clustered"]
@@ -357,3 +357,73 @@ def test_planted_null_keeps_the_fwer(oriented):
     se = np.sqrt(0.05 * 0.95 / n_sim)
     for name, h in hits.items():
         assert h / n_sim <= 0.05 + 3 * se, (name, h)
+
+
+# ------------------------------------------------------------------ chroma variants (issue 17, point 7)
+
+def _albedo_detector_run(root, n_units=40, seed=0):
+    """Analyse an image plan whose unit 0 follows the mean albedo luminance of each image's scene version (a pure
+    brightness detector) and unit 1 its albedo chroma; the rest are noise. Values come from the ground truth on
+    disk, never from the design's orientation."""
+    from render.dataset import load_manifest, load_sample
+
+    plan = build_image_plan(root)
+    m = load_manifest(root)
+    rng = np.random.default_rng(seed)
+    values = rng.normal(scale=0.02, size=(len(plan.images), n_units))
+    for i, img in enumerate(plan.images):
+        s = load_sample(root, img.sample_id, m)
+        alb = s.albedo_linear.astype(np.float64)[s.mask]
+        values[i, 0] += (alb @ np.array([0.2126, 0.7152, 0.0722])).mean()
+        values[i, 1] += (alb.max(1) - alb.min(1)).mean()
+    design = ImageDesign(plan, "make it albedo")
+    vals = {st.key(): values[[im.key for im in plan.images].index(st.role.split(":", 1)[1] + "/" +
+                                                                   st.role.split(":", 1)[0])].astype(np.float32)
+            for st in design.stimuli()}
+    caps = design.captures(vals, np.array([f"s00/double.0.img/h{u:02d}" for u in range(n_units)]), {})
+    return plan, analyse_captures(caps, StatsConfig(n_perm=500, n_splits=4, n_boot=20, seed=0))
+
+
+def test_a_brightness_detector_is_albedo_selective_with_hsv_variants_but_not_with_chroma_variants(tmp_path):
+    from probe.stats.luminance import luminance_row
+
+    scenes = tuple(f"s{i:02d}" for i in range(24))
+    hsv = write_synthetic_render_variants(tmp_path / "hsv", scenes=scenes, lightings=("key", "rim"), variants=1,
+                                          h=8, w=8)
+    both = write_synthetic_render_variants(tmp_path / "both", scenes=scenes, lightings=("key", "rim"), variants=1,
+                                           chroma_variants=1, h=8, w=8)
+    plan_h, res_h = _albedo_detector_run(hsv)
+    assert res_h.classification.classes[0] == "albedo-selective"       # brightness passes as albedo (the old design)
+    plan_b, res_b = _albedo_detector_run(both)
+    truth = plan_b.truth.record()
+    assert truth["albedo"]["variants"] == "chroma" and truth["albedo"]["order"] == "chroma"
+    assert truth["luminance"]["variants"] == "hsv" and "variant_rule" in truth["albedo"]
+    alb, lum = plan_b.pairing("albedo"), plan_b.pairing("luminance")
+    assert all("~c2" in k for p in alb.pairs for k in (*p.a, *p.b) if "~c" in k)          # chroma variants only
+    assert all("~c1" in k for p in lum.pairs for k in (*p.a, *p.b) if "~c" in k)          # hsv variants only
+    cls = res_b.classification.classes
+    assert cls[0] != "albedo-selective" and not res_b.stats["albedo"].null.significant[0]
+    assert res_b.stats["albedo"].null.significant[1]                     # colourfulness still shows
+    row = luminance_row(res_b)
+    assert row["n_follow_luminance"] >= 1 and res_b.stats["luminance"].null.significant[0]
+    assert row["by_class"][cls[0]] >= 1
+    assert "t_luminance" in res_b.units_table() and "luminance" in res_b.summary()["contrasts"]
+    # a captures.npz without its sample pairs rebuilds them from the record, chroma and hsv variants apart
+    from probe.design.image_stimuli import sample_pairs_from_record
+
+    stored = plan_b.sample_pairs()
+    rebuilt = sample_pairs_from_record([i.key for i in plan_b.images], [i.base_scene for i in plan_b.images],
+                                       plan_b.describe())
+    assert set(rebuilt) == set(stored) == {"render_vs_albedo", "lighting", "albedo", "luminance"}
+    for name, (a, b) in stored.items():
+        np.testing.assert_array_equal(rebuilt[name][0], a)
+        np.testing.assert_array_equal(rebuilt[name][1], b)
+
+
+def test_luminance_contrast_is_optional_by_default_and_explained_when_asked_for(tmp_path):
+    root = write_synthetic_render_variants(tmp_path / "r", scenes=("a", "b"), lightings=("key", "rim"), variants=0,
+                                           chroma_variants=1, h=8, w=8)
+    plan = build_image_plan(root)           # chroma variants only: no luminance contrast, no error
+    assert [c.name for c in plan.pairings] == ["render_vs_albedo", "lighting", "albedo"]
+    with pytest.raises(StimuliError, match="`luminance` contrast needs luminance-changing.*--recolor-mode both"):
+        build_image_plan(root, contrasts=["luminance"])

@@ -68,8 +68,8 @@ def test_probe_resume_and_stats_from_captures(probed, tmp_path):
             "--n-boot", "100", "--n-splits", "20", "--out", str(out), "--quiet", "--no-report")
     assert "RANDOM WEIGHTS" in r.stdout
     cfg = json.loads((out / "config.json").read_text())
-    # 5 pairs x (A, B, paraphrase, vocabulary control): 20 stimuli, all from the cache
-    assert cfg["capture_info"]["prompts_captured_now"] == 0 and cfg["capture_info"]["prompts_from_cache"] == 20
+    # 5 pairs x (A, B, paraphrase, vocabulary and shuffled controls): 25 stimuli, all from the cache
+    assert cfg["capture_info"]["prompts_captured_now"] == 0 and cfg["capture_info"]["prompts_from_cache"] == 25
     cli("probe", "stats", "--from", str(out / "captures.npz"), "--out", str(tmp_path / "re"), "--n-perm", "300",
         "--n-boot", "100", "--n-splits", "20")
     a = json.loads((out / "summary.json").read_text())

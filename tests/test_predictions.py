@@ -53,7 +53,7 @@ def fake_loaded(distilled=False, model="fake/klein", revision="r1"):
     pipe = FakeKlein(distilled)
     spec = SimpleNamespace(model=model, tiny_seed=0)
     return SimpleNamespace(pipe=pipe, spec=spec, source="local", revision=revision, resolved_path="/models/fake",
-                           dtype="float32", device="cpu", random_weights=False,
+                           dtype="float32", device="cpu", random_weights=False, randomized={},
                            describe=lambda: {"model": model, "revision": revision, "random_weights": False})
 
 

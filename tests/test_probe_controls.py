@@ -275,12 +275,14 @@ def test_model_fingerprint_hub_snapshot_and_local_configs(tmp_path):
     loaded = SimpleNamespace(spec=ModelSpec(str(local)), source="local", resolved_path=str(local), revision=None,
                              randomized={"mode": "transformer", "seed": 2})
     fp1 = model_fingerprint(loaded)
-    assert fp1["revision"].startswith("configs-sha256:") and fp1["randomize"] == {"mode": "transformer", "seed": 2}
+    assert fp1["revision"].startswith("content-sha256:") and fp1["randomize"] == {"mode": "transformer", "seed": 2}
     (local / "transformer" / "config.json").write_text('{"num_layers": 6}')
     assert model_fingerprint(loaded)["revision"] != fp1["revision"]
     (local / "transformer" / "config.json").write_text('{"num_layers": 5}')
     assert model_fingerprint(loaded)["revision"] == fp1["revision"]
     (local / "transformer" / "w.safetensors").write_bytes(b"0" * 11)        # other weights, same config
+    assert model_fingerprint(loaded)["revision"] != fp1["revision"]
+    (local / "transformer" / "w.safetensors").write_bytes(b"1" * 10)        # replaced in place, same size (issue 18)
     assert model_fingerprint(loaded)["revision"] != fp1["revision"]
 
 
@@ -327,7 +329,8 @@ def test_compare_detects_a_trained_difference_and_not_a_null_one(tmp_path):
     assert [f.name for f in files] == ["compare.md", "compare.json", "compare_blocks.png"]
     md = files[0].read_text()
     assert md.startswith("# Probe runs side by side (with a random-init control)")
-    assert "bootstrap over pairs" in md and "not independent" in md and "random-init (transformer, seed 0)" in md
+    assert "Within-network noise only" in md and "says nothing about training" not in md.split("## Within")[0]
+    assert "not independent" in md and "random-init (transformer, seed 0)" in md and "nothing about" in md
     assert files[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # all runs random: the first line says so
     assert write_compare(compare_runs([rand, rand2], n_boot=50), tmp_path / "cmp2")[0].read_text().startswith(
@@ -385,7 +388,7 @@ def test_randomize_runs_fresh_and_is_recorded(tiny_runs):
     cfg = json.loads((tiny_runs.random / "config.json").read_text())
     rnd = cfg["model"]["randomize"]
     assert rnd["mode"] == "transformer" and rnd["seed"] == 3 and rnd["components"][0]["name"] == "transformer"
-    assert cfg["capture_info"]["captured_now"] == cfg["capture_info"]["unique_stimuli"] == 16
+    assert cfg["capture_info"]["captured_now"] == cfg["capture_info"]["unique_stimuli"] == 20     # 4 x (A, B, 3 sets)
     assert cfg["capture_info"]["cache_fields"]["randomize"] == {"mode": "transformer", "seed": 3}
     t = load_captures(tiny_runs.trained / "captures.npz")
     r = load_captures(tiny_runs.random / "captures.npz")
@@ -394,25 +397,40 @@ def test_randomize_runs_fresh_and_is_recorded(tiny_runs):
     assert first.startswith("**RANDOM WEIGHTS (--randomize transformer, seed 3)")
     report = (tiny_runs.trained / "report.md").read_text()
     assert "no random-init run has been compared with this one" in report.split("## Headline")[0]
-    assert "--randomize transformer --out" in report and "python -m probe compare" in report
+    assert "--randomize transformer --randomize-seeds 0-18 --out" in report and "--population" in report
+    assert "python -m probe compare" in report
 
 
 def test_run_outputs_controls_noise_and_stats_reproduce(tiny_runs, tmp_path):
     out = tiny_runs.trained
     z = np.load(out / "captures.npz")
-    assert list(z["control_names"]) == ["paraphrase", "vocabulary"]
+    assert list(z["control_names"]) == ["paraphrase", "vocabulary", "shuffled"]
     np.testing.assert_array_equal(z["control_vocabulary_a"], z["a"])     # same prompt, same noise: captured once
     cfg = json.loads((out / "config.json").read_text())
     seeds = cfg["noise"]["pair_seeds"]
     assert len(set(s[0] for s in seeds.values())) == 4 and cfg["noise"]["seeds_per_pair"] == 1
     assert seeds["red_cube_table"] == [noise_seed(0, "red_cube_table")]
-    assert set(cfg["text_lengths"]) == {"a", "b", "paraphrase", "vocabulary"}
+    assert set(cfg["text_lengths"]) == set(cfg["prompt_token_lengths"]) == {"a", "b", "paraphrase", "vocabulary",
+                                                                           "shuffled"}
+    template = {t - p for k in cfg["text_lengths"] for t, p in zip(cfg["text_lengths"][k], cfg["prompt_token_lengths"][k])}
+    assert len(template) == 1 and template.pop() > 0          # the chat template: the same tokens around every prompt
     s = json.loads((out / "summary.json").read_text())
-    assert {"n_selective_vs_paraphrase", "n_selective_vs_vocabulary", "n_selective_beyond_control"} <= set(s)
+    assert {"n_selective_vs_paraphrase", "n_selective_vs_vocabulary", "n_selective_vs_shuffled",
+            "n_selective_beyond_control"} <= set(s)
+    assert s["text_tokens"] == "prompt" and set(s["control_lexicon"]) == {"paraphrase", "vocabulary", "shuffled"}
+    lex = s["control_lexicon"]
+    assert lex["vocabulary"]["keeps_b"] == lex["shuffled"]["keeps_b"] == 1.0 and lex["paraphrase"]["from_a"] > 0.8
+    # the tiny tokenizer counts bytes: the pipeline's own count is there beside the stand-in's
+    assert lex["shuffled"]["tokens_minus_b_pipeline"]["max"] <= 2 and "tokens_minus_b" in lex["vocabulary"]
+    report = (out / "report.md").read_text()
+    section = report.split("## Control sets in words and tokens")[1].split("\n## ")[0]
+    for name in ("`paraphrase`", "`vocabulary`", "`shuffled`", "B's content words kept", "tokens − B (stand-in)"):
+        assert name in section, name
     assert s["direction"] == "A photograph - B albedo" and s["t_direction"] == "a-b" and s["stimuli"] == "text"
     header = (out / "units.csv").read_text().splitlines()[0].split(",")
     for col in ("t_vs_paraphrase", "p_fwer_vs_paraphrase", "selective_vs_paraphrase", "t_vs_vocabulary",
-                "p_fwer_vs_vocabulary", "selective_vs_vocabulary", "control_t", "selective_beyond_control"):
+                "p_fwer_vs_vocabulary", "selective_vs_vocabulary", "t_vs_shuffled", "selective_vs_shuffled",
+                "control_t", "selective_beyond_control"):
         assert col in header, col
     # the captures alone (no config.json beside them) give every column back
     alone = tmp_path / "alone"
@@ -421,6 +439,8 @@ def test_run_outputs_controls_noise_and_stats_reproduce(tiny_runs, tmp_path):
     cli("stats", "--from", str(alone / "captures.npz"), "--out", str(tmp_path / "re"), "--n-perm", "200",
         "--n-boot", "50", "--n-splits", "10", "--no-report")
     assert (tmp_path / "re" / "units.csv").read_text() == (out / "units.csv").read_text()
+    again = json.loads((tmp_path / "re" / "summary.json").read_text())
+    assert again["control_lexicon"] == s["control_lexicon"] and again["text_tokens"] == "prompt"
 
 
 def test_compare_cli_and_baseline_report(tiny_runs, tmp_path):

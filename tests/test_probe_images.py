@@ -54,18 +54,23 @@ def test_every_output_follows_the_contracts(image_run, small_render):
     s = json.loads((out / "summary.json").read_text())
     assert s["stimuli"] == "images" and s["primary_contrast"] == "render_vs_albedo" and s["n_pairs"] == 2
     assert s["direction"] == "render - albedo" and not s["clustered"] and s["pairs_over"] == "scenes"
-    assert set(s["contrasts"]) == {"lighting", "albedo"}
+    assert set(s["contrasts"]) == {"lighting", "albedo", "luminance"}       # luminance: the hsv variants
     design = s["image_design"]
-    assert set(design["contrasts"]) == {"render_vs_albedo", "lighting", "albedo"}
+    assert set(design["contrasts"]) == {"render_vs_albedo", "lighting", "albedo", "luminance"}
+    assert design["orientation"]["albedo"]["variants"] == "hsv"
+    row = s["luminance_row"]
+    assert row["albedo_variants"] == "hsv" and sum(row["class_sizes"].values()) == s["n_units"]
+    assert row["n_follow_luminance"] == sum(row["by_class"].values())
     assert "shading contrast" in design["contrasts"]["lighting"]["orientation"]
     assert set(design["orientation"]["lighting"]["values"]) == {"cornell_box", "checker_cube"}
     assert sum(s["classes"]["counts"].values()) == s["n_units"]
     assert s["classes"]["equivalence"]["per_contrast"]["albedo"]["power_at_dz_0"] == 0.0   # 2 scenes: never
     header = (out / "units.csv").read_text().splitlines()[0].split(",")
     for col in ("unit", "block", "t", "d", "p", "q", "p_fwer", "fwer_significant", "mean_a", "mean_b", "mean_diff",
-                "sd_diff", "class", "direction"):
+                "sd_diff", "class", "direction", "d_av", "class_signed", "p_equiv_albedo", "p_equiv_signed_albedo",
+                "rms_change_albedo", "ratio_albedo_to_lighting_ub", "p_equiv_magnitude_albedo"):
         assert col in header, col
-    for c in ("render_vs_albedo", "lighting", "albedo"):
+    for c in ("render_vs_albedo", "lighting", "albedo", "luminance"):
         for stat in ("t", "d", "p_fwer"):
             assert f"{stat}_{c}" in header
     caps = load_captures(out / "captures.npz")
@@ -80,7 +85,9 @@ def test_every_output_follows_the_contracts(image_run, small_render):
     assert cfg["noise"]["scene_seeds"]["cornell_box"] != cfg["noise"]["scene_seeds"]["checker_cube"]
     assert cfg["images"]["image_prompt"].startswith("Remove all lighting")
     per = np.load(out / "per_sample.npz")
-    assert sorted(per.files) == ["contrast", "diff", "sample_ids", "scene_ids", "units"]
+    assert {"contrast", "diff", "sample_ids", "scene_ids", "units"} <= set(per.files)
+    assert {"diff_lighting", "diff_albedo", "diff_render_vs_albedo", "sign_convention", "direction"} <= set(per.files)
+    assert per["diff_lighting"].shape == (4, len(units)) and per["diff_albedo"].shape == (4, len(units))
     assert per["diff"].dtype == np.float32 and per["diff"].shape == (8, len(units))
     assert list(per["units"]) == units and str(per["contrast"]) == "render_vs_albedo"
     assert "cornell_box~c1__warm_point" in list(per["sample_ids"])
@@ -91,8 +98,10 @@ def test_every_output_follows_the_contracts(image_run, small_render):
                                - caps.images.values[keys.index("cornell_box~c1__warm_point/albedo")], rtol=1e-6)
     md = (out / "report.md").read_text()
     assert md.splitlines()[0].startswith("**RANDOM WEIGHTS")
-    assert "## The three contrasts" in md and "## Unit classes" in md and "never from unit values" in md
+    assert "## The contrasts" in md and "## Unit classes" in md and "never from unit values" in md
     assert "never (too few pairs)" in md
+    lum = md.split("### Albedo luminance beside the classes")[1].split("\n## ")[0]
+    assert "made of hsv variants, which change the surfaces' brightness" in lum and "follow albedo luminance" in lum
 
 
 def test_stats_from_the_captures_alone_reproduce_everything(image_run, tmp_path):
@@ -214,7 +223,8 @@ def test_argument_errors_come_before_anything_is_written(tmp_path, capsys):
              (("--data", str(root), "--control", "vocabulary"), "--control applies to the text probe only"),
              (("--data", str(root), "--limit", "1"), "needs at least 2"),
              (("--data", str(root), "--contrasts", "shading"), "unknown contrast"),
-             (("--data", str(root), "--equivalence-margin", "0"), "--equivalence-margin must be a positive")]
+             (("--data", str(root), "--equivalence-margin", "0"), "--equivalence-margin must be a positive"),
+             (("--data", str(root), "--magnitude-margin", "-1"), "--magnitude-margin must be a positive")]
     for args, msg in cases:
         assert main(["run", "--model", "tiny", "--stimuli", "images", "--out", str(out), *args]) == 2, args
         err = capsys.readouterr().err
@@ -247,7 +257,7 @@ def test_pairs_over_samples_is_flagged_clustered_in_every_output(tmp_path):
     col = rows[0].split(",").index("pairs_over")
     assert all(r.split(",")[col] == "samples (CLUSTERED)" for r in rows[1:])
     md = (out / "report.md").read_text()
-    assert "**CLUSTERED" in md.split("## The three contrasts")[0]
+    assert "**CLUSTERED" in md.split("## The contrasts")[0]
     caps = load_captures(out / "captures.npz")
     assert caps.meta["image_design"]["clustered"] and caps.n_pairs == 8      # 8 samples: 8 sample-level pairs
     assert summary["image_design"]["contrasts"]["lighting"]["clustered"]

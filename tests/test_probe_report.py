@@ -136,6 +136,11 @@ def test_heads_report_with_control_random_weights(tmp_path):
     assert f"{n3:,} ({100 * n3 / len(units):.1f}%)" in row(md, r"units with \|t\| > 3")
     assert "10,846 (66.5%)" in row(md, r"units with \|t\| > 3")
     assert f"{summary['max_abs_t']:.2f}" in row(md, r"max \|t\|")
+    # effect sizes: the card's row is d_z, with the sentence, and d_av beside it
+    nd = summary["n_abs_d_z_gt_0_8"]
+    assert f"{nd:,} (" in row(md, r"units with \|d_z\| > 0.8 (the card's “\|d\| > 0.8 (large)”)")
+    assert f"{summary['n_abs_d_av_gt_0_8']:,} (" in row(md, r"units with \|d_av\| > 0.8 (between-condition scale)")
+    assert "at 12 pairs it is exactly |t| > 2.77" in md and "inflates d_z far above" in md
     assert summary["max_abs_t_unit"] in PLANTED and summary["max_abs_t_unit"] in row(md, r"max \|t\|")
     fw = summary["n_fwer_significant"]
     assert fw >= len(PLANTED)
@@ -143,6 +148,11 @@ def test_heads_report_with_control_random_weights(tmp_path):
     sel = summary["n_selective_beyond_control"]
     assert sel >= len(PLANTED)
     assert f"{sel:,} (" in row(md, "units selective beyond every control (`selective_beyond_control`)")
+    # its error level is stated (one control set: 2 families, main and the direct test), with the joint column
+    assert "family-wise error ≤ 2 × α = 0.1" in row(md, "units selective beyond every control (`selective_beyond_control`)")
+    assert f"{summary['n_selective_beyond_control_joint']:,} (" in row(
+        md, "… with every family at α/2 (`selective_beyond_control_joint`; family-wise error ≤ α = 0.05)")
+    assert "**Error level of `selective_beyond_control`.**" in md and "intersection-union test" in md
     assert f"{summary['n_selective_vs_paraphrase']:,} (" in row(
         md, "units selective beyond the paraphrase control (`selective_vs_paraphrase`)")
     assert "paraphrase control (12 pairs, A vs a paraphrase of A)" in md and "RANDOM WEIGHTS)" in md

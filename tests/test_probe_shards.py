@@ -107,7 +107,7 @@ def test_a_sharded_run_writes_only_its_partial_file(runs):
     assert [list(p.pair_ids) for p in parts] == [ids[0::3], ids[1::3], ids[2::3]]
     for k, p in enumerate(parts):
         assert p.finished and p.shard == Shard(k, 3) and p.record["shard"]["source"] == f"--shard {k}/3"
-        assert p.values.shape == (4 * len(p.pair_ids), 48) and p.values.dtype == np.float32   # A, B, 2 controls
+        assert p.values.shape == (5 * len(p.pair_ids), 48) and p.values.dtype == np.float32   # A, B, 3 controls
         assert len(p.units) == 48 and p.units[0] == "s00/double.0.img/h00"
         assert p.key_fields["capture"]["steps"] == 2 and p.key_fields["device_type"] == "cpu"
         assert p.configuration_key == parts[0].configuration_key and p.fingerprint == parts[0].fingerprint
@@ -122,13 +122,13 @@ def test_the_shard_says_how_to_merge_and_resumes_from_its_file(runs, tmp_path, c
     before = (out / "shards" / "partial-2-of-3.npz").read_bytes()
     code, stdout, err = probe_main([*RUN, "--shard", "2/3", "--out", out], capsys)
     assert code == 0
-    assert "shard 2/3: 1 of 5 pairs (4 stimuli) captured into" in stdout and f"python -m probe merge {out}" in stdout
+    assert "shard 2/3: 1 of 5 pairs (5 stimuli) captured into" in stdout and f"python -m probe merge {out}" in stdout
     assert "starting fresh" not in err                     # its own finished file is its resume cache
     from probe.design.shards import read_shard
 
     again = read_shard(out / "shards" / "partial-2-of-3.npz")
     assert again.record["config"]["capture_info"]["captured_now"] == 0
-    assert again.record["config"]["capture_info"]["from_cache"] == 4
+    assert again.record["config"]["capture_info"]["from_cache"] == 5
     z0 = np.load(out / "shards" / "partial-2-of-3.npz")
     with np.load(__import__("io").BytesIO(before)) as z1:
         np.testing.assert_array_equal(z0["values"], z1["values"])
@@ -149,7 +149,7 @@ def test_merged_3_way_split_equals_the_unsharded_run(runs, tmp_path, capsys):
     assert ua == ub
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["job"] == "probe merge" and [s["shard"]["index"] for s in cfg["shards"]] == [0, 1, 2]
-    assert cfg["capture_info"]["captured_now"] == 20 and cfg["merge"]["n_pairs"] == 5
+    assert cfg["capture_info"]["captured_now"] == 25 and cfg["merge"]["n_pairs"] == 5
     whole = json.loads((runs / "whole" / "config.json").read_text())
     for k in ("capture", "prompts", "noise", "control_sets", "text_lengths", "n_pairs", "direction", "stats"):
         assert cfg[k] == whole[k], k
@@ -190,7 +190,7 @@ def test_missing_pairs_are_named_with_their_shard_and_nothing_is_written(runs, t
     (folder / "shards" / "partial-1-of-3.npz").unlink()
     out = tmp_path / "never"
     _refused(["merge", folder, "--out", out], capsys, "cannot merge: 2 of 5 pairs are in no finished shard file",
-             "glossy_sphere_pedestal (shard 1/3)", "striped_torus (shard 1/3)", "--array=1",
+             "glossy_sphere_pedestal (shard 1/3)", "striped_torus (shard 1/3)", "bash scripts/slurm/status.sh",
              "--shard K/3 for each K in 1", "Nothing was written")
     assert not out.exists()
     code, stdout, _ = probe_main(["merge", folder, "--dry-run"], capsys)
@@ -204,7 +204,7 @@ def test_missing_pairs_are_named_with_their_shard_and_nothing_is_written(runs, t
     part = read_shard(runs / "split" / "shards" / "partial-1-of-3.npz")
     save_cache(folder / "shards" / "partial-1-of-3.npz", part.key_fields, dict(list(part.value_map().items())[:3]))
     code, stdout, _ = probe_main(["merge", folder, "--dry-run"], capsys)
-    assert code == 3 and "(shard 1/3: still capturing or stopped: partial-1-of-3.npz has 3 of 8 stimuli cached)" \
+    assert code == 3 and "(shard 1/3: still capturing or stopped: partial-1-of-3.npz has 3 of 10 stimuli cached)" \
         in stdout
     _refused(["merge", folder], capsys, "still capturing or stopped")
     assert not (folder / "captures.npz").exists()

@@ -214,3 +214,58 @@ def test_fake_render_with_variants_reads_like_a_real_one(tmp_path):
     assert np.array_equal(v.shading, o.shading) and not np.array_equal(v.albedo_linear, o.albedo_linear)
     assert np.array_equal(read_albedo_srgb(root, v.id), read_png_srgb(root / v.albedo_srgb_path))
     assert np.array_equal(load_sample(root, "alpha~c2__key").albedo_linear, v.albedo_linear)
+
+
+# ---------------------------------------------------------------------- chroma variants (issue 17, point 7)
+from render.recolor import CHROMA_RANGE, rec709_luminance  # noqa: E402
+
+
+def test_chroma_variants_keep_every_colours_luminance_and_change_its_hue():
+    tol = CHROMA_RANGE["luminance_tolerance"]
+    for s in _scenes():
+        hsv, chroma = with_variants([s], 1, seed=0, mode="both")[1:]
+        assert hsv == recolor_scene(s, 1, seed=0) and "mode" not in hsv.recolor        # hsv records as before modes
+        assert chroma.id == f"{s.id}~c2" and chroma.recolor["mode"] == "chroma"
+        mapping = dict(zip(scene_colours(s), scene_colours(chroma)))
+        assert len(mapping) == len(scene_colours(s)) == len(chroma.recolor["colours"])
+        for old, new in mapping.items():
+            assert abs(rec709_luminance(new) - rec709_luminance(old)) <= tol
+            assert max(new) <= CHROMA_RANGE["max_channel"] and min(new) >= 0
+        for rec in chroma.recolor["colours"]:
+            assert rec["chroma_change"] >= CHROMA_RANGE["min_chroma_change"] or rec["luminance_old"] > 0.8
+        # the hsv variant changes brightness: a luminance-ordered albedo contrast is a brightness contrast there
+        assert max(abs(rec709_luminance(n) - rec709_luminance(o)) for o, n in
+                   zip(scene_colours(s), scene_colours(hsv))) > 0.02
+        assert parse_scene(scene_to_dict(chroma)) == chroma and parse_scene(scene_to_dict(chroma)).recolor == chroma.recolor
+    with pytest.raises(SceneError, match="--recolor-mode"):
+        with_variants(_scenes(), 1, mode="grey")
+
+
+@pytest.fixture(scope="session")
+def chroma_render(tmp_path_factory):
+    out = tmp_path_factory.mktemp("chroma") / "data"
+    run_cli(*ARGS, "--recolor", "1", "--recolor-mode", "both", "--adaptive-threshold", "0", "--out", str(out))
+    return out
+
+
+def test_chroma_variant_keeps_albedo_luminance_pixel_for_pixel(chroma_render):
+    """On the rendered albedo (checker texture: pixels that mix two colours at the squares' edges included): every
+    pixel of the chroma variant has its original's Rec.709 luminance within the stated tolerance (+ float32), and its
+    colour differs; the hsv variant's luminance does not stay."""
+    m = load_manifest(chroma_render)
+    orig = load_sample(chroma_render, "checker_cube__area_right", m)
+    y = lambda a: a.astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722])  # noqa: E731
+    chroma = load_sample(chroma_render, "checker_cube~c2__area_right", m)
+    hsv = load_sample(chroma_render, "checker_cube~c1__area_right", m)
+    seen = orig.albedo_linear.any(-1)
+    assert np.abs(y(chroma.albedo_linear) - y(orig.albedo_linear)).max() <= CHROMA_RANGE["luminance_tolerance"] + 1e-6
+    assert (np.abs(chroma.albedo_linear - orig.albedo_linear).max(-1)[seen] > 1e-3).mean() > 0.95
+    assert np.abs(y(hsv.albedo_linear) - y(orig.albedo_linear))[seen].max() > 0.02
+    entries = {e["id"]: e for e in m["samples"]}
+    assert entries["checker_cube~c2__area_right"]["recolor_mode"] == "chroma"
+    assert entries["checker_cube~c1__area_right"]["recolor_mode"] == "hsv"
+    assert "recolor_mode" not in entries["checker_cube__area_right"]
+    assert m["recolor"]["modes"] == {"chroma": [2], "hsv": [1]}
+    modes = {s.id: s.recolor_mode for s in list_samples(chroma_render)}
+    assert modes == {"checker_cube__area_right": None, "checker_cube~c1__area_right": "hsv",
+                     "checker_cube~c2__area_right": "chroma"}

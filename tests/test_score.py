@@ -167,8 +167,9 @@ def test_summary_means_and_bootstrap_cis(scored):
     assert m["ci95_low"] is None and m["ci95_high"] is None
     g = summ["methods"]["gt"]["metrics"]["mse_linear_none"]
     assert g["n_clusters"] == 2 and g["ci95_low"] <= g["mean"] <= g["ci95_high"]
-    # PSNR of a perfect prediction is inf: left out of the mean and counted
-    assert summ["methods"]["gt"]["metrics"]["psnr_srgb_none"]["n_nonfinite"] == len(ids)
+    # PSNR of a perfect prediction is inf: a value, counted as the cap (issue 18), not a dropped row
+    psnr = summ["methods"]["gt"]["metrics"]["psnr_srgb_none"]
+    assert psnr["n_nonfinite"] == 0 and psnr["n_capped"] == psnr["n"] == len(ids) and psnr["mean"] == psnr["cap"] == 100
     assert set(summ["columns"]) >= set(metric_columns()) | set(INVARIANCE_COLUMNS)
     cfg = json.loads((out / "score_config.json").read_text())
     assert cfg["n_boot"] == 200 and cfg["metrics"]["lmse_window"] == 20 and "scikit-image" in cfg["versions"]

@@ -126,6 +126,31 @@ def test_exact_enumeration_when_2_to_n_is_small():
     assert not nl2.exact and nl2.n_perm == 100
 
 
+def test_exact_null_p99_leaves_the_identity_out():
+    """Issue 17.6: with exact enumeration (6 pairs: 32 sign vectors) the p99 is close to the largest null count, and
+    the identity's count is the observed one, so keeping it capped the ratio near 1 (1.45 here for 200 of 200 units
+    far beyond any other sign vector). The null p99, mean and max leave it out; the permutation p keeps it."""
+    rng = np.random.default_rng(3)
+    diff = rng.normal(5.0, 1.0, size=(6, 200))
+    u = paired_t(diff, np.zeros_like(diff))
+    nl = sign_flip_null(diff, u.t, StatsConfig(n_perm=1000))
+    assert nl.exact and nl.n_perm == 32 and nl.observed[0] == 200
+    bits = (np.arange(1, 32)[:, None] >> np.arange(5)) & 1        # every vector but the identity (first sign +)
+    signs = np.ones((31, 6))
+    signs[:, 1:] = 1.0 - 2.0 * bits
+    t_others = np.abs(sps.ttest_1samp(signs[:, :, None] * diff[None], 0.0, axis=1).statistic)
+    others = (t_others > 3).sum(1)
+    assert others.max() < 200
+    assert nl.p99[0] == pytest.approx(np.percentile(others, 99))
+    assert nl.ratio[0] == pytest.approx(200 / max(np.percentile(others, 99), 1)) and nl.ratio[0] > 10
+    assert nl.p_count[0] == pytest.approx(1 / 32)                  # the identity counts in the p-value
+    res = analyse_text(diff, np.zeros_like(diff), [f"u{i}" for i in range(200)],
+                       config=StatsConfig(n_perm=1000, n_boot=0, n_splits=0))
+    summ = res.summary()
+    assert summ["null_excludes_identity"] and summ["null_max_abs_t_gt_3"] == others.max()
+    assert "leave out the identity" in summ["null_counts_note"]
+
+
 def test_null_calibration_observed_count_inside_band():
     cfg = StatsConfig(n_perm=1000, n_boot=0, n_splits=0)
     inside = 0
@@ -235,6 +260,57 @@ def test_resampled_and_subset_t_equal_scipy():
     np.testing.assert_allclose(t[0], sps.ttest_1samp(diff[[1, 2, 4, 6, 8]], 0.0).statistic, rtol=2e-5)
 
 
+def six_pair_captures(seed=0, units=96, n=6):
+    """float32 unit values like a tiny run's (positive RMS values around 1) for n pairs."""
+    rng = np.random.default_rng(seed)
+    level = rng.uniform(0.2, 3.0, units).astype(np.float32)
+    a = (level * rng.normal(1.0, 0.05, size=(n, units))).astype(np.float32)
+    b = (level * rng.normal(0.98, 0.05, size=(n, units))).astype(np.float32)
+    return a, b
+
+
+def test_a_resample_of_one_repeated_pair_has_zero_variance_not_a_huge_t():
+    """Issue 17.3: a bootstrap resample made of one pair drawn 6 times has zero variance in every unit, so every
+    t is 0 (t = 0 is the zero-variance convention of paired_t). float32 rounding passed for variance and gave a
+    mean |t| in the thousands (2,214 on a tiny run's captures), which made compare's bootstrap_sd_S 35 and moved
+    block CIs at small n. Other resamples still equal scipy."""
+    from probe.stats.blocks import resampled_abs_t_mean
+
+    a, b = six_pair_captures()
+    diff = a.astype(np.float64) - b.astype(np.float64)
+    w = np.zeros((8, 6), np.float32)
+    for i in range(6):
+        w[i, i] = 6.0                                      # one pair, six times
+    w[6] = [2, 1, 1, 1, 1, 0]
+    w[7] = 1
+    mean_abs_t = resampled_abs_t_mean(diff, w)
+    np.testing.assert_array_equal(mean_abs_t[:6], 0.0)
+    for r in (6, 7):
+        idx = np.repeat(np.arange(6), w[r].astype(int))
+        ref = np.abs(sps.ttest_1samp(diff[idx], 0.0).statistic).mean()
+        assert mean_abs_t[r] == pytest.approx(ref, rel=1e-4)
+    # the block bootstrap sees the same: a block's max |t| over a one-pair resample is 0
+    rs = _Resampler(diff, w[:1])
+    (_, _, q), = rs.tiles(0, diff.shape[1])
+    assert (q == 0).all() and rs.n_exact > 0
+
+
+def test_split_half_of_equal_pairs_has_zero_variance():
+    """A half whose pairs are all equal has t = 0, not a t made of float32 rounding (it was up to 2.6e6 with 13
+    pairs, 6 of them equal); the other units' t still equal scipy."""
+    a, b = six_pair_captures(1, units=200, n=13)
+    diff = a.astype(np.float64) - b.astype(np.float64)
+    diff[:6, :100] = diff[0, :100]                        # pairs 0-5 equal in units 0-99
+    sub = np.zeros((1, 13), np.float32)
+    sub[0, :6] = 1
+    center = diff.mean(0)
+    moments = ((diff - center).astype(np.float32), ((diff - center) ** 2).astype(np.float32), center.astype(np.float32))
+    t = _subset_t32(sub, *moments, 6)
+    np.testing.assert_array_equal(t[0, :100], 0.0)
+    np.testing.assert_allclose(t[0, 100:], sps.ttest_1samp(diff[:6, 100:], 0.0).statistic, rtol=1e-4)
+    np.testing.assert_array_equal(_subset_t32(sub, *moments, 6, diff), t)
+
+
 # ---------------------------------------------------------------------------------------- blocks
 
 def test_block_stats_point_values_and_bootstrap():
@@ -308,6 +384,72 @@ def test_analyse_with_control_summary_and_table():
     np.testing.assert_allclose(table["mean_a"], a.mean(0))
     np.testing.assert_allclose(table["control_t"], sps.ttest_rel(ca, cb).statistic, rtol=1e-10)
     assert table["unit"][3] == names[3]
+
+
+def test_selective_beyond_control_states_its_level_and_has_a_joint_column():
+    """Issue 17.6: selective_beyond_control combines K FWER-controlled families (main + one direct test per control
+    set), so its family-wise error over units is only bounded by K alpha; summary.json says so, and the joint
+    column asks p_fwer <= alpha / K in every family (family-wise error <= alpha)."""
+    n, units = 25, 300
+    rng = np.random.default_rng(40)
+    a = rng.normal(size=(n, units))
+    b = rng.normal(size=(n, units))
+    a[:, :80] += np.linspace(0.7, 1.3, 80)[None] * np.sqrt(2.0)       # main effects around the FWER threshold
+    controls = {"paraphrase": (a, a - rng.normal(size=(n, units)) * 0.1),
+                "vocabulary": (a, a - rng.normal(size=(n, units)) * 0.1)}
+    res = analyse_text(a, b, [f"u{i}" for i in range(units)], controls=controls,
+                       config=StatsConfig(n_perm=2000, n_boot=0, n_splits=0))
+    s = res.summary()
+    err = s["selective_beyond_control_error"]
+    assert err["families"] == ["main", "vs_paraphrase", "vs_vocabulary"] and err["n_families"] == 3
+    assert err["family_wise_bound"] == pytest.approx(0.15) and err["joint_family_wise_bound"] == 0.05
+    assert err["joint_alpha_per_family"] == pytest.approx(0.05 / 3) and err["joint_attainable"]
+    assert "3 x 0.05" in err["family_wise_note"] and "level alpha" in s["selective_definition"]
+    table = res.units_table()
+    joint, plain = table["selective_beyond_control_joint"].astype(bool), table["selective_beyond_control"].astype(bool)
+    assert (joint <= plain).all()
+    expect = plain.copy()
+    for col in ("p_fwer", "p_fwer_vs_paraphrase", "p_fwer_vs_vocabulary"):
+        expect &= table[col] <= 0.05 / 3
+    np.testing.assert_array_equal(joint, expect)
+    assert s["n_selective_beyond_control_joint"] == joint.sum()
+    between = (table["p_fwer"] > 0.05 / 3) & (table["p_fwer"] <= 0.05) & plain
+    assert between.any() and not joint[between].any()     # in the plain set, not in the joint one
+    # 6 pairs: the exact null's smallest p_fwer (1/32) is above 0.05 / 3, and the record says the joint set is empty
+    small = analyse_text(a[:6], b[:6], [f"u{i}" for i in range(units)],
+                         controls={k: (x[:6], y[:6]) for k, (x, y) in controls.items()},
+                         config=StatsConfig(n_perm=2000, n_boot=0, n_splits=0))
+    assert not small.selective_error()["joint_attainable"] and not small.selective_beyond_control_joint.any()
+
+
+def test_d_z_is_named_and_d_av_sits_beside_it():
+    """Issue 17.4: the card's |d| > 0.8 count is d_z = t / sqrt(n) (at 25 pairs exactly |t| > 4), which a strong
+    within-pair correlation inflates far above a between-condition d. units.csv keeps `d` (= d_z) and adds
+    `d_av` = mean difference / the average of the two conditions' sds; summary.json counts both, named."""
+    rng = np.random.default_rng(41)
+    n, units = 25, 200
+    shared = rng.normal(0, 3.0, size=(n, units))                   # the pair's own level: strong correlation
+    a = shared + rng.normal(0, 0.3, size=(n, units)) + 0.4
+    b = shared + rng.normal(0, 0.3, size=(n, units))
+    res = analyse_text(a, b, [f"u{i}" for i in range(units)], config=StatsConfig(n_perm=200, n_boot=0, n_splits=0))
+    table = res.units_table()
+    d_av = (a - b).mean(0) / (0.5 * (a.std(0, ddof=1) + b.std(0, ddof=1)))
+    np.testing.assert_allclose(table["d_av"], d_av, rtol=1e-12)
+    np.testing.assert_allclose(table["d"], res.t / np.sqrt(n), rtol=1e-12)
+    s = res.summary()
+    assert s["n_abs_d_gt_0_8"] == s["n_abs_d_z_gt_0_8"] == np.count_nonzero(np.abs(res.t) > 4.0)
+    assert s["n_abs_d_z_gt_0_8"] > 120                             # d_z ~ 0.94: "large" for most units
+    assert s["n_abs_d_av_gt_0_8"] == np.count_nonzero(np.abs(d_av) > 0.8) == 0    # d_av ~ 0.13: small
+    assert s["median_abs_d_av"] == pytest.approx(np.median(np.abs(d_av)))
+    assert "exactly |t| > 4" in s["effect_size_note"] and "inflates d_z" in s["effect_size_note"]
+    # the image probe: d_av_C beside t_C, d_C, p_fwer_C for every contrast
+    from probe.stats.analysis import analyse_images
+
+    img = analyse_images({"render_vs_albedo": (a, b, None), "lighting": (b, a, None)}, [f"u{i}" for i in range(units)],
+                         config=StatsConfig(n_perm=200, n_boot=0, n_splits=0))
+    t2 = img.units_table()
+    np.testing.assert_allclose(t2["d_av_lighting"], -d_av, rtol=1e-12)
+    assert "d_av_render_vs_albedo" in t2 and "n_abs_d_av_gt_0_8" in img.summary()["contrasts"]["lighting"]
 
 
 def test_analyse_without_control_and_csv(tmp_path):

@@ -22,7 +22,13 @@ Contrasts (A - B), each a list of sample-level pairs grouped by base scene, the 
                       L* = the scene's lighting with the highest shading contrast (below); v = the
                       original or one colour variant (colours identical within a pair, only the light differs)
     albedo            A = (colour set x, lighting L)       B = (colour set y, L): the original and one
-                      colour variant under the same lighting, x the one with the higher albedo value (below)
+                      colour variant under the same lighting, x the one with the higher albedo value (below).
+                      When the folder has chroma variants (`python -m render --recolor-mode chroma|both`: hue
+                      and saturation changed, every albedo pixel's luminance kept), only those are used, so
+                      the contrast is not a brightness contrast; otherwise the hsv variants (brightness changes too)
+    luminance         as albedo, from the luminance-changing (hsv) variants only, A = the colour set with the
+                      higher mean albedo luminance: the units that follow albedo brightness (the report's
+                      luminance row beside the classes). Built when the folder has hsv variants.
 
 Orientation. Lighting names and variant colours carry no order, so "first by name" or "original
 minus random" would give each scene an arbitrary sign and a signed paired t over scenes would see
@@ -33,12 +39,25 @@ valid: under H0 the label of the side is independent of the unit):
     shading contrast (lighting)  std over the object mask of ln max(Y, 1e-3 median Y), Y = Rec.709
                                  luminance of shading_linear.exr; per (base scene, lighting), the mean
                                  over the scene's colour versions. t > 0: larger under the harder light.
+                                 A scene whose samples do not all have shading (a real dataset, e.g. the
+                                 MIT intrinsic images from `render import-mit`: measured shading under one
+                                 light of eleven) uses, for all of its lightings alike, the shading the
+                                 ground truth implies: Y = Y(image_linear) / Y(albedo_linear) on mask
+                                 pixels with albedo (the photograph divided by the reflectance).
     albedo luminance (albedo)    mean over the mask of the Rec.709 luminance of albedo_linear.exr
                                  (`albedo_order="chroma"`: mean over the mask of max - min of the
                                  sRGB-encoded albedo). t > 0: larger for the brighter (more colourful) surfaces.
+                                 Chroma variants are always ordered by albedo chroma: their luminance equals the
+                                 original's (within 1e-4), so ordering by it would order by rounding noise.
+    albedo luminance (luminance) as the albedo luminance above, on the hsv variants.
 
 Values equal within a relative 1e-6 count as ties, broken by lighting name (original first). The signed
 test sees only units that move with the criterion consistently across scenes; see `ORIENTATION_LIMITS`.
+
+Unavailable contrasts. A dataset can declare in its manifest a contrast it cannot give by nature
+(`contrasts_unavailable`: {name: reason}; the MIT import has no colour twins, so no `albedo`): without an
+explicit `contrasts` it is left out and said (ImagePlan.unavailable); asked for, it is a StimuliError with
+the reason.
 
 pairs_over="scenes" (default): one pair per base scene; its A (B) is the mean of the A (B) sides of the
 scene's sample-level pairs, so the scene's difference is the mean of its sample differences and scenes
@@ -56,7 +75,8 @@ import numpy as np
 
 from probe.design.stimuli import NOISE_MODES, Stimulus, noise_seed
 
-CONTRASTS = ("render_vs_albedo", "lighting", "albedo")
+CONTRASTS = ("render_vs_albedo", "lighting", "albedo", "luminance")
+OPTIONAL_CONTRASTS = ("luminance",)   # built by default only when the folder can give it
 PAIRS_OVER = ("scenes", "samples")
 ALBEDO_ORDERS = ("luminance", "chroma")
 ALBEDO_PNG = "albedo_srgb.png"
@@ -66,8 +86,13 @@ SHADING_FLOOR = 1e-3      # ln of the shading luminance is floored at this fract
 TIE_RTOL = 1e-6           # criterion values this close count as equal (order by name)
 
 SHADING_CONTRAST = ("shading contrast: std over the object mask of ln max(Y, 1e-3 median Y), Y the Rec.709 "
-                    "luminance of the ground-truth shading (shading_linear.exr), averaged over the scene's colour "
-                    "versions")
+                    "luminance of the ground-truth shading (shading_linear.exr; for a scene whose samples do not all "
+                    "have shading, such as an MIT import, the shading the ground truth implies, Y(image) / Y(albedo), "
+                    "for all of its lightings alike), averaged over the scene's colour versions")
+SHADING_SOURCES = {"shading": "shading_linear.exr (ground-truth shading)",
+                   "image / albedo": "Y(image_linear) / Y(albedo_linear) on mask pixels with albedo > 0: the shading "
+                                     "the ground truth implies (this scene's samples do not all have shading_linear.exr"
+                                     "; the photograph divided by the reflectance, specular highlights included)"}
 ALBEDO_CRITERIA = {
     "luminance": "albedo luminance: mean over the object mask of the Rec.709 luminance of the ground-truth albedo "
                  "(albedo_linear.exr, linear)",
@@ -95,6 +120,7 @@ class RenderSample:
     lighting: str
     image_srgb: Path     # the rendered image (sRGB PNG)
     albedo_srgb: Path    # its ground-truth albedo (sRGB PNG), may be missing on older renders
+    recolor_mode: str | None = None   # a variant's "hsv" (brightness changes too) or "chroma" (luminance kept)
 
 
 @dataclass(frozen=True)
@@ -145,13 +171,29 @@ class GroundTruth:
     """The orienting quantities, from the render's intrinsics only (never from unit values)."""
     shading_contrast: Mapping[str, Mapping[str, float]]   # base scene -> lighting -> value
     albedo_value: Mapping[str, float]                     # scene version (full scene id) -> value
-    albedo_order: str
+    albedo_order: str                                     # the criterion the albedo contrast is ordered by
+    shading_source: Mapping[str, str] = field(default_factory=dict)   # base scene -> a key of SHADING_SOURCES
+    albedo_variants: str = "hsv"                          # which variants make the albedo contrast: hsv or chroma
+    luminance_value: Mapping[str, float] = field(default_factory=dict)   # scene version -> mean albedo luminance
 
     def record(self) -> dict:
-        return {"lighting": {"criterion": SHADING_CONTRAST, "a": "the lighting with the higher value",
-                             "values": {s: dict(v) for s, v in self.shading_contrast.items()}},
-                "albedo": {"criterion": ALBEDO_CRITERIA[self.albedo_order], "order": self.albedo_order,
-                           "a": "the colour set with the higher value", "values": dict(self.albedo_value)},
+        lighting = {"criterion": SHADING_CONTRAST, "a": "the lighting with the higher value",
+                    "values": {s: dict(v) for s, v in self.shading_contrast.items()}}
+        if any(v != "shading" for v in self.shading_source.values()):
+            lighting["source"] = dict(self.shading_source)
+            lighting["sources"] = SHADING_SOURCES
+        rule = ("chroma variants (hue and saturation changed, every albedo pixel's luminance kept): ordered by albedo "
+                "chroma, whatever --albedo-order says, since their luminance equals the original's"
+                if self.albedo_variants == "chroma" else
+                "hsv variants (hue, saturation and value changed: the surfaces' brightness changes too)")
+        out = {"lighting": lighting,
+               "albedo": {"criterion": ALBEDO_CRITERIA[self.albedo_order], "order": self.albedo_order,
+                          "variants": self.albedo_variants, "variant_rule": rule,
+                          "a": "the colour set with the higher value", "values": dict(self.albedo_value)}}
+        if self.luminance_value:
+            out["luminance"] = {"criterion": ALBEDO_CRITERIA["luminance"], "order": "luminance", "variants": "hsv",
+                                "a": "the colour set with the higher value", "values": dict(self.luminance_value)}
+        return {**out,
                 "ties": f"values within a relative {TIE_RTOL:g} are ties, broken by lighting name / original first",
                 "computed_from": "ground truth only (never from unit values), so the sign-flip null stays valid",
                 "limits": ORIENTATION_LIMITS}
@@ -166,6 +208,8 @@ class ImagePlan:
     images: tuple[Image, ...]              # sorted by sample id, render before albedo
     pairings: tuple[Pairing, ...]
     truth: GroundTruth | None = None
+    unavailable: tuple[tuple[str, str], ...] = ()   # (contrast, why) the dataset cannot give, left out unasked
+    dataset: str | None = None                      # the imported dataset's name (render.mit); None: a render
     _index: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -206,6 +250,12 @@ class ImagePlan:
         a, b = (np.tensordot(self.weights(name, s), v, axes=1).astype(values.dtype) for s in ("a", "b"))
         return a, b
 
+    def sample_pairs(self) -> dict:
+        """{contrast: (A image keys, B image keys)} of every built contrast's sample-level pairs, in pair order
+        (captures.npz `contrast_NAME_sample_a/_b`)."""
+        return {c.name: (np.array([k for p in c.pairs for k in p.a]), np.array([k for p in c.pairs for k in p.b]))
+                for c in self.pairings}
+
     def per_sample_render_vs_albedo(self, values) -> dict:
         """The per-sample render minus albedo differences (CONTRACTS C3, per_sample.npz without `units`)."""
         values = self._check(values)
@@ -226,6 +276,13 @@ class ImagePlan:
                            for c in self.pairings}}
         if self.truth is not None:
             d["orientation"] = self.truth.record()
+        if self.unavailable:
+            d["unavailable_contrasts"] = dict(self.unavailable)
+        if self.dataset:
+            d["dataset"] = self.dataset
+        modes = {s.scene: s.recolor_mode for s in self.samples if s.variant}
+        if modes:       # each colour variant's mode: hsv (brightness changes) or chroma (luminance kept)
+            d["recolor_modes"] = dict(sorted(modes.items()))
         return d
 
 
@@ -247,6 +304,41 @@ def per_sample_render_vs_albedo(keys: Sequence[str], values, scene_ids: Sequence
             "contrast": np.array("render_vs_albedo")}
 
 
+def sample_pairs_from_record(keys: Sequence[str], scene_ids: Sequence[str], record: Mapping) -> dict:
+    """The sample-level pairs of a captures.npz written before it stored them (`contrast_NAME_sample_a/_b`), rebuilt
+    from its image keys, base scenes and design record (meta `image_design`: the contrasts and the ground-truth
+    orientation values) with the same pairing rules: {contrast: (A keys, B keys)}. Sample ids are read as
+    `<scene>__<lighting>` with variants `<base>~c<k>`; contrasts whose pairs cannot be rebuilt are left out."""
+    import re
+
+    keys = [str(k) for k in keys]
+    have = set(keys)
+    base_of = {k.rsplit("/", 1)[0]: str(b) for k, b in zip(keys, scene_ids)}
+    samples = []
+    for sid, base in sorted(base_of.items()):
+        if "__" not in sid:
+            return {}
+        scene, lighting = sid.rsplit("__", 1)
+        m = re.fullmatch(re.escape(base) + r"~c(\d+)", scene)
+        modes = record.get("recolor_modes") or {}       # absent before chroma variants existed: every variant hsv
+        samples.append(RenderSample(sid, scene, base, int(m[1]) if m else 0, lighting, Path(), Path(),
+                                    recolor_mode=(modes.get(scene) or "hsv") if m else None))
+    orient = record.get("orientation") or {}
+    truth = GroundTruth({b: dict(v) for b, v in ((orient.get("lighting") or {}).get("values") or {}).items()},
+                        dict((orient.get("albedo") or {}).get("values") or {}),
+                        (orient.get("albedo") or {}).get("order", "luminance"),
+                        albedo_variants=(orient.get("albedo") or {}).get("variants", "hsv"),
+                        luminance_value=dict((orient.get("luminance") or {}).get("values") or {}))
+    out = {}
+    for name in (record.get("contrasts") or {}):
+        if name not in CONTRASTS:
+            continue
+        found = [(ka, kb) for _, _, _, ka, kb in _sample_pairs(name, samples, truth)[0] if ka in have and kb in have]
+        if found:
+            out[name] = (np.array([a for a, _ in found]), np.array([b for _, b in found]))
+    return out
+
+
 # ------------------------------------------------------------------------------------------- reading
 
 def read_render_samples(data: str | os.PathLike) -> list[RenderSample]:
@@ -264,15 +356,27 @@ def read_render_samples(data: str | os.PathLike) -> list[RenderSample]:
         raise StimuliError(f"{root / 'manifest.json'}: a sample entry lacks or garbles {err}; re-run "
                            f"`python -m render --out {root} --manifest-only` to rebuild it") from None
     out = [RenderSample(id=s.id, scene=s.scene, base_scene=s.base_scene, variant=s.variant, lighting=s.lighting,
-                        image_srgb=s.image_srgb, albedo_srgb=s.albedo_srgb or s.image_srgb.parent / ALBEDO_PNG)
+                        image_srgb=s.image_srgb, albedo_srgb=s.albedo_srgb or s.image_srgb.parent / ALBEDO_PNG,
+                        recolor_mode=getattr(s, "recolor_mode", None) or ("hsv" if s.variant else None))
            for s in infos]
     if not out:
         raise StimuliError(f"{root / 'manifest.json'} lists no samples: render some first (python -m render --out {root})")
     return out
 
 
-def _shading_contrast(sample) -> float:
-    y = (sample.shading.astype(np.float64) @ REC709_Y)[sample.mask]
+def _implied_shading_y(sample) -> np.ndarray:
+    """Y(image) / Y(albedo) on the mask pixels whose albedo luminance is > 0 (the ground truth's shading)."""
+    ya = (sample.albedo_linear.astype(np.float64) @ REC709_Y)[sample.mask]
+    yi = (sample.image_linear.astype(np.float64) @ REC709_Y)[sample.mask]
+    return yi[ya > 0] / ya[ya > 0]
+
+
+def _shading_contrast(sample, source: str = "shading") -> float:
+    """The orienting quantity of the lighting contrast; `source` a key of SHADING_SOURCES."""
+    if source == "shading":
+        y = (sample.shading.astype(np.float64) @ REC709_Y)[sample.mask]
+    else:
+        y = _implied_shading_y(sample)
     y = y[np.isfinite(y)]
     if y.size < 2 or not np.median(y) > 0:
         return float("nan")
@@ -310,20 +414,41 @@ def _read_truth(root: Path, samples: Sequence[RenderSample], contrasts: Sequence
         return cache[s.id]
 
     shading: dict[str, dict[str, float]] = {}
+    sources: dict[str, str] = {}
     if "lighting" in contrasts:
+        for s in samples:          # one source per scene, so all of its lightings are ordered by one quantity
+            if load(s, "lighting", "shading").shading is None:
+                sources[s.base_scene] = "image / albedo"
+            else:
+                sources.setdefault(s.base_scene, "shading")
         per: dict[tuple[str, str], list[float]] = {}
         for s in samples:
-            per.setdefault((s.base_scene, s.lighting), []).append(_shading_contrast(load(s, "lighting", "shading")))
+            per.setdefault((s.base_scene, s.lighting), []).append(
+                _shading_contrast(load(s, "lighting", "shading"), sources[s.base_scene]))
         for (base, light), v in sorted(per.items()):
             shading.setdefault(base, {})[light] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
     albedo: dict[str, float] = {}
+    luminance: dict[str, float] = {}
+    variants = albedo_variants_of(samples)
+    first: dict[str, RenderSample] = {}
+    for s in sorted(samples, key=lambda s: (s.scene, s.lighting)):
+        first.setdefault(s.scene, s)      # a version's albedo is the same under every lighting
     if "albedo" in contrasts:
-        first: dict[str, RenderSample] = {}
-        for s in sorted(samples, key=lambda s: (s.scene, s.lighting)):
-            first.setdefault(s.scene, s)      # a version's albedo is the same under every lighting
         for scene, s in sorted(first.items()):
-            albedo[scene] = _albedo_value(load(s, "albedo", "albedo"), order)
-    return GroundTruth(shading, albedo, order)
+            if s.variant == 0 or s.recolor_mode == variants:
+                albedo[scene] = _albedo_value(load(s, "albedo", "albedo"), order)
+    if "luminance" in contrasts:
+        for scene, s in sorted(first.items()):
+            if s.variant == 0 or s.recolor_mode == "hsv":
+                luminance[scene] = _albedo_value(load(s, "luminance", "albedo"), "luminance")
+    return GroundTruth(shading, albedo, order, shading_source=sources, albedo_variants=variants,
+                       luminance_value=luminance)
+
+
+def albedo_variants_of(samples: Sequence[RenderSample]) -> str:
+    """Which colour variants make the albedo contrast: "chroma" when the folder has any (luminance kept, so the
+    contrast is not a brightness contrast), else "hsv"."""
+    return "chroma" if any(s.recolor_mode == "chroma" for s in samples) else "hsv"
 
 
 def _greater(x: float, y: float) -> bool:
@@ -345,7 +470,10 @@ def _albedo_key(s: RenderSample) -> str:
 
 def _sample_pairs(name: str, samples: Sequence[RenderSample], truth: GroundTruth | None = None):
     """Sample-level pairs (base scene, A sample, B sample, A key, B key) and left-out scenes for one contrast.
-    Without `truth` (only to test whether a pair exists) lighting and albedo pairs are in name order."""
+    Without `truth` (only to test whether a pair exists) lighting and albedo pairs are in name order. The albedo
+    contrast uses the folder's chroma variants when it has any, else its hsv variants; luminance the hsv ones."""
+    mode = ("hsv" if name == "luminance" else
+            truth.albedo_variants if truth is not None else albedo_variants_of(samples))
     by_base: dict[str, list[RenderSample]] = {}
     for s in samples:
         by_base.setdefault(s.base_scene, []).append(s)
@@ -369,24 +497,28 @@ def _sample_pairs(name: str, samples: Sequence[RenderSample], truth: GroundTruth
                     found.append((a, s, _render_key(a), _render_key(s)))
             if not found:
                 left_out.append(f"{base} (one lighting: {lights})")
-        else:  # albedo
+        else:  # albedo, luminance
+            value = {} if truth is None else (truth.luminance_value if name == "luminance" else truth.albedo_value)
             for s in sorted(group, key=lambda s: (s.lighting, s.variant)):
-                if s.variant > 0 and (0, s.lighting) in at:
+                if s.variant > 0 and s.recolor_mode == mode and (0, s.lighting) in at:
                     orig = at[(0, s.lighting)]
                     a, b = orig, s
-                    if truth is not None and _greater(truth.albedo_value.get(s.scene, np.nan),
-                                                      truth.albedo_value.get(orig.scene, np.nan)):
+                    if truth is not None and _greater(value.get(s.scene, np.nan), value.get(orig.scene, np.nan)):
                         a, b = s, orig
                     found.append((a, b, _render_key(a), _render_key(b)))
             if not found:
-                left_out.append(f"{base} (no colour variant under a lighting of its original)")
+                left_out.append(f"{base} (no {mode} colour variant under a lighting of its original)")
         pairs += [(base, *f) for f in found]
     return pairs, left_out
 
 
-def _definitions(albedo_order: str) -> dict[str, tuple[str, str, str, str, str]]:
+def _definitions(albedo_order: str, albedo_variants: str = "hsv") -> dict[str, tuple[str, str, str, str, str]]:
     """contrast -> (A label, B label, definition, orientation in short, orientation in full)."""
     brighter = "brighter" if albedo_order == "luminance" else "more colourful"
+    which = ("chroma variants only (hue and saturation changed, every albedo pixel's luminance kept: not a brightness "
+             "contrast)" if albedo_variants == "chroma" else
+             "hsv variants (hue, saturation and value changed: the surfaces' brightness changes too, so a unit that "
+             "follows brightness alone passes; render with --recolor-mode chroma or both for a contrast without it)")
     return {
         "render_vs_albedo": (
             "render", "albedo",
@@ -405,15 +537,22 @@ def _definitions(albedo_order: str) -> dict[str, tuple[str, str, str, str, str]]
         "albedo": (
             f"higher albedo {albedo_order}", f"lower albedo {albedo_order}",
             "A and B = the scene's original colours and one colour variant under the same lighting (lighting "
-            "identical, only surface colours differ), every variant under every lighting",
+            f"identical, only surface colours differ), every variant under every lighting; variants: {which}",
             f"A = the colour set with the higher ground-truth albedo {albedo_order}",
             f"ground truth: A = the colour set with the higher {ALBEDO_CRITERIA[albedo_order]} (t > 0: larger for "
             f"the {brighter} surfaces); ties: original first"),
+        "luminance": (
+            "higher albedo luminance", "lower albedo luminance",
+            "A and B = the scene's original colours and one hsv colour variant (brightness changes too) under the "
+            "same lighting: the units that follow the surfaces' mean albedo luminance",
+            "A = the colour set with the higher ground-truth albedo luminance",
+            f"ground truth: A = the colour set with the higher {ALBEDO_CRITERIA['luminance']} (t > 0: larger for the "
+            "brighter surfaces); ties: original first"),
     }
 
 
 def _build_pairing(name: str, samples: Sequence[RenderSample], pairs_over: str, truth: GroundTruth) -> Pairing:
-    a_label, b_label, what, orientation, how_oriented = _definitions(truth.albedo_order)[name]
+    a_label, b_label, what, orientation, how_oriented = _definitions(truth.albedo_order, truth.albedo_variants)[name]
     sample_pairs, left_out = _sample_pairs(name, samples, truth)
     if pairs_over == "samples":
         pairs = tuple(Pair(f"{a.id} vs {b.id}" if name != "render_vs_albedo" else a.id, base, (ka,), (kb,))
@@ -446,26 +585,59 @@ def _missing_paragraph(data: Path, missing: dict[str, str]) -> str:
     return " ".join(parts)
 
 
-def build_image_plan(data: str | os.PathLike, pairs_over: str = "scenes", contrasts: Sequence[str] = CONTRASTS,
+def _dataset_facts(root: Path) -> tuple[dict[str, str], str | None]:
+    """({contrast: why} the folder's manifest says it cannot give (`contrasts_unavailable`, e.g. an MIT import),
+    the name of the dataset it was imported from, None for a render)."""
+    from render.dataset import load_manifest
+
+    manifest = load_manifest(root)
+    declared = manifest.get("contrasts_unavailable") or {}
+    declared = {str(k): str(v) for k, v in declared.items() if k in CONTRASTS} if isinstance(declared, dict) else {}
+    dataset = manifest.get("dataset")
+    return declared, (str(dataset.get("name")) if isinstance(dataset, dict) and dataset.get("name") else None)
+
+
+def build_image_plan(data: str | os.PathLike, pairs_over: str = "scenes", contrasts: Sequence[str] | None = None,
                      albedo_order: str = "luminance", limit: int | None = None) -> ImagePlan:
     """Read the render folder's manifest (and, to orient lighting and albedo, its ground truth) and build
-    the asked-for contrasts (default: all three); `limit`: only the first N base scenes (sorted).
+    the asked-for contrasts (default None: render_vs_albedo, lighting, albedo, and luminance when the folder has
+    hsv variants, less those the folder's manifest declares it cannot give, which are left out and listed in
+    `ImagePlan.unavailable`); `limit`: only the first N base scenes. With chroma variants in the folder the albedo
+    contrast uses only them, ordered by albedo chroma (`GroundTruth.albedo_variants`).
 
     Raises StimuliError (one paragraph: which contrast cannot be built and the render flag that makes
-    it) when a contrast has no pair at all, or when images it needs are missing."""
+    it, or the dataset's reason) when a contrast has no pair at all, or when images it needs are missing."""
     if pairs_over not in PAIRS_OVER:
         raise StimuliError(f"pairs_over must be one of {PAIRS_OVER}, got {pairs_over!r}")
     if albedo_order not in ALBEDO_ORDERS:
         raise StimuliError(f"albedo_order must be one of {ALBEDO_ORDERS}, got {albedo_order!r}")
+    asked = contrasts is not None
+    contrasts = CONTRASTS if contrasts is None else contrasts
     unknown = [c for c in contrasts if c not in CONTRASTS]
     if unknown or not contrasts:
         raise StimuliError(f"unknown contrast(s) {unknown}; choose from {list(CONTRASTS)}")
     contrasts = [c for c in CONTRASTS if c in contrasts]
     root = Path(data)
     samples = read_render_samples(root)
+    declared, dataset = _dataset_facts(root)
+    unavailable: tuple[tuple[str, str], ...] = ()
+    if asked and any(c in declared for c in contrasts):
+        rest = [c for c in CONTRASTS if c not in declared]
+        raise StimuliError(" ".join(f"{root} cannot give the image probe's `{c}` contrast: {declared[c]}." for c in
+                                    contrasts if c in declared)
+                           + f" Ask for the contrasts it has (--contrasts {','.join(rest)}); without --contrasts "
+                           "the probe leaves the others out and says so. Nothing was written.")
+    if not asked:
+        unavailable = tuple((c, declared[c]) for c in contrasts if c in declared)
+        contrasts = [c for c in contrasts if c not in declared]
     if limit:
         keep = sorted({s.base_scene for s in samples})[:limit]
         samples = [s for s in samples if s.base_scene in keep]
+    if not asked:    # an optional contrast the folder cannot give is left out, not an error
+        contrasts = [c for c in contrasts if c not in OPTIONAL_CONTRASTS or _sample_pairs(c, samples)[0]]
+    variants = albedo_variants_of(samples)
+    if variants == "chroma":
+        albedo_order = "chroma"
     no_render = [s.id for s in samples if not s.image_srgb.is_file()]
     if no_render:
         raise StimuliError(f"{root}: {len(no_render)} of {len(samples)} samples have no rendered image "
@@ -491,6 +663,10 @@ def build_image_plan(data: str | os.PathLike, pairs_over: str = "scenes", contra
             "The `albedo` contrast needs colour variants of each scene (same geometry and lighting, other surface colours), "
             "and this folder has none (no sample with variant > 0, no `<scene>~c<k>` ids); render with "
             f"`python -m render --out {root} --recolor K` (K colour variants per scene, e.g. --recolor 1).")
+    if "luminance" in contrasts and not _sample_pairs("luminance", samples)[0]:
+        missing["luminance"] = (
+            "The `luminance` contrast needs luminance-changing (hsv) colour variants, and this folder has none; render "
+            f"with `python -m render --out {root} --recolor K --recolor-mode both` (K hsv and K chroma variants).")
     if missing:
         raise StimuliError(_missing_paragraph(root, missing))
     truth = _read_truth(root, samples, contrasts, albedo_order)
@@ -501,7 +677,7 @@ def build_image_plan(data: str | os.PathLike, pairs_over: str = "scenes", contra
         for kind, key, path in (("render", _render_key(s), s.image_srgb), ("albedo", _albedo_key(s), s.albedo_srgb)):
             if key in used:
                 images.append(Image(key, s.id, kind, path, s.base_scene, s.variant, s.lighting))
-    return ImagePlan(str(root), pairs_over, tuple(samples), tuple(images), built, truth)
+    return ImagePlan(str(root), pairs_over, tuple(samples), tuple(images), built, truth, unavailable, dataset)
 
 
 # -------------------------------------------------------------------------------------------- design
@@ -560,7 +736,8 @@ class ImageDesign:
 
     def captures(self, values: Mapping[str, np.ndarray], units, meta: Mapping | None = None, unit_blocks=None):
         """captures.npz contents: the first contrast in a/b/pair_ids, the others as contrast_NAME_*, and
-        the per-image values (image_values, image_keys, image_scene_ids) that per_sample.npz comes from."""
+        the per-image values (image_values, image_keys, image_scene_ids) that per_sample.npz comes from, and every
+        contrast's sample-level pairs (contrast_NAME_sample_a/_b: the magnitude test and per_sample.npz read them)."""
         from probe.io.captures import Captures, ControlSet, ImageValues
 
         arrays = self.assemble(values)
@@ -572,7 +749,8 @@ class ImageDesign:
         return Captures(a=a, b=b, units=np.asarray(units), pair_ids=ids, unit_blocks=unit_blocks, meta=meta,
                         contrasts={n: ControlSet(*arrays["contrasts"][n]) for n in names[1:]},
                         images=ImageValues(arrays["images"], np.array([i.key for i in self.plan.images]),
-                                           np.array([i.base_scene for i in self.plan.images])))
+                                           np.array([i.base_scene for i in self.plan.images])),
+                        sample_pairs=self.plan.sample_pairs())
 
     def record(self) -> dict:
         """JSON-able description for config.json: the text, the noise design and every scene's seeds."""

@@ -8,11 +8,13 @@
     # any scene set, e.g. the output of `python -m render --generate N`: one pair per scene x lighting
     generate_pairs("scenes_dir/", "pairs.jsonl", lighting="all", seed=0)
     generate_control("scenes_dir/", "control.jsonl", lighting="all", seed=0)
-    # the vocabulary control of any pair file (the shipped prompts/vocabulary.jsonl is made this way)
+    # the lexical controls of any pair file (the shipped vocabulary.jsonl and shuffled.jsonl are made this way)
     generate_vocabulary("prompts/pairs.jsonl", "prompts/vocabulary.jsonl")
+    generate_shuffled("prompts/pairs.jsonl", "prompts/shuffled.jsonl")
 
     python -m probe prompts --scenes DIR --out pairs.jsonl --control control.jsonl --vocabulary vocabulary.jsonl
-    python -m probe prompts --from-pairs prompts/pairs.jsonl --vocabulary prompts/vocabulary.jsonl
+    python -m probe prompts --from-pairs prompts/pairs.jsonl --vocabulary prompts/vocabulary.jsonl \
+        --shuffled prompts/shuffled.jsonl
 
 A pair file is JSON lines, one object per line: {"id": str, "a": str, "b": str}. A control file has the
 same ids and `a` as its pair file, `b` the control prompt, and names its control set on every line:
@@ -21,13 +23,15 @@ control.jsonl, is the paraphrase set). Shipped control sets (`SHIPPED_CONTROLS`)
 
 - `paraphrase` (prompts/control.jsonl): B is a lighting-neutral paraphrase of A (hand-written for
   the shipped pairs; `generate_control` for scene sets).
-- `vocabulary` (prompts/vocabulary.jsonl, made by `generate_vocabulary` from the pair file): B
-  describes the same lit photograph as A (A's framing, the scene text A and B share, A's first
-  lighting clause) and then carries the albedo prompt's own words verbatim behind a negation:
-  "A photograph of <scene>, lit by <light>, not an albedo image, showing only the flat surface
-  colour of each object, with no shadows, ...". It holds every word of the albedo prompt, so a unit
-  that reacts to B's wording ("albedo", "flat", "no ...") reacts to it as well; length-matched to B
-  (the lighting clause and A's framing are shortened until words(control) <= 1.15 words(B)).
+- `vocabulary` (prompts/vocabulary.jsonl, `generate_vocabulary`): B's own words turned to mean a lit
+  photograph, with none of A's lighting clause: "Not " before B's framing, B's negations turned ("no"
+  dropped, "without"/"free of" -> "with", "only" -> "not only", "never" -> "also"). Every content word
+  of B, only "not", "with" and "also" added, length-matched to B within VOCAB_TOKEN_TOLERANCE tokens.
+- `shuffled` (prompts/shuffled.jsonl, `generate_shuffled`): B's words in a seeded random order,
+  punctuation in place: the same bag of words, no syntax; within VOCAB_TOKEN_TOLERANCE tokens of B.
+
+Tokens are counted by `probe.design.tokens` (the pipeline's tokenizer when given, else a documented
+stand-in for Qwen3's); `control_lexicon` measures a set's token difference to B and word overlap.
 
 Blank lines are ignored and other keys are ignored; everything else wrong is an error naming the file
 and the 1-based line. No torch here. The `probe prompts` command line is probe.jobs.prompts.
@@ -63,6 +67,13 @@ __all__ = [
     "write_control",
     "vocabulary_control",
     "generate_vocabulary",
+    "SHUFFLED",
+    "shuffled_control",
+    "generate_shuffled",
+    "LEXICAL_CONTROLS",
+    "control_lexicon",
+    "content_words",
+    "VOCAB_TOKEN_TOLERANCE",
     "resolve_control_sets",
     "default_edit_instructions_path",
     "load_edit_instructions",
@@ -110,8 +121,9 @@ def default_control_path() -> Path:
 
 PARAPHRASE = "paraphrase"
 VOCABULARY = "vocabulary"
+SHUFFLED = "shuffled"
 # Control sets shipped in prompts/, by name (the name becomes part of array and column names).
-SHIPPED_CONTROLS = {PARAPHRASE: "control.jsonl", VOCABULARY: "vocabulary.jsonl"}
+SHIPPED_CONTROLS = {PARAPHRASE: "control.jsonl", VOCABULARY: "vocabulary.jsonl", SHUFFLED: "shuffled.jsonl"}
 
 
 def default_vocabulary_path() -> Path:
@@ -608,18 +620,35 @@ def generate_control(
 
 
 # ----------------------------------------------------------------------------------------------
-# vocabulary control: the lit photograph of A, carrying every word of B
+# lexical controls: B's words meaning a lit photograph (vocabulary), and B's words without syntax (shuffled)
 #
-# A and B of a pair share the scene text (the longest run of words they have in common). A =
-# frame_a + scene + tail_a, whose first clause is the lighting; B = frame_b + scene + sep + tail_b.
-# The control is  "<frame> <scene>, <light>, not <frame_b><sep> <tail_b>": a description of the lit
-# scene that then says what it is not, in B's own words.
+# A and B of a pair share the scene text (the longest run of words they have in common): B = frame_b + scene +
+# tail_b. The vocabulary control keeps every word of B except its negations and says the opposite of B:
+#
+#     "Not " + frame_b + scene + tail_b with  no -> (dropped)   without / free of -> with   only -> not only
+#                                             never -> also
+#
+# e.g. B "An albedo image of a red cube on a grey table, showing only the flat surface colour of each object, with
+# no shadows, no highlights and no shading." -> V "Not an albedo image of a red cube on a grey table, showing not
+# only the flat surface colour of each object, with shadows, highlights and shading." Every content word of B is
+# there (CONTENT_STOP lists what is not a content word), no word of A's lighting clause is, and V is length-matched
+# to B within VOCAB_TOKEN_TOLERANCE tokens: a dropped "no" of a list may be written "with" instead ("with shadows,
+# with highlights"), and a "not" before "only" may go, until |tokens(V) - tokens(B)| is smallest.
+# The shuffled control is B's words in a seeded random order (punctuation stays where it was): the same bag of words,
+# no syntax.
 
-_VOCAB_TOKEN = re.compile(r"\S+")
-_VOCAB_TARGET = 1.2        # words(control) / words(B) to aim for (the shipped A / B lie in [0.84, 1.18])
-_CUT_BEFORE = frozenset("from with through and to onto into across over along behind near at on in of".split())
-_TRAILING = frozenset("a an the by from with through and to of on in at onto into across over along".split())
+VOCAB_TOKEN_TOLERANCE = 2          # |tokens(control) - tokens(B)| of every lexical control pair
+CONTENT_STOP = frozenset(
+    "a an the of on in at to by from with without and or but no not nor only also never free is are be as into onto "
+    "across over under along behind near for any each every all both its their his her it this that these those "
+    "there than so".split())
 _MIN_SCENE_WORDS = 3
+_WORD = re.compile(r"[A-Za-z0-9]+(?:['\-][A-Za-z0-9]+)*")
+
+
+def content_words(text: str) -> list[str]:
+    """The content words of a prompt, lower case, in order (CONTENT_STOP left out)."""
+    return [w for w in (m.lower() for m in _WORD.findall(text)) if w not in CONTENT_STOP]
 
 
 def _norm_word(w: str) -> str:
@@ -628,8 +657,9 @@ def _norm_word(w: str) -> str:
 
 def _shared_run(a: str, b: str) -> tuple[tuple[int, int], tuple[int, int], int]:
     """Character spans in a and in b of their longest common run of words (case and punctuation ignored)."""
-    aw = [(m.start(), m.end(), _norm_word(m.group())) for m in _VOCAB_TOKEN.finditer(a)]
-    bw = [(m.start(), m.end(), _norm_word(m.group())) for m in _VOCAB_TOKEN.finditer(b)]
+    tok = re.compile(r"\S+")
+    aw = [(m.start(), m.end(), _norm_word(m.group())) for m in tok.finditer(a)]
+    bw = [(m.start(), m.end(), _norm_word(m.group())) for m in tok.finditer(b)]
     best = (0, 0, 0)
     prev = [0] * (len(bw) + 1)
     for i in range(1, len(aw) + 1):
@@ -646,85 +676,190 @@ def _shared_run(a: str, b: str) -> tuple[tuple[int, int], tuple[int, int], int]:
     return (aw[i][0], aw[i + n - 1][1]), (bw[j][0], bw[j + n - 1][1]), n
 
 
-def _light_cuts(light: str) -> list[str]:
-    """The lighting clause and its shorter readings, longest first: cut before a trailing prepositional
-    phrase or conjunction ('lit by a red light [from the left] [and a blue light ...]')."""
-    words = light.split()
-    cuts = [words]
-    for k in range(len(words) - 1, 1, -1):
-        if words[k].lower() in _CUT_BEFORE:
-            head = words[:k]
-            while len(head) > 1 and head[-1].lower() in _TRAILING:
-                head = head[:-1]
-            if head and head != cuts[-1]:
-                cuts.append(head)
-    return [" ".join(c).rstrip(",;:") for c in cuts]
+_EDIT = re.compile(r"\b(?:(?P<no>[Nn]o)|(?P<without>[Ww]ithout)|(?P<free>[Ff]ree of)|(?P<only>only)|(?P<never>never))\b")
 
 
-def vocabulary_control(pairs: Sequence[PromptPair], target: float = _VOCAB_TARGET) -> list[PromptPair]:
-    """The vocabulary control of each pair: (id, A, V) with V the lit photograph of A carrying B's words.
-
-    V = "<frame> <scene>, <light>, not <B's framing><sep> <rest of B>": the scene text A and B share
-    (at least 3 words in a row), A's framing ("A studio photograph"), A's first lighting clause, then
-    every word of B outside the scene, in B's order, behind "not". Length: the lighting clause is cut
-    before trailing prepositional phrases, A's framing falls back to "A photo" and then to none, until
-    words(V) <= target x words(B) (else the shortest candidate). Deterministic: the same pair gives the
-    same V. PromptFileError names a pair whose A and B share no scene text.
-    """
-    validate_pairs(pairs, "<pairs>")
+def _tail_edits(tail: str) -> list[tuple[int, int, str, str]]:
+    """(start, end, replacement, kind) of every edit of B's tail; kind tells the optional ones apart."""
     out = []
-    for p in pairs:
-        (a0, a1), (b0, b1), n = _shared_run(p.a, p.b)
-        if n < _MIN_SCENE_WORDS:
-            raise PromptFileError(
-                f"pair {p.id!r}: its A and B share no scene text (need at least {_MIN_SCENE_WORDS} words in a row "
-                f"in both), so its vocabulary control cannot be derived; write that line by hand")
-        scene = p.a[a0:a1].rstrip(",;:.")
-        last_b = p.b[b0:b1]
-        sep = last_b[len(last_b.rstrip(",;:.")):] or ","
-        frame_a = p.a[:a0].strip()
-        frame_b = p.b[:b0].strip()
-        tail_a = p.a[a1:].lstrip(" ,;:.")
-        tail_b = p.b[b1:].strip()
-        light = re.split(r"[,.;:]", tail_a, maxsplit=1)[0].strip()
-        if frame_b.split(" ")[-1].lower() in ("of", "showing") and len(frame_b.split()) > 1:
-            frame_b = frame_b.rsplit(" ", 1)[0]      # "not an albedo image, ...", not "not an albedo image of, ..."
-        if frame_b:
-            frame_b = (frame_b[0].lower() + frame_b[1:]) if not frame_b[1:2].isupper() else frame_b
-        lead = scene.split(" ", 1)[0].lower()
-        frames = list(dict.fromkeys([frame_a, "A photo" if lead in ("of", "showing") else "A photo of", ""]))
-        lights = _light_cuts(light) if light else [""]
-        # A's own framing, then "A photo", then none; within each the longest lighting clause first; the first
-        # that fits wins (a photo framing with a shorter lighting clause beats a full clause without one)
-        cands = [_vocabulary_prompt(fr, scene, lt, frame_b, sep, tail_b) for fr in frames for lt in lights]
-        fits = [c for c in cands if word_count(c) <= target * word_count(p.b)]
-        best = fits[0] if fits else min(cands, key=word_count)
-        out.append(PromptPair(p.id, p.a, best))
+    for m in _EDIT.finditer(tail):
+        kind = m.lastgroup
+        if kind == "no":
+            before = tail[:m.start()].rstrip()
+            after_list = before.endswith((",", " and", " or"))
+            cap = m.group()[0].isupper()
+            out.append((m.start(), m.end(), "", "no-list" if after_list else ("no-cap" if cap else "no")))
+        elif kind in ("without", "free"):
+            out.append((m.start(), m.end(), "With" if m.group()[0].isupper() else "with", kind))
+        elif kind == "only":
+            out.append((m.start(), m.end(), "not only", "only"))
+        else:
+            out.append((m.start(), m.end(), "also", "never"))
+    return out
+
+
+def _apply(tail: str, edits, with_for_list: int, keep_only: int) -> str:
+    """Apply the edits; the first `with_for_list` list negations become "with", the last `keep_only` "only"s stay."""
+    out, pos = [], 0
+    lists = [e for e in edits if e[3] == "no-list"][:with_for_list]
+    onlys = [e for e in edits if e[3] == "only"]
+    plain_only = set(map(id, onlys[len(onlys) - keep_only:])) if keep_only else set()
+    for e in edits:
+        start, end, rep, kind = e
+        if e in lists:
+            rep = "with"
+        if id(e) in plain_only:
+            rep = "only"
+        out.append(tail[pos:start])
+        out.append(rep)
+        pos = end
+    out.append(tail[pos:])
+    text = "".join(out)
+    text = re.sub(r"\s+([,.;:])", r"\1", re.sub(r"[ \t]{2,}", " ", text))
+    text = re.sub(r"(^|[.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), text)   # "No part" -> "Part"
+    return text
+
+
+def _vocabulary_one(p: PromptPair, count) -> str:
+    (_, a1), (b0, b1), n = _shared_run(p.a, p.b)
+    if n < _MIN_SCENE_WORDS:
+        raise PromptFileError(
+            f"pair {p.id!r}: its A and B share no scene text (need at least {_MIN_SCENE_WORDS} words in a row in both), "
+            f"so its vocabulary control cannot be derived; write that line by hand")
+    frame_b = p.b[:b0].strip()
+    head = (f"Not {frame_b[0].lower() + frame_b[1:] if not frame_b[1:2].isupper() else frame_b} " if frame_b
+            else "Not ") + p.b[b0:b1]
+    tail = p.b[b1:]
+    edits = _tail_edits(tail)
+    n_list = sum(e[3] == "no-list" for e in edits)
+    n_only = sum(e[3] == "only" for e in edits)
+    target = count(p.b)
+    best = None
+    for keep in range(0, n_only + 1):
+        if keep and keep == n_only and n_only:
+            continue          # at least one "only" stays negated ("not only"): the meaning must flip
+        for w in range(0, n_list + 1):
+            cand = " ".join((head + _apply(tail, edits, w, keep)).split())
+            d = abs(count(cand) - target)
+            if best is None or d < best[0]:
+                best = (d, cand)
+    d, v = best
+    if d > VOCAB_TOKEN_TOLERANCE:
+        raise PromptFileError(f"pair {p.id!r}: its vocabulary control is {d} tokens away from B ({count.name}); at most "
+                              f"{VOCAB_TOKEN_TOLERANCE} are allowed: write that line by hand")
+    return v
+
+
+def vocabulary_control(pairs: Sequence[PromptPair], counter=None) -> list[PromptPair]:
+    """The vocabulary control of each pair: (id, A, V), V = B's words meaning a lit photograph (see the section
+    comment above), length-matched to B within VOCAB_TOKEN_TOLERANCE tokens of `counter`
+    (`probe.design.tokens.token_counter`; default the stand-in). Deterministic. PromptFileError names a pair whose
+    A and B share no scene text, or whose control cannot be length-matched."""
+    from probe.design.tokens import token_counter
+
+    count = counter or token_counter()
+    validate_pairs(pairs, "<pairs>")
+    out = [PromptPair(p.id, p.a, _vocabulary_one(p, count)) for p in pairs]
     validate_pairs(out, "<vocabulary control>")
     return out
 
 
-def _vocabulary_prompt(frame: str, scene: str, light: str, frame_b: str, sep: str, tail_b: str) -> str:
-    if not frame and scene.split(" ", 1)[0].lower() in ("of", "showing") and " " in scene:
-        scene = scene.split(" ", 1)[1]       # no framing: "A matte red cube ...", not "Of a matte red cube ..."
-    head = f"{frame} {scene}".strip() if frame else _cap(scene)
-    lit = f", {light}" if light else ""
-    neg = f"not {frame_b}{sep}" if frame_b else "not"
-    text = f"{head}{lit}, {neg} {tail_b}".strip()
-    return " ".join(text.split())
+def shuffled_control(pairs: Sequence[PromptPair], counter=None) -> list[PromptPair]:
+    """The shuffled control of each pair: (id, A, S), S = B's words in a random order seeded by the pair id
+    (punctuation stays in its place; every word keeps its spelling and case): the same bag of words as B, no syntax.
+    Of 200 seeded orders the first whose token count is closest to B's (|difference| <= VOCAB_TOKEN_TOLERANCE)."""
+    from probe.design.tokens import token_counter
+
+    count = counter or token_counter()
+    validate_pairs(pairs, "<pairs>")
+    out = []
+    for p in pairs:
+        words = list(_WORD.finditer(p.b))
+        rng = random.Random(f"ray-plantain/shuffled/{p.id}")
+        target, best = count(p.b), None
+        for _ in range(200):
+            order = [w.group() for w in words]
+            rng.shuffle(order)
+            it = iter(order)
+            s = _WORD.sub(lambda m: next(it), p.b)
+            if s == p.b:
+                continue
+            d = abs(count(s) - target)
+            if best is None or d < best[0]:
+                best = (d, s)
+            if d == 0:
+                break
+        if best is None or best[0] > VOCAB_TOKEN_TOLERANCE:
+            raise PromptFileError(f"pair {p.id!r}: B's words cannot be shuffled into a different order within "
+                                  f"{VOCAB_TOKEN_TOLERANCE} tokens of B ({count.name}); write that line by hand")
+        out.append(PromptPair(p.id, p.a, best[1]))
+    validate_pairs(out, "<shuffled control>")
+    return out
+
+
+LEXICAL_CONTROLS = {VOCABULARY: vocabulary_control, SHUFFLED: shuffled_control}
 
 
 def generate_vocabulary(pairs: str | Path | Sequence[PromptPair] | None, out_path: str | Path | None,
-                        target: float = _VOCAB_TARGET) -> list[PromptPair]:
+                        counter=None) -> list[PromptPair]:
     """Write the vocabulary control of a pair file (default: the shipped pairs.jsonl) and return it.
 
-    The lines name their set (`"control": "vocabulary"`). `out_path=None` returns without writing.
-    """
+    The lines name their set (`"control": "vocabulary"`). `out_path=None` returns without writing."""
+    return _generate_lexical(VOCABULARY, pairs, out_path, counter)
+
+
+def generate_shuffled(pairs: str | Path | Sequence[PromptPair] | None, out_path: str | Path | None,
+                      counter=None) -> list[PromptPair]:
+    """Write the shuffled control of a pair file (default: the shipped pairs.jsonl) and return it."""
+    return _generate_lexical(SHUFFLED, pairs, out_path, counter)
+
+
+def _generate_lexical(name: str, pairs, out_path, counter) -> list[PromptPair]:
     src = load_pairs(pairs) if pairs is None or isinstance(pairs, (str, Path)) else list(pairs)
-    control = vocabulary_control(src, target)
+    control = LEXICAL_CONTROLS[name](src, counter)
     if out_path is not None:
-        write_control(control, out_path, VOCABULARY)
+        write_control(control, out_path, name)
     return control
+
+
+def control_lexicon(a: Sequence[str], b: Sequence[str], control: Sequence[str], counter=None,
+                    lengths: Mapping[str, Sequence[int]] | None = None) -> dict:
+    """How one control set relates to A and B in words and tokens (the report's lexical table).
+
+    a, b, control: the prompts of the control set's pairs, aligned. Returns mean/sd/min/max of tokens(control) -
+    tokens(B) by `counter` (default the stand-in) and, when `lengths` gives {"control": [...], "b": [...]} from the
+    pipeline's own tokenizer, the same from those; the mean share of the control's content words that are B's
+    words (`from_b`) and A's (`from_a`), and the mean share of B's content words the control keeps (`keeps_b`)."""
+    from probe.design.tokens import token_counter
+
+    count = counter or token_counter()
+    import numpy as np
+
+    def stats(d):
+        d = np.asarray(d, dtype=float)
+        return {"mean": round(float(d.mean()), 3), "sd": round(float(d.std(ddof=1)) if d.size > 1 else 0.0, 3),
+                "min": int(d.min()), "max": int(d.max())}
+
+    def share(words, pool):
+        pool = set(pool)
+        return sum(w in pool for w in words) / len(words) if words else float("nan")
+
+    out = {"n_pairs": len(control), "counter": count.describe(),
+           "tokens_minus_b": stats([count(c) - count(x) for c, x in zip(control, b)])}
+    if lengths and lengths.get("control") and lengths.get("b"):
+        out["tokens_minus_b_pipeline"] = stats([c - x for c, x in zip(lengths["control"], lengths["b"])])
+    words = [content_words(c) for c in control]
+    out["from_b"] = round(float(np.mean([share(w, _word_set(x)) for w, x in zip(words, b)])), 3)
+    out["from_a"] = round(float(np.mean([share(w, _word_set(x)) for w, x in zip(words, a)])), 3)
+    out["keeps_b"] = round(float(np.mean([share(content_words(x), _word_set(c)) for c, x in zip(control, b)])), 3)
+    out["definition"] = ("tokens_minus_b: tokens(control) - tokens(B) per pair, the prompt's own tokens; from_b / from_a: "
+                         "share of the control's content words that occur in B / in A; keeps_b: share of B's content "
+                         "words that occur in the control (content words: CONTENT_STOP left out, lower case)")
+    return out
+
+
+def _word_set(text: str) -> set[str]:
+    return {m.lower() for m in _WORD.findall(text)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -736,8 +871,9 @@ def resolve_control_sets(specs: Sequence[str] | None, pairs: Sequence[PromptPair
     """Control sets for a run, {name: (control pairs restricted to `pairs`' ids, where they came from)}.
 
     specs (the --control values): None (default: every shipped set with the shipped pairs; with any
-    other pair file, the vocabulary control derived from it), ["none"], or any of: a shipped set's
-    name (`paraphrase`, `vocabulary`; with a pair file of your own, `vocabulary` is derived from it),
+    other pair file, the vocabulary and shuffled controls derived from it), ["none"], or any of: a shipped
+    set's name (`paraphrase`, `vocabulary`, `shuffled`; with a pair file of your own, the lexical ones are
+    derived from it),
     NAME=PATH (a control file of your own, named NAME), or PATH (a control file; its name from its
     lines' `control` key, else `paraphrase`). Every set is checked against the pairs (same ids and A).
     Raises PromptFileError with a one-paragraph message for an unknown name or a mismatched file.
@@ -749,7 +885,7 @@ def resolve_control_sets(specs: Sequence[str] | None, pairs: Sequence[PromptPair
         raise PromptFileError("--control none cannot be combined with other control sets")
     default = not specs
     if default:
-        specs = list(SHIPPED_CONTROLS) if shipped_pairs else [VOCABULARY]
+        specs = list(SHIPPED_CONTROLS) if shipped_pairs else list(LEXICAL_CONTROLS)
     out: dict[str, tuple[list[PromptPair], str]] = {}
     for spec in specs:
         try:
@@ -757,8 +893,9 @@ def resolve_control_sets(specs: Sequence[str] | None, pairs: Sequence[PromptPair
         except PromptFileError as e:
             if not default:
                 raise
-            raise PromptFileError(f"{e} (the vocabulary control is the default control set for a pair file of your "
-                                  f"own; give --control none, or --control NAME=PATH with a control file)") from None
+            raise PromptFileError(f"{e} (the vocabulary and shuffled controls are the default control sets for a pair "
+                                  f"file of your own; give --control none, or --control NAME=PATH with a control file)"
+                                  ) from None
         if name in out:
             raise PromptFileError(f"control set {name!r} is given twice (--control {spec})")
         ids = {p.id for p in pairs}
@@ -780,8 +917,9 @@ def _one_control_set(spec: str, pairs: Sequence[PromptPair], shipped_pairs: bool
             raise PromptFileError(f"--control {spec}: the file's lines name the set {file_name!r}, not {name!r}")
         return name.strip(), control, str(path)
     if spec in SHIPPED_CONTROLS:
-        if spec == VOCABULARY and not shipped_pairs:
-            return VOCABULARY, vocabulary_control(pairs), "derived from the pair file (probe.design.prompts.vocabulary_control)"
+        if spec in LEXICAL_CONTROLS and not shipped_pairs:
+            return spec, LEXICAL_CONTROLS[spec](pairs), (f"derived from the pair file (probe.design.prompts."
+                                                         f"{LEXICAL_CONTROLS[spec].__name__}, token stand-in)")
         path = shipped_control_path(spec)
         return spec, load_control(path)[1], str(path)
     if Path(spec).is_file():

@@ -169,6 +169,23 @@ class TextDesign:
                         control_pair_ids=para[2] if para else None, controls=named, unit_blocks=unit_blocks,
                         meta=meta)
 
+    def lexicon(self, lengths: Mapping[str, Sequence[int]] | None = None) -> dict:
+        """Per control set, how its prompts relate to A and B in words and tokens (`probe.design.prompts.
+        control_lexicon`, token stand-in); `lengths`: config.json's `prompt_token_lengths` (the pipeline's own
+        tokenizer, per role in design order), added as `tokens_minus_b_pipeline` when given."""
+        from probe.design.prompts import control_lexicon
+
+        row = {p: i for i, p in enumerate(self.pair_ids)}
+        out = {}
+        for name, prompts in self.controls.items():
+            ids = [p for p in self.pair_ids if p in prompts]
+            own = None
+            if lengths and lengths.get(name) and lengths.get("b"):
+                own = {"control": list(lengths[name]), "b": [lengths["b"][row[p]] for p in ids]}
+            out[name] = control_lexicon([self.a[row[p]] for p in ids], [self.b[row[p]] for p in ids],
+                                        [prompts[p] for p in ids], lengths=own)
+        return out
+
     def record(self) -> dict:
         """JSON-able description for config.json: noise design and every pair's seeds."""
         return {"noise": self.noise, "seed": self.seed, "seeds_per_pair": self.seeds_per_pair,

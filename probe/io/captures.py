@@ -28,6 +28,11 @@ Image probe (meta `stimuli` = "images"; `a`, `b`, `pair_ids` hold the primary co
     image_values          float32 [images, units]  every image's unit values (averaged over its noise seeds)
     image_keys            str [images]             `<sample id>/render` or `<sample id>/albedo`
     image_scene_ids       str [images]             the image's base scene (the cluster)
+    contrast_<NAME>_sample_a, contrast_<NAME>_sample_b
+                          str [sample pairs]       every contrast (the primary one included): its sample-level
+                                                   pairs as image keys, A side and B side (A as oriented by the
+                                                   design; the unit's difference is image_values[A] - [B]); the
+                                                   magnitude test of the classes and per_sample.npz read them
 
 A file written before control sets had names (control_a/control_b and no control_names) holds one
 set, `paraphrase`. The `a` side of every control set is the same prompt with the same noise as the
@@ -44,8 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Captures", "CapturesError", "ControlSet", "ImageValues", "save_captures", "load_captures", "PARAPHRASE",
-           "check_control_name"]
+__all__ = ["Captures", "CapturesError", "ControlSet", "ImageValues", "SampleLevel", "save_captures", "load_captures",
+           "PARAPHRASE", "check_control_name"]
 
 PARAPHRASE = "paraphrase"     # the control set stored in the legacy arrays control_a / control_b
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -83,6 +88,24 @@ class ImageValues:
 
 
 @dataclass(frozen=True, eq=False)
+class SampleLevel:
+    """One contrast's sample-level pairs read from the per-image values: diff float64 [pairs, units] = the unit on the
+    A image minus on the B image (the design's orientation, before any protocol sign), the image keys of both sides
+    and the base scene (cluster) of each pair."""
+    diff: np.ndarray
+    a_keys: np.ndarray
+    b_keys: np.ndarray
+    clusters: np.ndarray
+
+    @property
+    def pair_ids(self) -> np.ndarray:
+        """'<A sample id> vs <B sample id>', or the sample id when both images are of one sample (render vs albedo)."""
+        a = [k.rsplit("/", 1)[0] for k in self.a_keys]
+        b = [k.rsplit("/", 1)[0] for k in self.b_keys]
+        return np.array([x if x == y else f"{x} vs {y}" for x, y in zip(a, b)])
+
+
+@dataclass(frozen=True, eq=False)
 class Captures:
     """Contents of captures.npz: a, b float32 [pairs, units]; units, pair_ids str; optional paraphrase control
     arrays [control_pairs, units] with control_pair_ids; optional further named control sets in `controls`
@@ -100,6 +123,8 @@ class Captures:
     contrasts: dict = field(default_factory=dict)   # image probe: name -> ControlSet (a, b, pair_ids) of each
                                                     # contrast besides the primary one in a/b
     images: ImageValues | None = None               # image probe: per-image values (per_sample.npz comes from them)
+    sample_pairs: dict = field(default_factory=dict)  # image probe: contrast -> (A image keys, B image keys) of its
+                                                      # sample-level pairs (every contrast, the primary one included)
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -149,7 +174,32 @@ class Captures:
                 raise CapturesError(f"image_values {vals.shape} must be [images, {u}] (the same units as a and b)")
             set_("images", ImageValues(vals, _strings(iv.keys, "image_keys", vals.shape[0], unique=True),
                                        _strings(iv.scene_ids, "image_scene_ids", vals.shape[0])))
+        pairs = {}
+        for name, ab in (self.sample_pairs or {}).items():
+            check_control_name(name, "contrast")
+            if self.images is None:
+                raise CapturesError(f"contrast_{name}_sample_a/_b need image_values and image_keys")
+            ka = _strings(ab[0], f"contrast_{name}_sample_a", len(ab[0]))
+            kb = _strings(ab[1], f"contrast_{name}_sample_b", len(ab[0]))
+            unknown = sorted(set(ka.tolist() + kb.tolist()) - set(self.images.keys.tolist()))
+            if unknown:
+                raise CapturesError(f"contrast_{name}_sample_a/_b name images that image_keys lacks, e.g. "
+                                    f"{unknown[0]!r}")
+            pairs[name] = (ka, kb)
+        set_("sample_pairs", pairs)
         set_("meta", dict(self.meta or {}))
+
+    def sample_level(self, name: str) -> SampleLevel | None:
+        """Contrast `name`'s sample-level differences from the per-image values (None when the file holds no
+        sample-level pairs for it, e.g. a text run or an image run written before they were stored)."""
+        if name not in self.sample_pairs or self.images is None:
+            return None
+        ka, kb = self.sample_pairs[name]
+        pos = {k: i for i, k in enumerate(self.images.keys)}
+        ia = np.array([pos[k] for k in ka], dtype=np.int64)
+        ib = np.array([pos[k] for k in kb], dtype=np.int64)
+        v = self.images.values
+        return SampleLevel(v[ia].astype(np.float64) - v[ib].astype(np.float64), ka, kb, self.images.scene_ids[ia])
 
     @property
     def n_pairs(self) -> int:
@@ -255,6 +305,9 @@ def save_captures(path, captures: Captures) -> Path:
     if captures.images is not None:
         arrays.update(image_values=captures.images.values, image_keys=captures.images.keys,
                       image_scene_ids=captures.images.scene_ids)
+    for name, (ka, kb) in captures.sample_pairs.items():
+        arrays[f"contrast_{name}_sample_a"] = ka
+        arrays[f"contrast_{name}_sample_b"] = kb
     if captures.meta:
         arrays["meta_json"] = np.array(json.dumps(captures.meta))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -321,9 +374,17 @@ def load_captures(path) -> Captures:
             if absent:
                 raise CapturesError(f"image_values without {', '.join(absent)}")
             images = ImageValues(data["image_values"], data["image_keys"], data["image_scene_ids"])
+        sample_pairs = {}
+        for name in contrast_names:
+            keys = [f"contrast_{name}_sample_a", f"contrast_{name}_sample_b"]
+            if keys[0] in data or keys[1] in data:
+                absent = [k for k in keys if k not in data]
+                if absent:
+                    raise CapturesError(f"{', '.join(absent)} missing beside its other side")
+                sample_pairs[name] = (data[keys[0]], data[keys[1]])
         return Captures(a=data["a"], b=data["b"], units=data["units"], pair_ids=data["pair_ids"],
                         control_a=data.get("control_a"), control_b=data.get("control_b"),
                         control_pair_ids=data.get("control_pair_ids"), unit_blocks=data.get("unit_blocks"),
-                        meta=meta, controls=controls, contrasts=contrasts, images=images)
+                        meta=meta, controls=controls, contrasts=contrasts, images=images, sample_pairs=sample_pairs)
     except CapturesError as e:
         raise CapturesError(f"{path}: {e}") from e

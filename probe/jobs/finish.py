@@ -17,20 +17,25 @@ from probe.io.jsonio import versions, write_json
 from render.imageio import atomic_path
 
 
-def stats_config(args, protocol: str, margin: float | None = None):
-    """StatsConfig from the arguments; the equivalence margin from --equivalence-margin, else `margin` (the
-    one recorded in captures.npz), else the default."""
+def stats_config(args, protocol: str, margin: float | None = None, magnitude_margin: float | None = None):
+    """StatsConfig from the arguments; the margins from --equivalence-margin / --magnitude-margin, else `margin` /
+    `magnitude_margin` (the ones recorded in captures.npz), else the defaults."""
     from probe.stats.config import StatsConfig
 
     n_perm = args.n_perm if args.n_perm is not None else (1000 if protocol == "card" else 10_000)
     for flag, v, lo in (("--n-perm", n_perm, 1), ("--n-splits", args.n_splits, 0), ("--n-boot", args.n_boot, 0)):
         if v < lo:
             raise UsageError(f"{flag} must be at least {lo}, got {v}")
-    given = getattr(args, "equivalence_margin", None)
-    margin = given if given is not None else margin
-    if margin is not None and not margin > 0:
-        raise UsageError(f"--equivalence-margin must be a positive Cohen's d_z (e.g. 0.5), got {margin}")
-    extra = {} if margin is None else {"equivalence_margin": float(margin)}
+    extra = {}
+    for flag, key, recorded, what in (
+            ("--equivalence-margin", "equivalence_margin", margin, "Cohen's d_z (e.g. 0.5)"),
+            ("--magnitude-margin", "magnitude_margin", magnitude_margin, "ratio of changes (e.g. 0.5)")):
+        given = getattr(args, key, None)
+        value = given if given is not None else recorded
+        if value is not None and not value > 0:
+            raise UsageError(f"{flag} must be a positive {what}, got {value}")
+        if value is not None:
+            extra[key] = float(value)
     return StatsConfig(n_perm=n_perm, n_splits=args.n_splits, n_boot=args.n_boot, seed=args.stats_seed, **extra)
 
 
@@ -51,14 +56,22 @@ def analyse_and_write(caps, out: Path, config: dict, stats_cfg, no_report: bool 
     against `baseline`, a loaded random-init run, when given)."""
     from probe.stats.analysis import analyse_captures
 
+    caps, pairs_note = with_sample_pairs(caps)
     res = analyse_captures(caps, config=stats_cfg)
     summary = res.summary()
+    if pairs_note:
+        summary["sample_pairs_note"] = pairs_note
     summary["protocol"] = config.get("capture", {}).get("protocol", config.get("protocol"))
     summary["random_weights"] = bool(config.get("model", {}).get("random_weights", False))
     summary["known_answer"] = config.get("model", {}).get("known_answer")
     summary["randomize"] = (config.get("model", {}).get("randomize") or {}).get("mode", "none")
     summary["stimuli"] = caps.stimuli
+    cap = config.get("capture") or {}
+    if summary["protocol"] != "card":   # what `.txt` units reduce over; runs before the option measured "all"
+        summary["text_tokens"] = caps.meta.get("text_tokens") or cap.get("text_tokens", "all")
     summary["controls"] = list(caps.control_sets())
+    if caps.meta.get("control_lexicon"):      # per control set: tokens vs B, word overlap with A and B
+        summary["control_lexicon"] = caps.meta["control_lexicon"]
     full = {**config, "direction": res.direction, "sign_convention": summary["sign_convention"],
             "n_units": int(caps.n_units), "stats": asdict(stats_cfg), "versions": versions()}
     comparison = None
@@ -79,8 +92,15 @@ def analyse_and_write(caps, out: Path, config: dict, stats_cfg, no_report: bool 
         design = caps.meta.get("image_design") or {}
         summary["image_design"] = {k: design.get(k) for k in ("data", "pairs_over", "clustered", "n_samples",
                                                                "n_images", "n_base_scenes", "contrasts",
-                                                               "orientation")}
+                                                               "orientation", "unavailable_contrasts", "dataset")
+                                   if k in design or k not in ("unavailable_contrasts", "dataset")}
         summary["image_prompt"] = caps.meta.get("image_prompt")
+        from probe.stats.luminance import luminance_row
+
+        row = luminance_row(res)
+        if row is not None:     # the units that follow mean albedo luminance, beside the classes
+            row["albedo_variants"] = ((design.get("orientation") or {}).get("albedo") or {}).get("variants", "hsv")
+            summary["luminance_row"] = row
         summary["pairs_over"] = design.get("pairs_over", "scenes")
         summary["clustered"] = bool(design.get("clustered", False))
         if summary["clustered"]:
@@ -103,21 +123,66 @@ CLUSTERED_NOTE = ("CLUSTERED (--pairs-over samples): every sample-level pair is 
                   "dependent pairs as independent and are too small; the default pairs over base scenes.")
 
 
+PER_SAMPLE_SIGN = (
+    "diff_C [pairs_C, units] = the unit on side A minus on side B of each sample-level pair of contrast C, multiplied "
+    "by the run's sign ({direction}: {how}), the same convention as units.csv's t_C and d_C: a base scene's "
+    "difference, whose mean over scenes t_C tests, is the mean of its pairs' diff_C (scene_ids_C; with --pairs-over "
+    "samples each pair is its own row). A and B as the contrast table and a_keys_C / b_keys_C say. `diff` "
+    "(the first array of this file, kept as it was) is always the rendered image minus its albedo image, whatever "
+    "the protocol: under the card protocol (b-a) it is the negative of diff_render_vs_albedo.")
+
+
+def with_sample_pairs(caps):
+    """An image probe's captures with the sample-level pairs of every contrast: as stored, or (files written before
+    captures.npz held them) rebuilt from the design record; (captures, note or None)."""
+    import dataclasses
+
+    if caps.stimuli != "images" or caps.images is None or caps.sample_pairs:
+        return caps, None
+    from probe.design.image_stimuli import sample_pairs_from_record
+
+    pairs = sample_pairs_from_record(caps.images.keys, caps.images.scene_ids, caps.meta.get("image_design") or {})
+    if not pairs:
+        return caps, ("captures.npz holds no sample-level pairs and they could not be rebuilt from its design record: "
+                      "the classes cannot show any change small")
+    return dataclasses.replace(caps, sample_pairs=pairs), (
+        "captures.npz was written before it stored the sample-level pairs (contrast_NAME_sample_a/_b); they were "
+        "rebuilt from its image keys and design record (the same pairing rules and ground-truth orientation values)")
+
+
 def write_per_sample(path: Path, caps) -> Path | None:
     """per_sample.npz (CONTRACTS C3) from an image probe's captures: diff float32 [samples, units] = the unit on
     the rendered image minus on its ground-truth albedo image (averaged over noise seeds), sample_ids,
-    scene_ids (base scenes), units (units.csv order), contrast "render_vs_albedo". None (nothing written)
-    when the run has no albedo images."""
+    scene_ids (base scenes), units (units.csv order), contrast "render_vs_albedo"; and for every contrast C with
+    sample-level pairs: diff_C float32 [pairs_C, units] in units.csv's sign convention, pair_ids_C, a_keys_C,
+    b_keys_C, scene_ids_C, with `contrasts`, `direction` and `sign_convention` saying what they are. None (nothing
+    written) when the run has no albedo images (no render_vs_albedo contrast): readers of the file (evaluate
+    link) need its `diff`."""
     from probe.design.image_stimuli import per_sample_render_vs_albedo
 
     try:
         per = per_sample_render_vs_albedo(caps.images.keys, caps.images.values, caps.images.scene_ids)
     except KeyError:
         return None
+    arrays: dict = dict(diff=per["diff"], sample_ids=per["sample_ids"], scene_ids=per["scene_ids"],
+                        units=np.asarray(caps.units).astype(str), contrast=per["contrast"])
+    direction = str(caps.meta.get("direction", "a-b"))
+    sign = -1.0 if direction == "b-a" else 1.0
+    names = [n for n in caps.contrast_sets() if caps.sample_level(n) is not None]
+    for name in names:
+        sl = caps.sample_level(name)
+        arrays[f"diff_{name}"] = (sign * sl.diff).astype(np.float32)
+        arrays[f"pair_ids_{name}"] = sl.pair_ids
+        arrays[f"a_keys_{name}"] = sl.a_keys
+        arrays[f"b_keys_{name}"] = sl.b_keys
+        arrays[f"scene_ids_{name}"] = sl.clusters
+    arrays["contrasts"] = np.array(names, dtype=str)
+    arrays["direction"] = np.array(direction)
+    arrays["sign_convention"] = np.array(PER_SAMPLE_SIGN.format(
+        direction=direction, how="B minus A, the card family's t" if sign < 0 else "A minus B"))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:   # a file object: np.savez would append .npz to the temp name
-            np.savez(f, diff=per["diff"], sample_ids=per["sample_ids"], scene_ids=per["scene_ids"],
-                     units=np.asarray(caps.units).astype(str), contrast=per["contrast"])
+            np.savez(f, **arrays)
     return path
 
 
@@ -144,10 +209,14 @@ def finish_run(out: Path, design, values: dict, units, config: dict, args, basel
     protocol = config["capture"]["protocol"]
     stats_cfg = stats_config(args, protocol)
     meta = {"protocol": protocol, "direction": config["direction"]}
+    if protocol != "card":
+        meta["text_tokens"] = config["capture"].get("text_tokens", "all")
     if design.kind == "images":
         meta["equivalence_margin"] = stats_cfg.equivalence_margin     # `probe stats` keeps the run's own
+        meta["magnitude_margin"] = stats_cfg.magnitude_margin
     else:
         meta["controls"] = dict(config["prompts"]["controls"])
+        meta["control_lexicon"] = design.lexicon(config.get("prompt_token_lengths"))
     units = np.asarray(units).astype(str)
     caps = design.captures(values, units, meta, unit_blocks=blocks_from_units(units))
     out.mkdir(parents=True, exist_ok=True)

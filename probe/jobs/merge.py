@@ -271,7 +271,7 @@ def _unfinished_reason(plan: MergePlan, k: int) -> str:
 
 
 def rerun_hint(plan: MergePlan) -> str:
-    """How to run the missing shards again: the sbatch template, or the shards' own command."""
+    """How to run the missing shards again: status.sh's sbatch commands for a study, or the shards' own command."""
     record = plan.finished[0].record if plan.finished else {}
     argv = list((record.get("config") or {}).get("argv") or [])[1:]
     keep, skip = [], False
@@ -284,10 +284,9 @@ def rerun_hint(plan: MergePlan) -> str:
             keep.append(a)
     cmd = ("python -m probe " + shlex.join(keep).replace("{", "{{").replace("}", "}}") if keep else
            "the shards' `python -m probe run` command") + " --shard {K}/{count}"
-    return ("STUDY_CONFIG=<study>/study.sh sbatch --array={tasks} --export=ALL,SHARD_COUNT={count} "
-            "scripts/slurm/probe.sbatch (with GPUS_PER_TASK = G > 1: --array=K/G for each K, SHARD_COUNT={count}/G), "
-            "or " + cmd +
-            " for each K in {tasks}")
+    from render.status import STUDY_RERUN
+
+    return STUDY_RERUN + "; or " + cmd + " for each K in {tasks}"
 
 
 def print_plan(plan: MergePlan, file=None) -> int:

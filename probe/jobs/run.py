@@ -53,6 +53,8 @@ def _load_image_design(args):
     contrasts = [c.strip() for c in args.contrasts.split(",") if c.strip()] if args.contrasts else None
     plan = build_image_plan(args.data, pairs_over=args.pairs_over, albedo_order=args.albedo_order,
                             limit=args.limit, **({"contrasts": contrasts} if contrasts else {}))
+    for name, why in plan.unavailable:
+        print(f"note: the `{name}` contrast is left out: {why} (said in summary.json image_design)", file=sys.stderr)
     if len(plan.scenes) < 2 and args.pairs_over == "scenes":
         raise UsageError(f"{args.data} holds {len(plan.scenes)} base scene: a paired test over scenes needs at least "
                          "2 (render more scenes, or --pairs-over samples, flagged as clustered); nothing was written")
@@ -126,7 +128,8 @@ def _capture_config(args, loaded):
         raise UsageError("--slice-layout applies to --protocol card only (the heads protocol captures whole heads)")
     return CaptureConfig(protocol="heads", steps=args.steps or 50, capture_steps=steps_list,
                          guidance=pipeline_default_guidance(loaded.pipe) if args.guidance is None else args.guidance,
-                         reducer=args.reducer, single_tokens=args.single_tokens, **common).resolved(), source
+                         reducer=args.reducer, single_tokens=args.single_tokens,
+                         text_tokens=getattr(args, "text_tokens", "prompt"), **common).resolved(), source
 
 
 def _reference_prep(args, loaded):
@@ -146,10 +149,44 @@ def _shard(args):
         raise UsageError(str(e)) from None
 
 
-def main_run(args) -> int:
+def run_record(args, loaded, cfg, resolution_source, design, controls, sources, info, shard, prepare) -> dict:
+    """config.json of a run without its statistics (capture settings, model, design, noise, capture_info,
+    direction, shard); `probe run` and every member of a population (probe.jobs.population) write it alike."""
     from probe.design.card import CARD_SIGN
+    from probe.klein.capture_loop import prompt_token_lengths, real_text_lengths
+
+    config = {
+        "job": "probe run", "argv": sys.argv, "capture": asdict(cfg), "resolution_source": resolution_source,
+        "model": loaded.describe(), "stimuli": design.kind, "n_pairs": len(design.pair_ids),
+        "noise": design.record(), "capture_info": info,
+        "captured_forward": ("conditional (first of the two CFG forwards per step)" if info["forwards_per_step"] == 2
+                             else "the only forward per step (no CFG)"),
+        "direction": CARD_SIGN if cfg.protocol == "card" else "a-b", "shard": shard.as_dict(),
+    }
+    if design.kind == "images":
+        sources = {**sources, "reference_prep": prepare.describe(), "max_side": prepare.max_side}
+        config.update({"images": sources, "text_lengths": {
+            "image_prompt": real_text_lengths(loaded.pipe, [design.prompt], cfg.max_sequence_length)},
+            "prompt_token_lengths": {
+            "image_prompt": prompt_token_lengths(loaded.pipe, [design.prompt], cfg.max_sequence_length)}})
+    else:
+        roles = {"a": list(design.a), "b": list(design.b),
+                 **{name: list(prompts.values()) for name, prompts in design.controls.items()}}
+        # text_lengths: every non-padding token (prompt + chat template), the key earlier runs had;
+        # prompt_token_lengths: the prompt's own tokens, what `.txt` units reduce over with --text-tokens prompt
+        lengths = {k: real_text_lengths(loaded.pipe, v, cfg.max_sequence_length) for k, v in roles.items()}
+        config["prompt_token_lengths"] = {k: prompt_token_lengths(loaded.pipe, v, cfg.max_sequence_length)
+                                          for k, v in roles.items()}
+        config.update({
+            "prompts": sources, "n_control_pairs": len(controls.get("paraphrase", ([],))[0]),
+            "control_sets": {name: {"n_pairs": len(cs), "source": src} for name, (cs, src) in controls.items()},
+            "text_lengths": lengths})
+    return config
+
+
+def main_run(args) -> int:
     from probe.klein.model import load_pipeline, spec_from_args
-    from probe.klein.capture_loop import capture_stimuli, real_text_lengths
+    from probe.klein.capture_loop import capture_stimuli
     from probe.design.shards import shard_path, shard_stimuli
 
     out = Path(args.out)
@@ -158,7 +195,7 @@ def main_run(args) -> int:
     stats_config(args, args.protocol)          # bad statistics options fail before anything is written
     baseline = load_baseline(args, out) if shard.is_whole else None     # a sharded run's statistics wait for the merge
     check_out(out)
-    loaded = load_pipeline(spec_from_args(args))
+    loaded = load_pipeline(spec_from_args(args), progress=not getattr(args, "quiet", False))
     cfg, resolution_source = _capture_config(args, loaded)
     if loaded.randomized:
         print(f"note: --randomize {args.randomize}: the {', '.join(c['name'] for c in loaded.randomized['components'])}"
@@ -177,27 +214,7 @@ def main_run(args) -> int:
     every = design.stimuli()
     values, units, info = capture_stimuli(loaded, shard_stimuli(every, shard), cfg, cache_path=cache,
                                           progress=not args.quiet, log=log, prepare_reference=prepare)
-    config = {
-        "job": "probe run", "argv": sys.argv, "capture": asdict(cfg), "resolution_source": resolution_source,
-        "model": loaded.describe(), "stimuli": design.kind, "n_pairs": len(design.pair_ids),
-        "noise": design.record(), "capture_info": info,
-        "captured_forward": ("conditional (first of the two CFG forwards per step)" if info["forwards_per_step"] == 2
-                             else "the only forward per step (no CFG)"),
-        "direction": CARD_SIGN if cfg.protocol == "card" else "a-b", "shard": shard.as_dict(),
-    }
-    if design.kind == "images":
-        sources = {**sources, "reference_prep": prepare.describe(), "max_side": prepare.max_side}
-        config.update({"images": sources, "text_lengths": {
-            "image_prompt": real_text_lengths(loaded.pipe, [design.prompt], cfg.max_sequence_length)}})
-    else:
-        lengths = {"a": real_text_lengths(loaded.pipe, design.a, cfg.max_sequence_length),
-                   "b": real_text_lengths(loaded.pipe, design.b, cfg.max_sequence_length)}
-        for name, prompts in design.controls.items():
-            lengths[name] = real_text_lengths(loaded.pipe, list(prompts.values()), cfg.max_sequence_length)
-        config.update({
-            "prompts": sources, "n_control_pairs": len(controls.get("paraphrase", ([],))[0]),
-            "control_sets": {name: {"n_pairs": len(cs), "source": src} for name, (cs, src) in controls.items()},
-            "text_lengths": lengths})
+    config = run_record(args, loaded, cfg, resolution_source, design, controls, sources, info, shard, prepare)
     full = {name: sum(n >= cfg.max_sequence_length for n in ns) for name, ns in
             (config.get("text_lengths") or {}).items() if isinstance(ns, list)}
     if any(full.values()):
@@ -208,5 +225,3 @@ def main_run(args) -> int:
 
         return write_shard_of_run(out, shard, cache, args, every, values, units, info, config)
     return finish_run(out, design, values, units, config, args, baseline)
-
-

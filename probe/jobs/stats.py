@@ -28,11 +28,12 @@ def main_stats(args) -> int:
         except json.JSONDecodeError:
             prior = {}
     protocol = caps.meta.get("protocol") or prior.get("capture", {}).get("protocol", "heads")
-    stats_cfg = stats_config(args, protocol, caps.meta.get("equivalence_margin"))
+    stats_cfg = stats_config(args, protocol, caps.meta.get("equivalence_margin"), caps.meta.get("magnitude_margin"))
     baseline = load_baseline(args, out)
     config = {"job": "probe stats", "argv": sys.argv, "from": str(src), "stimuli": caps.stimuli,
               **{k: prior[k] for k in ("capture", "model", "prompts", "images", "resolution_source", "noise",
-                                       "control_sets", "n_pairs", "text_lengths", "captured_forward") if k in prior}}
+                                       "control_sets", "n_pairs", "text_lengths", "prompt_token_lengths",
+                                       "captured_forward") if k in prior}}
     config.setdefault("capture", {"protocol": protocol})
     summary = analyse_and_write(caps, out, config, stats_cfg, args.no_report, baseline)
     print_summary(out, summary)

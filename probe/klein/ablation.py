@@ -6,16 +6,20 @@
         pipe(image=ref, prompt=prompt, ...)           # every step, both CFG forwards
 
 A unit `[sNN/]<group>/hNN` names a head and a token region (probe.klein.regions, C2): `double.{i}.img`
-and `single.{i}` the generated-image tokens, `double.{i}.txt` and `single.{i}.txt` the real text
-tokens of the forward's own prompt (padding never counts), `double.{i}.ref` / `single.{i}.ref` the
-reference-image tokens. At every forward, in the input of the unit's output projection
+and `single.{i}` the generated-image tokens, `double.{i}.txt` and `single.{i}.txt` the text tokens of
+the forward's own prompt that the probe measured (`text_tokens` "prompt": the prompt's own tokens, chat
+template and padding left out; "all": every non-padding token, as probes before issue 17 measured),
+`double.{i}.ref` / `single.{i}.ref` the reference-image tokens. At every forward, in the input of the unit's output projection
 (a forward pre-hook, the same boundary the capture hooks), the head's 128 channels at each token of
 that region are replaced by their mean over the region's tokens; tokens outside the region and
 other heads are untouched. The step prefix is ignored: ablation acts at every step.
 
 Under CFG klein runs the conditional forward, then the unconditional one (prompt ""), each with its
-own real text length: `real_txt` gives one length per forward of a step, in that order. Token
-counts are checked against the hooked inputs at every forward (`TokenLayout.check`).
+own text tokens: `txt_spans` gives one token span [start, stop) per forward of a step, in that order
+(`real_txt` lengths are spans from 0: right padding); `ablation_layout` builds them for an edit and
+asserts that the tokenizer pads on the right. The unconditional prompt "" has no tokens of its own,
+so with text_tokens "prompt" its forward leaves `.txt` heads untouched. Token counts are checked
+against the hooked inputs at every forward (`TokenLayout.check`).
 
 Hook state lives in this object; hooks are removed on exit, also after an error. No host sync:
 means and replacements are tensor ops on the device.
@@ -30,12 +34,39 @@ import torch
 from probe.klein.capture import Site, head_sites
 from probe.klein.regions import TokenLayout, parse_unit, site_kind
 
-__all__ = ["HeadAblation", "ABLATION_DEFINITION"]
+__all__ = ["HeadAblation", "ABLATION_DEFINITION", "ablation_definition", "ablation_layout"]
 
 ABLATION_DEFINITION = ("token-region mean ablation (probe.klein.ablation.HeadAblation): at every step and in both CFG "
                        "forwards, the head's output at each token of the unit's region (img: generated-image tokens; "
                        "txt: the forward's real text tokens, padding excluded; ref: reference-image tokens) is "
                        "replaced by its mean over that region")
+_TXT_REGION = {"prompt": "the forward's own prompt tokens, chat template and padding excluded (the unconditional "
+                         "prompt \"\" has none, so its forward leaves txt heads untouched)",
+               "all": "the forward's real text tokens, padding excluded"}
+
+
+def ablation_definition(text_tokens: str = "all") -> str:
+    """ABLATION_DEFINITION with the text region the probe measured (`probe.klein.capture.TEXT_TOKENS`)."""
+    return ABLATION_DEFINITION.replace("the forward's real text tokens, padding excluded", _TXT_REGION[text_tokens])
+
+
+def ablation_layout(pipe, prompt: str, n_img: int, n_ref: int, cfg_on: bool, max_sequence_length: int,
+                    text_tokens: str = "prompt") -> dict:
+    """`HeadAblation.prepare` keywords for one edit of `prompt` (CFG: the conditional forward, then the
+    unconditional one with klein's prompt ""): the token layout and, per forward, the span of the text tokens
+    that `.txt` units were measured on. Raises ValueError unless the tokenizer pads on the right."""
+    from probe.klein.capture import TEXT_TOKENS, check_right_padding, prompt_token_spans, text_token_mask
+
+    if text_tokens not in TEXT_TOKENS:
+        raise ValueError(f"text_tokens must be one of {TEXT_TOKENS}, got {text_tokens!r}")
+    check_right_padding(pipe.tokenizer, "head ablation")
+    prompts = [prompt, ""] if cfg_on else [prompt]
+    if text_tokens == "all":
+        spans = [(0, int(n)) for n in text_token_mask(pipe, prompts, max_sequence_length).sum(1)]
+    else:
+        spans = prompt_token_spans(pipe.tokenizer, prompts, max_sequence_length)
+    return {"txt_len": int(max_sequence_length), "n_img": int(n_img), "n_ref": int(n_ref), "txt_spans": spans,
+            "forwards_per_step": 2 if cfg_on else 1}
 
 
 class HeadAblation:
@@ -66,18 +97,29 @@ class HeadAblation:
         self._role = 0
         self._cache: dict = {}
 
-    def prepare(self, txt_len: int, n_img: int, n_ref: int, real_txt: Sequence, forwards_per_step: int = 1) -> None:
-        """Token layout of the next pipeline call. real_txt: per forward of a step (conditional first),
-        the real text length (an int, or a sequence of ints per batch element)."""
+    def prepare(self, txt_len: int, n_img: int, n_ref: int, real_txt: Sequence | None = None,
+                forwards_per_step: int = 1, txt_spans: Sequence | None = None) -> None:
+        """Token layout of the next pipeline call; per forward of a step (conditional first) the text tokens of
+        `.txt` units, either `txt_spans` (a (start, stop) pair, or one pair per batch element) or `real_txt`
+        (a length, or one per batch element: positions 0 .. length - 1, i.e. right padding)."""
         if forwards_per_step not in (1, 2):
             raise ValueError("forwards_per_step is 1 (no CFG) or 2 (CFG: conditional, then unconditional)")
-        if len(real_txt) != forwards_per_step:
-            raise ValueError(f"real_txt needs one entry per forward of a step ({forwards_per_step}), got {len(real_txt)}")
+        if (real_txt is None) == (txt_spans is None):
+            raise ValueError("give the text tokens of each forward either as txt_spans or as real_txt lengths")
+        if txt_spans is None:
+            spans = [torch.stack([torch.zeros_like(x), x], -1) for x in
+                     (torch.as_tensor(r, dtype=torch.long).reshape(-1) for r in real_txt)]
+            if any(int(s[:, 1].min()) < 1 for s in spans):
+                raise ValueError(f"real text lengths must lie in 1..{txt_len}: {[s[:, 1].tolist() for s in spans]}")
+        else:
+            spans = [torch.as_tensor(s, dtype=torch.long).reshape(-1, 2) for s in txt_spans]
+        if len(spans) != forwards_per_step:
+            raise ValueError(f"the text tokens need one entry per forward of a step ({forwards_per_step}), "
+                             f"got {len(spans)}")
+        if any(int(s.min()) < 0 or int(s.max()) > txt_len or bool((s[:, 1] < s[:, 0]).any()) for s in spans):
+            raise ValueError(f"text token spans must lie in 0..{txt_len}: {[s.tolist() for s in spans]}")
         self._layout = TokenLayout(int(txt_len), int(n_img), int(n_ref))
-        lengths = [torch.as_tensor(r, dtype=torch.long).reshape(-1) for r in real_txt]
-        if any(int(x.min()) < 1 or int(x.max()) > txt_len for x in lengths):
-            raise ValueError(f"real text lengths must lie in 1..{txt_len}: {[x.tolist() for x in lengths]}")
-        self._real_txt = lengths
+        self._real_txt = spans
         self._fps = forwards_per_step
         self._calls = 0
         self._cache.clear()
@@ -98,18 +140,19 @@ class HeadAblation:
             lay.check("double_txt", int(ehs.shape[1]), "transformer encoder_hidden_states")
 
     def _txt_weights(self, batch: int, device, dtype):
-        """[batch, txt_len, 1] real-token indicator of the running forward, and its counts [batch, 1, 1]."""
+        """[batch, txt_len, 1] indicator of the running forward's measured text tokens, and its counts
+        [batch, 1, 1] (at least 1: a forward without such tokens keeps its values)."""
         key = ("txt", self._role, batch, str(device), dtype)
         got = self._cache.get(key)
         if got is None:
-            lengths = self._real_txt[self._role]
-            if lengths.numel() == 1:
-                lengths = lengths.expand(batch)
-            elif lengths.numel() != batch:
-                raise RuntimeError(f"ablation was prepared for {lengths.numel()} prompts, the forward has {batch}")
+            spans = self._real_txt[self._role]
+            if spans.shape[0] == 1:
+                spans = spans.expand(batch, 2)
+            elif spans.shape[0] != batch:
+                raise RuntimeError(f"ablation was prepared for {spans.shape[0]} prompts, the forward has {batch}")
             pos = torch.arange(self._layout.txt_len)
-            m = (pos[None, :] < lengths[:, None]).to(device=device, dtype=dtype)[..., None]
-            got = (m, m.sum(1, keepdim=True))
+            m = ((pos[None, :] >= spans[:, :1]) & (pos[None, :] < spans[:, 1:])).to(device=device, dtype=dtype)[..., None]
+            got = (m, m.sum(1, keepdim=True).clamp_min(1))
             self._cache[key] = got
         return got
 

@@ -141,8 +141,16 @@ def slice_unit_names(sites: Sequence[Site], steps: Sequence[int], width: int = 1
     return names
 
 
+def chat_text(tokenizer, prompt: str) -> str:
+    """The text klein's text encoder reads for `prompt`: Qwen3's chat template around it (one user turn, a
+    generation prompt, thinking off), as `Flux2KleinPipeline._get_qwen3_prompt_embeds` builds it."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True, enable_thinking=False)
+
+
 def text_token_mask(pipe, prompts: Sequence[str], max_sequence_length: int = 512):
-    """[batch, max_sequence_length] bool mask of real (non-padding) text tokens, as klein tokenises.
+    """[batch, max_sequence_length] bool mask of real (non-padding) text tokens, as klein tokenises:
+    the prompt's own tokens and the chat template's fixed tokens around it (`TEXT_TOKENS` "all").
 
     Repeats `Flux2KleinPipeline._get_qwen3_prompt_embeds`' tokenisation (chat template, thinking
     off, padded to max length) so the real length is known; the transformer never sees this mask.
@@ -150,12 +158,98 @@ def text_token_mask(pipe, prompts: Sequence[str], max_sequence_length: int = 512
 
     masks = []
     for p in prompts:
-        text = pipe.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                                  add_generation_prompt=True, enable_thinking=False)
-        enc = pipe.tokenizer(text, return_tensors="pt", padding="max_length", truncation=True,
+        enc = pipe.tokenizer(chat_text(pipe.tokenizer, p), return_tensors="pt", padding="max_length", truncation=True,
                              max_length=max_sequence_length)
         masks.append(enc["attention_mask"][0].bool())
     return torch.stack(masks)
+
+
+# Which text tokens a `.txt` unit reduces over (CaptureConfig.text_tokens, `probe run --text-tokens`):
+#   prompt  the prompt's own tokens: klein's chat template (`<|im_start|>user\n` before, `<|im_end|>\n<|im_start|>
+#           assistant\n<think>\n\n</think>\n\n` after; about a dozen tokens, the same for every prompt) and the
+#           padding are left out (the default since issue 17)
+#   all     every non-padding token: the prompt and the template's fixed tokens (runs made before issue 17)
+TEXT_TOKENS = ("prompt", "all")
+
+
+def prompt_token_spans(tokenizer, prompts: Sequence[str], max_sequence_length: int = 512) -> list[tuple[int, int]]:
+    """Per prompt, the token positions [start, stop) of the prompt's own text in klein's padded token sequence
+    (chat template tokens before and after it, and padding, outside). A token that straddles the prompt's first
+    or last character counts as the prompt's. Truncation at max_sequence_length is respected.
+
+    Needs a fast tokenizer (character offsets); klein's Qwen2TokenizerFast is one."""
+    spans = []
+    for p in prompts:
+        text = chat_text(tokenizer, p)
+        c0 = text.find(p) if p else -1
+        if p and c0 < 0:
+            raise ValueError(f"the chat template does not contain the prompt verbatim ({p[:40]!r}...): the prompt's "
+                             "tokens cannot be told from the template's")
+        enc = tokenizer(text, padding="max_length", truncation=True, max_length=max_sequence_length,
+                        return_offsets_mapping=True)
+        if "offset_mapping" not in enc:
+            raise ValueError("the tokenizer gives no character offsets (a slow tokenizer): load the fast one "
+                             "(Qwen2TokenizerFast), or capture with --text-tokens all")
+        c1 = c0 + len(p)
+        inside = [i for i, ((a, b), m) in enumerate(zip(enc["offset_mapping"], enc["attention_mask"]))
+                  if m and p and b > a and a < c1 and b > c0]
+        if not inside:
+            spans.append((0, 0))
+            continue
+        if inside != list(range(inside[0], inside[-1] + 1)):
+            raise ValueError(f"the prompt's tokens are not contiguous in the tokenised chat text ({p[:40]!r}...)")
+        spans.append((inside[0], inside[-1] + 1))
+    return spans
+
+
+def text_mask(pipe, prompts: Sequence[str], max_sequence_length: int = 512, text_tokens: str = "prompt"):
+    """[batch, max_sequence_length] bool mask of the text tokens a `.txt` unit reduces over (`TEXT_TOKENS`):
+    the prompt's own tokens ("prompt") or every non-padding token ("all", `text_token_mask`)."""
+    if text_tokens not in TEXT_TOKENS:
+        raise ValueError(f"text_tokens must be one of {TEXT_TOKENS}, got {text_tokens!r}")
+    real = text_token_mask(pipe, prompts, max_sequence_length)
+    if text_tokens == "all":
+        return real
+    mask = torch.zeros_like(real)
+    for i, (a, b) in enumerate(prompt_token_spans(pipe.tokenizer, prompts, max_sequence_length)):
+        mask[i, a:b] = True
+    return mask & real
+
+
+def text_token_counts(pipe, prompts: Sequence[str], max_sequence_length: int = 512) -> list[dict]:
+    """Per prompt: {"prompt": its own tokens, "template": the chat template's tokens, "all": both} (no padding)."""
+    real = text_token_mask(pipe, prompts, max_sequence_length).sum(1).tolist()
+    own = [b - a for a, b in prompt_token_spans(pipe.tokenizer, prompts, max_sequence_length)]
+    return [{"prompt": int(o), "template": int(r) - int(o), "all": int(r)} for o, r in zip(own, real)]
+
+
+def check_right_padding(tokenizer, where: str) -> None:
+    """Raise unless the tokenizer pads on the right: code that rebuilds a text mask from lengths (positions
+    0 .. length - 1 are real) is only right for right padding. Qwen's tokenizer pads right by default."""
+    side = getattr(tokenizer, "padding_side", "right")
+    if side != "right":
+        raise ValueError(f"{where}: the tokenizer pads on the {side}, but the text-token positions are rebuilt from "
+                         "lengths as if padding were on the right (klein's Qwen2 tokenizer pads right); set "
+                         "tokenizer.padding_side = 'right'")
+
+
+def run_until_stop(pipe, **kwargs) -> bool:
+    """Call the pipeline with a capture's `stop_callback()` among `kwargs`; True when sampling was stopped early.
+
+    A call ended by `StopSampling` never reaches the pipeline's own last line, `maybe_free_model_hooks()`, which
+    with `enable_model_cpu_offload` (`--offload`) moves every model back to the CPU and re-arms the offload
+    hooks. Skipped, the transformer stays on the GPU from the second call on, beside the text encoder the next
+    call loads (klein: about 7.2 + 7.5 GiB). So the early end frees the hooks here, as the pipeline would have.
+    """
+    try:
+        with torch.inference_mode():
+            pipe(**kwargs)
+    except StopSampling:
+        free = getattr(pipe, "maybe_free_model_hooks", None)
+        if free is not None:
+            free()
+        return True
+    return False
 
 
 class _CaptureBase:

@@ -43,7 +43,7 @@ class CaptureConfig:
     height: int | None = 512               # None: the reference image's size (editing runs)
     width: int | None = 512
     seed: int = 0                           # the run's seed; each stimulus carries its own noise seed
-    batch_size: int = 4                     # text-only stimuli per pipeline call
+    batch_size: int = 5                     # stimuli per pipeline call (never two pairs in one call)
     reducer: str = "rms"
     single_tokens: str = "img"
     max_sequence_length: int = 512
@@ -51,6 +51,7 @@ class CaptureConfig:
     slice_layout: str = "contiguous"        # card slices: 16 consecutive channels, or every (C/16)-th channel
     editing: bool = False                   # stimuli are reference images (klein editing calls; heads: + .ref units)
     reference_prep: str = "none"            # how references are prepared before the pipeline (editing runs)
+    text_tokens: str = "prompt"             # `.txt` units: the prompt's own tokens, or "all" (chat template too)
 
     def resolved(self) -> "CaptureConfig":
         if self.protocol not in PROTOCOLS:
@@ -62,6 +63,10 @@ class CaptureConfig:
             raise ValueError("a text-to-image run needs height and width")
         if self.slice_layout not in SLICE_LAYOUTS:
             raise ValueError(f"slice_layout must be one of {SLICE_LAYOUTS}")
+        from .capture import TEXT_TOKENS
+
+        if self.text_tokens not in TEXT_TOKENS:
+            raise ValueError(f"text_tokens must be one of {TEXT_TOKENS}")
         steps = self.capture_steps or default_capture_steps(self.steps)
         bad = [s for s in steps if not 0 <= s < self.steps]
         if bad:
@@ -69,9 +74,10 @@ class CaptureConfig:
         return CaptureConfig(**{**asdict(self), "capture_steps": tuple(sorted(set(steps)))})
 
     def value_fields(self) -> dict:
-        """The settings that change captured values (not the batch size; not the run seed: every
-        stimulus key carries its own noise seed)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("batch_size", "seed")}
+        """The settings that can change captured values: everything but the run seed (every stimulus key
+        carries its own noise seed). The batch size is one of them: on CUDA in bf16 another batch size can
+        select other kernels and so give other low bits, so a cache made with another batch is not reused."""
+        return {k: v for k, v in asdict(self).items() if k != "seed"}
 
 
 def card_config(**overrides) -> CaptureConfig:
@@ -190,10 +196,17 @@ def make_capture(pipe, cfg: CaptureConfig):
 
 
 def _batches(stimuli: list, batch_size: int) -> list[list]:
-    """Text-only stimuli in batches of `batch_size`; stimuli with a reference image grouped by (image,
-    prompt), up to `batch_size` noise seeds per call."""
-    text = [s for s in stimuli if s.image is None]
-    out = [text[i:i + batch_size] for i in range(0, len(text), batch_size)]
+    """Text-only stimuli grouped by pair, each pair's in batches of up to `batch_size`; stimuli with a reference
+    image grouped by (image, prompt), up to `batch_size` noise seeds per call.
+
+    A batch never holds two pairs: on the CPU (and on CUDA in bf16) a row's values can depend in their lowest
+    bits on what else is in its batch, and the pairs a run (or shard, or resumed run) holds vary, while a pair's
+    own stimuli do not. So a shard, a merge of shards and a resumed run give the values an unsharded run gives."""
+    pairs: dict = {}
+    for s in stimuli:
+        if s.image is None:
+            pairs.setdefault(s.pair_id, []).append(s)
+    out = [g[i:i + batch_size] for g in pairs.values() for i in range(0, len(g), batch_size)]
     groups: dict = {}
     for s in stimuli:
         if s.image is not None:
@@ -207,21 +220,17 @@ def _capture_text(pipe, cap, batch, cfg: CaptureConfig, n_img: int) -> np.ndarra
     """One text-to-image call for a batch of text stimuli -> float32 [batch, units]."""
     import torch
 
-    from .capture import HeadCapture, StopSampling, text_token_mask
+    from .capture import HeadCapture, run_until_stop, text_mask
     from .regions import TokenLayout
 
     if isinstance(cap, HeadCapture):
-        cap.set_batch(text_token_mask(pipe, [s.prompt for s in batch], cfg.max_sequence_length), n_img)
+        cap.set_batch(text_mask(pipe, [s.prompt for s in batch], cfg.max_sequence_length, cfg.text_tokens), n_img)
     else:
         cap.set_batch(len(batch), TokenLayout(cfg.max_sequence_length, n_img))
     gens = [torch.Generator(device="cpu").manual_seed(int(s.seed)) for s in batch]
-    try:
-        with torch.inference_mode():
-            pipe(prompt=[s.prompt for s in batch], height=cfg.height, width=cfg.width, num_inference_steps=cfg.steps,
-                 guidance_scale=cfg.guidance, generator=gens, output_type="latent",
-                 max_sequence_length=cfg.max_sequence_length, callback_on_step_end=cap.stop_callback())
-    except StopSampling:
-        pass
+    run_until_stop(pipe, prompt=[s.prompt for s in batch], height=cfg.height, width=cfg.width,
+                   num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, generator=gens, output_type="latent",
+                   max_sequence_length=cfg.max_sequence_length, callback_on_step_end=cap.stop_callback())
     cap.check_forwards()
     return cap.collect()
 
@@ -266,7 +275,7 @@ def capture_stimuli(loaded, stimuli: Sequence, cfg: CaptureConfig, cache_path: P
             else:
                 rows = capture_edit(pipe, cap, batch[0].image, batch[0].prompt, steps=cfg.steps, guidance=cfg.guidance,
                                     seeds=[s.seed for s in batch], prepare_reference=prepare_reference,
-                                    max_sequence_length=cfg.max_sequence_length)
+                                    max_sequence_length=cfg.max_sequence_length, text_tokens=cfg.text_tokens)
             if cap.layout is not None:
                 layouts.add((cap.layout.n_img, cap.layout.n_ref))
             for s, v in zip(batch, rows):
@@ -291,9 +300,18 @@ def capture_stimuli(loaded, stimuli: Sequence, cfg: CaptureConfig, cache_path: P
 
 
 def real_text_lengths(pipe, prompts: Sequence[str], max_sequence_length: int = 512) -> list[int]:
+    """Non-padding tokens per prompt: the prompt's own and the chat template's (what config.json's
+    `text_lengths` has always recorded)."""
     from .capture import text_token_mask
 
     return [int(x) for x in text_token_mask(pipe, prompts, max_sequence_length).sum(1)]
+
+
+def prompt_token_lengths(pipe, prompts: Sequence[str], max_sequence_length: int = 512) -> list[int]:
+    """The prompt's own tokens per prompt, chat template and padding left out (config.json `prompt_token_lengths`)."""
+    from .capture import prompt_token_spans
+
+    return [b - a for a, b in prompt_token_spans(pipe.tokenizer, prompts, max_sequence_length)]
 
 
 def pipeline_default_guidance(pipe) -> float:

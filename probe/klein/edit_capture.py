@@ -72,11 +72,13 @@ class ReferencePrep:
 
 
 def default_max_side(loaded) -> int:
-    """The longest reference side evaluate generate and the image probe edit at by default: 64 for random
-    weights (dry runs stay small), a known-answer model's training side, else 1024 (klein)."""
-    if loaded.random_weights:
-        return 64
-    return int(loaded.default_size or 1024) if loaded.known else 1024
+    """The longest reference side evaluate generate and the image probe edit at by default: a known-answer model's
+    training side (also with --randomize: its untrained population sees the trained model's images), 64 for
+    --model tiny (dry runs stay small), else 1024 (klein; a real model with --randomize keeps 1024, so that a
+    random-init control, or a population of them, sees the very images the trained model's run sees)."""
+    if loaded.known:
+        return int(loaded.default_size or 1024)
+    return 64 if loaded.source == "tiny" else 1024
 
 
 def pipeline_default(pipe, name: str):
@@ -140,17 +142,18 @@ def edit_call_kwargs(reference, prompt: str, steps: int, guidance: float, seeds:
 
 
 def capture_edit(pipe, cap, reference, prompt: str, *, steps: int, guidance: float, seeds: Sequence[int] = (0,),
-                 prepare_reference: Callable | None = None, max_sequence_length: int | None = None) -> np.ndarray:
+                 prepare_reference: Callable | None = None, max_sequence_length: int | None = None,
+                 text_tokens: str = "prompt") -> np.ndarray:
     """Run one klein editing call under an entered capture; return float32 [len(seeds), len(cap.units)].
 
     pipe: a Flux2KleinPipeline; cap: a HeadCapture or SliceCapture on pipe.transformer, entered (`with`),
     whose forwards_per_step matches `guidance` (2 when the pipeline runs CFG) and whose steps are all
     < `steps`; reference: a path or PIL image; prepare_reference: PIL -> PIL, applied first (the same
     preparation evaluate generate applies); max_sequence_length: the text length (None or the
-    pipeline's default: not passed, as evaluate does). Row i holds the units for noise seed seeds[i]."""
-    import torch
-
-    from .capture import HeadCapture, SliceCapture, StopSampling, text_token_mask
+    pipeline's default: not passed, as evaluate does); text_tokens: which text tokens `.txt` units reduce over
+    (`probe.klein.capture.TEXT_TOKENS`). Row i holds the units for noise seed seeds[i]. A call ended early frees
+    the pipeline's offload hooks (`probe.klein.capture.run_until_stop`)."""
+    from .capture import HeadCapture, SliceCapture, run_until_stop, text_mask
 
     if not cap.active:
         raise RuntimeError("capture_edit needs an entered capture: run it inside `with cap:`")
@@ -164,16 +167,12 @@ def capture_edit(pipe, cap, reference, prompt: str, *, steps: int, guidance: flo
     layout = edit_layout(pipe, ref, max_sequence_length=max_sequence_length)
     n = len(seeds)
     if isinstance(cap, HeadCapture):
-        cap.set_batch(text_token_mask(pipe, [prompt] * n, layout.txt_len), layout.n_img, layout.n_ref)
+        cap.set_batch(text_mask(pipe, [prompt] * n, layout.txt_len, text_tokens), layout.n_img, layout.n_ref)
     elif isinstance(cap, SliceCapture):
         cap.set_batch(n, layout)
     else:
         raise TypeError(f"capture_edit needs a HeadCapture or SliceCapture, got {type(cap).__name__}")
     kwargs = edit_call_kwargs(ref, prompt, steps, guidance, seeds, max_sequence_length)
-    try:
-        with torch.inference_mode():
-            pipe(**kwargs, output_type="latent", callback_on_step_end=cap.stop_callback())
-    except StopSampling:
-        pass
+    run_until_stop(pipe, **kwargs, output_type="latent", callback_on_step_end=cap.stop_callback())
     cap.check_forwards()
     return cap.collect()

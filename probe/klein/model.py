@@ -7,7 +7,7 @@
     loaded = load_pipeline(ModelSpec("known-albedo"))                      # a known-answer model trained here
     loaded = load_pipeline(ModelSpec("/data/klein", randomize="transformer", randomize_seed=0))  # random-init control
     loaded.pipe(prompt=..., ...)
-    model_fingerprint(loaded)   # the resolved revision: snapshot commit, or a content hash of a folder's configs
+    model_fingerprint(loaded)   # the resolved revision: snapshot commit, or a (sampled) content hash of a folder
 
 Every source goes through `Flux2KleinPipeline.from_pretrained`; `tiny` is first saved to a cache
 folder, so a dry run exercises the same loading code as the real weights. The known-answer models
@@ -20,6 +20,7 @@ device (no memory) so tests can check unit counts at real scale.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -118,6 +119,12 @@ def add_randomize_arguments(parser) -> None:
                         "fresh seeded initialisation from its own config; all: the text encoder too. Works for hub "
                         "ids, local snapshots and tiny, downloads nothing extra. Compare with `probe compare`")
     g.add_argument("--randomize-seed", type=int, default=0, help="seed of the fresh initialisation (recorded)")
+    g.add_argument("--randomize-seeds", default=None, metavar="LIST",
+                   help="a population of untrained networks in one command: one run per seed (e.g. 0-18, or 0,3,5-9) "
+                        "into OUT/seed-NNNN/, each a normal run folder, with OUT/population.json; the model is loaded "
+                        "once and the text encoder's outputs (and, for --stimuli images, the reference latents) are "
+                        "computed once and shared, so each further network costs only its transformer forwards. "
+                        "Resumable; `probe compare RUN --population OUT` ranks a run among them")
 
 
 def spec_from_args(args) -> ModelSpec:
@@ -174,8 +181,38 @@ def _snapshot_revision(path: Path) -> str | None:
     return None
 
 
-def load_pipeline(spec: ModelSpec):
-    """Load a Flux2KleinPipeline per `spec`; raise ModelNotAvailable with a user-facing message."""
+@contextlib.contextmanager
+def library_progress_bars(enabled: bool):
+    """diffusers', transformers' and huggingface_hub's own progress bars (pipeline components, weights, downloads,
+    the tiny model's shards) on or off inside the block, as they were after it: off for `--quiet`."""
+    from diffusers.utils import logging as dlog
+    from huggingface_hub import utils as hub
+    from transformers.utils import logging as tlog
+
+    switches = ((dlog.is_progress_bar_enabled, dlog.enable_progress_bar, dlog.disable_progress_bar),
+                (tlog.is_progress_bar_enabled, tlog.enable_progress_bar, tlog.disable_progress_bar),
+                (lambda: not hub.are_progress_bars_disabled(), hub.enable_progress_bars, hub.disable_progress_bars))
+
+    def switch(states) -> None:
+        for on, (_, enable, disable) in zip(states, switches):
+            (enable if on else disable)()
+
+    before = [is_on() for is_on, _, _ in switches]
+    switch([enabled] * len(switches))
+    try:
+        yield
+    finally:
+        switch(before)
+
+
+def load_pipeline(spec: ModelSpec, progress: bool = True):
+    """Load a Flux2KleinPipeline per `spec`; raise ModelNotAvailable with a user-facing message. `progress=False`
+    (--quiet) silences the libraries' own loading and download bars too."""
+    with library_progress_bars(progress):
+        return _load_pipeline(spec)
+
+
+def _load_pipeline(spec: ModelSpec):
     t0 = time.perf_counter()
     device = resolve_device(spec.device)
     from diffusers import Flux2KleinPipeline
@@ -300,6 +337,33 @@ def randomize_weights(pipe, mode: str, seed: int, device: str = "cpu", dtype=Non
     return record
 
 
+def rerandomize(loaded: LoadedModel, seed: int) -> LoadedModel:
+    """The same loaded pipeline with its randomised components initialised afresh with `seed` (a population of
+    untrained networks: one load, one re-initialisation per member). The weights equal those of
+    `load_pipeline(ModelSpec(..., randomize=mode, randomize_seed=seed))`: `randomize_weights` builds every
+    component under a forked RNG seeded with seed + k, on the device and in the dtype `load_pipeline` uses, so
+    nothing that ran before (an earlier member) reaches it. Returns a new LoadedModel (spec and record updated)
+    around the same pipeline object; with --offload the offload hooks are installed again on the new modules."""
+    import dataclasses
+
+    import torch
+
+    mode = loaded.spec.randomize
+    if mode == "none":
+        raise ValueError("rerandomize needs a model loaded with randomize='transformer' or 'all'")
+    device = loaded.device
+    offload = loaded.spec.offload and device.startswith("cuda")
+    init_device = "cpu" if loaded.spec.offload or not device.startswith("cuda") else device
+    record = randomize_weights(loaded.pipe, mode, seed, init_device, getattr(torch, loaded.dtype))
+    if offload:
+        loaded.pipe.enable_model_cpu_offload(device=device)
+    else:
+        for name in _RANDOMIZED[mode]:
+            getattr(loaded.pipe, name).to(device)
+    spec = dataclasses.replace(loaded.spec, randomize_seed=int(seed))
+    return dataclasses.replace(loaded, spec=spec, randomized=record)
+
+
 def _hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
     """The local snapshot folder a hub id resolved to (…/snapshots/<commit>), from the cache; None if unknown."""
     try:
@@ -311,28 +375,60 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
     return Path(hit).parent if isinstance(hit, str) else None
 
 
-def model_fingerprint(loaded) -> dict:
-    """What exactly was loaded, for resume keys: the snapshot commit for hub ids and hub-cache folders, else
-    a SHA-256 of the folder's configs (every *.json, e.g. model_index.json, */config.json, tokenizer and
-    scheduler configs) with the names and sizes of its weight files; plus the randomisation."""
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+FINGERPRINT_BLOCKS = 64            # sampled blocks per weight file
+FINGERPRINT_BLOCK_BYTES = 1 << 16  # 64 KiB each: at most 4 MiB read per file
+
+
+def _sampled_file_digest(f: Path, size: int) -> bytes:
+    """SHA-256 of FINGERPRINT_BLOCKS evenly spaced blocks of a weight file (the whole file when small)."""
     import hashlib
 
+    h = hashlib.sha256()
+    with open(f, "rb") as fh:
+        if size <= FINGERPRINT_BLOCKS * FINGERPRINT_BLOCK_BYTES:
+            h.update(fh.read())
+        else:
+            step = (size - FINGERPRINT_BLOCK_BYTES) / (FINGERPRINT_BLOCKS - 1)
+            for i in range(FINGERPRINT_BLOCKS):
+                fh.seek(int(i * step))
+                h.update(fh.read(FINGERPRINT_BLOCK_BYTES))
+    return h.digest()
+
+
+def folder_fingerprint(path: str | Path) -> str:
+    """"content-sha256:<20 hex>" of a model folder: every *.json whole, and of each weight file its relative
+    name, size and sampled blocks (_sampled_file_digest); the same files anywhere give the same value."""
+    import hashlib
+
+    path = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        if not f.is_file():
+            continue
+        rel = f.relative_to(path).as_posix()
+        if f.suffix == ".json":
+            h.update(f"{rel}\0".encode() + f.read_bytes() + b"\0")
+        elif f.suffix in WEIGHT_SUFFIXES:
+            size = f.stat().st_size
+            h.update(f"{rel}\0{size}\0".encode() + _sampled_file_digest(f, size))
+    return f"content-sha256:{h.hexdigest()[:20]}"
+
+
+def model_fingerprint(loaded) -> dict:
+    """What exactly was loaded, for resume keys: the snapshot commit for hub ids and hub-cache folders, else
+    a SHA-256 of the folder's content ("content-sha256:"): every *.json whole (model_index.json,
+    */config.json, tokenizer and scheduler configs), and of each weight file its name, size and 64 evenly
+    spaced 64-KiB blocks (the whole file under 4 MiB), so weights replaced in place (a fine-tune of the same
+    shapes) change it while a copy of the same files elsewhere does not; at most 4 MiB is read per file.
+    Plus the randomisation (mode and seed)."""
     out = {"model": loaded.spec.model, "source": loaded.source}
     path = Path(loaded.resolved_path) if loaded.resolved_path else None
     commit = _snapshot_revision(path) if path is not None else None
     if commit:
         out["revision"] = f"commit:{commit}"
     elif path is not None and path.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(path.rglob("*")):
-            if not f.is_file():
-                continue
-            rel = f.relative_to(path).as_posix()
-            if f.suffix == ".json":
-                h.update(f"{rel}\0".encode() + f.read_bytes() + b"\0")
-            elif f.suffix in (".safetensors", ".bin", ".pt", ".gguf"):
-                h.update(f"{rel}\0{f.stat().st_size}\0".encode())
-        out["revision"] = f"configs-sha256:{h.hexdigest()[:20]}"
+        out["revision"] = folder_fingerprint(path)
     else:
         out["revision"] = f"unresolved:{loaded.revision or loaded.spec.revision or 'default'}"
     out["randomize"] = {k: loaded.randomized.get(k) for k in ("mode", "seed")} if loaded.randomized else {

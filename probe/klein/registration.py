@@ -13,8 +13,9 @@ the pipeline sees it, without losing content, and the output is mapped back exac
 1. scale (only when needed): larger than `max_side` -> area downscale by s = max_side / longest side;
    shorter side under `min_side` (klein's 64-px minimum) -> integer nearest-neighbour upscale by f,
    so every render pixel becomes an f x f block;
-2. pad each side to the next multiple of 16, split evenly between the two ends, with reflected
-   content (no black frame for the model to "explain");
+2. pad each side to the next multiple of 16 (and at least `min_side`: a 300x200 render downscaled
+   to a 64-px longest side is 64x43, padded to 64x64), split evenly between the two ends, with
+   reflected content (no black frame for the model to "explain");
 3. the output, generated at exactly the padded size, is cropped back to the scaled frame; an f x f
    upscale is inverted by averaging each block (linear values), an s downscale by bilinear resizing
    back (pixel-centre aligned, OpenCV): geometry exact, resolution lost and recorded.
@@ -103,8 +104,10 @@ class ReferenceTransform:
         return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _pad(n: int, multiple: int) -> tuple[int, int]:
-    extra = -n % multiple
+def _pad(n: int, multiple: int, at_least: int = 0) -> tuple[int, int]:
+    """(before, after) padding that brings n to the next multiple of `multiple` that is >= at_least."""
+    target = max(n + (-n % multiple), at_least + (-at_least % multiple))
+    extra = target - n
     return extra // 2, extra - extra // 2
 
 
@@ -126,7 +129,8 @@ def plan_reference(width: int, height: int, max_side: int = 1024, min_side: int 
             sw, sh, mode = width * f, height * f, "upscale_nearest"
         else:
             sw, sh, mode, f = width, height, "none", 1
-        (pl, pr), (pt, pb) = _pad(sw, multiple), _pad(sh, multiple)
+        # a downscaled side may fall under klein's minimum: padded up to it (reflected content, cropped back)
+        (pl, pr), (pt, pb) = _pad(sw, multiple, min_side), _pad(sh, multiple, min_side)
         mw, mh = sw + pl + pr, sh + pt + pb
         if mw * mh <= max_area or limit <= min_side:
             break

@@ -20,12 +20,29 @@ FIGURE = "compare_blocks.png"
 
 
 def test_sentence(t: dict, other: str = "run 2", first: str = "run 1") -> str:
-    """One line stating a `bootstrap_test` result (or why there is none)."""
+    """One line stating a within-network test (`probe.stats.compare.within_network_test`; or why there is none)."""
     if not t.get("available"):
         return f"not run: {t.get('why', 'no shared units')}"
+    if "se" not in t:            # a result written before the test changed: the basic bootstrap
+        how = f"basic bootstrap, {t['n_boot']:,} resamples of the pairs"
+    elif "jackknife" in t.get("ci_kind", ""):
+        how = "SE from the jackknife over each run's pairs"
+    else:
+        how = f"SE from {t['n_boot']:,} resamples of the pairs"
     return (f"S = {t['S']:.3f}, {100 * t['ci_level']:g}% CI [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}], "
-            f"p({first} > {other}) = {t['p_run1_greater']:.4g} (two-sided {t['p_two_sided']:.4g}; "
-            f"{t['n_boot']:,} resamples of the pairs, {t['resampling']})")
+            f"p({first} > {other}) = {t['p_run1_greater']:.4g} (two-sided {t['p_two_sided']:.4g}; {how}, "
+            f"{t['resampling']}; within-network noise only)")
+
+
+def stimuli_words(r: dict) -> str:
+    """What a run's A − B is, read from its own records (compare.json's run row)."""
+    if r["stimuli"] != "images":
+        return f"text (A − B = {r['direction']})"
+    pairs = ("samples, CLUSTERED: a scene's samples are not independent" if r.get("pairs_over") == "samples"
+             else "base scenes")
+    contrast = r.get("contrast") or r.get("primary_contrast") or "render_vs_albedo"   # --contrast, else the primary
+    return (f"images (contrast `{contrast}`: A − B = {r['direction']}, "
+            f"pairs = {pairs})")
 
 
 def _f(x, spec=".2f") -> str:
@@ -42,6 +59,91 @@ def _md_table(header, rows) -> list[str]:
             + ["| " + " | ".join(map(cell, r)) + " |" for r in rows])
 
 
+def _range(row: dict, spec: str) -> str:
+    if row.get("rank_p") is None:
+        return "n/a"
+    return (f"{_f(row['population_median'], spec)} [{_f(row['population_min'], spec)}, "
+            f"{_f(row['population_max'], spec)}]")
+
+
+def _rank(row: dict) -> str:
+    if row.get("rank_p") is None:
+        return f"not ranked ({row.get('why', 'n/a')})"
+    mark = " *" if row["rank_p"] <= 0.05 + 1e-12 else ""
+    return f"{row['rank_p']:.3g}{mark}"
+
+
+def population_section(pop: dict) -> list[str]:
+    """compare.md's section for `--population`: each run's headline statistics ranked among K untrained networks."""
+    k = pop["K"]
+    seeds = pop["seeds"]
+    lines = ["## Against K untrained networks: did training do anything?", "",
+             f"Each statistic of the run is ranked among **K = {k} networks of the same architecture with fresh random "
+             f"{'transformer ' if pop.get('randomize') == 'transformer' else ''}weights** (seeds "
+             f"{seeds[0]}..{seeds[-1]}, `{pop['folder']}`), each measured with the run's own design (checked equal: "
+             "stimuli, protocol, contrasts, "
+             "pair ids and count, seeds per pair, noise, steps and every capture setting, the statistics settings "
+             "that move counts, the unit set; `design_fields_checked` in compare.json). "
+             f"rank p = (1 + number of untrained networks at least as large) / (1 + K): one-sided, exact when the "
+             f"run's network is one more untrained draw; **its floor is 1 / (1 + K) = {pop['floor']:.3g}**"
+             + ("" if pop["alpha_reachable"] else " (0.05 needs K >= 19)")
+             + ". The networks are the units here, so unlike the within-network test this asks what training did. "
+             "Rank p's of different statistics are not corrected for their number; * marks rank p <= 0.05.", ""]
+    for r in pop["runs"]:
+        rows = [x for x in r["statistics"] if x["level"] == "run"]
+        ranked = [x for x in rows if x.get("rank_p") is not None]
+        lines += [f"### run {r['run']}: {r['label']}", ""]
+        trows = []
+        for x in ranked:
+            spec = ".3f" if x["statistic"] in ("max_abs_t", "split_half_r_median") else ".0f"
+            sd = x.get("population_sd")
+            trows.append([x["description"], _f(x["observed"], spec), _range(x, spec),
+                          f"{_f(x['population_mean'], '.2f')} ± {_f(sd, '.2f')}", _rank(x)])
+        lines += _md_table(["statistic", "run", f"untrained (K = {k}): median [min, max]", "mean ± sd",
+                            "rank p"], trows) + [""]
+        skipped = [x["key"] for x in rows if x.get("rank_p") is None]
+        if skipped:
+            lines += [f"Not ranked (no value in the run or in some networks): {', '.join(skipped)}.", ""]
+        if r.get("unchecked_design_fields"):
+            lines += [f"Not recorded by this run, so not checked against the population: "
+                      f"{', '.join(r['unchecked_design_fields'])}.", ""]
+        blocks = [x for x in r["statistics"] if x["level"] == "block" and x["statistic"] in ("max_abs_t",
+                                                                                               "n_fwer_significant")]
+        primary = blocks[0]["contrast"] if blocks else None
+        by_block: dict = {}
+        for x in blocks:
+            if x["contrast"] == primary:
+                by_block.setdefault(x["block"], {})[x["statistic"]] = x
+        if by_block:
+            brows = []
+            for b, d in list(by_block.items())[:200]:
+                mx, fw = d.get("max_abs_t", {}), d.get("n_fwer_significant", {})
+                brows.append([b, _f(mx.get("observed"), ".2f"), _range(mx, ".2f"), _rank(mx),
+                              _f(fw.get("observed"), ".0f"), _range(fw, ".0f"), _rank(fw)])
+            lines += [f"Per block, contrast `{primary}` (every contrast's and every class's per-block rows are in "
+                      "compare.json):", ""]
+            lines += _md_table(["block", "max |t|", "untrained median [min, max]", "rank p", "FWER-significant",
+                                "untrained median [min, max]", "rank p"], brows) + [""]
+    cal = pop["calibration"]
+    rate = cal.get("rate_p_le_alpha")
+    lines += [f"Calibration of this population (measured, not assumed): each of its {cal['n_members']} networks "
+              f"ranked against the other {cal['each_against']} on the {cal['n_statistics']} statistics all of them "
+              f"have gives rank p <= {cal['alpha']:g} in "
+              + (f"{100 * rate:.1f} %" if rate is not None else "n/a")
+              + f" of cases (without ties exactly floor({cal['alpha']:g} K) / K = "
+              f"{cal['expected_rate_without_ties']:.3g}"
+              f"; {cal['n_statistics_tie_free']} statistics are tie-free"
+              + (", and their leave-one-out rank p's are uniform on {1/K, ..., 1}" if cal["uniform_on_grid"] else
+                 ", but their leave-one-out rank p's are NOT uniform: check the population")
+              + (f"; with {cal['n_members']} networks each one's floor is 1 / {cal['n_members']} > 0.05" if not
+                 cal["alpha_reachable"] else "") + ").", ""]
+    for note in pop.get("notes") or []:
+        lines.append(f"- {note}")
+    if pop.get("notes"):
+        lines.append("")
+    return lines
+
+
 def _figure(path: Path, res: dict) -> None:
     from matplotlib.figure import Figure
 
@@ -55,6 +157,21 @@ def _figure(path: Path, res: dict) -> None:
     for k, run in enumerate(runs):
         vals = [(b[f"run{k + 1}"] or {}).get("max_abs_t", np.nan) for b in blocks]
         ax.bar(x - 0.4 + width * (k + 0.5), vals, width, label=run["label"], color=f"C{k}")
+    pop = res.get("population")
+    if pop and pop["runs"]:
+        rows = [r for r in pop["runs"][0]["statistics"] if r["level"] == "block" and r["statistic"] == "max_abs_t"
+                and r.get("rank_p") is not None]
+        primary = rows[0]["contrast"] if rows else None
+        where = {b["block"]: i for i, b in enumerate(blocks)}
+        rows = [r for r in rows if r["contrast"] == primary and r["block"] in where]
+        if rows:
+            xs = np.array([where[r["block"]] for r in rows], dtype=float) + 0.45
+            lo = np.array([r["population_min"] for r in rows])
+            hi = np.array([r["population_max"] for r in rows])
+            med = np.array([r["population_median"] for r in rows])
+            ax.vlines(xs, lo, hi, color="0.3", lw=2.5, alpha=0.5,
+                      label=f"{pop['K']} untrained networks: range, median")
+            ax.plot(xs, med, "_", color="k", ms=7)
     ax.axhline(3, color="0.4", ls=":", lw=0.8)
     ax.set_xticks(x)
     ax.set_xticklabels([b["block"] for b in blocks], rotation=90, fontsize=6 if nb > 30 else 7)
@@ -80,9 +197,12 @@ def render_markdown(res: dict) -> str:
     rows = [
         ["folder", *[r["path"] for r in runs]],
         ["protocol", *[r["protocol"] or "?" for r in runs]],
-        ["stimuli", *[r["stimuli"] + (" (A − B = render − albedo image, pairs = base scenes)" if r["stimuli"] ==
-                                      "images" else " (A − B = photograph prompt − albedo prompt)") for r in runs]],
+        ["stimuli", *[stimuli_words(r) for r in runs]],
         ["t direction", *[r["direction"] for r in runs]],
+        ["pairs over", *[(r.get("pairs_over") or "?") + (" (CLUSTERED)" if r.get("clustered") else "") for r in runs]],
+        ["seeds per pair", *[str(r.get("seeds_per_pair") or "not recorded") for r in runs]],
+        ["steps (captured)", *[f"{r.get('steps') or '?'} ({', '.join(map(str, r.get('capture_steps') or [])) or '?'})"
+                               for r in runs]],
         ["weights", *["random" + (f" (--randomize {r['randomize']})" if r["randomize"] != "none" else "")
                       if r["random_weights"] else "trained" for r in runs]],
         ["pairs / units", *[f"{r['n_pairs']} / {r['n_units']:,}" for r in runs]],
@@ -97,13 +217,23 @@ def render_markdown(res: dict) -> str:
                                              for r in runs]],
     ]
     lines += ["## Runs", ""] + _md_table(hdr, rows) + [""]
+    for k, r in enumerate(runs, start=1):
+        if r.get("clustered"):
+            lines += [f"**CLUSTERED (run {k}: --pairs-over samples):** every sample-level pair counts as a pair, but "
+                      "samples of one scene (its lightings and colour variants) are not independent, so this run's "
+                      "p-values, FWER counts and the tests below treat dependent pairs as independent.", ""]
     for r in runs:
         for note in r["notes"]:
             lines.append(f"- {r['label']}: {note}")
     if any(r["notes"] for r in runs):
         lines.append("")
     if res["comparisons"]:
-        lines += ["## Unit by unit: is run 1 larger?", "",
+        lines += ["## Within-network noise only: is run 1's mean |t| larger than run k's?", "",
+                  "**This test resamples the pairs of each run, never the networks: it says whether run 1's units "
+                  "separate A from B more than run k's beyond the sampling noise of these pairs, and nothing about "
+                  "training.** Two untrained networks of one architecture differ here far more often than 5 % "
+                  "(benchmarks/RESULTS.md); to ask what training did, rank a run among untrained networks "
+                  "(`python -m probe compare RUN --population FOLDER`).", "",
                   f"On the {res['n_units_compared']:,} units the runs share, per unit delta = |t| in run 1 − |t| in "
                   "run k, and S = the mean of delta over units.", ""]
         trows = []
@@ -112,16 +242,43 @@ def render_markdown(res: dict) -> str:
             trows.append([f"run 1 vs run {c['run']} ({c['label']})", f"{c['mean_delta_abs_t']:.3f}",
                           f"{c['median_delta_abs_t']:.3f}", f"{100 * c['share_of_units_larger_in_run1']:.1f}%", test])
         lines += _md_table(["comparison", "mean delta", "median delta", "units larger in run 1",
-                            "bootstrap test over pairs"], trows) + [""]
-        lines += ["Why a bootstrap over pairs: every unit's t comes from the same pairs, and units of a block move "
-                  "together, so the units are not independent observations; a Wilcoxon or t test over units would "
-                  "claim a difference far too often. The pairs are the independent units: each resample draws the "
-                  "pairs with replacement, recomputes every unit's t in both runs and recomputes S (paired when the "
-                  "runs hold the same pair ids). p is the basic-bootstrap p, (1 + #{S* − S ≥ S}) / (1 + B); the "
-                  "interval is the basic-bootstrap interval. The share of units larger in run 1 is a description, "
-                  "not a test.", ""]
-    else:
+                            "within-network test (pairs resampled)"], trows) + [""]
+        if res.get("unequal_pairs"):
+            lines += ["**No mean-|t| test (--allow-unequal-pairs):** the runs differ in what sets the size of |t| "
+                      f"whatever the networks do ({'; '.join(res['unequal_pairs'])}); only the scale-free parts "
+                      "below are computed.", ""]
+        lines += ["How: every unit's t comes from the same pairs, and units of a block move together, so the units "
+                  "are not independent observations (a Wilcoxon or t test over units would claim a difference far "
+                  "too often); the pairs are. p is one-sided, S / SE against Student's t with n − 1 degrees of "
+                  "freedom, and the interval S ± t SE; SE is the spread of S over resamples of the pairs (each "
+                  "recomputes every unit's t in both runs, the same resample in both when the runs hold the same "
+                  "pair ids) or, for runs with different pairs, the jackknife over each run's pairs. Not the basic "
+                  "bootstrap it replaced: resampling raises |t| of null units more than of clear ones, so its "
+                  "centring was off whenever the runs mix effect sizes differently (a false 'run 1 > run 2' in "
+                  "22-67 % of such simulations). The runs must have the same number of pairs and seeds per pair "
+                  "(|t| grows with both). The share of units larger in run 1 is a description, not a test.", ""]
+        arows = []
+        for c in res["comparisons"]:
+            ag, sb = c.get("agreement") or {}, c.get("significant_in_both") or {}
+            rho = (f"{ag['rho']:.3f} [{_f(ag['ci'][0], '.3f')}, {_f(ag['ci'][1], '.3f')}]" if "rho" in ag
+                   else f"not computed: {ag.get('why', 'n/a')}")
+            arows.append([f"run 1 vs run {c['run']} ({c['label']})", rho,
+                          f"{sb.get('n_fwer_run1', 0):,} / {sb.get('n_fwer_this_run', 0):,}",
+                          f"{sb.get('n_fwer_both', 0):,} ({sb.get('n_fwer_both_same_sign', 0):,} with the same sign)"])
+        lines += ["## Unit by unit: do the same units move the same way?", "",
+                  "Spearman rho between the two runs' signed t over the shared units, with a 95 % percentile "
+                  "interval from the same bootstrap over pairs (every unit's t recomputed in both runs per resample)"
+                  ": how alike the unit profiles are, sign included" + (f", for the `{res['contrast']}` contrast"
+                                                                        if res.get("contrast") else "")
+                  + ". It describes agreement beyond the pairs' sampling noise; it is not a test of what training "
+                  "did (random weights give correlated profiles too: rank the runs among untrained networks with "
+                  "`--population`).", ""]
+        lines += _md_table(["comparison", "Spearman rho of signed t [95% CI]", "FWER-significant: run 1 / run k",
+                            "significant in both"], arows) + [""]
+    elif len(runs) > 1:
         lines += ["No unit-by-unit comparison (`--units any`): the runs' unit sets differ.", ""]
+    if res.get("population"):
+        lines += population_section(res["population"])
     blocks = res["blocks"]
     brows = []
     for b in blocks[:200]:
@@ -136,8 +293,11 @@ def render_markdown(res: dict) -> str:
         lines += [f"{len(blocks)} blocks: the full table is in compare.json.", ""]
     lines += [f"![per-block max |t|]({FIGURE})", "",
               "*Figure.* For each block, the largest |t| of any of its units in each run (bars side by side); the "
-              "dotted line is |t| = 3. A trained model whose blocks stand no higher than the random-init control's "
-              "has shown nothing the architecture alone does not give.", ""]
+              "dotted line is |t| = 3"
+              + (f"; the grey bar right of each block is the range over the {res['population']['K']} untrained "
+                 "networks of the population, with their median" if res.get("population") else "")
+              + ". A trained model whose blocks stand no higher than untrained networks' has shown nothing the "
+              "architecture alone does not give.", ""]
     return "\n".join(lines)
 
 

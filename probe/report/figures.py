@@ -115,11 +115,12 @@ def null_figure(path: Path, res) -> str:
     axes = fig.subplots(1, k_n + 1, squeeze=False)[0]
     for k, c in enumerate(nl.thresholds):
         ax = axes[k]
-        counts = nl.counts[:, k]
+        counts = nl.null_counts[:, k]
         obs = int(nl.observed[k])
         # observed far beyond the null: a symlog axis keeps both the null bars and the line in view
         log = obs > 5 * max(int(counts.max()), 1) and obs > 20
-        _int_hist(ax, counts, "0.55", f"null ({nl.n_perm:,} sign vectors)", log)
+        _int_hist(ax, counts, "0.55", f"null ({counts.shape[0]:,} sign vectors"
+                  + (", identity left out)" if counts.shape[0] < nl.n_perm else ")"), log)
         ax.axvline(float(nl.p99[k]), color="C0", ls="--", lw=1.2, label=f"null p{nl.quantile:g} = {nl.p99[k]:g}")
         ax.axvline(obs, color="C3", lw=1.6, label=f"observed = {obs:,} ({fmt_ratio(nl.ratio[k])})")
         if log:
@@ -147,7 +148,10 @@ def null_figure(path: Path, res) -> str:
     return ("Grey bars are the null distribution (pairs' A and B swapped at random) of how many units pass each "
             "|t| threshold, the dashed line its p99 and the red line the observed count, so the card's "
             "'×  null p99' is red over dashed; the right panel is the null of the largest |t| anywhere, whose "
-            f"top {100 * nl.alpha:g}% (dashed) is the family-wise threshold a unit's |t| must exceed.")
+            f"top {100 * nl.alpha:g}% (dashed) is the family-wise threshold a unit's |t| must exceed."
+            + (" Every sign vector is enumerated here; the count histogram and its p99 leave out the identity (the "
+               "observed labelling), which would otherwise cap the ratio near 1 with this few vectors."
+               if nl.exact else ""))
 
 
 def split_figure(path: Path, res) -> str | None:

@@ -30,6 +30,7 @@ from probe.design.card import protocol_facts
 from probe.report import images as image_report
 from probe.report.common import dig, finite, fmt, fmt_ci, fmt_count, fmt_ratio, fwer_threshold, md_table
 from probe.report.compare import test_sentence
+from probe.report.controls import lexicon_section
 from probe.report.figures import (control_figure, heatmap, is_images, null_figure, signs, step_rows, split_figure,
                                   step_figure)
 from probe.report.units import SITE_RE, UnitLayout, parse_units
@@ -135,16 +136,22 @@ def _what_was_run(caps, res, config: dict, layout: UnitLayout, protocol: str) ->
                    if float(guidance) > 1 else "the only forward per step (guidance ≤ 1: no CFG)")
     nl = res.main.null
     lengths = config.get("text_lengths") or {}
-    len_txt = "; ".join(f"{k}: {min(v)}–{max(v)} tokens" for k, v in lengths.items() if v) or "not recorded"
+    own = config.get("prompt_token_lengths") or {}
+    text_tokens = caps.meta.get("text_tokens") or cap.get("text_tokens", "all")
+    len_txt = "; ".join(f"{k}: {min(v)}–{max(v)} tokens" + (
+        f" ({min(own[k])}–{max(own[k])} of the prompt, {min(a - b for a, b in zip(v, own[k]))}–"
+        f"{max(a - b for a, b in zip(v, own[k]))} of the chat template)" if own.get(k) else "")
+        for k, v in lengths.items() if v) or "not recorded"
     if protocol == "card":
         tokens = ("every position of the sequence, text padding included (the card's RMS over batch, sequence "
                   "and channel); joint blocks: image stream only")
         reducer = "RMS over sequence and the slice's 16 channels (the card's quantity)"
     else:
         single = cap.get("single_tokens", "img")
-        tokens = ("joint blocks: image stream over the generated image's tokens, text stream over the real "
-                  f"(non-padding) text tokens; single blocks: {single} tokens "
-                  "(reference-image tokens and text padding left out)")
+        txt = ("the prompt's own tokens (klein's chat template and the padding left out)" if text_tokens == "prompt"
+               else "the real (non-padding) text tokens, the chat template's fixed tokens included")
+        tokens = (f"joint blocks: image stream over the generated image's tokens, text stream over {txt}; single "
+                  f"blocks: {single} tokens (reference-image tokens and text padding left out)")
         reducer = str(cap.get("reducer", "rms")) + " over the unit's tokens and channels"
     sources = config.get("prompts") or {}
     control_sources = sources.get("controls") or ({"paraphrase": sources["control"]} if sources.get("control") else {})
@@ -213,7 +220,8 @@ def _what_was_run(caps, res, config: dict, layout: UnitLayout, protocol: str) ->
                 "projection (input of `to_out[0]` for a joint block's image stream, `to_add_out` for its text "
                 "stream, the first inner_dim channels of a single block's fused `to_out`, whose other channels "
                 "are MLP activations), reduced to one number per prompt over real tokens only (text padding "
-                "masked). Names: `s12/double.3.img/h07` (step 12, joint block 3, image stream, head 7), "
+                "masked; text units over the prompt's own tokens, klein's chat template masked too, unless the run "
+                "used --text-tokens all). Names: `s12/double.3.img/h07` (step 12, joint block 3, image stream, head 7), "
                 "`s12/double.3.txt/h07`, `s12/single.9/h07` (or `single.9.txt/h07` for text tokens)."
                 + (" Editing calls add the reference image's tokens as units of their own: `s12/double.3.ref/h07`, "
                    "`s12/single.9.ref/h07` (the same head over the reference tokens, which klein appends after the "
@@ -238,11 +246,15 @@ def _image_rows(rows: list, caps, config: dict, cap: dict) -> list:
                     "scenes" else "sample-level pairs, CLUSTERED)"),
         "control sets": None,
         "real text lengths": f"{(config.get('text_lengths') or {}).get('image_prompt', ['?'])[0]} tokens (the "
-                             "editing text)",
+                             "editing text" + (f", {own[0]} of them its own, the rest klein's chat template)" if (
+                                 own := (config.get("prompt_token_lengths") or {}).get("image_prompt")) else ")"),
     }
     if cap.get("protocol", "heads") != "card":
+        txt = ("the editing text's own tokens (chat template and padding left out)"
+               if (caps.meta.get("text_tokens") or cap.get("text_tokens", "all")) == "prompt"
+               else "the real text tokens (chat template included)")
         replace["token sets"] = ("joint blocks: image stream over the generated image's tokens (`.img`) and over the "
-                                 "reference image's tokens (`.ref`), text stream over the real text tokens; single "
+                                 f"reference image's tokens (`.ref`), text stream over {txt}; single "
                                  f"blocks: {cap.get('single_tokens', 'img')} tokens and the reference tokens (`.ref`)")
     out = []
     for row in rows:
@@ -303,6 +315,8 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
     n5, p5, r5 = thr_stats(5.0)
     d_thr = res.config.d_threshold
     n_d = int(np.count_nonzero(np.abs(u.d) > d_thr))
+    d_av = res.main.d_av
+    n_dav = int(np.count_nonzero(np.abs(d_av[np.isfinite(d_av)]) > d_thr)) if d_av is not None else 0
     sp = res.main.split
     split_txt = f"{fmt(sp.median, 3)} [{fmt(sp.q25)}, {fmt(sp.q75)}]" if finite(sp.median) else "n/a (needs ≥ 4 pairs)"
     imax = int(np.argmax(at))
@@ -311,12 +325,15 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
     card_col = f"published card ({CARD['n_units']:,} slices, {CARD['n_pairs']} pairs)"
     rows = [
         ["units with |t| > 3", CARD["t3"], fmt_count(n3, n_units)],
-        ["… ratio to null p99 (|t| > 3)", CARD["t3_ratio"], fmt_ratio(r3)],
+        ["… ratio to null p99 (|t| > 3)" + (" (exact null, identity left out)" if nl.exact else ""), CARD["t3_ratio"],
+         fmt_ratio(r3)],
         ["… null p99 of that count", CARD["t3_p99"], fmt(p3, 1)],
         ["units with |t| > 5", CARD["t5"], fmt_count(n5, n_units)],
-        ["… ratio to null p99 (|t| > 5)", CARD["t5_ratio"], fmt_ratio(r5)],
+        ["… ratio to null p99 (|t| > 5)" + (" (exact null, identity left out)" if nl.exact else ""), CARD["t5_ratio"],
+         fmt_ratio(r5)],
         ["… null p99 of that count", CARD["t5_p99"], fmt(p5, 1)],
-        [f"units with |d| > {d_thr:g} (large)", CARD["d08"], fmt_count(n_d, n_units)],
+        [f"units with |d_z| > {d_thr:g} (the card's “|d| > {d_thr:g} (large)”)", CARD["d08"], fmt_count(n_d, n_units)],
+        [f"units with |d_av| > {d_thr:g} (between-condition scale)", "not reported", fmt_count(n_dav, n_units)],
         ["split-half r, median [IQR]", CARD["split"], split_txt],
         ["max |t|", CARD["max_t"], f"{fmt(at[imax])} ({res.units[imax]})"],
     ]
@@ -337,7 +354,8 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
         cname = dr.minus
         c, d = res.stats[cname], res.direct_stats[name]
         cat = np.abs(c.unit.t)
-        what = {"paraphrase": "A vs a paraphrase of A", "vocabulary": "A vs the lit photograph in B's words"}.get(
+        what = {"paraphrase": "A vs a paraphrase of A", "vocabulary": "A vs B's words meaning a lit photograph",
+                "shuffled": "A vs B's words shuffled"}.get(
             cname, f"A vs the {cname} control prompt")
         beyond += [
             [f"{cname} control ({c.n_pairs} pairs, {what}): units with |t| > 3 / > 5", "not reported",
@@ -349,8 +367,15 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
              fmt_count(int(res.selective[name].sum()), n_units)],
         ]
     if res.selective:
+        err = res.selective_error()
         beyond.append(["units selective beyond every control (`selective_beyond_control`)", "not reported",
-                       fmt_count(int(res.selective_beyond_control.sum()), n_units)])
+                       fmt_count(int(res.selective_beyond_control.sum()), n_units)
+                       + f"; family-wise error ≤ {err['n_families']} × α = {err['family_wise_bound']:g}"])
+        beyond.append([f"… with every family at α/{err['n_families']} (`selective_beyond_control_joint`; family-wise "
+                       f"error ≤ α = {res.config.alpha:g})", "not reported",
+                       fmt_count(int(res.selective_beyond_control_joint.sum()), n_units)
+                       + ("" if err["joint_attainable"] else
+                          f" (unattainable: the smallest p_fwer these nulls give is above α/{err['n_families']})")])
     elif not is_images(res):
         beyond.append(["control sets (direct tests)", "not reported", "none in this run"])
     if res.classification is not None:
@@ -363,14 +388,34 @@ def _headline(res, protocol: str, random_weights: bool) -> list[str]:
     out += md_table(["metric", card_col, run_col], rows + [["**beyond the card**", "", ""]] + beyond)
     out += ["", "Ratios are observed count / max(null p99, 1), as the card's. The card's null p99 values are not "
             "published; the rows marked 'implied' are its count divided by its ratio. Counts and percentages are "
-            "over all units of the run (all captured steps together); the per-step profile below splits them.",
+            "over all units of the run (all captured steps together); the per-step profile below splits them. "
+            f"Effect sizes: {_effect_sentence(res.main.n_pairs, d_thr)}"
+            + (f" With {res.main.n_pairs} pairs every one of the {nl.n_perm:,} sign vectors is enumerated; the null "
+               f"p99 is taken over the {nl.null_counts.shape[0]:,} that are not the identity (the observed "
+               "labelling, which would otherwise cap the ratio near 1)." if nl.exact else ""),
             ""]
     if res.selective:
+        err = res.selective_error()
         out += [f"Definition: {SELECTIVE_DEFINITION}. The direct test is the paired t of (control prompt − albedo "
                 "prompt) over the pairs, with the same sign-flip tmax null as the main contrast; a unit that merely "
                 "passes the main test and fails the control contrast is not counted (significant here and not there "
-                "is no test of a difference).", ""]
+                "is no test of a difference).", "",
+                f"**Error level of `selective_beyond_control`.** It combines {err['n_families']} families "
+                f"({', '.join(f'`{f}`' for f in err['families'])}), each FWER-controlled at α = {res.config.alpha:g}. "
+                f"For one unit this is an intersection-union test at level α; over all units the chance that any "
+                f"unit is falsely in the set is only bounded by {err['n_families']} × α = "
+                f"{err['family_wise_bound']:g}. `selective_beyond_control_joint` asks p_fwer ≤ α/{err['n_families']} "
+                f"= {err['joint_alpha_per_family']:.4g} in every family, so its family-wise error is at most α.", ""]
     return out
+
+
+def _effect_sentence(n: int, d_thr: float) -> str:
+    """The d_z / d_av sentence under the headline table (issue 17.4)."""
+    return (f"the card's “|d| > {d_thr:g} (large)” counts d_z = mean(diff) / sd(diff) = t / √n: at {n} pairs it is "
+            f"exactly |t| > {d_thr * np.sqrt(n):.3g}, adds no evidence beyond the t counts, and Cohen's “large” "
+            "refers to a between-condition d, which the strong within-pair correlation inflates d_z far above. d_av "
+            "(mean difference over the average of the two conditions' standard deviations across pairs, the `d_av` "
+            "column) is on that between-condition scale; the `d` columns of units.csv are d_z.")
 
 
 def _block_cells(b, i: int, k3: int) -> list[str]:
@@ -401,7 +446,7 @@ def _blocks_section(res) -> list[str]:
     out = ["## Top blocks by max |t|", ""]
     out += md_table(["#", "card block", "card max|t|", f"card |t|>{thr[k3]:g}", "card median|d|",
                    "this run: block", f"max|t| [{ci_pct} CI]", f"|t|>{thr[k3]:g} / units [CI]",
-                   "median|d| [CI]"], rows)
+                   "median|d_z| [CI]"], rows)
     out += ["", f"Bootstrap: {b.n_boot:,} resamples of the pairs with replacement, percentile intervals. Caveat: "
             "these intervals describe how max |t|, the count and median |d| spread over resampled experiments "
             "and need not cover the point estimate: resampling pairs adds noise to every unit's t, which inflates "
@@ -419,7 +464,7 @@ def _blocks_section(res) -> list[str]:
             cells += [f"{b.median_abs_d[i]:.2f} {fmt_ci(b.median_abs_d_ci[i])}"]
             rows.append(cells)
         out += ["<details><summary>All blocks</summary>", ""]
-        out += md_table(["block", "units", "max|t| [CI]"] + [f"|t|>{c:g} [CI]" for c in thr] + ["median|d| [CI]"],
+        out += md_table(["block", "units", "max|t| [CI]"] + [f"|t|>{c:g} [CI]" for c in thr] + ["median|d_z| [CI]"],
                       rows)
         out += ["", "</details>", ""]
     else:
@@ -449,7 +494,7 @@ def _card_blocks_here(res) -> list[str]:
         return []
     out = ["The card's top blocks, looked up in this run (same site, earliest captured step):", ""]
     out += md_table(["card block", "card max|t|", f"card |t|>{thr[k3]:g}", "card median|d|", "this run: block",
-                   "max|t| [CI]", f"|t|>{thr[k3]:g} / units [CI]", "median|d| [CI]"], rows)
+                   "max|t| [CI]", f"|t|>{thr[k3]:g} / units [CI]", "median|d_z| [CI]"], rows)
     return out + [""]
 
 
@@ -463,9 +508,12 @@ def _files_section(res) -> list[str]:
         "`control_NAME_a`, `control_NAME_b`, `control_NAME_pair_ids`; `control_names`; `unit_blocks` (block of each "
         "unit); `meta_json` (protocol, t direction, noise design). Everything here can be recomputed from it "
         "without the model.",
-        f"- `units.csv`: one row per unit, columns {cols}. `t_vs_NAME`, `p_fwer_vs_NAME`: the direct test of control "
+        f"- `units.csv`: one row per unit, columns {cols}. `d` is d_z = t/√n, `d_av` the mean difference over the "
+        "two conditions' average sd; `t_vs_NAME`, `p_fwer_vs_NAME`: the direct test of control "
         "set NAME (control prompt − albedo prompt, same pair and noise); `selective_vs_NAME`: main and direct test "
-        "FWER-significant with the same sign; `direction`: what a positive t means.",
+        "FWER-significant with the same sign; `selective_beyond_control`: beyond every set (family-wise error ≤ K α "
+        "over K families), `selective_beyond_control_joint`: every family at α/K (≤ α); `direction`: what a "
+        "positive t means.",
         "- `summary.json`: the headline numbers (n_pairs, n_units, n_abs_t_gt_3, n_abs_t_gt_5, null p99s and "
         "ratios, split-half r, max |t|, FWER and BH counts, per-block rows, `n_selective_vs_NAME` per control set, "
         "every control contrast under `contrasts`, every direct test under `directs`, the paraphrase control also "
@@ -493,15 +541,17 @@ def _untrained_note(config: dict, out: Path) -> list[str]:
             if skip:
                 skip = False
                 continue
-            if a in ("--out", "--baseline", "--randomize", "--randomize-seed"):
+            if a in ("--out", "--baseline", "--randomize", "--randomize-seed", "--randomize-seeds"):
                 skip = True
                 continue
             if a.startswith(("--out=", "--baseline=", "--randomize")):
                 continue
             keep.append(a)
-        rerun = "python -m probe run " + " ".join(keep + ["--randomize", "transformer", "--out", f"{out}-random"])
+        rerun = "python -m probe run " + " ".join(keep + ["--randomize", "transformer", "--randomize-seeds", "0-18",
+                                                         "--out", f"{out}-population"])
     else:
-        rerun = f"python -m probe run <the options of this run> --randomize transformer --out {out}-random"
+        rerun = (f"python -m probe run <the options of this run> --randomize transformer --randomize-seeds 0-18 "
+                 f"--out {out}-population")
     return [
         "**The card's statistics do not tell a trained network from an untrained one, and no random-init run has "
         "been compared with this one.** On klein's architecture with random weights (the tiny model, 25 pairs) the "
@@ -511,9 +561,11 @@ def _untrained_note(config: dict, out: Path) -> list[str]:
         f"{r['heads']['pct_abs_t_gt_3']:.1f} % ({r['heads']['n_abs_t_gt_3']} of {r['heads']['n_units']}) and "
         f"{r['heads']['split_half_r']:.3f} (measured with "
         f"`{r['card']['command']}` and `{r['heads']['command']}`): any network's units move when its prompt changes. "
-        f"Run the architecture-matched control and compare: `{rerun}`, then `python -m probe compare {out} "
-        f"{out}-random --out {out}-compare` (or add `--baseline {out}-random` to `probe stats` to put the comparison "
-        "in this report).", ""]
+        f"Run a population of architecture-matched untrained networks and rank this run among them: `{rerun}` (19 "
+        f"networks, so that a rank p can reach 0.05), then `python -m probe compare {out} --population "
+        f"{out}-population --out {out}-compare`. One random-init run is not enough: the within-network test between "
+        "two runs resamples pairs, never networks, and said 'different' for two untrained networks in 19-45 % of "
+        "simulations.", ""]
 
 
 def _comparison_section(comparison: dict) -> tuple[list[str], list[str]]:
@@ -522,15 +574,20 @@ def _comparison_section(comparison: dict) -> tuple[list[str], list[str]]:
     c = comparison["comparisons"][0] if comparison["comparisons"] else None
     verdict = ("with S = mean over units of (|t| here − |t| in the control), "
                + test_sentence((c or {}).get("test") or {}, "control", "this run"))
-    first = [f"**Compared with the random-init control {runs[1]['label']}:** {verdict}.", ""]
+    first = [f"**Compared with the random-init control {runs[1]['label']} (within-network noise only: it resamples "
+             f"pairs, never networks, and says nothing about training; rank this run among untrained networks with "
+             f"`python -m probe compare RUN --population FOLDER`):** {verdict}.", ""]
     rows = [[k, *(r[k] if not isinstance(r[k], float) else f"{r[k]:.3f}" for r in runs)]
             for k in ("n_abs_t_gt_3", "pct_abs_t_gt_3", "n_abs_t_gt_5", "n_fwer_significant", "split_half_r_median",
                       "max_abs_t")]
-    sec = ["## Against the random-init control", ""]
+    sec = ["## Against the random-init control (within-network noise only)", ""]
     sec += md_table(["", f"this run ({runs[0]['label']})", f"control ({runs[1]['label']})"], rows)
     sec += ["", f"Test: {verdict}. Units are not independent (they share the pairs), so the test resamples pairs and "
             "recomputes every unit's t in both runs; see `python -m probe compare` for the per-block table and "
-            "figure.", ""]
+            "figure. This measures the sampling noise of the pairs within each network only: two untrained networks "
+            "of one architecture differ by it far more often than 5 %, so it cannot say what training did; a rank "
+            "among a population of untrained networks can (`probe run --randomize transformer --randomize-seeds "
+            "0-18`, then `probe compare RUN --population FOLDER`).", ""]
     return first, sec
 
 
@@ -632,6 +689,7 @@ def write_report(out: Path, caps, res, summary: dict, config: dict, comparison: 
         lines += image_report.intro(res, summary, design)
         lines += image_report.contrast_section(res, design)
         lines += image_report.classes_section(res)
+        lines += image_report.luminance_section(res, design)
         lines += [f"The card's headline below is set beside this run's top-level contrast ({res.primary}, t = "
                   f"{label}): the card compared two texts, this run a rendered image with its albedo image.", ""]
     else:
@@ -640,6 +698,8 @@ def write_report(out: Path, caps, res, summary: dict, config: dict, comparison: 
                   "sign-flip null, split-half consistency and, per control set, a direct paired test of the control "
                   f"prompt against the albedo prompt. Sign: t = {label} (t > 0: larger for {pos}).", ""]
     lines += _headline(res, protocol, random_weights)
+    if not images:
+        lines += lexicon_section(summary.get("control_lexicon") or caps.meta.get("control_lexicon"))
     lines += _blocks_section(res)
     lines += sec_cmp
     lines += _what_was_run(caps, res, config, layout, protocol)

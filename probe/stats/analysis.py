@@ -41,10 +41,15 @@ family's definition), for every contrast alike, so "same sign" is unaffected.
 
 The image probe (`image_contrasts`, `analyse_images`; `analyse_captures` on a captures.npz with meta
 stimuli = "images"): the contrasts render_vs_albedo (primary: the top-level columns), lighting and
-albedo, each with columns t_C, d_C, p_fwer_C, no direct comparisons; then the unit classes of
-`probe.stats.classify` (FWER-significance of lighting and albedo, TOST equivalence within
-`StatsConfig.equivalence_margin` on d_z): columns p_equiv_lighting, p_equiv_albedo, class, and a
-constant `pairs_over` column ("samples (CLUSTERED)" when pairs are not scenes).
+albedo, each with columns t_C, d_C, d_av_C, p_fwer_C, no direct comparisons; then the unit classes of
+`probe.stats.classify` (FWER-significance of lighting and albedo; the magnitude test on the per-scene RMS
+changes within `StatsConfig.magnitude_margin` decides `class`; the signed TOST within
+`StatsConfig.equivalence_margin` on d_z decides `class_signed`): columns p_equiv_lighting, p_equiv_albedo
+(signed, also as p_equiv_signed_C), rms_change_C, ratio_C_to_O, ratio_C_to_O_ub, p_equiv_magnitude_C, class,
+class_signed, and a constant `pairs_over` column ("samples (CLUSTERED)" when pairs are not scenes).
+
+Effect sizes: `d` / `d_C` are d_z = t / sqrt(n); `d_av` / `d_av_C` = mean difference / the average of the
+two conditions' sds (see `effect_size_note`).
 
 Seeds: the sign vectors, splits and bootstrap resamples come from independent streams derived
 from `StatsConfig.seed`; every contrast reuses them (same sign vectors when its pair count is the
@@ -63,7 +68,7 @@ import numpy as np
 from probe.io.captures import (PARAPHRASE, Captures, CapturesError, ControlSet, check_control_name,  # noqa: F401
                                load_captures, save_captures)
 from probe.stats.blocks import BlockStats, block_stats
-from probe.stats.config import StatsConfig, threshold_key
+from probe.stats.config import DEGENERATE_RTOL, StatsConfig, threshold_key
 from probe.stats.null import PermutationNull, sign_flip_null
 from probe.stats.paired import UnitStats, _as_diff, _unit_stats, bh_q, paired_t
 from probe.stats.splithalf import SplitHalf, split_half
@@ -90,6 +95,19 @@ class ContrastStats:
     split: SplitHalf
     blocks: BlockStats
     pair_ids: np.ndarray | None = None   # [n_pairs] the pairs it was computed on (None: by position)
+    sd_a: np.ndarray | None = None       # [U] sd over pairs (ddof 1) of the contrast's `a` (None: a direct comparison)
+    sd_b: np.ndarray | None = None       # [U]
+
+    @property
+    def d_av(self) -> np.ndarray | None:
+        """[U] d_av = mean difference / the average of the two conditions' sds over pairs (a between-condition
+        scale, unlike d_z = t / sqrt(n)); nan where both sds are 0; None for a direct comparison (no conditions)."""
+        if self.sd_a is None or self.sd_b is None:
+            return None
+        avg = 0.5 * (self.sd_a + self.sd_b)
+        zero = avg <= DEGENERATE_RTOL * (np.abs(self.mean_a) + np.abs(self.mean_b))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(zero, np.nan, self.unit.mean_diff / np.where(zero, 1.0, avg))
 
     def summary(self, config: StatsConfig) -> dict:
         """JSON-able numbers of this contrast (non-finite values are float('nan'))."""
@@ -101,10 +119,15 @@ class ContrastStats:
             s[f"null_p99_abs_t_gt_{key}"] = float(nl.p99[k])
             s[f"ratio_vs_null_p99_abs_t_gt_{key}"] = float(nl.ratio[k])
             s[f"null_p_abs_t_gt_{key}"] = float(nl.p_count[k])
-            s[f"null_mean_abs_t_gt_{key}"] = float(nl.counts[:, k].mean())
-            s[f"null_max_abs_t_gt_{key}"] = int(nl.counts[:, k].max())
+            s[f"null_mean_abs_t_gt_{key}"] = float(nl.null_counts[:, k].mean())
+            s[f"null_max_abs_t_gt_{key}"] = int(nl.null_counts[:, k].max())
         s["null_quantile"] = nl.quantile
         s["null_ratio_note"] = "observed count / max(null p99, 1)"
+        s["null_excludes_identity"] = bool(nl.exact)
+        s["null_counts_note"] = (
+            f"exact enumeration of {nl.n_perm} sign vectors: the null p99, mean and max leave out the identity (the "
+            f"observed labelling), {nl.null_counts.shape[0]} vectors remain; the permutation p keeps it"
+            if nl.exact else f"{nl.n_perm} random sign vectors (the identity is not among them)")
         s["split_half_r_median"] = self.split.median
         s["split_half_r_q25"] = self.split.q25
         s["split_half_r_q75"] = self.split.q75
@@ -112,8 +135,17 @@ class ContrastStats:
         s["split_half_sizes"] = list(self.split.half_sizes)
         s["max_abs_t"] = float(np.max(np.abs(u.t))) if u.t.size else float("nan")
         s["max_abs_t_unit_index"] = int(np.argmax(np.abs(u.t))) if u.t.size else -1
+        dk = threshold_key(config.d_threshold)
         s["median_abs_d"] = float(np.median(np.abs(u.d))) if u.d.size else float("nan")
-        s[f"n_abs_d_gt_{threshold_key(config.d_threshold)}"] = int(np.count_nonzero(np.abs(u.d) > config.d_threshold))
+        s[f"n_abs_d_gt_{dk}"] = int(np.count_nonzero(np.abs(u.d) > config.d_threshold))    # the card's count: d_z
+        s["median_abs_d_z"] = s["median_abs_d"]
+        s[f"n_abs_d_z_gt_{dk}"] = s[f"n_abs_d_gt_{dk}"]
+        d_av = self.d_av
+        if d_av is not None:
+            fin = np.abs(d_av[np.isfinite(d_av)])
+            s["median_abs_d_av"] = float(np.median(fin)) if fin.size else float("nan")
+            s[f"n_abs_d_av_gt_{dk}"] = int(np.count_nonzero(fin > config.d_threshold))
+        s["effect_size_note"] = effect_size_note(self.n_pairs, config.d_threshold)
         s["n_fwer_significant"] = int(np.count_nonzero(nl.significant))
         s["fwer_alpha"] = nl.alpha
         s["fwer_abs_t_threshold"] = nl.fwer_t
@@ -126,22 +158,39 @@ class ContrastStats:
         return s
 
 
-def _analyse_diff(diff: np.ndarray, unit_blocks, config: StatsConfig, mean_a=None, mean_b=None,
+def effect_size_note(n: int, d_threshold: float = 0.8) -> str:
+    """What the d columns and counts are (summary.json `effect_size_note`, the report)."""
+    return (f"d (d_C, median_abs_d, n_abs_d_gt_*) is d_z = mean(diff) / sd(diff) = t / sqrt(n): at {n} pairs "
+            f"|d_z| > {d_threshold:g} is exactly |t| > {d_threshold * np.sqrt(n):.3g}, so its count adds no evidence "
+            "beyond the t counts, and Cohen's 'large' refers to a between-condition d, which the strong within-pair "
+            "correlation inflates d_z far above; d_av = mean(diff) / the average of the two conditions' sds over "
+            "pairs is on that between-condition scale (the card's column is kept as n_abs_d_gt_*, also named "
+            "n_abs_d_z_gt_*)")
+
+
+def _side_moments(x) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sd (ddof 1) over pairs of one side of a contrast [pairs, units]."""
+    x = np.asarray(x, dtype=np.float64)
+    return x.mean(axis=0), x.std(axis=0, ddof=1) if x.shape[0] > 1 else np.zeros(x.shape[1])
+
+
+def _analyse_diff(diff: np.ndarray, unit_blocks, config: StatsConfig, a=None, b=None,
                   pair_ids=None) -> ContrastStats:
-    """Unit stats, sign-flip/tmax null, split-half and per-block stats of per-pair differences [n, U]."""
+    """Unit stats, sign-flip/tmax null, split-half and per-block stats of per-pair differences [n, U]; `a`, `b`:
+    the contrast's two sides [n, U] (their means and sds; None for a direct comparison)."""
     unit = _unit_stats(diff)
     null = sign_flip_null(diff, unit.t, config, degenerate=unit.degenerate)
     split = split_half(diff, config.n_splits, config.seed)
     blocks = block_stats(diff, unit_blocks, config, unit=unit)
+    (mean_a, sd_a), (mean_b, sd_b) = ((_side_moments(x) if x is not None else (None, None)) for x in (a, b))
     return ContrastStats(n_pairs=diff.shape[0], mean_a=mean_a, mean_b=mean_b, unit=unit, null=null, split=split,
-                         blocks=blocks, pair_ids=pair_ids)
+                         blocks=blocks, pair_ids=pair_ids, sd_a=sd_a, sd_b=sd_b)
 
 
 def analyse_contrast(a, b, unit_blocks, config: StatsConfig = StatsConfig(), what: str = "a/b") -> ContrastStats:
     """Unit stats, sign-flip/tmax null, split-half and per-block stats of one paired contrast a - b."""
     diff = _as_diff(a, b, what)
-    return _analyse_diff(diff, unit_blocks, config, np.asarray(a, dtype=np.float64).mean(axis=0),
-                         np.asarray(b, dtype=np.float64).mean(axis=0))
+    return _analyse_diff(diff, unit_blocks, config, a, b)
 
 
 def blocks_from_units(units) -> np.ndarray:
@@ -197,14 +246,21 @@ SELECTIVE_DEFINITION = (
     "selective beyond a control set C (selective_vs_C): the main contrast and the direct paired test of the "
     "control prompt against the albedo prompt of the same pair (same noise; t_vs_C) are both FWER-significant "
     "(tmax sign-flip null, p_fwer <= alpha) with the same sign; selective_beyond_control: selective beyond "
-    "every control set of the run")
+    "every control set of the run. Its error level: each of the K families it combines (the main contrast and "
+    "one direct test per control set) is FWER-controlled at alpha, so for one unit the conjunction is an "
+    "intersection-union test at level alpha, but over all units the chance that any unit is falsely in the set is "
+    "only bounded by K x alpha (a false member needs a false rejection in one of the K families); "
+    "selective_beyond_control_joint asks p_fwer <= alpha / K in every family (Bonferroni over the families), so "
+    "its family-wise error over units and families together is at most alpha")
 
-_STAT_COLUMNS = ("t", "d", "p", "q", "p_fwer", "mean_diff", "sd_diff")
+_STAT_COLUMNS = ("t", "d", "d_av", "p", "q", "p_fwer", "mean_diff", "sd_diff")
 
 
 def _stat_column(cs: ContrastStats, stat: str) -> np.ndarray:
     if stat == "p_fwer":
         return cs.null.p_fwer
+    if stat == "d_av":
+        return cs.d_av if cs.d_av is not None else np.full(cs.unit.t.shape, np.nan)
     if stat not in _STAT_COLUMNS:
         raise ValueError(f"unknown column statistic {stat!r}; one of {_STAT_COLUMNS}")
     return getattr(cs.unit, stat)
@@ -246,6 +302,52 @@ class Analysis:
         return np.logical_and.reduce(list(self.selective.values()))
 
     @property
+    def selective_families(self) -> list[str]:
+        """The FWER-controlled families `selective_beyond_control` is a conjunction of: the contrast the selective
+        direct tests are taken against (main) and each selective direct test."""
+        fams: list[str] = []
+        for name in self.selective:
+            if self.directs[name].of not in fams:
+                fams.append(self.directs[name].of)
+        return fams + list(self.selective)
+
+    @property
+    def selective_beyond_control_joint(self) -> np.ndarray | None:
+        """[U] bool: selective beyond every control set with every family at alpha / K (K = the number of
+        families): the family-wise error of the whole set, over units and families, is at most alpha."""
+        if not self.selective:
+            return None
+        level = self.config.alpha / len(self.selective_families)
+        out = np.ones(self.units.shape, dtype=bool)
+        for name in self.selective:
+            m, x = self.stats[self.directs[name].of], self.direct_stats[name]
+            out &= ((m.null.p_fwer <= level) & (x.null.p_fwer <= level) & (np.sign(m.unit.t) == np.sign(x.unit.t))
+                    & (m.unit.t != 0))
+        return out
+
+    def selective_error(self) -> dict | None:
+        """summary.json's statement of the error level `selective_beyond_control` controls (None without controls)."""
+        if not self.selective:
+            return None
+        fams = self.selective_families
+        k, alpha = len(fams), self.config.alpha
+        nulls = {f: (self.stats[f] if f in self.stats else self.direct_stats[f]).null for f in fams}
+        smallest = {f: 1.0 / (nl.n_perm + (0 if nl.exact else 1)) for f, nl in nulls.items()}
+        min_p = {f: float(nl.p_fwer.min()) for f, nl in nulls.items()}
+        return {
+            "families": fams, "n_families": k, "alpha_per_family": alpha,
+            "per_unit": f"intersection-union test: a unit that is not selective (some family's null holds for it) "
+                        f"is called selective with probability <= {alpha:g}",
+            "family_wise_bound": min(1.0, round(k * alpha, 12)),
+            "family_wise_note": f"over all units, P(any unit falsely in selective_beyond_control) <= {k} x {alpha:g} "
+                                f"(union bound over the {k} FWER-controlled families); not <= {alpha:g}",
+            "joint_column": f"{self.all_selective}_joint" if self.all_selective else None,
+            "joint_alpha_per_family": round(alpha / k, 12), "joint_family_wise_bound": alpha,
+            "joint_attainable": all(smallest[f] <= alpha / k for f in fams),
+            "smallest_attainable_p_fwer": smallest, "smallest_p_fwer": min_p,
+        }
+
+    @property
     def direction(self) -> str:
         return self.contrasts[self.primary].label
 
@@ -266,6 +368,7 @@ class Analysis:
             "unit": self.units, "block": self.unit_blocks, "t": u.t, "d": u.d, "p": u.p, "q": u.q,
             "p_fwer": nl.p_fwer, "fwer_significant": nl.significant.astype(np.int8),
             "mean_a": self.main.mean_a, "mean_b": self.main.mean_b, "mean_diff": u.mean_diff, "sd_diff": u.sd_diff,
+            "d_av": _stat_column(self.main, "d_av"),
         }
         for name, c in self.contrasts.items():
             if c.columns is None:
@@ -274,15 +377,29 @@ class Analysis:
                 cols[c.columns.format(stat=stat, name=name)] = _stat_column(self.stats[name], stat)
         if self.all_selective and self.selective:
             cols[self.all_selective] = self.selective_beyond_control.astype(np.int8)
+            cols[f"{self.all_selective}_joint"] = self.selective_beyond_control_joint.astype(np.int8)
         for name, dr in self.directs.items():
             for stat in dr.column_stats:
                 cols[f"{stat}_{name}"] = _stat_column(self.direct_stats[name], stat)
             if name in self.selective:
                 cols[f"selective_{name}"] = self.selective[name].astype(np.int8)
         if self.classification is not None:
-            for name, p in self.classification.p_equiv.items():
-                cols[f"p_equiv_{name}"] = p
-            cols["class"] = self.classification.classes
+            cls = self.classification
+            for name, p in cls.p_equiv.items():
+                cols[f"p_equiv_{name}"] = p                     # the signed TOST (its name predates the magnitude test)
+            for name, p in cls.p_equiv.items():
+                cols[f"p_equiv_signed_{name}"] = p
+            if cls.magnitude is not None:
+                for name, mt in cls.magnitude.items():
+                    cols[f"rms_change_{name}"] = mt.mean_x
+                for name, mt in cls.magnitude.items():
+                    other = "albedo" if name == "lighting" else "lighting"
+                    cols[f"ratio_{name}_to_{other}"] = mt.ratio
+                    cols[f"ratio_{name}_to_{other}_ub"] = mt.upper
+                    cols[f"p_equiv_magnitude_{name}"] = mt.p
+            cols["class"] = cls.classes
+            if cls.classes_signed is not None:
+                cols["class_signed"] = cls.classes_signed
         for name, value in self.constant_columns:
             cols[name] = np.full(self.units.shape, value)
         cols["direction"] = np.full(self.units.shape, self.direction or "a-b")
@@ -327,6 +444,8 @@ class Analysis:
             s["selective_definition"] = SELECTIVE_DEFINITION
             if self.all_selective:
                 s[f"n_{self.all_selective}"] = int(np.count_nonzero(self.selective_beyond_control))
+                s[f"n_{self.all_selective}_joint"] = int(np.count_nonzero(self.selective_beyond_control_joint))
+                s[f"{self.all_selective}_error"] = self.selective_error()
         if self.control is not None:
             c = dict(s["contrasts"]["paraphrase"])
             if "vs_paraphrase" in self.selective:
@@ -439,10 +558,9 @@ def analyse(contrasts, units, directs=(), unit_blocks=None, config: StatsConfig 
     if unit_blocks.shape != units.shape:
         raise CapturesError(f"unit_blocks: need {units.size} labels, got shape {unit_blocks.shape}")
     by_name = {c.name: c for c in contrasts}
-    jobs = []   # (kind, name, diff, mean_a, mean_b, pair_ids)
+    jobs = []   # (kind, name, diff, a, b, pair_ids)
     for c in contrasts:
-        jobs.append(("contrast", c.name, diffs[c.name], np.asarray(c.a, dtype=np.float64).mean(axis=0),
-                     np.asarray(c.b, dtype=np.float64).mean(axis=0),
+        jobs.append(("contrast", c.name, diffs[c.name], c.a, c.b,
                      None if c.pair_ids is None else np.asarray(c.pair_ids).astype(str)))
     for dr in directs:
         if dr.of not in by_name or dr.minus not in by_name:
@@ -457,8 +575,8 @@ def analyse(contrasts, units, directs=(), unit_blocks=None, config: StatsConfig 
         jobs.append(("direct", dr.name, diffs[dr.of][ro] - diffs[dr.minus][rm], None, None, ids))
 
     def run(job):
-        _, _, diff, ma, mb, ids = job
-        return _analyse_diff(diff, unit_blocks, config, ma, mb, ids)
+        _, _, diff, a, b, ids = job
+        return _analyse_diff(diff, unit_blocks, config, a, b, ids)
 
     results = _map(run, jobs, config.threads)
     stats = {j[1]: r for j, r in zip(jobs, results) if j[0] == "contrast"}
@@ -543,9 +661,12 @@ def analyse_captures(captures: Captures, config: StatsConfig = StatsConfig()) ->
     if captures.stimuli == "images":
         described = (captures.meta.get("image_design") or {}).get("contrasts") or {}
         labels = {n: (c.get("a", "A"), c.get("b", "B")) for n, c in described.items()}
+        samples = {n: (sl.diff, sl.clusters) for n in ("lighting", "albedo")
+                   if (sl := captures.sample_level(n)) is not None}
         return analyse_images(captures.contrast_sets(), captures.units, captures.unit_blocks, config,
                               direction=captures.meta.get("direction", "a-b"), labels=labels,
-                              pairs_over=(captures.meta.get("image_design") or {}).get("pairs_over", "scenes"))
+                              pairs_over=(captures.meta.get("image_design") or {}).get("pairs_over", "scenes"),
+                              samples=samples or None)
     return analyse_text(captures.a, captures.b, captures.units, captures.pair_ids, captures.control_sets(),
                         captures.unit_blocks, config, direction=captures.meta.get("direction", "a-b"))
 
@@ -559,7 +680,8 @@ IMAGE_LABELS = {"render_vs_albedo": ("render", "albedo"), "lighting": ("harder l
 def image_contrasts(sets, direction: str = "a-b", labels=None) -> list[Contrast]:
     """The image probe's contrasts, in order (the first is the primary one): `sets` {name: ControlSet or
     (a, b[, pair_ids])}. Every contrast gets the columns t_NAME, d_NAME, p_fwer_NAME (CONTRACTS C3; the
-    primary one besides the top-level t, d, p, ...). direction "a-b", or "b-a" (card protocol) for all."""
+    primary one besides the top-level t, d, p, ...), and d_av_NAME beside them. direction "a-b", or "b-a" (card
+    protocol) for all."""
     if direction not in TEXT_DIRECTIONS:
         raise ValueError(f"direction must be one of {TEXT_DIRECTIONS}, got {direction!r}")
     reverse = direction == "b-a"
@@ -569,15 +691,19 @@ def image_contrasts(sets, direction: str = "a-b", labels=None) -> list[Contrast]
         a, b, ids = (cs.a, cs.b, cs.pair_ids) if isinstance(cs, ControlSet) else (tuple(cs) + (None,))[:3]
         first, second = (labels or {}).get(name) or IMAGE_LABELS.get(name, ("A", "B"))
         out.append(Contrast(name, a, b, None if ids is None else np.asarray(ids).astype(str), reverse,
-                            f"{second} - {first}" if reverse else f"{first} - {second}", columns="{stat}_{name}"))
+                            f"{second} - {first}" if reverse else f"{first} - {second}", columns="{stat}_{name}",
+                            column_stats=("t", "d", "d_av", "p_fwer")))
     return out
 
 
 def analyse_images(sets, units, unit_blocks=None, config: StatsConfig = StatsConfig(), direction: str = "a-b",
-                   labels=None, pairs_over: str = "scenes") -> Analysis:
+                   labels=None, pairs_over: str = "scenes", samples=None) -> Analysis:
     """`analyse` on the image probe's contrasts (`image_contrasts`), then the unit classes from the lighting
-    and albedo contrasts (`probe.stats.classify`, margin `config.equivalence_margin`, level `config.alpha`).
-    units.csv gets a `pairs_over` column: "scenes", or "samples (CLUSTERED)" when pairs are samples."""
+    and albedo contrasts (`probe.stats.classify`: FWER-significance at `config.alpha`, the magnitude test at
+    `config.magnitude_margin` on `samples`, the signed TOST at `config.equivalence_margin` for class_signed).
+    samples: {"lighting": (diff [pairs, U], base scene per pair), "albedo": ...}, the sample-level differences
+    (`Captures.sample_level`); without them no unit can be shown selective. units.csv gets a `pairs_over` column:
+    "scenes", or "samples (CLUSTERED)" when pairs are samples."""
     import dataclasses
 
     from probe.stats.classify import classify_units
@@ -585,6 +711,7 @@ def analyse_images(sets, units, unit_blocks=None, config: StatsConfig = StatsCon
     res = analyse(image_contrasts(sets, direction, labels), units, (), unit_blocks, config)
     cls = None
     if "lighting" in res.stats and "albedo" in res.stats:
-        cls = classify_units(res.stats["lighting"], res.stats["albedo"], config.equivalence_margin, config.alpha)
+        cls = classify_units(res.stats["lighting"], res.stats["albedo"], config.equivalence_margin, config.alpha,
+                             magnitude=samples, magnitude_margin=config.magnitude_margin)
     flag = "scenes" if pairs_over == "scenes" else f"{pairs_over} (CLUSTERED)"
     return dataclasses.replace(res, classification=cls, constant_columns=(("pairs_over", flag),))

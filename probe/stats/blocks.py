@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probe.stats.config import DEGENERATE_RTOL, STREAM_BOOT, TILE, StatsConfig, threshold_key
-from probe.stats.paired import UnitStats, _unit_stats
+from probe.stats.config import DEGENERATE_RTOL, STREAM_BOOT, TILE, StatsConfig, cancellation_rtol, threshold_key
+from probe.stats.paired import UnitStats, _unit_stats, weighted_t
 
 __all__ = ["BlockStats", "block_stats", "resample_weights", "resampled_abs_t_mean"]
 
@@ -100,11 +100,19 @@ class _Resampler:
     (n S2 - S1^2) / (n (n - 1)), so q = (n center + S1)^2 / (n S2 - S1^2) gives t^2 = (n - 1) q and
     d^2 = (n - 1) q / n; every statistic here is monotone in q. Tiles of a few hundred resamples x one
     block of units keep the elementwise passes in cache. float32 moves t by ~1e-6 relative, far below
-    the resampling spread it summarises. Zero-variance resamples (sd <= 1e-12 |mean|) give q = 0.
+    the resampling spread it summarises.
+
+    Zero variance is judged against the data's own scale, not in absolute terms: n S2 - S1^2 is a difference of
+    two float32 numbers of size n S2, so where it is within rounding of n S2 (`cancellation_rtol`: e.g. a
+    resample made of one pair drawn n times, whose true variance is 0) the resample's t is recomputed exactly in
+    float64 (`probe.stats.paired.weighted_t`; zero variance gives q = 0), and where S2 = 0 (every drawn pair
+    equals the full-sample mean) q = 0. Before, float32 rounding passed for variance there and one repeated pair
+    gave a |t| in the thousands.
     """
 
     def __init__(self, diff: np.ndarray, w: np.ndarray):
         diff = np.asarray(diff, dtype=np.float64)
+        self.diff = diff
         self.n = diff.shape[0]
         center = diff.mean(axis=0)
         dc = diff - center
@@ -114,6 +122,8 @@ class _Resampler:
         self.w = np.asarray(w, dtype=np.float32)
         self.wn = self.w * np.float32(self.n)
         self.eps = np.float32(DEGENERATE_RTOL ** 2 * (self.n - 1) / self.n)
+        self.cancel = np.float32(cancellation_rtol(self.n))
+        self.n_exact = 0                                # resample x unit cells recomputed in float64 (for tests)
 
     def tiles(self, lo: int, hi: int):
         """Yield (r0, r1, q [r1 - r0, hi - lo] float32) over all resamples for units lo:hi."""
@@ -121,18 +131,29 @@ class _Resampler:
         for r0 in range(0, self.w.shape[0], rows):
             r1 = min(r0 + rows, self.w.shape[0])
             s1 = self.w[r0:r1] @ self.dc[:, lo:hi]
-            den = self.wn[r0:r1] @ self.dc2[:, lo:hi]
-            tmp = np.square(s1)
-            den -= tmp                                  # n S2 - S1^2
+            ns2 = self.wn[r0:r1] @ self.dc2[:, lo:hi]      # n S2
+            den = ns2 - np.square(s1)                       # n S2 - S1^2
+            unsure = den <= self.cancel * ns2               # within float32 rounding of n S2 (or S2 = 0)
             s1 += self.ncenter[lo:hi]
-            np.square(s1, out=s1)                       # (n center + S1)^2
-            np.multiply(s1, self.eps, out=tmp)
-            degenerate = den <= tmp
+            np.square(s1, out=s1)                           # (n center + S1)^2
+            degenerate = den <= s1 * self.eps
             with np.errstate(divide="ignore", invalid="ignore"):
                 q = np.divide(s1, den, out=s1)
             if degenerate.any():
                 q[degenerate] = 0.0
+            if unsure.any():
+                self._exact(q, unsure & (ns2 > 0), r0, lo)
+                q[unsure & (ns2 <= 0)] = 0.0                # every drawn pair at the mean: zero variance
             yield r0, r1, q
+
+    def _exact(self, q: np.ndarray, cells: np.ndarray, r0: int, lo: int, batch: int = 1 << 14) -> None:
+        """q of the resample x unit `cells` [rows, units] recomputed exactly (float64, two-pass)."""
+        rr, cc = np.nonzero(cells)
+        self.n_exact += rr.size
+        for b0 in range(0, rr.size, batch):
+            r, c = rr[b0:b0 + batch], cc[b0:b0 + batch]
+            t = weighted_t(self.w[r0 + r], self.diff[:, lo + c].T)
+            q[r, c] = np.square(t) / (self.n - 1)
 
 
 def _boot_blocks(rs: _Resampler, bounds: np.ndarray, thr: np.ndarray):

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 __all__ = ["StatsConfig", "threshold_key", "DEGENERATE_RTOL", "TIE_RTOL", "TILE", "STREAM_NULL", "STREAM_SPLIT",
-           "STREAM_BOOT"]
+           "STREAM_BOOT", "cancellation_rtol"]
 
 DEGENERATE_RTOL = 1e-12   # sd(diff) at or below this fraction of |mean(diff)| is rounding, not variance
 TIE_RTOL = 1e-6           # the null runs in float32: values this close to |t_u| count as reaching it
@@ -26,7 +28,8 @@ class StatsConfig:
     null_quantile: float = 99.0             # percentile of the null count distribution reported (p99)
     chunk: int = 128                        # sign vectors per matmul; memory ~ chunk * units * 4 bytes
     threads: int = 2                        # contrasts analysed at once (results do not depend on it)
-    equivalence_margin: float = 0.5         # image probe: TOST margin on d_z of the unit classes (probe.stats.classify)
+    equivalence_margin: float = 0.5         # image probe: TOST margin on d_z of the signed rule (class_signed)
+    magnitude_margin: float = 0.5           # image probe: margin on the ratio of per-scene RMS changes (class)
 
     def __post_init__(self):
         if self.n_perm < 1 or self.n_splits < 0 or self.n_boot < 0 or self.chunk < 1 or self.threads < 1:
@@ -34,11 +37,25 @@ class StatsConfig:
                              f"needed: {self}")
         if not self.equivalence_margin > 0:
             raise ValueError(f"StatsConfig.equivalence_margin must be a positive d_z, got {self.equivalence_margin}")
+        if not self.magnitude_margin > 0:
+            raise ValueError(f"StatsConfig.magnitude_margin must be a positive ratio, got {self.magnitude_margin}")
         if not self.thresholds or any(not (c > 0) for c in self.thresholds):
             raise ValueError(f"StatsConfig.thresholds must be positive |t| values, got {self.thresholds}")
         if not (0 < self.alpha < 1 and 0 < self.ci < 1 and 0 < self.null_quantile < 100):
             raise ValueError(f"StatsConfig: need 0 < alpha < 1, 0 < ci < 1, 0 < null_quantile < 100: {self}")
         object.__setattr__(self, "thresholds", tuple(float(c) for c in self.thresholds))
+
+
+def cancellation_rtol(n: int) -> float:
+    """Relative size below which a float32 one-pass variance is rounding, not variance.
+
+    The bootstrap and split-half compute each resample's variance as (sum of squares) - (sum)^2 / n in float32
+    (`probe.stats.blocks._Resampler`, `probe.stats.splithalf._subset_t32`). Both terms carry a rounding error of
+    up to about n float32 epsilons of the sum of squares, so a difference at or below this fraction of it is not
+    known to be non-zero: such resamples (e.g. one pair drawn n times, whose true variance is 0) are recomputed
+    exactly in float64 (`probe.stats.paired.weighted_t`). Comparing with 1e-12 |mean| (the float64 rule) let
+    float32 rounding through as variance: one repeated pair gave |t| in the thousands."""
+    return max(1e-4, 8.0 * max(int(n), 1) * float(np.finfo(np.float32).eps))
 
 
 def threshold_key(c: float) -> str:

@@ -13,7 +13,12 @@ Reports the null count distribution, its p99 (numpy's default linear percentile)
 observed count itself instead of a division by zero), the permutation p of the observed count,
 and the max-|t| null: Westfall-Young single-step FWER p per unit,
 p_fwer(u) = (1 + #{perm: max|t| >= |t_u|}) / (1 + P) for random sign vectors and
-#{vectors: max|t| >= |t_u|} / N for exact enumeration (the identity is one of the N). Ties within
+#{vectors: max|t| >= |t_u|} / N for exact enumeration (the identity is one of the N). Under exact
+enumeration the null distribution of counts that is reported (p99, mean, max, and so the ratio) leaves
+the identity out (`null_counts`): with few pairs there are few vectors (32 at 6 pairs), the p99 is
+close to their maximum, and the identity's count is the observed one, so keeping it would cap the
+"x null p99" ratio near 1 whatever the data. The permutation p of the count keeps it (a p-value
+counts the observed labelling). Ties within
 a relative 1e-6 (float32 arithmetic) count as reached. Units with p_fwer <= alpha are the
 FWER-controlled selective set: a per-unit p99 is no multiple-comparison control, this is.
 """
@@ -36,15 +41,21 @@ class PermutationNull:
     exact: bool                 # True: every sign vector (2^(n-1) up to global sign), else random
     thresholds: tuple[float, ...]
     quantile: float             # percentile reported as `p99`
-    counts: np.ndarray          # [P, K] int: units with |t| > c under each sign vector
+    counts: np.ndarray          # [P, K] int: units with |t| > c under each sign vector (exact: row 0 = identity)
     observed: np.ndarray        # [K] int: observed units with |t| > c
-    p99: np.ndarray             # [K] float: `quantile` percentile of counts
+    p99: np.ndarray             # [K] float: `quantile` percentile of `null_counts` (identity left out)
     ratio: np.ndarray           # [K] observed / max(p99, 1)
     p_count: np.ndarray         # [K] permutation p of the observed count: P(null count >= observed)
     tmax: np.ndarray            # [P] max |t| over units under each sign vector
     p_fwer: np.ndarray          # [U] Westfall-Young single-step FWER-adjusted p
     alpha: float
     fwer_t: float               # p_fwer <= alpha exactly when |t| > fwer_t (up to ties; inf: no unit can)
+
+    @property
+    def null_counts(self) -> np.ndarray:
+        """[P', K] the null distribution of counts that p99, its mean and max describe: every sign vector but the
+        identity under exact enumeration (row 0, the observed labelling), all of them otherwise."""
+        return self.counts[1:] if self.exact and self.counts.shape[0] > 1 else self.counts
 
     @property
     def significant(self) -> np.ndarray:
@@ -107,7 +118,8 @@ def sign_flip_null(diff: np.ndarray, t_obs: np.ndarray, config: StatsConfig = St
     observed = np.array([np.count_nonzero(t_abs > c) for c in thr], dtype=np.int64)
     if exact:
         counts[0] = observed          # the identity's counts are the observed ones (same float32 caveat)
-    p99 = np.percentile(counts, config.null_quantile, axis=0)
+    # the identity (exact row 0) is the observed labelling: not part of the null distribution reported as p99
+    p99 = np.percentile(counts[1:] if exact and n_vec > 1 else counts, config.null_quantile, axis=0)
     ratio = observed / np.maximum(p99, 1.0)
     # the identity is among the enumerated vectors; random vectors add it as the "+1"
     extra = 0 if exact else 1

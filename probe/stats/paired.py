@@ -17,7 +17,7 @@ from scipy import stats as _sps
 from probe.io.captures import CapturesError
 from probe.stats.config import DEGENERATE_RTOL
 
-__all__ = ["UnitStats", "paired_t", "bh_q"]
+__all__ = ["UnitStats", "paired_t", "bh_q", "weighted_t"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,3 +85,21 @@ def _unit_stats(diff: np.ndarray) -> UnitStats:
     t, d, sd, degenerate = _t_from_moments(mean, var, n)
     p = np.where(degenerate, 1.0, 2.0 * _sps.t.sf(np.abs(t), n - 1))
     return UnitStats(n=n, t=t, d=d, p=p, q=bh_q(p), mean_diff=mean, sd_diff=sd, degenerate=degenerate)
+
+
+def weighted_t(w, x) -> np.ndarray:
+    """Exact paired t (float64, two-pass) of weighted rows: row i holds the multiplicities w[i] [n] of a resample
+    or subset (they sum to its size k >= 2) and the differences x[i] [n] of one unit; returns t [rows].
+
+    The bootstrap and split-half compute t in float32 from one-pass moments, fast but blind to a zero variance
+    hidden under rounding; they hand the resamples whose variance is within rounding to this function
+    (`probe.stats.config.cancellation_rtol`). Zero variance (sd <= DEGENERATE_RTOL |mean|, as in `paired_t`)
+    gives t = 0."""
+    w = np.asarray(w, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    k = w.sum(axis=1)
+    mean = (w * x).sum(axis=1) / k
+    var = (w * np.square(x - mean[:, None])).sum(axis=1) / (k - 1)
+    sd = np.sqrt(np.maximum(var, 0.0))
+    degenerate = sd <= DEGENERATE_RTOL * np.abs(mean)
+    return np.where(degenerate, 0.0, mean * np.sqrt(k) / np.where(degenerate, 1.0, sd))

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probe.stats.config import DEGENERATE_RTOL, STREAM_SPLIT
+from probe.stats.config import DEGENERATE_RTOL, STREAM_SPLIT, cancellation_rtol
+from probe.stats.paired import weighted_t
 
 __all__ = ["SplitHalf", "split_half"]
 
@@ -40,15 +41,21 @@ def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def _subset_t32(w: np.ndarray, dc: np.ndarray, dc2: np.ndarray, center: np.ndarray, k: int) -> np.ndarray:
+def _subset_t32(w: np.ndarray, dc: np.ndarray, dc2: np.ndarray, center: np.ndarray, k: int,
+                diff: np.ndarray | None = None) -> np.ndarray:
     """Per-unit t [S, U] (float32) of subsets of k pairs (rows of 0/1 weights `w` [S, n], each summing to
-    k), from moments shifted by the full-sample mean (see `_Resampler`). Zero variance -> 0."""
+    k), from moments shifted by the full-sample mean (see `_Resampler`). Zero variance -> 0.
+
+    Where the float32 variance is within rounding of the sum of squares it comes from (`cancellation_rtol`:
+    e.g. a half whose pairs are all equal), t is recomputed exactly in float64 from `diff` [n, U] (default: dc +
+    center), so rounding never passes for variance."""
     m = w @ dc
-    v = w @ dc2
+    s2 = w @ dc2                                   # sum of squares about the full-sample mean
     m *= np.float32(1.0 / k)                       # mean shift
     tmp = np.square(m)
     tmp *= np.float32(k)
-    v -= tmp
+    v = s2 - tmp                                   # (k - 1) variance
+    unsure = v <= np.float32(cancellation_rtol(k)) * s2
     v *= np.float32(1.0 / (k - 1))                 # variance (ddof 1)
     m += center                                    # subset mean
     np.square(m, out=tmp)
@@ -59,6 +66,13 @@ def _subset_t32(w: np.ndarray, dc: np.ndarray, dc2: np.ndarray, center: np.ndarr
         np.sqrt(v, out=v)
         m *= v                                     # t = mean sqrt(k / var)
     m[degenerate] = 0.0
+    if unsure.any():
+        m[unsure & (s2 <= 0)] = 0.0                # every pair of the subset at the full-sample mean
+        rr, cc = np.nonzero(unsure & (s2 > 0))
+        if rr.size:
+            x = (np.asarray(diff, dtype=np.float64) if diff is not None
+                 else dc.astype(np.float64) + center.astype(np.float64))
+            m[rr, cc] = weighted_t(w[rr], x[:, cc].T)
     return m
 
 
@@ -79,8 +93,8 @@ def split_half(diff: np.ndarray, n_splits: int = 100, seed: int = 0) -> SplitHal
     dc = diff - center
     dc32, dc2_32, center32 = dc.astype(np.float32), (dc * dc).astype(np.float32), center.astype(np.float32)
     w1 = w1.astype(np.float32)
-    t1 = _subset_t32(w1, dc32, dc2_32, center32, sizes[0])
-    t2 = _subset_t32(1.0 - w1, dc32, dc2_32, center32, sizes[1])
+    t1 = _subset_t32(w1, dc32, dc2_32, center32, sizes[0], diff)
+    t2 = _subset_t32(1.0 - w1, dc32, dc2_32, center32, sizes[1], diff)
     r = _rowwise_pearson(t1.astype(np.float64), t2.astype(np.float64))
     fin = r[np.isfinite(r)]
     med, q25, q75 = (float(v) for v in np.percentile(fin, [50, 25, 75])) if fin.size else (np.nan,) * 3

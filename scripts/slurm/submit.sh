@@ -7,17 +7,21 @@
 #   bash scripts/slurm/submit.sh                       # from anywhere; prints the job ids
 #   N_SCENES=200 RENDER_TASKS=16 GEN_TASKS=16 bash scripts/slurm/submit.sh
 #   DRY_RUN=1 bash scripts/slurm/submit.sh             # print the five sbatch commands, submit nothing
+#   GPUS_PER_TASK=0 PARTITION_CPU=cpu bash scripts/slurm/submit.sh    # a CPU-only cluster: no GPU anywhere
 #
 # Each job waits for the ones before it (--dependency=afterok): if a task fails, the jobs after it never
 # start (squeue shows DependencyNeverSatisfied). Fix the cause, `scancel` them, and submit again: every
-# step skips the work it finished. `bash scripts/slurm/status.sh` lists what is missing, by shard.
+# step skips the work it finished. `bash scripts/slurm/status.sh` lists what is missing, by shard, and prints
+# the sbatch commands that run only that again (the options of each job come from scripts/slurm/submission.sh).
 set -euo pipefail
+caller=$PWD
 cd "$(dirname "$0")/../.."
 source scripts/slurm/study.sh
+source scripts/slurm/submission.sh
 export "${STUDY_VARS[@]}"
 
 # The study's settings are resolved now and kept beside its outputs: $STUDY/study.sh is what every job
-# sources (and what status.sh reads with STUDY_CONFIG=$STUDY/study.sh). A second submission into the same
+# sources (and what status.sh reads). A second submission into the same
 # $STUDY must use the same settings, or its outputs would mix two configurations.
 resolved=$(for v in "${STUDY_VARS[@]}"; do printf '%s=%q\n' "$v" "${!v}"; done)
 if [[ -f "$STUDY/submitted.env" ]] && [[ "$(cat "$STUDY/submitted.env")" != "$resolved" ]]; then
@@ -33,18 +37,6 @@ if [[ -z "${DRY_RUN:-}" ]]; then
 fi
 export STUDY_CONFIG="$STUDY/study.sh"
 
-common=(--parsable --chdir="$PWD" ${ACCOUNT:+"--account=$ACCOUNT"})
-cpu=(${PARTITION_CPU:+"--partition=$PARTITION_CPU"} --cpus-per-task="$CPUS_CPU_JOB" --mem="$MEM_CPU_JOB")
-gpu=(${PARTITION_GPU:+"--partition=$PARTITION_GPU"} --gres="gpu:$GPUS_PER_TASK" --cpus-per-task="$CPUS_GPU_TASK"
-     --mem="$MEM_GPU_TASK")
-if [[ "$RENDER_DEVICE" == cpu || "$RENDER_DEVICE" == auto ]]; then
-    render=(${PARTITION_CPU:+"--partition=$PARTITION_CPU"} --cpus-per-task="$CPUS_RENDER" --mem="$MEM_RENDER")
-else                                         # a GPU backend: one GPU per render task
-    render=(${PARTITION_GPU:+"--partition=$PARTITION_GPU"} --gres=gpu:1 --cpus-per-task="$CPUS_RENDER" --mem="$MEM_RENDER")
-fi
-array_log=(--output="$LOGS/%x-%A_%a.out")
-job_log=(--output="$LOGS/%x-%j.out")
-
 submit() {                                   # sbatch --parsable prints "id" or "id;cluster"
     if [[ -n "${DRY_RUN:-}" ]]; then
         echo "sbatch $*" >&2
@@ -58,17 +50,19 @@ submit() {                                   # sbatch --parsable prints "id" or 
     fi
 }
 
-R=$(submit "${common[@]}" "${render[@]}" "${array_log[@]}" --time="$TIME_RENDER" \
-    --array="0-$((RENDER_TASKS - 1))" scripts/slurm/render.sbatch)
-P=$(submit "${common[@]}" "${gpu[@]}" "${array_log[@]}" --time="$TIME_PROBE" --dependency="afterok:$R" \
-    --array="0-$((PROBE_TASKS - 1))" scripts/slurm/probe.sbatch)
-M=$(submit "${common[@]}" "${cpu[@]}" "${job_log[@]}" --time="$TIME_MERGE" --dependency="afterok:$P" \
-    scripts/slurm/merge.sbatch)
-G=$(submit "${common[@]}" "${gpu[@]}" "${array_log[@]}" --time="$TIME_GEN" --dependency="afterok:$R" \
-    --array="0-$((GEN_TASKS - 1))" scripts/slurm/generate.sbatch)
-F=$(submit "${common[@]}" "${cpu[@]}" "${job_log[@]}" --time="$TIME_FINISH" --dependency="afterok:$M:$G" \
-    scripts/slurm/finish.sbatch)
+step() {                                     # step NAME [OPTION ...]: submit NAME.sbatch with its options
+    local name=$1
+    shift
+    sbatch_args "$name"
+    submit --parsable "${SBATCH_ARGS[@]}" "$@" "scripts/slurm/$name.sbatch"
+}
+R=$(step render --array="0-$((RENDER_TASKS - 1))")
+P=$(step probe --dependency="afterok:$R" --array="0-$((PROBE_TASKS - 1))")
+M=$(step merge --dependency="afterok:$P")
+G=$(step generate --dependency="afterok:$R" --array="0-$((GEN_TASKS - 1))")
+F=$(step finish --dependency="afterok:$M:$G")
+[[ -n "${DRY_RUN:-}" ]] || record_submission "$caller" "$STUDY_CONFIG"
 
 echo "study $STUDY: render $R (${RENDER_TASKS} tasks) -> probe $P (${PROBE_TASKS}) -> merge $M;" \
      "generate $G (${GEN_TASKS}) -> finish $F. Logs: $LOGS/. Progress: bash scripts/slurm/status.sh" \
-     "with STUDY_CONFIG=$STUDY/study.sh"
+     "(from this folder; from anywhere: bash scripts/slurm/status.sh $STUDY)"
