@@ -76,8 +76,8 @@ def default_max_side(loaded) -> int:
     training side (also with --randomize: its untrained population sees the trained model's images), 64 for
     --model tiny (dry runs stay small), else 1024 (klein; a real model with --randomize keeps 1024, so that a
     random-init control, or a population of them, sees the very images the trained model's run sees)."""
-    if loaded.known:
-        return int(loaded.default_size or 1024)
+    if getattr(loaded, "known", None):
+        return int(getattr(loaded, "default_size", None) or 1024)
     return 64 if loaded.source == "tiny" else 1024
 
 
