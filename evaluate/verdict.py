@@ -121,7 +121,8 @@ def _read_json(path: Path, what: str):
 def _read_evaluate(folder) -> dict:
     folder = Path(folder)
     if not folder.is_dir():
-        raise VerdictError(f"evaluate folder not found: {folder}. A verdict reads an evaluate folder (score_summary.json, "
+        raise VerdictError(f"evaluate folder not found: {folder}. A verdict reads an evaluate folder "
+                           "(score_summary.json, "
                            "and ablation.json for H6), made by `python -m evaluate all --model MODEL --data RENDER_DIR "
                            f"--probe PROBE_RUN --out {folder}`. Nothing was written.")
     summary = _read_json(folder / "score_summary.json", "evaluate score's summary")
@@ -152,7 +153,8 @@ def _read_evaluate(folder) -> dict:
             ev["models"][d.name] = (ident, man.get("model_record") or {})
     scored = set((summary.get("methods") or {}).keys())
     if BASE_METHOD in scored and BASE_METHOD not in ev["models"]:
-        raise VerdictError(f"{folder}'s score_summary.json scores {BASE_METHOD!r} predictions, but {pred / BASE_METHOD} "
+        raise VerdictError(f"{folder}'s score_summary.json scores {BASE_METHOD!r} predictions, but "
+                           f"{pred / BASE_METHOD} "
                            "with its config.json or manifest.json (the model that made them) is not there: the verdict "
                            "cannot tell which model it is about, and a verdict mixes nothing. Keep the pred/ folder "
                            "beside score_summary.json. Nothing was written.")
@@ -457,7 +459,8 @@ def _h4(image, comp, cmd_run: str, cmd_pop: str) -> Outcome:
         return _outcome("H4", "not tested", "a class count has no rank p (a network of the population has none)", obs,
                         power, cmd_pop)
     ok = all(r["rank_p"] <= ALPHA for r in ranks.values())
-    words = "; ".join(f"{c} {r['observed']:.0f} vs {r['population_min']:.0f}-{r['population_max']:.0f}, rank p "
+    words = "; ".join(f"{c} {r['observed']:.0f} (population {r['population_min']:.0f}-"
+                      f"{r['population_max']:.0f}), rank p "
                       f"{r['rank_p']:.3g}" for c, r in ranks.items())
     return _outcome("H4", "supported" if ok else "not supported", words, obs, power)
 
@@ -580,11 +583,12 @@ def verdict_from_folders(evaluate, probe_images=None, population_images=None, pr
 
     m, data = _model_flag(record), _data_dir(ev)
     text_cmd = f"python -m probe run --model {m} --out runs/probe-text"
-    text_pop = (_rerun(text, str(population_text or "runs/population-text"), ["--randomize", "transformer", "--randomize-seeds", "0-18"])
+    grow = ["--randomize", "transformer", "--randomize-seeds", "0-18"]
+    text_pop = (_rerun(text, str(population_text or "runs/population-text"), grow)
                 if text is not None else f"{text_cmd.replace('runs/probe-text', 'runs/population-text')} --randomize "
                 "transformer --randomize-seeds 0-18")
     img_cmd = f"python -m probe run --model {m} --stimuli images --data {data} --out runs/probe-images"
-    img_pop = (_rerun(image, str(population_images or "runs/population-images"), ["--randomize", "transformer", "--randomize-seeds", "0-18"])
+    img_pop = (_rerun(image, str(population_images or "runs/population-images"), grow)
                if image is not None else f"{img_cmd.replace('runs/probe-images', 'runs/population-images')} "
                "--randomize transformer --randomize-seeds 0-18")
     probe_for_ablation = shlex.quote(str(image.path)) if image is not None else "PROBE_RUN"
@@ -596,7 +600,12 @@ def verdict_from_folders(evaluate, probe_images=None, population_images=None, pr
 
     not_text, notes = None, []
     if known and text is None:
+        from probe.klein.model import DEFAULT_MODEL
+
         not_text = TEXT_NOT_TRAINED.format(name=known.get("name", record.get("model")), task=known.get("task", "?"))
+        text_cmd = f"python -m probe run --model {DEFAULT_MODEL} --out runs/probe-text  # klein, not {m}"
+        text_pop = (f"python -m probe run --model {DEFAULT_MODEL} --randomize transformer --randomize-seeds 0-18 "
+                    "--out runs/population-text")
     elif known and text is not None:
         notes.append(TEXT_NOT_TRAINED.format(name=known.get("name"), task=known.get("task", "?"))
                      + ": the H1-H3 outcomes above say nothing about the tool's power")

@@ -193,7 +193,8 @@ def test_text_hypotheses_on_a_known_answer_model_are_not_tested_and_say_why(tmp_
     v = verdict_from_folders(evaluate_folder(tmp_path, record=KNOWN))
     for h in ("H1", "H2", "H3"):
         o = v.outcome(h)
-        assert o.outcome == "not tested" and "never on text-to-image prompts" in o.reason and o.to_test
+        assert o.outcome == "not tested" and "never on text-to-image prompts" in o.reason
+        assert "--model black-forest-labs/FLUX.2-klein-base-4B" in o.to_test and "known-albedo --" not in o.to_test
     assert "never on text-to-image prompts" in v.markdown()
 
 
