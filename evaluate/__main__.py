@@ -8,6 +8,8 @@
     python -m evaluate link --probe runs/probe                # selectivity vs albedo error
     python -m evaluate report                                 # report.md + report.html
     python -m evaluate mit --data runs/mit                    # MIT benchmark protocol (render import-mit)
+    python -m evaluate verdict --evaluate runs/evaluate --probe-images runs/probe-images \
+        --population-images runs/population-images          # the card's claims H1-H6, pre-declared criteria
 
 Every subcommand works in one folder, --out (default runs/evaluate): predictions in OUT/pred/<method>/,
 scores.csv, score_summary.json, invariance.csv, link.json, ablation.json, report.md. Generation resumes:
@@ -22,7 +24,7 @@ import sys
 
 from probe.io.helpformat import HelpFormatter
 
-SUBCOMMANDS = ("generate", "baselines", "score", "ablate", "link", "report", "all", "mit")
+SUBCOMMANDS = ("generate", "baselines", "score", "ablate", "link", "report", "all", "mit", "verdict")
 MIT_BASELINES = ("BAS", "GR-RET", "COL-RET", "W", "W+RET")     # evaluate.mit_protocol (kept light for --help)
 SELECT_CHOICES = ("render_vs_albedo", "lighting", "albedo")     # evaluate.selection (kept light for --help)
 RESUME_MODES = ("on", "strict", "off")                           # evaluate.predictions
@@ -190,6 +192,27 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated benchmark baselines, from " + ", ".join(MIT_BASELINES))
     mi.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (objects) for the paired CIs")
     mi.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    v = sub.add_parser("verdict", help="the card's claims as hypotheses H1-H6 with pre-declared criteria, decided from "
+                       "an evaluate folder and probe runs (no GPU)", formatter_class=fmt,
+                       description="Reads outputs the tool already wrote and states H1 (units separate the photograph "
+                       "and albedo prompts), H2 (beyond untrained networks), H3 (beyond wording), H4 (lighting- and "
+                       "albedo-selective units in pixels, beyond untrained networks), H5 (the predicted albedo beats "
+                       "image-as-albedo and Retinex) and H6 (the selective heads are needed for it), each with its "
+                       "test, criterion, power and outcome: supported / not supported / not tested (with the command "
+                       "that would test it). The criteria (evaluate/verdict_criteria.py) are printed before any "
+                       "outcome and are the same for every model.")
+    v.add_argument("--evaluate", required=True, metavar="DIR",
+                   help="evaluate folder: score_summary.json (H5), ablation.json (H6), pred/klein/ (the model)")
+    v.add_argument("--probe-images", default=None, metavar="RUN", help="image probe run of the model (H4)")
+    v.add_argument("--population-images", default=None, metavar="FOLDER",
+                   help="untrained networks made with the image run's design (`probe run <its options> --randomize "
+                        "transformer --randomize-seeds 0-18`) (H4)")
+    v.add_argument("--probe-text", default=None, metavar="RUN", help="text probe run of the model (H1, H3)")
+    v.add_argument("--population-text", default=None, metavar="FOLDER",
+                   help="untrained networks made with the text run's design (H2)")
+    v.add_argument("--out", default=None, help="output folder for verdict.json, verdict.md, config.json "
+                   "(default: EVALUATE/verdict)")
     return parser
 
 
