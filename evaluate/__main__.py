@@ -99,7 +99,7 @@ def _ablation(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from probe.klein.model import add_model_arguments
+    from probe.klein.model import add_model_arguments, add_randomize_arguments
 
     parser = Parser(
         prog="python -m evaluate", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="klein's albedo for every sample (plus baselines)", formatter_class=fmt)
     _common(g)
     add_model_arguments(g)
+    add_randomize_arguments(g, population=False)
     _generation(g)
     g.add_argument("--method", default="klein", help="prediction folder name under OUT/pred")
     g.add_argument("--shard", default=None, help="K/N: this job's share of the samples (K = 0..N-1); "
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=fmt)
     _common(a)
     add_model_arguments(a)
+    add_randomize_arguments(a, population=False)
     _generation(a)
     _ablation(a)
     a.add_argument("--shard", default=None,
@@ -173,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=fmt)
     _common(al)
     add_model_arguments(al)
+    add_randomize_arguments(al, population=False)
     _generation(al)
     _ablation(al)
     al.add_argument("--top-k", type=positive_int, default=50, help="selective units averaged per sample or pair (link)")

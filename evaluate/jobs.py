@@ -64,7 +64,10 @@ def _load_model(args):
 
     load_render_manifest(args.data)  # a bad --data fails before minutes of model loading
     loaded = load_pipeline(spec_from_args(args), progress=not getattr(args, "quiet", False))
-    if loaded.random_weights:
+    if loaded.randomized:
+        print(f"note: --randomize {loaded.randomized['mode']}: fresh random weights (seed "
+              f"{loaded.randomized.get('seed')}): an untrained network, a control, not a finding", file=sys.stderr)
+    elif loaded.random_weights:
         print("note: --model tiny has random weights: a dry run, not findings", file=sys.stderr)
     elif loaded.known:
         print(f"note: --model {loaded.spec.model} is {loaded.known['banner']}", file=sys.stderr)

@@ -201,6 +201,7 @@ def _run_identity(run, base: bool = False) -> dict:
     m = run.config.get("model") or {}
     rnd = m.get("randomize") or {"mode": "none"}
     return {"model": m.get("model"), "source": m.get("source"), "fingerprint": _fingerprint_of_run(run),
+            "components": m.get("components") or {},
             "tiny_seed": (m.get("spec") or {}).get("tiny_seed") if m.get("source") == "tiny" else None,
             "randomize": None if base else (rnd.get("mode", "none"), rnd.get("seed") if rnd.get("mode", "none")
                                             != "none" else None)}
@@ -224,6 +225,20 @@ def _same_model(a: dict, b: dict) -> bool:
     return (a.get("model"), a.get("source")) == (b.get("model"), b.get("source"))
 
 
+def _same_untrained_base(run_ident: dict, pop_ident: dict) -> bool:
+    """Is a population (its members' base identity) the run's model with its transformer re-initialised? By
+    components when both record them (probe.klein.model.component_fingerprints): the same architecture and the
+    same weights in every component the population did not re-initialise, so one population serves two snapshots
+    that differ only in their transformer (known-albedo and known-photo share their VAE and text encoder);
+    otherwise the same model (_same_model)."""
+    a, b = run_ident.get("components") or {}, pop_ident.get("components") or {}
+    if a and b:
+        replaced = {"transformer"} | ({"text_encoder"} if (pop_ident.get("randomize_mode") == "all") else set())
+        keys = (set(a) | set(b)) - replaced
+        return all(a.get(k) == b.get(k) for k in keys)
+    return _same_model(dict(run_ident, randomize=None), pop_ident)
+
+
 def _describe_identity(i: dict) -> str:
     words = f"--model {i.get('model')} ({i.get('source')}"
     if i.get("fingerprint"):
@@ -245,8 +260,8 @@ def _check_one_model(sources: list[tuple[str, dict]], populations: list[tuple[st
                 "runs and the evaluate folder of one model (each records its model in config.json, the predictions "
                 "in pred/klein/config.json). Nothing was written.")
     for label, ident, run_label in populations:
-        ref = dict(sources[0][1], randomize=None)
-        if not _same_model(ref, ident):
+        run_ident = next((i for lab, i in sources if lab.startswith(run_label)), sources[0][1])
+        if not _same_untrained_base(run_ident, ident):
             raise VerdictError(
                 f"{label} is made of untrained copies of {_describe_identity(ident)}, but {run_label} was made with "
                 f"{_describe_identity(sources[0][1])}: a population must be the run's own model with its transformer "
@@ -567,7 +582,9 @@ def verdict_from_folders(evaluate, probe_images=None, population_images=None, pr
                                     ("text", text, population_text, "--population-text")):
         if run is not None and folder:
             comps[kind], pop = _population(run, folder, flag)
-            pops.append((f"{flag} {folder}", _run_identity(pop.members[0], base=True), f"the {kind} probe run"))
+            base = _run_identity(pop.members[0], base=True)
+            base["randomize_mode"] = ((pop.members[0].config.get("model") or {}).get("randomize") or {}).get("mode")
+            pops.append((f"{flag} {folder}", base, f"the {kind} probe run"))
     if sources:
         _check_one_model(sources, pops)
 

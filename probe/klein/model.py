@@ -77,6 +77,7 @@ class LoadedModel:
     randomized: dict = field(default_factory=dict)   # what --randomize replaced (mode, seed, components)
     known: dict | None = None        # the known-answer record (probe.klein.known) of the folder, if it has one
     max_sequence_length: int = 512   # text tokens the model reads: the known record's, else the pipeline default
+    components: dict = field(default_factory=dict)   # component_fingerprints of a local folder ({} otherwise)
 
     @property
     def default_size(self) -> int | None:
@@ -95,6 +96,7 @@ class LoadedModel:
             "randomize": self.randomized or {"mode": "none"},
             "max_sequence_length": self.max_sequence_length,
             "known_answer": known_summary(self.known),
+            "components": self.components,
             "spec": asdict(self.spec),
         }
 
@@ -111,14 +113,17 @@ def add_model_arguments(parser, default: str = DEFAULT_MODEL) -> None:
     g.add_argument("--offload", action="store_true", help="CPU-offload idle sub-models (saves GPU memory, slower)")
 
 
-def add_randomize_arguments(parser) -> None:
-    """--randomize / --randomize-seed: the architecture-matched random-init control (probe run)."""
+def add_randomize_arguments(parser, population: bool = True) -> None:
+    """--randomize / --randomize-seed: the architecture-matched random-init control (probe run; evaluate generate,
+    ablate and all with population=False: one untrained network, no --randomize-seeds)."""
     g = parser.add_argument_group("random-init control")
     g.add_argument("--randomize", choices=RANDOMIZE, default="none",
                    help="transformer: keep the trained text encoder and VAE, replace the transformer's weights by a "
                         "fresh seeded initialisation from its own config; all: the text encoder too. Works for hub "
                         "ids, local snapshots and tiny, downloads nothing extra. Compare with `probe compare`")
     g.add_argument("--randomize-seed", type=int, default=0, help="seed of the fresh initialisation (recorded)")
+    if not population:
+        return
     g.add_argument("--randomize-seeds", default=None, metavar="LIST",
                    help="a population of untrained networks in one command: one run per seed (e.g. 0-18, or 0,3,5-9) "
                         "into OUT/seed-NNNN/, each a normal run folder, with OUT/population.json; the model is loaded "
@@ -285,6 +290,7 @@ def _load_pipeline(spec: ModelSpec):
         load_seconds=time.perf_counter() - t0, random_weights=(source == "tiny") or bool(randomized),
         randomized=randomized, known=known,
         max_sequence_length=int(known["max_sequence_length"]) if known else pipeline_text_length(pipe),
+        components=component_fingerprints(resolved) if resolved and source in ("local", "known") else {},
     )
 
 
@@ -413,6 +419,26 @@ def folder_fingerprint(path: str | Path) -> str:
             size = f.stat().st_size
             h.update(f"{rel}\0{size}\0".encode() + _sampled_file_digest(f, size))
     return f"content-sha256:{h.hexdigest()[:20]}"
+
+
+def component_fingerprints(path: str | Path) -> dict:
+    """{component: folder_fingerprint} of each sub-folder of a snapshot (transformer, vae, text_encoder, ...), plus
+    "architecture": a SHA-256 of model_index.json and every component's config.json. Two snapshots that differ
+    only in their transformer's weights have the same architecture and the same other components: an untrained
+    population made from one (--randomize transformer) is one made from the other (evaluate verdict reads this)."""
+    import hashlib
+
+    path = Path(path)
+    if not path.is_dir():
+        return {}
+    out = {sub.name: folder_fingerprint(sub) for sub in sorted(path.iterdir())
+           if sub.is_dir() and not sub.name.startswith(".")}
+    h = hashlib.sha256()
+    for f in [path / "model_index.json", *sorted(path.glob("*/config.json"))]:
+        if f.is_file():
+            h.update(f"{f.relative_to(path).as_posix()}\0".encode() + f.read_bytes() + b"\0")
+    out["architecture"] = f"sha256:{h.hexdigest()[:20]}"
+    return out
 
 
 def model_fingerprint(loaded) -> dict:
