@@ -10,6 +10,7 @@
     python -m evaluate mit --data runs/mit                    # MIT benchmark protocol (render import-mit)
     python -m evaluate verdict --evaluate runs/evaluate --probe-images runs/probe-images \
         --population-images runs/population-images          # the card's claims H1-H6, pre-declared criteria
+    python -m evaluate study --data runs/render64 --out runs/known-study   # the known-answer study (small kleins)
 
 Every subcommand works in one folder, --out (default runs/evaluate): predictions in OUT/pred/<method>/,
 scores.csv, score_summary.json, invariance.csv, link.json, ablation.json, report.md. Generation resumes:
@@ -24,7 +25,7 @@ import sys
 
 from probe.io.helpformat import HelpFormatter
 
-SUBCOMMANDS = ("generate", "baselines", "score", "ablate", "link", "report", "all", "mit", "verdict")
+SUBCOMMANDS = ("generate", "baselines", "score", "ablate", "link", "report", "all", "mit", "verdict", "study")
 MIT_BASELINES = ("BAS", "GR-RET", "COL-RET", "W", "W+RET")     # evaluate.mit_protocol (kept light for --help)
 SELECT_CHOICES = ("render_vs_albedo", "lighting", "albedo")     # evaluate.selection (kept light for --help)
 RESUME_MODES = ("on", "strict", "off")                           # evaluate.predictions
@@ -216,6 +217,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="untrained networks made with the text run's design (H2)")
     v.add_argument("--out", default=None, help="output folder for verdict.json, verdict.md, config.json "
                    "(default: EVALUATE/verdict)")
+    st = sub.add_parser("study", help="the known-answer study: probe, population, evaluate and verdict on a network "
+                        "that decomposes, one trained not to and an untrained one (small kleins trained here)",
+                        formatter_class=fmt,
+                        description="Runs every job of the known-answer study as a user would (one subprocess each, "
+                        "each resuming): the image probe, a population of untrained networks, evaluate all "
+                        "(generate, score, ablate, link, report), probe compare --population and evaluate verdict, "
+                        "for known-albedo (decomposes: H4-H6 must be supported), known-photo (trained to give the "
+                        "photograph back: must not) and an untrained network (must not); then study.md / study.json, "
+                        "one row per network. A finished step is skipped only when its command was identical. "
+                        "The networks were trained here on synthetic renders: a check of the tool, not a finding "
+                        "about klein.")
+    st.add_argument("--data", required=True, metavar="RENDER_DIR",
+                    help="held-out render (the 25 default scenes: `python -m render --resolution 64 --recolor 1`); "
+                         "scenes the models were trained on are refused")
+    st.add_argument("--out", default="runs/known-study", help="study folder")
+    st.add_argument("--decomposing", default="known-albedo", help="the network that decomposes")
+    st.add_argument("--reproduce-photo", default="known-photo", help="the network trained not to decompose")
+    st.add_argument("--population", type=int, default=19,
+                    help="untrained networks ranked against (19: the rank p floor reaches 0.05)")
+    st.add_argument("--untrained-seed", type=int, default=1000,
+                    help="--randomize-seed of the untrained network (outside the population's seeds)")
+    st.add_argument("--steps", type=int, default=10,
+                    help="inference steps of every sampling run, probe and evaluate alike")
+    st.add_argument("--k", default="4", help="heads ablated (evaluate ablate --k)")
+    st.add_argument("--n-random", type=int, default=19, help="random k-head draws (19: rank p floor 0.05)")
+    st.add_argument("--quiet", action="store_true", help="no progress bars from the jobs (the study's own lines stay)")
     return parser
 
 

@@ -40,7 +40,7 @@ USER_ERRORS = (DataError, ScoreError, UsageError, ModelNotAvailable, WeightsUnav
 DEFAULT_METRIC = "lmse_linear_scalar"     # the headline alignment (was lmse_linear_per_channel)
 
 __all__ = ["main_generate", "main_baselines", "main_score", "main_ablate", "main_link", "main_report", "main_all",
-           "main_verdict", "USER_ERRORS", "DEFAULT_METRIC", "read_scores", "metric_by_sample", "summarise_ablation"]
+           "main_verdict", "main_study", "USER_ERRORS", "DEFAULT_METRIC", "read_scores", "metric_by_sample", "summarise_ablation"]
 
 
 def _pred_dir(args) -> Path:
@@ -295,6 +295,12 @@ def main_verdict(args) -> int:
     from evaluate.verdict import main_verdict as verdict
 
     return verdict(args)
+
+
+def main_study(args) -> int:
+    from evaluate.study import main_study as study
+
+    return study(args)
 
 
 def main_all(args) -> int:
