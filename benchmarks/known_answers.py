@@ -1,20 +1,15 @@
-"""The known-answer models on the held-out default scenes: does evaluate find the albedo model right and the
-photo model not? (issue 16, points 1 and 2)
+"""The known-answer study and the known-answer models' training records, printed in one run for RESULTS.md
+(issue 16).
 
     python -m render --resolution 64 --recolor 1 --out runs/render64          # the 25 default scenes, held out
-    python benchmarks/known_answers.py --data runs/render64 --out runs/known-eval
+    python benchmarks/known_answers.py --data runs/render64 --out runs/known-study
 
-For each model (default: the shipped known-albedo and known-photo) this runs, as a user would,
-`python -m evaluate generate --model M --data DATA --out OUT/M` (baselines image_as_albedo and retinex_color
-beside it, the same inputs) and `python -m evaluate score`, then prints one table: each metric's mean with its
-scene-cluster 95% CI for the model and the baselines, and the paired difference model - baseline with its
-cluster-bootstrap CI (evaluate's own `paired_differences`). The pre-declared criterion (issue 16):
-- known-albedo: lmse_linear_scalar and mse_srgb_scalar lower than image_as_albedo AND retinex_color, each paired
-  CI entirely below 0;
-- known-photo: must NOT beat image_as_albedo (its paired CI on those metrics is not entirely below 0).
-The rows end with PASS / FAIL; the output goes into benchmarks/RESULTS.md. Generation resumes (evaluate's keys).
-Each model's training record (time, threads, VAE PSNR) and its loss curve (loss_curve.csv, thinned to 10 points) are
-printed too, and both curves drawn into OUT/loss_curves.png.
+Runs `python -m evaluate study` (resumable: a finished step with the identical command is skipped), which puts the
+decomposing network (known-albedo), the reproduce-the-photo network (known-photo) and an untrained one through the
+whole chain (image probe, a population of 19 untrained networks, evaluate with ablation and link, verdict) and
+writes the table: one row per network, its verdict's H4-H6 against the answer it must give. Then prints each
+model's training record (time, threads, VAE PSNR, data) and its loss curve (thinned to 10 points), and draws both
+curves into OUT/loss_curves.png. The criteria are the verdict's (evaluate/verdict_criteria.py), not this script's.
 """
 from __future__ import annotations
 
@@ -25,27 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-METRICS = ("lmse_linear_scalar", "mse_srgb_scalar")
-BASELINES = ("image_as_albedo", "retinex_color")
-EXPECT = {"known-albedo": "beats", "known-photo": "does not beat image_as_albedo"}
-
-
 def run(cmd: list[str]) -> float:
     t0 = time.perf_counter()
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     return time.perf_counter() - t0
-
-
-def verdict(model: str, diffs: dict) -> str:
-    """PASS / FAIL of the pre-declared criterion from evaluate's paired differences (model - baseline)."""
-    below = {(m, b): (diffs.get(b, {}).get(m) or {}).get("ci95_high", float("nan")) < 0 for m in METRICS
-             for b in BASELINES}
-    if EXPECT.get(model) == "beats":
-        return "PASS" if all(below.values()) else "FAIL"
-    if model in EXPECT:
-        return "FAIL" if any(below[(m, "image_as_albedo")] for m in METRICS) else "PASS"
-    return "n/a"
 
 
 def model_folder(model: str) -> Path:
@@ -97,23 +76,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--data", required=True, help="a render of the 25 default scenes at the models' resolution (64)")
-    ap.add_argument("--out", default="runs/known-eval")
-    ap.add_argument("--models", default="known-albedo,known-photo", help="comma-separated --model values")
-    ap.add_argument("--steps", type=int, default=None, help="inference steps (default: the model's own, 50)")
-    ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument("--out", default="runs/known-study")
+    ap.add_argument("--models", default="known-albedo,known-photo", help="models whose training records are printed")
+    ap.add_argument("--steps", type=int, default=10, help="inference steps of every sampling run (evaluate study)")
+    ap.add_argument("--population", type=int, default=19, help="untrained networks (evaluate study)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars from the jobs")
     a = ap.parse_args()
-    py = sys.executable
-    rows, times = [], {}
-    for model in a.models.split(","):
-        out = Path(a.out) / Path(model).name
-        cmd = [py, "-m", "evaluate", "generate", "--model", model, "--data", a.data, "--out", str(out), "--quiet"]
-        if a.steps:
-            cmd += ["--steps", str(a.steps)]
-        times[model] = run(cmd)
-        run([py, "-m", "evaluate", "score", "--data", a.data, "--out", str(out), "--n-boot", str(a.n_boot)])
-        s = json.loads((out / "score_summary.json").read_text())
-        diffs = {b: s.get("paired_differences", {}).get(b) or {} for b in BASELINES}
-        rows.append((model, s, diffs))
+    cmd = [sys.executable, "-m", "evaluate", "study", "--data", a.data, "--out", a.out, "--steps", str(a.steps),
+           "--population", str(a.population)] + (["--quiet"] if a.quiet else [])
+    t_study = run(cmd)
     curves = {}
     print("\ntraining (from each model's record):")
     for model in a.models.split(","):
@@ -132,21 +103,8 @@ def main() -> int:
     Path(a.out).mkdir(parents=True, exist_ok=True)
     plot_curves(curves, Path(a.out) / "loss_curves.png")
     print(f"  curves: {Path(a.out) / 'loss_curves.png'}")
-    print()
-    print(f"held-out default scenes: {a.data}; {rows[0][1]['n_samples']} samples in {rows[0][1]['n_clusters']} scene "
-          f"clusters; 95% CIs resample scenes; paired = model - baseline on the same samples")
-    for model, s, diffs in rows:
-        print(f"\n{model} (generation {times[model]:.0f} s wall): {verdict(model, diffs)}  "
-              f"(criterion: {EXPECT.get(model, 'none')})")
-        print(f"  {'metric':22s} {'model':>26s} " + " ".join(f"{b:>26s}" for b in BASELINES)
-              + " " + " ".join(f"{'model - ' + b:>30s}" for b in BASELINES))
-        for m in METRICS:
-            cell = lambda rec: (f"{rec['mean']:.4f} [{rec['ci95_low']:.4f}, {rec['ci95_high']:.4f}]"  # noqa: E731
-                                if rec and rec.get("mean") is not None else "n/a")
-            mets = [s["methods"].get(k, {}).get("metrics", {}).get(m) for k in ("klein",) + BASELINES]
-            d = [cell(diffs.get(b, {}).get(m)) for b in BASELINES]
-            print(f"  {m:22s} {cell(mets[0]):>26s} " + " ".join(f"{cell(x):>26s}" for x in mets[1:]) + " "
-                  + " ".join(f"{x:>30s}" for x in d))
+    print(f"\nstudy ({t_study / 60:.1f} min wall in this call; steps run before were skipped):")
+    print((Path(a.out) / "study.md").read_text())
     return 0
 
 

@@ -242,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="inference steps of every sampling run, probe and evaluate alike")
     st.add_argument("--k", default="4", help="heads ablated (evaluate ablate --k)")
     st.add_argument("--n-random", type=int, default=19, help="random k-head draws (19: rank p floor 0.05)")
+    st.add_argument("--networks", default="decomposing,untrained,reproduce-photo",
+                    help="run the steps of these networks only (the population always); the table has their rows")
     st.add_argument("--quiet", action="store_true", help="no progress bars from the jobs (the study's own lines stay)")
     return parser
 

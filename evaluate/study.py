@@ -57,6 +57,9 @@ ANSWER = {"decomposing": "decomposes (trained to edit the photo into its albedo)
           "untrained": "untrained (random transformer)"}
 
 
+NETWORKS_ALL = ("decomposing", "untrained", "reproduce-photo")
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     data: str
@@ -69,6 +72,7 @@ class StudyConfig:
     k: str = "4"                    # heads ablated (evaluate ablate --k)
     n_random: int = 19              # random k-head draws (rank p floor 1 / (1 + draws))
     quiet: bool = False
+    only: tuple[str, ...] = NETWORKS_ALL      # run the steps of these networks (and the population) only
 
     def networks(self) -> dict[str, list[str]]:
         return {"decomposing": ["--model", self.decomposing],
@@ -118,12 +122,16 @@ def study_steps(cfg: StudyConfig) -> list[Step]:
                       str(out / net / "verdict")), str(out / net / "verdict" / "verdict.json"))]
 
     # the decomposing network first (its answer is the one the tool must find), the population once
-    steps += [probe("decomposing"), probe("untrained")]
+    want = set(cfg.only)
+    steps += [probe(n) for n in ("decomposing", "untrained") if n in want]
     steps.append(Step(f"population of {cfg.population} untrained networks",
                       (py, "-m", "probe", "run", "--stimuli", "images", "--model", cfg.decomposing, "--randomize",
                        "transformer", "--randomize-seeds", f"0-{cfg.population - 1}", *common, "--out", str(pop)),
                       str(pop / "population.json")))
-    steps += rest("decomposing") + rest("untrained") + [probe("reproduce-photo")] + rest("reproduce-photo")
+    for n in ("decomposing", "untrained"):
+        steps += rest(n) if n in want else []
+    if "reproduce-photo" in want:
+        steps += [probe("reproduce-photo")] + rest("reproduce-photo")
     return steps
 
 
@@ -140,7 +148,7 @@ def _held_out(cfg: StudyConfig) -> dict:
                          "scenes). Nothing was written.") from None
     scenes = sorted({s.get("base_scene") or s.get("scene_id") or s["id"] for s in man.get("samples", [])})
     trained: set[str] = set()
-    for model in {cfg.decomposing, cfg.reproduce_photo}:
+    for model in {cfg.decomposing} | ({cfg.reproduce_photo} if "reproduce-photo" in cfg.only else set()):
         folder = known_model_dir(model) if model in KNOWN_MODELS else Path(model)
         try:
             rec = json.loads((folder / "ray_plantain_known.json").read_text())
@@ -162,6 +170,10 @@ def _held_out(cfg: StudyConfig) -> dict:
 
 def run_study(cfg: StudyConfig, log=print) -> dict:
     """Run (or resume) every step, then write study.json / study.md; returns the table."""
+    unknown = sorted(set(cfg.only) - set(NETWORKS_ALL))
+    if unknown or not cfg.only:
+        raise StudyError(f"--networks {','.join(cfg.only)}: choose among {', '.join(NETWORKS_ALL)}. Nothing was "
+                         "written.")
     if cfg.population < 2:
         raise StudyError(f"--population {cfg.population}: a population of one cannot rank anything (rank p = (1 + "
                          f"#{{>=}}) / (1 + K)); use 19 for a floor of 0.05. Nothing was written.")
@@ -213,6 +225,8 @@ def study_table(cfg: StudyConfig) -> dict:
     """One row per network from the files its steps wrote (verdict.json, score_summary.json, link.json)."""
     out, rows = Path(cfg.out), {}
     for net in NETWORKS:
+        if net not in cfg.only:
+            continue
         v = _load(out / net / "verdict" / "verdict.json")
         outcomes = {o["id"]: o for o in v.get("hypotheses", [])}
         ev = _load(out / net / "evaluate" / "score_summary.json")
@@ -234,9 +248,9 @@ def study_table(cfg: StudyConfig) -> dict:
         row["as_expected"] = all(row["outcomes"].get(h) == want for h, want in EXPECTED[net].items())
         rows[net] = row
     margins = {}
-    dec = (rows["decomposing"].get("h4_ranks") or {})
+    dec = ((rows.get("decomposing") or {}).get("h4_ranks") or {})
     for cls, r in dec.items():
-        photo = ((rows["reproduce-photo"].get("h4_ranks") or {}).get(cls) or {}).get("observed")
+        photo = (((rows.get("reproduce-photo") or {}).get("h4_ranks") or {}).get(cls) or {}).get("observed")
         margins[cls] = {"decomposing": r.get("observed"), "population_max": r.get("population_max"),
                         "minus_population_max": (r["observed"] - r["population_max"])
                         if r.get("observed") is not None and r.get("population_max") is not None else None,
@@ -246,7 +260,8 @@ def study_table(cfg: StudyConfig) -> dict:
     return {"what": "the known-answer study (issue 16): verdict H4-H6 on networks whose answer is known",
             "banner": "networks trained here on synthetic renders: a check of the tool, not a finding about klein",
             "config": asdict(cfg), "rows": rows, "margins": margins,
-            "all_as_expected": all(r["as_expected"] for r in rows.values())}
+            "all_as_expected": all(r["as_expected"] for r in rows.values()),
+            "networks_run": list(cfg.only)}
 
 
 def _f(x, fmt="{:.3g}") -> str:
@@ -302,7 +317,7 @@ def main_study(args) -> int:
     cfg = StudyConfig(data=args.data, out=args.out, decomposing=args.decomposing,
                       reproduce_photo=args.reproduce_photo, population=args.population,
                       untrained_seed=args.untrained_seed, steps=args.steps, k=args.k, n_random=args.n_random,
-                      quiet=args.quiet)
+                      quiet=args.quiet, only=tuple(x.strip() for x in args.networks.split(",") if x.strip()))
     if cfg.steps < 1 or cfg.n_random < 1:
         raise StudyError("--steps and --n-random must be positive. Nothing was written.")
     run_study(cfg)
