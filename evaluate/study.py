@@ -38,7 +38,7 @@ from pathlib import Path
 
 from probe.io.errors import UsageError
 
-__all__ = ["StudyConfig", "StudyError", "EXPECTED", "NETWORKS", "study_steps", "run_study", "study_table",
+__all__ = ["StudyConfig", "StudyError", "EXPECTED", "NETWORKS", "study_steps", "run_study", "study_table", "study_markdown",
            "main_study"]
 
 
@@ -58,6 +58,8 @@ ANSWER = {"decomposing": "decomposes (trained to edit the photo into its albedo)
 
 
 NETWORKS_ALL = ("decomposing", "untrained", "reproduce-photo")
+# context beside the criteria, never a criterion: each contrast's FWER-significant count ranked among the population
+CONTEXT_CONTRASTS = ("render_vs_albedo", "lighting", "albedo")
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,12 @@ def study_table(cfg: StudyConfig) -> dict:
                                                      "rho_plain")} if ps else None,
             "outcomes": {h: (outcomes.get(h) or {}).get("outcome") for h in ("H1", "H2", "H3", "H4", "H5", "H6")},
         }
+        comp = _load(out / net / "compare" / "compare.json")
+        stats = {st_["key"]: st_ for r in ((comp.get("population") or {}).get("runs") or [])
+                 for st_ in r.get("statistics") or []}
+        row["context_fwer_ranks"] = {c: {k: stats[f"{c}/n_fwer_significant"].get(k) for k in
+                                         ("observed", "population_max", "population_median", "rank_p")}
+                                     for c in CONTEXT_CONTRASTS if f"{c}/n_fwer_significant" in stats}
         row["expected"] = EXPECTED[net]
         row["as_expected"] = all(row["outcomes"].get(h) == want for h, want in EXPECTED[net].items())
         rows[net] = row
@@ -301,6 +309,14 @@ def study_markdown(t: dict) -> str:
                      f"| {diff('retinex_color')} | {cls('lighting-selective')} | {cls('albedo-selective')} | {abl} | "
                      f"{link} | {o.get('H4')} | {o.get('H5')} | {o.get('H6')} | "
                      f"{'yes' if r['as_expected'] else 'NO'} |")
+    lines += ["", "Context, not a criterion (the verdict does not read it): each contrast's FWER-significant unit count, "
+              "the population's median and maximum, and its rank p among the untrained networks.", "",
+              "| network | " + " | ".join(CONTEXT_CONTRASTS) + " |", "|---|" + "---|" * len(CONTEXT_CONTRASTS)]
+    for net, r in t["rows"].items():
+        cx = r.get("context_fwer_ranks") or {}
+        lines.append(f"| {net} | " + " | ".join(
+            "n/a" if c not in cx else f"{cx[c]['observed']:.0f} (median {cx[c]['population_median']:.0f}, max "
+            f"{cx[c]['population_max']:.0f}; rank p {cx[c]['rank_p']:.3g})" for c in CONTEXT_CONTRASTS) + " |")
     lines += ["", "Expected: " + "; ".join(f"{n}: " + ", ".join(f"{h} {w}" for h, w in e.items())
                                             for n, e in EXPECTED.items()) + " (H1-H3: not tested on these networks, "
               "which were never trained on text-to-image prompts).", ""]

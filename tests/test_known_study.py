@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from evaluate.study import EXPECTED, StudyConfig, run_study
-from probe.klein.known import KNOWN_MODELS, known_model_dir
+from probe.klein.known import KNOWN_MODELS, models_root
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENES = ("checker_cube", "checker_floor_spheres", "cornell_box", "dim_room_lamp", "fruit_spheres_table",
@@ -24,7 +24,7 @@ STEPS = 2
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="bpy (Blender) is not installed: no render"),
-    pytest.mark.skipif(not all((known_model_dir(m) / "ray_plantain_known.json").exists() for m in KNOWN_MODELS),
+    pytest.mark.skipif(not all((models_root() / m / "ray_plantain_known.json").exists() for m in KNOWN_MODELS),
                        reason="the shipped known-answer models are absent (models/known-*)"),
 ]
 
