@@ -21,8 +21,9 @@ counts ranked among the population, the ablation's rank p, the link with its con
 H4-H6 outcomes against the answer each network must give (EXPECTED). The criteria are the verdict's
 (evaluate.verdict_criteria), not the study's.
 
-Resume: a step whose output exists is skipped only when it was made by the identical command (study_steps.json
-records each finished step's argv); a step with another command is an error naming the step (choose another --out or
+Resume: a step whose output exists is skipped only when it was made by the identical command on the same weights and
+render (study_steps.json records each finished step's argv and the content hashes of the model folders and of the
+render's manifest); a step with another command is an error naming the step (choose another --out or
 delete the step's folder). An unfinished step is run again and its job resumes from what it cached.
 """
 from __future__ import annotations
@@ -170,6 +171,22 @@ def _held_out(cfg: StudyConfig) -> dict:
     return {"n_base_scenes": len(scenes), "n_samples": len(man.get("samples", [])), "trained_on_overlap": 0}
 
 
+def _input_fingerprints(cfg: StudyConfig) -> dict:
+    """Content hashes of what every step depends on besides its command: each model folder (probe.klein.model
+    folder_fingerprint) and the render's manifest."""
+    import hashlib
+
+    from probe.klein.known import KNOWN_MODELS, known_model_dir
+    from probe.klein.model import folder_fingerprint
+
+    fps = {}
+    for m in sorted({cfg.decomposing} | ({cfg.reproduce_photo} if "reproduce-photo" in cfg.only else set())):
+        folder = known_model_dir(m) if m in KNOWN_MODELS else Path(m)
+        fps[m] = folder_fingerprint(folder)
+    fps["render_manifest"] = "sha256:" + hashlib.sha256((Path(cfg.data) / "manifest.json").read_bytes()).hexdigest()[:20]
+    return fps
+
+
 def run_study(cfg: StudyConfig, log=print) -> dict:
     """Run (or resume) every step, then write study.json / study.md; returns the table."""
     unknown = sorted(set(cfg.only) - set(NETWORKS_ALL))
@@ -184,6 +201,11 @@ def run_study(cfg: StudyConfig, log=print) -> dict:
     steps = study_steps(cfg)
     record_path = out / "study_steps.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    inputs = _input_fingerprints(cfg)
+
+    def same(prev, st):    # the same command on the same weights and the same render
+        return prev["argv"][1:] == list(st.argv[1:]) and prev.get("inputs") == inputs
+
     for st in steps:       # refuse before running anything if a finished step was made by another command
         prev = record.get(st.name)
         if prev is not None and prev["argv"][1:] != list(st.argv[1:]) and Path(st.done).exists():
@@ -196,15 +218,18 @@ def run_study(cfg: StudyConfig, log=print) -> dict:
     t_all = time.perf_counter()
     for i, st in enumerate(steps, 1):
         prev = record.get(st.name)
-        if prev is not None and prev["argv"][1:] == list(st.argv[1:]) and Path(st.done).exists():
-            log(f"[{i}/{len(steps)}] {st.name}: done before (same command), skipped")
+        if prev is not None and same(prev, st) and Path(st.done).exists():
+            log(f"[{i}/{len(steps)}] {st.name}: done before (same command, weights and render), skipped")
             continue
+        if prev is not None and prev.get("inputs") != inputs:
+            log(f"[{i}/{len(steps)}] {st.name}: the weights or the render changed since it ran: run again (the job "
+                "itself decides what of its cache still holds)")
         log(f"[{i}/{len(steps)}] {st.name} ...\n    $ {st.command()}")
         t0 = time.perf_counter()
         r = subprocess.run(list(st.argv))
         if r.returncode != 0:
             raise RuntimeError(f"the step '{st.name}' failed (exit {r.returncode}): {st.command()}")
-        record[st.name] = {"argv": list(st.argv), "seconds": round(time.perf_counter() - t0, 1)}
+        record[st.name] = {"argv": list(st.argv), "seconds": round(time.perf_counter() - t0, 1), "inputs": inputs}
         record_path.write_text(json.dumps(record, indent=1))
         log(f"    {st.name}: {time.perf_counter() - t0:.0f} s (study so far {(time.perf_counter() - t_all) / 60:.1f} min)")
     table = study_table(cfg)

@@ -116,3 +116,15 @@ def test_cli_errors_are_one_paragraph_and_exit_2(tmp_path):
                         str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.strip().count("\n") == 0
     assert not (tmp_path / "o").exists()
+
+
+def test_changed_weights_run_a_finished_step_again(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, _render(tmp_path), population=3, n_random=3)
+    fake = FakeJobs(cfg, GOOD)
+    monkeypatch.setattr(st.subprocess, "run", fake)
+    st.run_study(cfg, log=lambda m: None)
+    fake.calls.clear()
+    record = Path(cfg.reproduce_photo) / "ray_plantain_known.json"     # the model folder's content changes
+    record.write_text(record.read_text().replace("}}", "}, \"retrained\": 1}"))
+    st.run_study(cfg, log=lambda m: None)
+    assert len(fake.calls) == len(st.study_steps(cfg))   # every step again: the jobs decide what their caches hold

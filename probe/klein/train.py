@@ -602,6 +602,8 @@ def train_known(cfg: KnownTrainConfig, log: Callable[[str], None] = print) -> di
         pass
     record = _record(cfg, data, instruction, vae_source, psnr, timing, curve, n_params, versions())
     save_snapshot(pipe, out, record, curve, cfg.storage_dtype)
+    if cfg.vae_from:
+        adopt_donor_parts(out, Path(src))
     if cfg.link_shared:
         linked = link_identical_files(out, Path(src))
         log(f"linked {len(linked)} files identical to {src}'s: " + ", ".join(linked))
@@ -638,6 +640,9 @@ def _record(cfg, data, instruction, vae_source, psnr, timing, curve, n_params, l
                          "u ~ U(0, 1), mu = compute_empirical_mu(n_img_tokens, 50); empty prompt with probability "
                          f"{cfg.prompt_dropout} (same target)",
     }
+
+
+SHARED_PARTS = ("vae", "text_encoder", "tokenizer", "scheduler")   # what --vae-from takes from the donor
 
 
 def save_snapshot(pipe, out: Path, record: dict, curve: list, storage_dtype: str) -> None:
@@ -680,8 +685,22 @@ def save_snapshot(pipe, out: Path, record: dict, curve: list, storage_dtype: str
     os.replace(tmp, out)
 
 
+def adopt_donor_parts(folder: Path, donor: Path, parts: tuple[str, ...] = SHARED_PARTS) -> None:
+    """The components taken from the donor model untrained (--vae-from: VAE, text encoder, tokenizer, scheduler)
+    become byte copies of the donor's own files: save_pretrained would re-save them with metadata of the load
+    (`_name_or_path`, a tokenizer's resolved defaults), which changes no weight or token but makes the two snapshots'
+    components differ by content hash, so that one population of untrained networks could not be shown to serve
+    both (evaluate verdict compares components)."""
+    for part in parts:
+        src = donor / part
+        if not src.is_dir():
+            continue
+        shutil.rmtree(folder / part, ignore_errors=True)
+        shutil.copytree(src, folder / part, symlinks=False)
+
+
 def link_identical_files(folder: Path, donor: Path,
-                         parts: tuple[str, ...] = ("vae", "text_encoder", "tokenizer", "scheduler")) -> list[str]:
+                         parts: tuple[str, ...] = SHARED_PARTS) -> list[str]:
     """Replace every file of `folder`'s `parts` that is byte-identical to the donor's by a relative symlink to it
     (as a Hugging Face cache links snapshot files to shared blobs): two known-answer models that share a VAE and a
     text encoder keep one copy on disk. Returns the linked paths, relative to `folder`."""
