@@ -8,6 +8,9 @@
     python -m evaluate link --probe runs/probe                # selectivity vs albedo error
     python -m evaluate report                                 # report.md + report.html
     python -m evaluate mit --data runs/mit                    # MIT benchmark protocol (render import-mit)
+    python -m evaluate verdict --evaluate runs/evaluate --probe-images runs/probe-images \
+        --population-images runs/population-images          # the card's claims H1-H6, pre-declared criteria
+    python -m evaluate study --data runs/render64 --out runs/known-study   # the known-answer study (small kleins)
 
 Every subcommand works in one folder, --out (default runs/evaluate): predictions in OUT/pred/<method>/,
 scores.csv, score_summary.json, invariance.csv, link.json, ablation.json, report.md. Generation resumes:
@@ -22,7 +25,7 @@ import sys
 
 from probe.io.helpformat import HelpFormatter
 
-SUBCOMMANDS = ("generate", "baselines", "score", "ablate", "link", "report", "all", "mit")
+SUBCOMMANDS = ("generate", "baselines", "score", "ablate", "link", "report", "all", "mit", "verdict", "study")
 MIT_BASELINES = ("BAS", "GR-RET", "COL-RET", "W", "W+RET")     # evaluate.mit_protocol (kept light for --help)
 SELECT_CHOICES = ("render_vs_albedo", "lighting", "albedo")     # evaluate.selection (kept light for --help)
 RESUME_MODES = ("on", "strict", "off")                           # evaluate.predictions
@@ -97,7 +100,7 @@ def _ablation(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from probe.klein.model import add_model_arguments
+    from probe.klein.model import add_model_arguments, add_randomize_arguments
 
     parser = Parser(
         prog="python -m evaluate", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
@@ -109,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="klein's albedo for every sample (plus baselines)", formatter_class=fmt)
     _common(g)
     add_model_arguments(g)
+    add_randomize_arguments(g, population=False)
     _generation(g)
     g.add_argument("--method", default="klein", help="prediction folder name under OUT/pred")
     g.add_argument("--shard", default=None, help="K/N: this job's share of the samples (K = 0..N-1); "
@@ -141,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=fmt)
     _common(a)
     add_model_arguments(a)
+    add_randomize_arguments(a, population=False)
     _generation(a)
     _ablation(a)
     a.add_argument("--shard", default=None,
@@ -171,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=fmt)
     _common(al)
     add_model_arguments(al)
+    add_randomize_arguments(al, population=False)
     _generation(al)
     _ablation(al)
     al.add_argument("--top-k", type=positive_int, default=50, help="selective units averaged per sample or pair (link)")
@@ -190,6 +196,55 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated benchmark baselines, from " + ", ".join(MIT_BASELINES))
     mi.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (objects) for the paired CIs")
     mi.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    v = sub.add_parser("verdict", help="the card's claims as hypotheses H1-H6 with pre-declared criteria, decided from "
+                       "an evaluate folder and probe runs (no GPU)", formatter_class=fmt,
+                       description="Reads outputs the tool already wrote and states H1 (units separate the photograph "
+                       "and albedo prompts), H2 (beyond untrained networks), H3 (beyond wording), H4 (lighting- and "
+                       "albedo-selective units in pixels, beyond untrained networks), H5 (the predicted albedo beats "
+                       "image-as-albedo and Retinex) and H6 (the selective heads are needed for it), each with its "
+                       "test, criterion, power and outcome: supported / not supported / not tested (with the command "
+                       "that would test it). The criteria (evaluate/verdict_criteria.py) are printed before any "
+                       "outcome and are the same for every model.")
+    v.add_argument("--evaluate", required=True, metavar="DIR",
+                   help="evaluate folder: score_summary.json (H5), ablation.json (H6), pred/klein/ (the model)")
+    v.add_argument("--probe-images", default=None, metavar="RUN", help="image probe run of the model (H4)")
+    v.add_argument("--population-images", default=None, metavar="FOLDER",
+                   help="untrained networks made with the image run's design (`probe run <its options> --randomize "
+                        "transformer --randomize-seeds 0-18`) (H4)")
+    v.add_argument("--probe-text", default=None, metavar="RUN", help="text probe run of the model (H1, H3)")
+    v.add_argument("--population-text", default=None, metavar="FOLDER",
+                   help="untrained networks made with the text run's design (H2)")
+    v.add_argument("--out", default=None, help="output folder for verdict.json, verdict.md, config.json "
+                   "(default: EVALUATE/verdict)")
+    st = sub.add_parser("study", help="the known-answer study: probe, population, evaluate and verdict on a network "
+                        "that decomposes, one trained not to and an untrained one (small kleins trained here)",
+                        formatter_class=fmt,
+                        description="Runs every job of the known-answer study as a user would (one subprocess each, "
+                        "each resuming): the image probe, a population of untrained networks, evaluate all "
+                        "(generate, score, ablate, link, report), probe compare --population and evaluate verdict, "
+                        "for known-albedo (decomposes: H4-H6 must be supported), known-photo (trained to give the "
+                        "photograph back: must not) and an untrained network (must not); then study.md / study.json, "
+                        "one row per network. A finished step is skipped only when its command was identical. "
+                        "The networks were trained here on synthetic renders: a check of the tool, not a finding "
+                        "about klein.")
+    st.add_argument("--data", required=True, metavar="RENDER_DIR",
+                    help="held-out render (the 25 default scenes: `python -m render --resolution 64 --recolor 1`); "
+                         "scenes the models were trained on are refused")
+    st.add_argument("--out", default="runs/known-study", help="study folder")
+    st.add_argument("--decomposing", default="known-albedo", help="the network that decomposes")
+    st.add_argument("--reproduce-photo", default="known-photo", help="the network trained not to decompose")
+    st.add_argument("--population", type=int, default=19,
+                    help="untrained networks ranked against (19: the rank p floor reaches 0.05)")
+    st.add_argument("--untrained-seed", type=int, default=1000,
+                    help="--randomize-seed of the untrained network (outside the population's seeds)")
+    st.add_argument("--steps", type=int, default=10,
+                    help="inference steps of every sampling run, probe and evaluate alike")
+    st.add_argument("--k", default="4", help="heads ablated (evaluate ablate --k)")
+    st.add_argument("--n-random", type=int, default=19, help="random k-head draws (19: rank p floor 0.05)")
+    st.add_argument("--networks", default="decomposing,untrained,reproduce-photo",
+                    help="run the steps of these networks only (the population always); the table has their rows")
+    st.add_argument("--quiet", action="store_true", help="no progress bars from the jobs (the study's own lines stay)")
     return parser
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from probe.klein.edit_capture import default_max_side
 from evaluate.predictions import (IMAGE_LIBRARIES, MODEL_LIBRARIES, RESUME_MODES, PredictionStore, file_sha256,
                                   library_versions)
 from probe.klein.registration import plan_reference
@@ -51,7 +52,8 @@ class GenerateConfig:
     steps: int | None = None                  # None: the model's own default
     guidance: float | None = None             # None: the model's own default (distilled: CFG off)
     seed: int = 0
-    max_side: int | None = None               # references larger are downscaled (None: 1024; tiny model: 64)
+    max_side: int | None = None               # references larger are downscaled (None: 1024; random weights: 64;
+                                              # a known-answer model: its training side)
     shard: str | None = None
     limit: int | None = None
     samples: tuple[str, ...] = ()             # only these sample ids (empty: all)
@@ -159,6 +161,10 @@ def model_identity(loaded) -> dict:
         from probe.klein.tiny import TINY_VERSION
 
         ident["tiny_version"], ident["tiny_seed"] = TINY_VERSION, loaded.spec.tiny_seed
+    if loaded.known:    # a retrained known-answer model keeps its name and folder: its content hash tells them apart
+        from probe.klein.model import model_fingerprint
+
+        ident["known_model"] = {"name": loaded.known.get("name"), "fingerprint": model_fingerprint(loaded)["revision"]}
     return ident
 
 
@@ -172,17 +178,17 @@ def _read_reference(path: Path) -> np.ndarray:
         raise DataError(f"cannot read the reference image {path}: {err}") from err
 
 
-def _token_layout(pipe, prompt: str, model_size: tuple[int, int], cfg_on: bool, text_tokens: str = "prompt") -> dict:
+def _token_layout(pipe, prompt: str, model_size: tuple[int, int], cfg_on: bool, txt_len: int,
+                  text_tokens: str = "prompt") -> dict:
     """Token counts of each forward of an edit at model_size and the text tokens the probe measured (for region
-    ablation; klein's unconditional prompt is ""). The text length is the pipeline's own max_sequence_length
-    (evaluate does not pass one); the tokenizer must pad on the right (asserted)."""
+    ablation; klein's unconditional prompt is ""). txt_len: the model's max_sequence_length
+    (LoadedModel.max_sequence_length: 512 for klein, the record's for a known-answer model); the tokenizer must pad
+    on the right (asserted)."""
     from probe.klein.ablation import ablation_layout
     from probe.klein.capture_loop import n_image_tokens
-    from probe.klein.edit_capture import pipeline_default
 
     n_img = n_image_tokens(pipe, model_size[1], model_size[0])
-    return ablation_layout(pipe, prompt, n_img, n_img, cfg_on, int(pipeline_default(pipe, "max_sequence_length")),
-                           text_tokens)
+    return ablation_layout(pipe, prompt, n_img, n_img, cfg_on, int(txt_len), text_tokens)
 
 
 @contextlib.contextmanager
@@ -231,8 +237,9 @@ def _plan(loaded, cfg: GenerateConfig) -> dict:
     prompt = instructions[cfg.instruction]
     pipe = loaded.pipe
     sampling = resolve_sampling(pipe, cfg.steps, cfg.guidance)
-    # The tiny random model only checks code paths: keep its dry runs small.
-    max_side = cfg.max_side or (64 if loaded.random_weights else 1024)
+    # The tiny random model only checks code paths: keep its dry runs small; a known-answer model edits at the
+    # side it was trained at.
+    max_side = cfg.max_side or default_max_side(loaded)
     ablation = definition = None
     if cfg.ablate:
         from probe.klein.ablation import HeadAblation, ablation_definition
@@ -242,6 +249,7 @@ def _plan(loaded, cfg: GenerateConfig) -> dict:
     common = {"format": GENERATION_FORMAT, "kind": "klein reference edit", "model": model_identity(loaded),
               "prompt": prompt, "negative_prompt": "" if sampling["cfg"] else None, "steps": sampling["steps"],
               "guidance": sampling["guidance"], "seed": cfg.seed, "max_side": max_side, "input": INPUT,
+              "max_sequence_length": loaded.max_sequence_length,
               "ablated_units": sorted(ablation.units) if ablation else [], "ablation": definition,
               "versions": library_versions(MODEL_LIBRARIES + IMAGE_LIBRARIES)}
     multiple = int(getattr(pipe, "vae_scale_factor", 8)) * 2    # klein: 16 (VAE 8 x patch 2)
@@ -264,18 +272,20 @@ def _plan(loaded, cfg: GenerateConfig) -> dict:
             "transforms": transforms, "keys": keys, "store": store, "decisions": store.plan(keys, mode)}
 
 
-def _edit(pipe, ref: np.ndarray, prompt: str, sampling: dict, seed: int) -> np.ndarray:
+def _edit(pipe, ref: np.ndarray, prompt: str, sampling: dict, seed: int, max_sequence_length: int) -> np.ndarray:
     """One klein edit of a prepared reference: the output decoded from the pipeline's 8-bit values to linear.
 
     No height/width: the pipeline generates at the reference's size (its sides are already multiples
-    of 16 and its area within klein's limit), the same call as probe.klein.edit_capture makes."""
+    of 16 and its area within klein's limit), the same call as probe.klein.edit_capture makes.
+    max_sequence_length: the model's own (LoadedModel.max_sequence_length), passed explicitly."""
     import torch
     from PIL import Image
 
     with torch.inference_mode():
         img = pipe(image=Image.fromarray(ref), prompt=prompt, num_inference_steps=sampling["steps"],
                    guidance_scale=sampling["guidance"] if sampling["cfg"] else 1.0,
-                   generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np").images[0]
+                   generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np",
+                   max_sequence_length=int(max_sequence_length)).images[0]
     # without rescaling, the PNG written back from this linear array is the pipeline's 8-bit values exactly
     return srgb_to_linear(np.round(np.clip(np.asarray(img, dtype=np.float32), 0, 1) * 255) / 255.0)
 
@@ -311,11 +321,11 @@ def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> 
                 if ablation is not None:
                     if t.model not in layouts:
                         layouts[t.model] = _token_layout(pipe, prompt, t.model, sampling["cfg"],
-                                                         cfg.ablate_text_tokens)
+                                                         loaded.max_sequence_length, cfg.ablate_text_tokens)
                     ablation.prepare(**layouts[t.model])
                 t0 = time.perf_counter()
                 out = _edit(pipe, t.apply(_read_reference(Path(cfg.data) / e["image_srgb"])), prompt, sampling,
-                            cfg.seed)
+                            cfg.seed, loaded.max_sequence_length)
                 seconds.append(time.perf_counter() - t0)
                 store.write(sid, t.invert(out), key=run["keys"][sid], scene=e.get("scene"), lighting=e.get("lighting"),
                             reference=e["image_srgb"], reference_size=list(t.original),

@@ -8,6 +8,7 @@
     main_report    report.md / report.html from what is in OUT
     main_all       all of the above in order (and main_mit on an MIT import)
     main_mit       the MIT intrinsic images benchmark's protocol -> OUT/mit_protocol.json/.csv (evaluate.mit_protocol)
+    main_verdict   the card's claims H1-H6 from the outputs above -> OUT/verdict.json, verdict.md (evaluate.verdict)
 
 Every job checks its inputs (render folder, probe folder, --k, --select, --resume strict) before it
 loads a model or writes a file, so a bad input overwrites nothing.
@@ -39,7 +40,7 @@ USER_ERRORS = (DataError, ScoreError, UsageError, ModelNotAvailable, WeightsUnav
 DEFAULT_METRIC = "lmse_linear_scalar"     # the headline alignment (was lmse_linear_per_channel)
 
 __all__ = ["main_generate", "main_baselines", "main_score", "main_ablate", "main_link", "main_report", "main_all",
-           "USER_ERRORS", "DEFAULT_METRIC", "read_scores", "metric_by_sample", "summarise_ablation"]
+           "main_verdict", "main_study", "USER_ERRORS", "DEFAULT_METRIC", "read_scores", "metric_by_sample", "summarise_ablation"]
 
 
 def _pred_dir(args) -> Path:
@@ -63,8 +64,13 @@ def _load_model(args):
 
     load_render_manifest(args.data)  # a bad --data fails before minutes of model loading
     loaded = load_pipeline(spec_from_args(args), progress=not getattr(args, "quiet", False))
-    if loaded.random_weights:
+    if loaded.randomized:
+        print(f"note: --randomize {loaded.randomized['mode']}: fresh random weights (seed "
+              f"{loaded.randomized.get('seed')}): an untrained network, a control, not a finding", file=sys.stderr)
+    elif loaded.random_weights:
         print("note: --model tiny has random weights: a dry run, not findings", file=sys.stderr)
+    elif loaded.known:
+        print(f"note: --model {loaded.spec.model} is {loaded.known['banner']}", file=sys.stderr)
     return loaded
 
 
@@ -283,6 +289,18 @@ def main_report(args) -> int:
     path = write_report(Path(args.out), data=Path(args.data), probe=Path(args.probe), max_grid=getattr(args, "max_grid", 12))
     print(f"wrote {path}")
     return 0
+
+
+def main_verdict(args) -> int:
+    from evaluate.verdict import main_verdict as verdict
+
+    return verdict(args)
+
+
+def main_study(args) -> int:
+    from evaluate.study import main_study as study
+
+    return study(args)
 
 
 def main_all(args) -> int:

@@ -995,6 +995,24 @@ def section_mit(inp: ReportInputs) -> list[Block]:
     make = {"h": H, "p": P, "note": Note, "table": Table}
     return [make[kind](*args) for kind, *args in report_parts(inp.out)]
 
+def known_answer_sources(inp: ReportInputs) -> dict[str, dict]:
+    """{file: known-answer record summary} for every model record of a known-answer model (probe.klein.known):
+    the prediction folders' manifests and configs, the probe's config."""
+    found: dict[str, dict] = {}
+
+    def look(where: str, rec: Any) -> None:
+        if isinstance(rec, dict) and isinstance(rec.get("known_answer"), dict) and rec["known_answer"].get("banner"):
+            found[where] = rec["known_answer"]
+
+    for m, man in inp.manifests.items():
+        look(f"pred/{m}/manifest.json", man.get("model_record"))
+        look(f"pred/{m}/manifest.json", man.get("model"))
+    for m, cfg in inp.method_configs.items():
+        look(f"pred/{m}/config.json", cfg.get("model"))
+    if inp.probe_config:
+        look("probe config.json", inp.probe_config.get("model"))
+    return found
+
 
 # ---------------------------------------------------------------------------------------------
 # the report
@@ -1016,6 +1034,13 @@ def write_report(out: Path, data: Path | None = None, probe: Path | None = None,
         files = sorted({s for s, _ in sources})
         more = f" and {len(files) - 6} more" if len(files) > 6 else ""
         blocks.append(P("Random weights recorded in: " + ", ".join(files[:6]) + more + "."))
+    known = known_answer_sources(inp)
+    if known and not random_weights:
+        recs = {k["name"]: k for k in known.values() if k.get("name")}
+        blocks.append(Block("warn", f"**{', '.join(sorted(recs)) or 'known-answer model'}: "
+                                    f"{next(iter(known.values()))['banner']}.**"))
+        blocks.append(P("; ".join(f"`{n}` {r.get('what', '')}" for n, r in sorted(recs.items())) + ". Known-answer "
+                        "model records in: " + ", ".join(sorted(known)) + "."))
     title = "klein albedo evaluation"
     blocks.append(H(title, 1))
     blocks.append(P(f"Evaluation folder `{out}`; render data `{inp.data or DASH}`; predictions `{inp.pred}`; probe "

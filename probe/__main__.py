@@ -24,7 +24,7 @@ import sys
 
 from probe.io.helpformat import HelpFormatter
 
-SUBCOMMANDS = ("run", "stats", "prompts", "compare", "merge")
+SUBCOMMANDS = ("run", "stats", "prompts", "compare", "merge", "known")
 
 
 MERGE_DESCRIPTION = """Merge the shards of `python -m probe run --shard K/N|auto` into one run.
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m probe", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    sub = parser.add_subparsers(dest="command", metavar="{run,stats,prompts,compare,merge}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,stats,prompts,compare,merge,known}")
 
     run = sub.add_parser("run", help="capture with the model, then statistics and report (default)",
                          formatter_class=HelpFormatter)
@@ -154,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-unit scalar over real tokens and channels (heads protocol)")
     g.add_argument("--single-tokens", choices=("img", "txt", "both"), default="img",
                    help="token set of single-block units (img keeps 720 units per step at klein scale)")
-    g.add_argument("--max-sequence-length", type=int, default=512, help="text length klein pads prompts to")
+    g.add_argument("--max-sequence-length", type=int, default=None,
+                   help="text length klein pads prompts to (default: the model's own: 512 for klein and tiny, the "
+                        "recorded length of a known-answer model)")
     g.add_argument("--text-tokens", choices=("prompt", "all"), default="prompt",
                    help="text tokens of the .txt units (heads protocol): prompt = the prompt's own tokens, leaving out "
                         "klein's chat template (about a dozen fixed tokens around every prompt) and the padding; all = "
@@ -197,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_merge_arguments(mg)
     _add_stats_arguments(mg)
+    from probe.jobs.known import KNOWN_DESCRIPTION, add_known_arguments
+
+    kn = sub.add_parser("known", help="train a known-answer model here (a check of the tool), or list the shipped ones",
+                        description=KNOWN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_known_arguments(kn)
     return parser
 
 
@@ -222,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
             from probe.jobs.merge import main_merge
 
             return main_merge(args)
+        if args.command == "known":
+            from probe.jobs.known import main_known
+
+            return main_known(args)
         if getattr(args, "randomize_seeds", None):
             from probe.jobs.population import main_population
 

@@ -294,10 +294,13 @@ def load_control(path: str | Path) -> tuple[str | None, list[PromptPair]]:
 # editing instructions (evaluate)
 
 
-def load_edit_instructions(path: str | Path | None = None) -> list[str]:
+def load_edit_instructions(path: str | Path | None = None, key: str = "instructions") -> list[str]:
     """Albedo editing instructions for `evaluate generate` (default: the shipped file).
 
-    The file is either {"doc": str, "instructions": [str, ...]} or a bare JSON list of strings.
+    The file is either {"doc": str, "instructions": [str, ...], ...} or a bare JSON list of strings (the albedo
+    instructions). `key` picks another list of the same file: "keep_photo" holds the keep-the-photograph
+    instructions the known-answer control model (`known-photo`) is trained with (see
+    `load_keep_photo_instructions`); `evaluate generate` always reads "instructions".
     Raises PromptFileError for an empty list, a non-string or empty entry, or a repeated entry.
     """
     path = Path(path) if path is not None else default_edit_instructions_path()
@@ -307,9 +310,9 @@ def load_edit_instructions(path: str | Path | None = None) -> list[str]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:
         raise PromptFileError(f"{path}: not valid JSON ({e})") from None
-    items = data.get("instructions") if isinstance(data, dict) else data
+    items = data.get(key) if isinstance(data, dict) else (data if key == "instructions" else None)
     if not isinstance(items, list) or not items:
-        raise PromptFileError(f"{path}: expected a non-empty list of instructions (or {{'instructions': [...]}})")
+        raise PromptFileError(f"{path}: expected a non-empty list of instructions (or {{'{key}': [...]}})")
     out: list[str] = []
     for i, s in enumerate(items):
         if not isinstance(s, str) or not s.strip():
@@ -318,6 +321,12 @@ def load_edit_instructions(path: str | Path | None = None) -> list[str]:
             raise PromptFileError(f"{path}: instruction {i} repeats an earlier one")
         out.append(s.strip())
     return out
+
+
+def load_keep_photo_instructions(path: str | Path | None = None) -> list[str]:
+    """The keep-the-photograph instructions of the shipped file (`keep_photo`): the text the known-answer control
+    `known-photo` was trained with, asking for the photograph unchanged (lighting, shadows and reflections kept)."""
+    return load_edit_instructions(path, key="keep_photo")
 
 
 # ----------------------------------------------------------------------------------------------

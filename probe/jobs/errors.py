@@ -27,6 +27,13 @@ def _user_errors() -> tuple:
     except ImportError:
         pass
     try:
+        from probe.klein.known import KnownModelError
+        from probe.klein.train import KnownTrainError
+
+        errs += [KnownModelError, KnownTrainError]
+    except ImportError:  # pragma: no cover
+        pass
+    try:
         from probe.design.image_stimuli import StimuliError
 
         errs.append(StimuliError)

@@ -63,6 +63,7 @@ def analyse_and_write(caps, out: Path, config: dict, stats_cfg, no_report: bool 
         summary["sample_pairs_note"] = pairs_note
     summary["protocol"] = config.get("capture", {}).get("protocol", config.get("protocol"))
     summary["random_weights"] = bool(config.get("model", {}).get("random_weights", False))
+    summary["known_answer"] = config.get("model", {}).get("known_answer")
     summary["randomize"] = (config.get("model", {}).get("randomize") or {}).get("mode", "none")
     summary["stimuli"] = caps.stimuli
     cap = config.get("capture") or {}
@@ -226,7 +227,8 @@ def finish_run(out: Path, design, values: dict, units, config: dict, args, basel
 
 
 def print_summary(out: Path, s: dict) -> None:
-    head = "RANDOM WEIGHTS (not a finding): " if s.get("random_weights") else ""
+    head = ("RANDOM WEIGHTS (not a finding): " if s.get("random_weights") else
+            f"{s['known_answer']['name']}, {s['known_answer']['banner']}: " if s.get("known_answer") else "")
     f = lambda v, spec: "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)  # noqa: E731
     print(f"{head}{s['n_pairs']} pairs x {s['n_units']} units, t = {s.get('direction', 'A - B')}: |t|>3 in "
           f"{s['n_abs_t_gt_3']} (null p99 {f(s['null_p99_abs_t_gt_3'], '.1f')}), |t|>5 in {s['n_abs_t_gt_5']} "

@@ -99,7 +99,7 @@ def load_design(args):
 def _capture_config(args, loaded):
     from probe.klein.capture_loop import CaptureConfig, card_config, pipeline_default_guidance, pipeline_default_size
 
-    tiny = loaded.source == "tiny"
+    native = loaded.default_size        # tiny: 64; a known-answer model: the side it was trained at
     editing = getattr(args, "stimuli", "text") == "images"
     if editing:
         size = dict(height=None, width=None, editing=True, reference_prep=_reference_prep(args, loaded).describe())
@@ -111,11 +111,14 @@ def _capture_config(args, loaded):
                   "pipeline default (default_sample_size x vae_scale_factor)" if not (args.height or args.width)
                   else "--height/--width, the other side from the pipeline default")
     else:
-        size = dict(height=args.height or (64 if tiny else 512), width=args.width or (64 if tiny else 512))
+        size = dict(height=args.height or native or 512, width=args.width or native or 512)
         source = ("--height/--width" if args.height and args.width else
-                  f"the heads protocol's default ({'64 for --model tiny' if tiny else '512'})")
-
-    common = dict(seed=args.seed, batch_size=args.batch_size, max_sequence_length=args.max_sequence_length, **size)
+                  f"the heads protocol's default ({f'{native} for --model {loaded.spec.model}' if native else '512'})")
+    text_len = args.max_sequence_length or loaded.max_sequence_length
+    if args.max_sequence_length and args.max_sequence_length != loaded.max_sequence_length:
+        print(f"note: --max-sequence-length {args.max_sequence_length} differs from the {loaded.max_sequence_length} "
+              f"text tokens this model reads", file=sys.stderr)
+    common = dict(seed=args.seed, batch_size=args.batch_size, max_sequence_length=text_len, **size)
     steps_list = tuple(int(s) for s in args.capture_steps.split(",")) if args.capture_steps else ()
     if args.protocol == "card":
         over = {k: v for k, v in dict(steps=args.steps, guidance=args.guidance,
@@ -201,6 +204,8 @@ def main_run(args) -> int:
     elif loaded.random_weights:
         print("note: --model tiny has random weights: this is a dry run and its numbers are not findings",
               file=sys.stderr)
+    elif loaded.known:
+        print(f"note: --model {args.model} is {loaded.known['banner']}", file=sys.stderr)
     cache = out / "partial_captures.npz" if shard.is_whole else shard_path(out, shard)
     if args.no_resume and cache.exists():
         cache.unlink()
@@ -210,6 +215,11 @@ def main_run(args) -> int:
     values, units, info = capture_stimuli(loaded, shard_stimuli(every, shard), cfg, cache_path=cache,
                                           progress=not args.quiet, log=log, prepare_reference=prepare)
     config = run_record(args, loaded, cfg, resolution_source, design, controls, sources, info, shard, prepare)
+    full = {name: sum(n >= cfg.max_sequence_length for n in ns) for name, ns in
+            (config.get("text_lengths") or {}).items() if isinstance(ns, list)}
+    if any(full.values()):
+        print(f"note: prompts that fill all {cfg.max_sequence_length} text tokens the model reads were cut to that "
+              f"length: " + ", ".join(f"{k} {v}" for k, v in full.items() if v), file=sys.stderr)
     if not shard.is_whole:
         from probe.design.shards import write_shard_of_run
 

@@ -50,10 +50,8 @@ class ReferencePrep:
 
     @classmethod
     def like_evaluate(cls, loaded, max_side: int | None = None) -> "ReferencePrep":
-        """evaluate generate's defaults: max_side 1024 (64 for --model tiny), multiple 2 x vae_scale_factor. A real model
-        with `--randomize` keeps 1024: a random-init control (or a population of them) must see the very images the
-        trained model's run sees (evaluate generate, which never randomises, has random weights only with tiny)."""
-        side = max_side or (64 if loaded.source == "tiny" else 1024)
+        """evaluate generate's defaults: max_side `default_max_side(loaded)`, multiple 2 x vae_scale_factor."""
+        side = max_side or default_max_side(loaded)
         return cls(int(side), int(getattr(loaded.pipe, "vae_scale_factor", 8)) * 2)
 
     def plan(self, width: int, height: int):
@@ -71,6 +69,16 @@ class ReferencePrep:
         return (f"as evaluate generate: probe.klein.registration.plan_reference(max_side={self.max_side}, "
                 f"multiple={self.multiple}): scaled only when a side is over {self.max_side} or under 64 px, then "
                 f"padded to multiples of {self.multiple} with reflected content")
+
+
+def default_max_side(loaded) -> int:
+    """The longest reference side evaluate generate and the image probe edit at by default: a known-answer model's
+    training side (also with --randomize: its untrained population sees the trained model's images), 64 for
+    --model tiny (dry runs stay small), else 1024 (klein; a real model with --randomize keeps 1024, so that a
+    random-init control, or a population of them, sees the very images the trained model's run sees)."""
+    if getattr(loaded, "known", None):
+        return int(getattr(loaded, "default_size", None) or 1024)
+    return 64 if loaded.source == "tiny" else 1024
 
 
 def pipeline_default(pipe, name: str):

@@ -4,12 +4,17 @@
     loaded = load_pipeline(ModelSpec("black-forest-labs/FLUX.2-klein-base-4B", dtype="bfloat16"))
     loaded = load_pipeline(ModelSpec("/data/snapshots/klein-base-4b"))     # local snapshot
     loaded = load_pipeline(ModelSpec("tiny"))                              # random weights, dry runs
+    loaded = load_pipeline(ModelSpec("known-albedo"))                      # a known-answer model trained here
     loaded = load_pipeline(ModelSpec("/data/klein", randomize="transformer", randomize_seed=0))  # random-init control
     loaded.pipe(prompt=..., ...)
     model_fingerprint(loaded)   # the resolved revision: snapshot commit, or a (sampled) content hash of a folder
 
 Every source goes through `Flux2KleinPipeline.from_pretrained`; `tiny` is first saved to a cache
-folder, so a dry run exercises the same loading code as the real weights. Probe and evaluate both
+folder, so a dry run exercises the same loading code as the real weights. The known-answer models
+(`known-albedo`, `known-photo`: small kleins trained here, `probe.klein.known`) are snapshot folders shipped
+in models/; any folder holding their record (ray_plantain_known.json) is read as one, and
+`LoadedModel.max_sequence_length` is the text length the model reads (the record's, else the pipeline's
+default, 512): every job passes it to the pipeline instead of assuming 512. Probe and evaluate both
 load through here. `klein_4b_meta_transformer()` builds the real transformer shape on the `meta`
 device (no memory) so tests can check unit counts at real scale.
 """
@@ -21,6 +26,8 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from .known import KNOWN_MODELS, KnownModelError, known_model_dir, known_summary, read_known_record
 
 DEFAULT_MODEL = "black-forest-labs/FLUX.2-klein-base-4B"
 TINY = "tiny"
@@ -45,7 +52,7 @@ class ModelNotAvailable(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    model: str = DEFAULT_MODEL      # hub id, local folder, or "tiny"
+    model: str = DEFAULT_MODEL      # hub id, local folder, "tiny", or a known-answer model ("known-albedo", ...)
     dtype: str = "auto"             # auto: bfloat16 on CUDA, float32 on CPU
     device: str = "auto"            # auto: cuda if available, else cpu
     revision: str | None = None     # hub revision (branch, tag or commit)
@@ -61,13 +68,24 @@ class LoadedModel:
     spec: ModelSpec
     device: str
     dtype: str
-    source: str                      # "hub", "local" or "tiny"
+    source: str                      # "hub", "local", "tiny" or "known" (a shipped known-answer model)
     resolved_path: str | None = None
     revision: str | None = None
     load_seconds: float = 0.0
     random_weights: bool = False
     extra: dict = field(default_factory=dict)
     randomized: dict = field(default_factory=dict)   # what --randomize replaced (mode, seed, components)
+    known: dict | None = None        # the known-answer record (probe.klein.known) of the folder, if it has one
+    max_sequence_length: int = 512   # text tokens the model reads: the known record's, else the pipeline default
+    components: dict = field(default_factory=dict)   # component_fingerprints of a local folder ({} otherwise)
+
+    @property
+    def default_size(self) -> int | None:
+        """The side the model was built for when a job needs a default (tiny: 64; a known-answer model: its
+        training resolution); None: the job's own default (klein)."""
+        if self.known:
+            return int(self.known.get("resolution") or 64)
+        return 64 if self.source == "tiny" else None
 
     def describe(self) -> dict:
         """JSON-able record of what was loaded, written next to every output."""
@@ -76,6 +94,9 @@ class LoadedModel:
             "revision": self.revision, "device": self.device, "dtype": self.dtype,
             "random_weights": self.random_weights, "load_seconds": round(self.load_seconds, 2),
             "randomize": self.randomized or {"mode": "none"},
+            "max_sequence_length": self.max_sequence_length,
+            "known_answer": known_summary(self.known),
+            "components": self.components,
             "spec": asdict(self.spec),
         }
 
@@ -84,21 +105,25 @@ def add_model_arguments(parser, default: str = DEFAULT_MODEL) -> None:
     """The model flags shared by `probe` and `evaluate` (argparse)."""
     g = parser.add_argument_group("model")
     g.add_argument("--model", default=default,
-                   help=f"hub id, local snapshot folder, or 'tiny' for a random-weight dry run (default: {default})")
+                   help=f"hub id, local snapshot folder, 'tiny' for a random-weight dry run, or a known-answer model "
+                        f"trained here ({', '.join(KNOWN_MODELS)}: a check of the tool, not klein) (default: {default})")
     g.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     g.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype (auto: bf16 on GPU, fp32 on CPU)")
     g.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default: cuda, under torchrun cuda:LOCAL_RANK; else cpu)")
     g.add_argument("--offload", action="store_true", help="CPU-offload idle sub-models (saves GPU memory, slower)")
 
 
-def add_randomize_arguments(parser) -> None:
-    """--randomize / --randomize-seed: the architecture-matched random-init control (probe run)."""
+def add_randomize_arguments(parser, population: bool = True) -> None:
+    """--randomize / --randomize-seed: the architecture-matched random-init control (probe run; evaluate generate,
+    ablate and all with population=False: one untrained network, no --randomize-seeds)."""
     g = parser.add_argument_group("random-init control")
     g.add_argument("--randomize", choices=RANDOMIZE, default="none",
                    help="transformer: keep the trained text encoder and VAE, replace the transformer's weights by a "
                         "fresh seeded initialisation from its own config; all: the text encoder too. Works for hub "
                         "ids, local snapshots and tiny, downloads nothing extra. Compare with `probe compare`")
     g.add_argument("--randomize-seed", type=int, default=0, help="seed of the fresh initialisation (recorded)")
+    if not population:
+        return
     g.add_argument("--randomize-seeds", default=None, metavar="LIST",
                    help="a population of untrained networks in one command: one run per seed (e.g. 0-18, or 0,3,5-9) "
                         "into OUT/seed-NNNN/, each a normal run folder, with OUT/population.json; the model is loaded "
@@ -207,6 +232,14 @@ def _load_pipeline(spec: ModelSpec):
         tried.append(f"tiny model folder {path}")
         kwargs["local_files_only"] = True
         target = str(path)
+    elif spec.model in KNOWN_MODELS and not Path(spec.model).exists():
+        try:
+            path = known_model_dir(spec.model)
+        except KnownModelError as e:
+            raise ModelNotAvailable(str(e)) from e
+        source, target = "known", str(path)
+        tried.append(f"known-answer model folder {path}")
+        kwargs["local_files_only"] = True
     elif Path(spec.model).expanduser().exists() or spec.model.startswith(("/", "./", "../", "~")):
         path = Path(spec.model).expanduser()
         source, target = "local", str(path)
@@ -232,6 +265,10 @@ def _load_pipeline(spec: ModelSpec):
         if type(e).__module__.startswith(("huggingface_hub", "requests", "httpx", "urllib3")):
             raise ModelNotAvailable(_unavailable_message(spec, tried, e)) from e
         raise
+    try:
+        known = read_known_record(path) if path is not None else None
+    except KnownModelError as e:
+        raise ModelNotAvailable(str(e)) from e
     randomized = {}
     if spec.randomize != "none":
         # before device placement and offload hooks, so the fresh modules are placed like the trained ones were
@@ -251,8 +288,17 @@ def _load_pipeline(spec: ModelSpec):
         resolved_path=str(resolved) if resolved else None,
         revision=(_snapshot_revision(resolved) if resolved else None) or spec.revision,
         load_seconds=time.perf_counter() - t0, random_weights=(source == "tiny") or bool(randomized),
-        randomized=randomized,
+        randomized=randomized, known=known,
+        max_sequence_length=int(known["max_sequence_length"]) if known else pipeline_text_length(pipe),
+        components=component_fingerprints(resolved) if resolved and source in ("local", "known") else {},
     )
+
+
+def pipeline_text_length(pipe) -> int:
+    """The pipeline's default max_sequence_length (klein: 512)."""
+    import inspect
+
+    return int(inspect.signature(pipe.__call__).parameters["max_sequence_length"].default)
 
 
 def randomize_weights(pipe, mode: str, seed: int, device: str = "cpu", dtype=None) -> dict:
@@ -373,6 +419,26 @@ def folder_fingerprint(path: str | Path) -> str:
             size = f.stat().st_size
             h.update(f"{rel}\0{size}\0".encode() + _sampled_file_digest(f, size))
     return f"content-sha256:{h.hexdigest()[:20]}"
+
+
+def component_fingerprints(path: str | Path) -> dict:
+    """{component: folder_fingerprint} of each sub-folder of a snapshot (transformer, vae, text_encoder, ...), plus
+    "architecture": a SHA-256 of model_index.json and every component's config.json. Two snapshots that differ
+    only in their transformer's weights have the same architecture and the same other components: an untrained
+    population made from one (--randomize transformer) is one made from the other (evaluate verdict reads this)."""
+    import hashlib
+
+    path = Path(path)
+    if not path.is_dir():
+        return {}
+    out = {sub.name: folder_fingerprint(sub) for sub in sorted(path.iterdir())
+           if sub.is_dir() and not sub.name.startswith(".")}
+    h = hashlib.sha256()
+    for f in [path / "model_index.json", *sorted(path.glob("*/config.json"))]:
+        if f.is_file():
+            h.update(f"{f.relative_to(path).as_posix()}\0".encode() + f.read_bytes() + b"\0")
+    out["architecture"] = f"sha256:{h.hexdigest()[:20]}"
+    return out
 
 
 def model_fingerprint(loaded) -> dict:

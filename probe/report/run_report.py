@@ -88,6 +88,16 @@ def _random_weights(summary: dict, config: dict) -> bool:
     return bool(summary.get("random_weights")) or bool(dig(config, "model", "random_weights", default=False))
 
 
+def known_answer_line(summary: dict, config: dict) -> str | None:
+    """The first line of a report on a known-answer model with trained weights (probe.klein.known: the record's
+    banner, "a model trained here on synthetic renders: a check of the tool, not a finding about klein"); None
+    for any other model. Random weights keep their own first line."""
+    known = summary.get("known_answer") or dig(config, "model", "known_answer", default=None)
+    if not known or _random_weights(summary, config):
+        return None
+    return f"**{known.get('name', 'known-answer model')}: {known['banner']}.**"
+
+
 def _protocol(summary: dict, config: dict, layout: UnitLayout) -> str:
     p = summary.get("protocol") or dig(config, "capture", "protocol")
     if p:
@@ -660,6 +670,11 @@ def write_report(out: Path, caps, res, summary: dict, config: dict, comparison: 
         lines = [RANDOM_WEIGHTS_LINE, "", title, "",
                  "The model has random weights: every number and figure below only shows that the pipeline "
                  "runs end to end.", ""]
+    elif known_answer_line(summary, config):
+        known = summary.get("known_answer") or dig(config, "model", "known_answer")
+        lines = [known_answer_line(summary, config), "", title, "",
+                 f"The model is a small klein trained here that {known.get('what', '')}. Its answer is known, so this "
+                 "run measures the tool on it; nothing below is about FLUX.2 klein.", ""]
     else:
         lines = [title, ""]
     sec_cmp: list[str] = []

@@ -1,0 +1,130 @@
+"""evaluate study: the known-answer study's steps, resume rule, refusals and table (no model: the jobs are faked)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evaluate import study as st
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _render(tmp_path: Path, scenes=("checker_cube", "cornell_box")) -> Path:
+    data = tmp_path / "render"
+    data.mkdir()
+    samples = [{"id": f"{s}__key", "base_scene": s} for s in scenes]
+    (data / "manifest.json").write_text(json.dumps({"samples": samples}))
+    return data
+
+
+def _known(tmp_path: Path, name: str, scenes: str = "gen_s1_0000 .. gen_s1_0099") -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "ray_plantain_known.json").write_text(json.dumps({"data_recipe": {"generator_scenes": scenes}}))
+    return folder
+
+
+def _cfg(tmp_path, data, **kw) -> st.StudyConfig:
+    return st.StudyConfig(data=str(data), out=str(tmp_path / "study"), decomposing=str(_known(tmp_path, "a")),
+                          reproduce_photo=str(_known(tmp_path, "p")), **kw)
+
+
+def _verdict(outcomes: dict) -> dict:
+    return {"hypotheses": [{"id": h, "outcome": o, "observed": {}} for h, o in outcomes.items()]}
+
+
+class FakeJobs:
+    """subprocess.run stand-in: writes each step's marker file (and, for verdicts, the outcomes given)."""
+
+    def __init__(self, cfg, outcomes):
+        self.cfg, self.outcomes, self.calls = cfg, outcomes, []
+
+    def __call__(self, argv, *a, **k):
+        self.calls.append(list(argv))
+        steps = {s.argv: s for s in st.study_steps(self.cfg)}
+        step = steps[tuple(argv)]
+        done = Path(step.done)
+        done.parent.mkdir(parents=True, exist_ok=True)
+        net = step.name.split(":")[0]
+        done.write_text(json.dumps(_verdict(self.outcomes[net]) if step.name.endswith("verdict") else {}))
+        return subprocess.CompletedProcess(argv, 0)
+
+
+GOOD = {"decomposing": {"H4": "supported", "H5": "supported", "H6": "supported"},
+        "reproduce-photo": {"H4": "not supported", "H5": "not supported", "H6": "not supported"},
+        "untrained": {"H4": "not supported", "H5": "not supported", "H6": "not supported"}}
+
+
+def test_study_runs_every_step_once_then_resumes_and_writes_its_table(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, _render(tmp_path), population=3, n_random=3)
+    fake = FakeJobs(cfg, GOOD)
+    monkeypatch.setattr(st.subprocess, "run", fake)
+    table = st.run_study(cfg, log=lambda m: None)
+    steps = st.study_steps(cfg)
+    assert len(fake.calls) == len(steps) == 13
+    assert steps[0].name == "decomposing: image probe" and "--randomize-seeds" in steps[2].argv
+    assert table["all_as_expected"] is True
+    assert {n: r["as_expected"] for n, r in table["rows"].items()} == {n: True for n in st.NETWORKS}
+    md = (Path(cfg.out) / "study.md").read_text()
+    assert md.startswith("**networks trained here on synthetic renders: a check of the tool, not a finding about klein")
+    # resumed with the same command: nothing runs again
+    fake.calls.clear()
+    st.run_study(cfg, log=lambda m: None)
+    assert fake.calls == []
+    # a step whose marker vanished (an interrupted job) runs again, alone
+    Path(steps[4].done).unlink()
+    st.run_study(cfg, log=lambda m: None)
+    assert fake.calls == [list(steps[4].argv)]
+
+
+def test_a_network_that_gives_the_wrong_answer_is_flagged(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, _render(tmp_path), population=3, n_random=3)
+    wrong = dict(GOOD, untrained={"H4": "supported", "H5": "not supported", "H6": "not supported"})
+    monkeypatch.setattr(st.subprocess, "run", FakeJobs(cfg, wrong))
+    table = st.run_study(cfg, log=lambda m: None)
+    assert table["rows"]["untrained"]["as_expected"] is False and table["all_as_expected"] is False
+    assert "| untrained |" in (Path(cfg.out) / "study.md").read_text() and "NO" in (Path(cfg.out) / "study.md").read_text()
+
+
+def test_another_command_over_a_finished_step_is_refused(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, _render(tmp_path), population=3, n_random=3)
+    monkeypatch.setattr(st.subprocess, "run", FakeJobs(cfg, GOOD))
+    st.run_study(cfg, log=lambda m: None)
+    before = sorted(p.name for p in Path(cfg.out).rglob("*"))
+    changed = st.StudyConfig(**{**cfg.__dict__, "steps": cfg.steps + 1})
+    with pytest.raises(st.StudyError, match="another command"):
+        st.run_study(changed, log=lambda m: None)
+    assert sorted(p.name for p in Path(cfg.out).rglob("*")) == before
+
+
+def test_training_scenes_and_a_population_of_one_are_refused_before_anything_is_written(tmp_path):
+    data = _render(tmp_path, scenes=("checker_cube", "gen_s1_0007"))
+    with pytest.raises(st.StudyError, match="trained on"):
+        st.run_study(_cfg(tmp_path, data), log=lambda m: None)
+    assert not (tmp_path / "study").exists()
+    with pytest.raises(st.StudyError, match="population of one"):
+        st.run_study(st.StudyConfig(data=str(data), out=str(tmp_path / "s2"), population=1), log=lambda m: None)
+    assert not (tmp_path / "s2").exists()
+
+
+def test_cli_errors_are_one_paragraph_and_exit_2(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "evaluate", "study", "--data", str(tmp_path / "nope"), "--out",
+                        str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "o").exists()
+
+
+def test_changed_weights_run_a_finished_step_again(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, _render(tmp_path), population=3, n_random=3)
+    fake = FakeJobs(cfg, GOOD)
+    monkeypatch.setattr(st.subprocess, "run", fake)
+    st.run_study(cfg, log=lambda m: None)
+    fake.calls.clear()
+    record = Path(cfg.reproduce_photo) / "ray_plantain_known.json"     # the model folder's content changes
+    record.write_text(record.read_text().replace("}}", "}, \"retrained\": 1}"))
+    st.run_study(cfg, log=lambda m: None)
+    assert len(fake.calls) == len(st.study_steps(cfg))   # every step again: the jobs decide what their caches hold
