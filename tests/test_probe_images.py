@@ -177,12 +177,16 @@ def test_compare_sets_a_text_run_beside_the_image_run(image_run, tmp_path):
                       StatsConfig(n_perm=100, n_boot=0, n_splits=5), no_report=True)
     r = cli("probe", "compare", str(text), str(out), "--out", str(tmp_path / "cmp"), "--n-boot", "100", check=False)
     assert r.returncode == 2 and "--units shared" in r.stderr
-    cli("probe", "compare", str(text), str(out), "--units", "shared", "--out", str(tmp_path / "cmp"),
-        "--n-boot", "100")
+    # 6 text pairs beside 2 image scenes: the unit-by-unit test on mean |t| is refused (|t| grows with the pairs)
+    r = cli("probe", "compare", str(text), str(out), "--units", "shared", "--out", str(tmp_path / "cmp"),
+            "--n-boot", "100", check=False)
+    assert r.returncode == 2 and "--allow-unequal-pairs" in r.stderr and not (tmp_path / "cmp").exists()
+    cli("probe", "compare", str(text), str(out), "--units", "shared", "--allow-unequal-pairs",
+        "--out", str(tmp_path / "cmp"), "--n-boot", "100")
     res = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert res["n_units_compared"] == len(units)
     assert [r["stimuli"] for r in res["runs"]] == ["text", "images"]
-    assert res["comparisons"][0]["test"]["available"]
+    assert not res["comparisons"][0]["test"]["available"]      # the scale-free parts only, and it says so
     assert "images" in (tmp_path / "cmp" / "compare.md").read_text()
 
 

@@ -272,7 +272,10 @@ def test_report_first_lines_without_random_init_comparison_and_two_controls(tmp_
     assert "The card's statistics do not tell a trained network from an untrained one" in head
     ref = RANDOM_REFERENCE
     assert f"{ref['card']['pct_abs_t_gt_3']:.1f} %" in head and f"{ref['heads']['split_half_r']:.3f}" in head
-    assert ref["card"]["command"] in head and "python -m probe run --model x --randomize transformer --out" in head
+    assert ref["card"]["command"] in head
+    # the control it asks for is a population of untrained networks, and the rank among them (issue 16)
+    assert "python -m probe run --model x --randomize transformer --randomize-seeds 0-18 --out" in head
+    assert "--population" in head and "19-45 %" in head
     for name in ("paraphrase", "vocabulary"):
         assert f"units selective beyond the {name} control (`selective_vs_{name}`)" in md
         assert f"direct test {name} control prompt vs B: FWER-significant units" in md
