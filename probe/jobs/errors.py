@@ -2,43 +2,25 @@
 bad input files, from every layer."""
 from __future__ import annotations
 
+import importlib
+
 from probe.design.prompts import PromptFileError
 from probe.io.errors import UsageError
+
+# (module, exception class) of every layer's user-facing errors
+_LAYER_ERRORS = (("probe.io.runs", "CompareError"), ("probe.klein.model", "ModelNotAvailable"),
+                 ("probe.io.captures", "CapturesError"), ("probe.klein.known", "KnownModelError"),
+                 ("probe.klein.train", "KnownTrainError"), ("probe.design.image_stimuli", "StimuliError"))
 
 
 def _user_errors() -> tuple:
     errs: list = [UsageError, PromptFileError, FileNotFoundError]
-    try:
-        from probe.io.runs import CompareError
-
-        errs.append(CompareError)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from probe.klein.model import ModelNotAvailable
-
-        errs.append(ModelNotAvailable)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from probe.io.captures import CapturesError
-
-        errs.append(CapturesError)
-    except ImportError:
-        pass
-    try:
-        from probe.klein.known import KnownModelError
-        from probe.klein.train import KnownTrainError
-
-        errs += [KnownModelError, KnownTrainError]
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from probe.design.image_stimuli import StimuliError
-
-        errs.append(StimuliError)
-    except ImportError:  # pragma: no cover
-        pass
+    for module, name in _LAYER_ERRORS:
+        try:
+            errs.append(getattr(importlib.import_module(module), name))
+        except ImportError:  # pragma: no cover
+            pass
     return tuple(errs)
+
 
 USER_ERRORS = _user_errors()
