@@ -532,7 +532,12 @@ def _h6(ev: dict, cmd: str) -> Outcome:
         if not e:
             missing.append(k)
             continue
+        draws_k = [d for d in (e.get("random_draw_means") or []) if d is not None]
+        top = e.get("top_harm_mean")
         per_k[k] = {"rank_p": e.get("rank_p_top_hurts_more"), "n_random_draws": e.get("n_random_draws"),
+                    # context, not the criterion: the other tail (top-k hurts less than random k, e.g. helps)
+                    "rank_p_top_hurts_less": ((1 + sum(d <= top for d in draws_k)) / (1 + len(draws_k))
+                                              if draws_k and top is not None else None),
                     "floor": e.get("p_min_attainable"), "top_harm_mean": e.get("top_harm_mean"),
                     "random_harm_mean": e.get("random_harm_mean"), "n_samples": e.get("n_samples"),
                     "n_clusters": e.get("n_clusters"),
@@ -554,6 +559,12 @@ def _h6(ev: dict, cmd: str) -> Outcome:
     ok = all(v["rank_p"] is not None and v["rank_p"] <= ALPHA for v in per_k.values())
     words = "; ".join(f"top-{k}: harm {v['top_harm_mean']:.3g} vs random {v['random_harm_mean']:.3g}, rank p "
                       f"{v['rank_p']:.3g}" for k, v in per_k.items())
+    other = [k for k, v in per_k.items() if v["rank_p_top_hurts_less"] is not None
+             and v["rank_p_top_hurts_less"] <= ALPHA]
+    if other and not ok:
+        words += (f" (context, not the criterion: at k = {', '.join(other)} the top-k heads hurt LESS than every or "
+                  "nearly every random draw, rank p of the other tail <= 0.05: they are special, in the direction "
+                  "opposite to the claim)")
     return _outcome("H6", "supported" if ok else "not supported", words, obs, power)
 
 

@@ -261,6 +261,13 @@ def test_h6_rank_p_at_every_k_with_enough_draws(tmp_path):
     assert h6.outcome == "not tested" and "needs >= 19 draws" in h6.reason and "--n-random 19" in h6.to_test
     h6 = verdict_from_folders(evaluate_folder(tmp_path, "d")).outcome("H6")
     assert h6.outcome == "not tested" and "no ablation.json" in h6.reason
+    # top-k helps while every random draw hurts (known-albedo's case): not supported, the other tail said as context
+    abl = ablation(1.0)
+    for k in ("8", "32"):
+        abl["by_k"][k]["metrics"]["lmse_linear_scalar"].update(top_harm_mean=-0.006, random_draw_means=[0.006] * 19)
+    h6 = verdict_from_folders(evaluate_folder(tmp_path, "e", ablation=abl)).outcome("H6")
+    assert h6.outcome == "not supported" and "opposite to the claim" in h6.reason
+    assert h6.observed["by_k"]["8"]["rank_p_top_hurts_less"] == 0.05
 
 
 # ------------------------------------------------------------------------------------------ command line, refusals
