@@ -138,10 +138,19 @@ def study_steps(cfg: StudyConfig) -> list[Step]:
     return steps
 
 
-def _held_out(cfg: StudyConfig) -> dict:
-    """The render's base scenes and whether any was in a network's training data (refused)."""
+def _models(cfg: StudyConfig) -> list[str]:
+    """The --model values the study's networks load (the untrained one and the population load the decomposing)."""
+    return sorted({cfg.decomposing} | ({cfg.reproduce_photo} if "reproduce-photo" in cfg.only else set()))
+
+
+def _model_folder(model: str) -> Path:
     from probe.klein.known import KNOWN_MODELS, known_model_dir
 
+    return known_model_dir(model) if model in KNOWN_MODELS else Path(model)
+
+
+def _held_out(cfg: StudyConfig) -> dict:
+    """The render's base scenes and whether any was in a network's training data (refused)."""
     man_path = Path(cfg.data) / "manifest.json"
     try:
         man = json.loads(man_path.read_text())
@@ -151,8 +160,8 @@ def _held_out(cfg: StudyConfig) -> dict:
                          "scenes). Nothing was written.") from None
     scenes = sorted({s.get("base_scene") or s.get("scene_id") or s["id"] for s in man.get("samples", [])})
     trained: set[str] = set()
-    for model in {cfg.decomposing} | ({cfg.reproduce_photo} if "reproduce-photo" in cfg.only else set()):
-        folder = known_model_dir(model) if model in KNOWN_MODELS else Path(model)
+    for model in _models(cfg):
+        folder = _model_folder(model)
         try:
             rec = json.loads((folder / "ray_plantain_known.json").read_text())
         except (OSError, ValueError):
@@ -176,13 +185,9 @@ def _input_fingerprints(cfg: StudyConfig) -> dict:
     folder_fingerprint) and the render's manifest."""
     import hashlib
 
-    from probe.klein.known import KNOWN_MODELS, known_model_dir
     from probe.klein.model import folder_fingerprint
 
-    fps = {}
-    for m in sorted({cfg.decomposing} | ({cfg.reproduce_photo} if "reproduce-photo" in cfg.only else set())):
-        folder = known_model_dir(m) if m in KNOWN_MODELS else Path(m)
-        fps[m] = folder_fingerprint(folder)
+    fps = {m: folder_fingerprint(_model_folder(m)) for m in _models(cfg)}
     fps["render_manifest"] = "sha256:" + hashlib.sha256((Path(cfg.data) / "manifest.json").read_bytes()).hexdigest()[:20]
     return fps
 
