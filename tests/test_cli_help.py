@@ -9,7 +9,7 @@ import pytest
 
 @pytest.mark.parametrize("job,args", [("render", []), ("render", ["import-mit"]), ("probe", []), ("probe", ["run"]),
                                       ("probe", ["stats"]), ("evaluate", []), ("evaluate", ["generate"]),
-                                      ("evaluate", ["score"]), ("evaluate", ["mit"]), ("evaluate", ["verdict"]), ("probe", ["known"]),
+                                      ("evaluate", ["score"]), ("evaluate", ["mit"]), ("evaluate", ["verdict"]), ("evaluate", ["study"]), ("probe", ["known"]),
                                       ("probe", ["known", "train"])])
 def test_help_is_light(job, args):
     code = ("import sys, runpy\n"
