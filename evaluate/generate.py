@@ -161,7 +161,7 @@ def model_identity(loaded) -> dict:
         from probe.klein.tiny import TINY_VERSION
 
         ident["tiny_version"], ident["tiny_seed"] = TINY_VERSION, loaded.spec.tiny_seed
-    if loaded.known:    # a retrained known-answer model keeps its name and folder: its content hash tells them apart
+    if getattr(loaded, "known", None):    # a retrained known-answer model keeps its name and folder: its content hash tells them apart
         from probe.klein.model import model_fingerprint
 
         ident["known_model"] = {"name": loaded.known.get("name"), "fingerprint": model_fingerprint(loaded)["revision"]}
@@ -249,7 +249,7 @@ def _plan(loaded, cfg: GenerateConfig) -> dict:
     common = {"format": GENERATION_FORMAT, "kind": "klein reference edit", "model": model_identity(loaded),
               "prompt": prompt, "negative_prompt": "" if sampling["cfg"] else None, "steps": sampling["steps"],
               "guidance": sampling["guidance"], "seed": cfg.seed, "max_side": max_side, "input": INPUT,
-              "max_sequence_length": loaded.max_sequence_length,
+              "max_sequence_length": text_length(loaded),
               "ablated_units": sorted(ablation.units) if ablation else [], "ablation": definition,
               "versions": library_versions(MODEL_LIBRARIES + IMAGE_LIBRARIES)}
     multiple = int(getattr(pipe, "vae_scale_factor", 8)) * 2    # klein: 16 (VAE 8 x patch 2)
@@ -272,20 +272,34 @@ def _plan(loaded, cfg: GenerateConfig) -> dict:
             "transforms": transforms, "keys": keys, "store": store, "decisions": store.plan(keys, mode)}
 
 
+def text_length(loaded) -> int:
+    """The text length the model reads: LoadedModel.max_sequence_length (a known-answer model's record, else the
+    pipeline's default, 512 for klein); the pipeline's default for a stand-in without it."""
+    from probe.klein.edit_capture import pipeline_default
+
+    n = getattr(loaded, "max_sequence_length", None)
+    return int(n) if n else int(pipeline_default(loaded.pipe, "max_sequence_length"))
+
+
 def _edit(pipe, ref: np.ndarray, prompt: str, sampling: dict, seed: int, max_sequence_length: int) -> np.ndarray:
     """One klein edit of a prepared reference: the output decoded from the pipeline's 8-bit values to linear.
 
     No height/width: the pipeline generates at the reference's size (its sides are already multiples
     of 16 and its area within klein's limit), the same call as probe.klein.edit_capture makes.
-    max_sequence_length: the model's own (LoadedModel.max_sequence_length), passed explicitly."""
+    max_sequence_length: the model's own (LoadedModel.max_sequence_length), passed when it is not the pipeline's
+    default (a known-answer model's 64), left to the pipeline otherwise (klein's 512), as probe.klein.edit_capture
+    does, so that both make the same call."""
     import torch
     from PIL import Image
 
+    from probe.klein.edit_capture import pipeline_default
+
+    extra = ({} if int(max_sequence_length) == pipeline_default(pipe, "max_sequence_length")
+             else {"max_sequence_length": int(max_sequence_length)})
     with torch.inference_mode():
         img = pipe(image=Image.fromarray(ref), prompt=prompt, num_inference_steps=sampling["steps"],
                    guidance_scale=sampling["guidance"] if sampling["cfg"] else 1.0,
-                   generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np",
-                   max_sequence_length=int(max_sequence_length)).images[0]
+                   generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np", **extra).images[0]
     # without rescaling, the PNG written back from this linear array is the pipeline's 8-bit values exactly
     return srgb_to_linear(np.round(np.clip(np.asarray(img, dtype=np.float32), 0, 1) * 255) / 255.0)
 
@@ -321,11 +335,11 @@ def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> 
                 if ablation is not None:
                     if t.model not in layouts:
                         layouts[t.model] = _token_layout(pipe, prompt, t.model, sampling["cfg"],
-                                                         loaded.max_sequence_length, cfg.ablate_text_tokens)
+                                                         text_length(loaded), cfg.ablate_text_tokens)
                     ablation.prepare(**layouts[t.model])
                 t0 = time.perf_counter()
                 out = _edit(pipe, t.apply(_read_reference(Path(cfg.data) / e["image_srgb"])), prompt, sampling,
-                            cfg.seed, loaded.max_sequence_length)
+                            cfg.seed, text_length(loaded))
                 seconds.append(time.perf_counter() - t0)
                 store.write(sid, t.invert(out), key=run["keys"][sid], scene=e.get("scene"), lighting=e.get("lighting"),
                             reference=e["image_srgb"], reference_size=list(t.original),

@@ -28,7 +28,7 @@ class FakeKlein:
         self.calls: list[dict] = []
 
     def __call__(self, image=None, prompt=None, height=None, width=None, num_inference_steps: int = 50,
-                 guidance_scale: float = 4.0, generator=None, output_type: str = "pil"):
+                 guidance_scale: float = 4.0, generator=None, output_type: str = "pil", max_sequence_length: int = 512):
         import cv2
         from diffusers.pipelines.flux2.image_processor import Flux2ImageProcessor
 
@@ -53,7 +53,8 @@ def fake_loaded(distilled=False, model="fake/klein", revision="r1"):
     pipe = FakeKlein(distilled)
     spec = SimpleNamespace(model=model, tiny_seed=0)
     return SimpleNamespace(pipe=pipe, spec=spec, source="local", revision=revision, resolved_path="/models/fake",
-                           dtype="float32", device="cpu", random_weights=False, randomized={},
+                           dtype="float32", device="cpu", random_weights=False, randomized={}, known=None,
+                           max_sequence_length=512,
                            describe=lambda: {"model": model, "revision": revision, "random_weights": False})
 
 
