@@ -178,17 +178,20 @@ def _read_reference(path: Path) -> np.ndarray:
         raise DataError(f"cannot read the reference image {path}: {err}") from err
 
 
-def _token_layout(pipe, prompt: str, model_size: tuple[int, int], cfg_on: bool, txt_len: int,
+def _token_layout(pipe, prompt: str, model_size: tuple[int, int], cfg_on: bool, txt_len: int | None = None,
                   text_tokens: str = "prompt") -> dict:
     """Token counts of each forward of an edit at model_size and the text tokens the probe measured (for region
     ablation; klein's unconditional prompt is ""). txt_len: the model's max_sequence_length
-    (LoadedModel.max_sequence_length: 512 for klein, the record's for a known-answer model); the tokenizer must pad
-    on the right (asserted)."""
+    (LoadedModel.max_sequence_length: 512 for klein, the record's for a known-answer model; None: the pipeline's
+    default); the tokenizer must pad on the right (asserted)."""
     from probe.klein.ablation import ablation_layout
     from probe.klein.capture_loop import n_image_tokens
 
+    from probe.klein.edit_capture import pipeline_default
+
     n_img = n_image_tokens(pipe, model_size[1], model_size[0])
-    return ablation_layout(pipe, prompt, n_img, n_img, cfg_on, int(txt_len), text_tokens)
+    txt_len = int(txt_len) if txt_len else int(pipeline_default(pipe, "max_sequence_length"))
+    return ablation_layout(pipe, prompt, n_img, n_img, cfg_on, txt_len, text_tokens)
 
 
 @contextlib.contextmanager
