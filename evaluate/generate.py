@@ -284,25 +284,29 @@ def text_length(loaded) -> int:
     return int(n) if n else int(pipeline_default(loaded.pipe, "max_sequence_length"))
 
 
-def _edit(pipe, ref: np.ndarray, prompt: str, sampling: dict, seed: int, max_sequence_length: int) -> np.ndarray:
+def _text_kwargs(pipe, max_sequence_length: int) -> dict:
+    """The text length as a pipeline argument: passed when it is not the pipeline's default (a known-answer
+    model's 64), left to the pipeline otherwise (klein's 512), as probe.klein.edit_capture does, so that both make
+    the same call."""
+    from probe.klein.edit_capture import pipeline_default
+
+    n = int(max_sequence_length)
+    return {} if n == pipeline_default(pipe, "max_sequence_length") else {"max_sequence_length": n}
+
+
+def _edit(pipe, ref: np.ndarray, prompt: str, sampling: dict, seed: int, text_kwargs: dict) -> np.ndarray:
     """One klein edit of a prepared reference: the output decoded from the pipeline's 8-bit values to linear.
 
     No height/width: the pipeline generates at the reference's size (its sides are already multiples
     of 16 and its area within klein's limit), the same call as probe.klein.edit_capture makes.
-    max_sequence_length: the model's own (LoadedModel.max_sequence_length), passed when it is not the pipeline's
-    default (a known-answer model's 64), left to the pipeline otherwise (klein's 512), as probe.klein.edit_capture
-    does, so that both make the same call."""
+    text_kwargs: _text_kwargs of the model's text length (LoadedModel.max_sequence_length)."""
     import torch
     from PIL import Image
 
-    from probe.klein.edit_capture import pipeline_default
-
-    extra = ({} if int(max_sequence_length) == pipeline_default(pipe, "max_sequence_length")
-             else {"max_sequence_length": int(max_sequence_length)})
     with torch.inference_mode():
         img = pipe(image=Image.fromarray(ref), prompt=prompt, num_inference_steps=sampling["steps"],
                    guidance_scale=sampling["guidance"] if sampling["cfg"] else 1.0,
-                   generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np", **extra).images[0]
+                   generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np", **text_kwargs).images[0]
     # without rescaling, the PNG written back from this linear array is the pipeline's 8-bit values exactly
     return srgb_to_linear(np.round(np.clip(np.asarray(img, dtype=np.float32), 0, 1) * 255) / 255.0)
 
@@ -324,6 +328,8 @@ def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> 
     done = skipped = 0
     seconds: list[float] = []
     layouts: dict = {}
+    txt_len = text_length(loaded)
+    text_kwargs = _text_kwargs(pipe, txt_len)
     try:
         with contextlib.ExitStack() as stack:
             if ablation is not None:
@@ -338,11 +344,11 @@ def generate_predictions(loaded, cfg: GenerateConfig, progress: bool = True) -> 
                 if ablation is not None:
                     if t.model not in layouts:
                         layouts[t.model] = _token_layout(pipe, prompt, t.model, sampling["cfg"],
-                                                         text_length(loaded), cfg.ablate_text_tokens)
+                                                         txt_len, cfg.ablate_text_tokens)
                     ablation.prepare(**layouts[t.model])
                 t0 = time.perf_counter()
                 out = _edit(pipe, t.apply(_read_reference(Path(cfg.data) / e["image_srgb"])), prompt, sampling,
-                            cfg.seed, text_length(loaded))
+                            cfg.seed, text_kwargs)
                 seconds.append(time.perf_counter() - t0)
                 store.write(sid, t.invert(out), key=run["keys"][sid], scene=e.get("scene"), lighting=e.get("lighting"),
                             reference=e["image_srgb"], reference_size=list(t.original),
