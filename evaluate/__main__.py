@@ -27,7 +27,8 @@ from probe.io.helpformat import HelpFormatter
 
 SUBCOMMANDS = ("generate", "baselines", "score", "ablate", "link", "report", "all", "mit", "verdict", "study")
 MIT_BASELINES = ("BAS", "GR-RET", "COL-RET", "W", "W+RET")     # evaluate.mit_protocol (kept light for --help)
-SELECT_CHOICES = ("render_vs_albedo", "lighting", "albedo")     # evaluate.selection (kept light for --help)
+SELECT_CHOICES = ("render_vs_albedo", "lighting", "albedo", "change_albedo", "change_lighting")  # evaluate.selection
+MATCH_CHOICES = ("group", "block")                                                            # (light for --help)
 RESUME_MODES = ("on", "strict", "off")                           # evaluate.predictions
 
 
@@ -94,8 +95,13 @@ def _ablation(p: argparse.ArgumentParser) -> None:
                         "1/(1 + draws), so 19 or more reach 0.05")
     g.add_argument("--select", choices=SELECT_CHOICES, default=None,
                    help="contrast whose selective heads are ablated: lighting / albedo need an image probe (its "
-                        "`class` column); default: the probe's primary contrast (render_vs_albedo, or a text "
-                        "probe's A - B)")
+                        "`class` column); change_albedo / change_lighting its change classes (`class_change`: heads "
+                        "that keep colour and drop light, or the converse, ranked by the bound on the other factor's "
+                        "gain); default: the probe's primary contrast (render_vs_albedo, or a text probe's A - B)")
+    g.add_argument("--match", choices=MATCH_CHOICES, default="group",
+                   help="where random draws come from: group = the other heads of each top-k head's block and token "
+                        "region (default); block = of its block, either region (small networks, whose 4-head groups "
+                        "allow too few different draws). Draws are all different; too few possible draws is refused")
     g.add_argument("--metric", default=None, help="metric column for the summary (default: lmse_linear_scalar)")
 
 

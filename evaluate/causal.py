@@ -70,22 +70,43 @@ def harm_definition(metric: str) -> str:
     return f"ablated - unablated {metric} per sample (> 0 = worse)"
 
 
-def ablation_plan(probe, ks: list[int], n_random: int, seed: int, select: str | None = None) -> dict:
+def ablation_plan(probe, ks: list[int], n_random: int, seed: int, select: str | None = None,
+                  match: str = "group") -> dict:
     """{"methods": {method: heads}, "selection": {k: selection record}, "random_overlap": {method: n}} for
     every k. Random draws never contain a top-k head (evaluate.selection.random_matched_units refuses a
     block group that cannot supply enough others); `random_overlap` records, per random method, how many
-    top-k heads it holds, so the plan shows it (0 for every draw)."""
-    from evaluate.selection import overlap_with_top, random_matched_units, select_heads
+    top-k heads it holds, so the plan shows it (0 for every draw). The draws of one k are all different: a rank p
+    over repeated draws would claim more alternatives than exist, so a top-k whose pools allow fewer than
+    `n_random` different draws is refused (ProbeError: a smaller k, or match="block", the same block in either
+    token region)."""
+    from evaluate.selection import n_distinct_matched, overlap_with_top, random_matched_units, select_heads
 
     rng = np.random.default_rng(seed)
     methods, selections, overlap = {}, {}, {}
     for k in ks:
         sel = select_heads(probe, k, select)
         methods[f"{BASE_METHOD}__ablate_top{k}"] = sel.heads
-        selections[str(k)] = sel.as_dict()
+        possible = n_distinct_matched(sel.heads, probe.unit_names, match)
+        if possible < n_random:
+            from evaluate.selection import ProbeError
+
+            raise ProbeError(f"the top-{k} heads ({', '.join(sel.heads)}) allow only {possible} different random draws "
+                             f"matched by {match} (each draw takes as many heads from each "
+                             f"{'block and token region' if match == 'group' else 'block'} as the top-{k} has there, "
+                             f"never a top-k head), fewer than the {n_random} asked for: repeated draws would make the "
+                             f"rank p look smaller than {possible} alternatives allow. Use "
+                             f"{'--match block, ' if match == 'group' else ''}another --k, or fewer --n-random; "
+                             "nothing was written.")
+        selections[str(k)] = {**sel.as_dict(), "match": match, "n_distinct_possible": possible}
+        seen: set = set()
         for r in range(n_random):
             name = f"{BASE_METHOD}__ablate_rand{k}_r{r}"
-            methods[name] = random_matched_units(sel.heads, probe.unit_names, rng)
+            while True:
+                draw = random_matched_units(sel.heads, probe.unit_names, rng, match)
+                if frozenset(draw) not in seen:
+                    break
+            seen.add(frozenset(draw))
+            methods[name] = draw
             overlap[name] = overlap_with_top(methods[name], sel.heads)
     return {"methods": methods, "selection": selections, "random_overlap": overlap}
 

@@ -134,7 +134,8 @@ def _check_ablation_args(args) -> tuple[list[int], object, dict]:
         raise UsageError(f"--n-random must be >= 1 (random draws per k; >= {MIN_DRAWS_FOR_005} for a rank p that can "
                          f"reach 0.05), got {args.n_random}")
     probe = read_probe(args.probe)
-    plan = ablation_plan(probe, ks, args.n_random, args.seed, getattr(args, "select", None))
+    plan = ablation_plan(probe, ks, args.n_random, args.seed, getattr(args, "select", None),
+                         getattr(args, "match", "group"))
     plan["text_tokens"] = probe.text_tokens      # `.txt` heads are ablated over the tokens the probe measured
     if args.n_random < MIN_DRAWS_FOR_005 and not probe.random_weights:
         print(f"note: {args.n_random} random draws per k: the rank p cannot go below 1/{args.n_random + 1} = "
@@ -156,6 +157,7 @@ def main_ablate(args, loaded=None, checked=None) -> int:
         return _ablate_shard(args, loaded, plan, shard)
     write_json(out / "ablation_plan.json", {"probe": str(args.probe), "ks": ks, "n_random": args.n_random,
                                             "select": getattr(args, "select", None) or "the probe's primary contrast",
+                                            "match": getattr(args, "match", "group"),
                                             "definition": ablation_definition(plan.get("text_tokens", "prompt")),
                                             "text_tokens": plan.get("text_tokens", "prompt"),
                                             "selection": plan["selection"],

@@ -31,10 +31,16 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["SELECT_CHOICES", "ProbeRun", "Selection", "read_probe", "rank_units", "select_heads", "ProbeError",
+__all__ = ["SELECT_CHOICES", "MATCH_CHOICES", "n_distinct_matched", "ProbeRun", "Selection", "read_probe", "rank_units", "select_heads", "ProbeError",
            "random_matched_units", "overlap_with_top"]
 
-SELECT_CHOICES = ("render_vs_albedo", "lighting", "albedo")
+SELECT_CHOICES = ("render_vs_albedo", "lighting", "albedo", "change_albedo", "change_lighting")
+MATCH_CHOICES = ("group", "block")
+# change_albedo / change_lighting: the image probe's change classes (probe.stats.change; units.csv class_change):
+# eligible = class_change albedo-selective / lighting-selective, ranked by the Fieller upper bound of the other
+# factor's gain ratio (smallest first: the unit shown most firmly to drop the other factor)
+_CHANGE_SELECT = {"change_albedo": ("albedo-selective", "change_ratio_lighting_to_albedo_ub"),
+                  "change_lighting": ("lighting-selective", "change_ratio_albedo_to_lighting_ub")}
 DEFAULT_ALPHA = 0.05
 
 
@@ -146,6 +152,19 @@ def rank_units(probe: ProbeRun, select: str | None = None) -> tuple[np.ndarray, 
         raise ProbeError(f"--select {select} needs an image probe (`probe run --stimuli images`): {probe.path} is a "
                          "text probe, whose only contrast is A - B; leave --select out or pass an image probe")
     parts = []
+    if select in _CHANGE_SELECT:
+        want, col = _CHANGE_SELECT[select]
+        if "class_change" not in probe.units:
+            raise ProbeError(f"{probe.path / 'units.csv'} has no `class_change` column: --select {select} needs the "
+                             "image probe's change classes (probe run --stimuli images with --change-dim > 0)")
+        ub = _column(probe, col)
+        eligible = np.array([str(c) == want for c in probe.units["class_change"]]) & np.isfinite(ub)
+        rule = (f"class_change `{want}` (probe.stats.change: the other factor's gain shown below the margin times "
+                f"this one's, per unit of input change); ranked by {col}, smallest first; no control test (image "
+                "probe)")
+        score = -np.where(np.isfinite(ub), ub, np.inf)
+        order = np.lexsort((-score, ~eligible))
+        return order, eligible, rule, select
     if select == "render_vs_albedo":
         t = _column(probe, "t")
         what = "render_vs_albedo (the primary contrast)" if image else "the text probe's A - B contrast"
@@ -225,21 +244,52 @@ def select_units(probe: ProbeRun, k: int, select: str | None = None) -> Selectio
                      {"indices": idx, "stimuli": probe.stimuli, "controls": list(probe.controls)})
 
 
-def random_matched_units(top: Sequence[str], all_units: Sequence[str], rng: np.random.Generator) -> list[str]:
-    """As many heads per unit group as `top` has, drawn from the *other* heads of the same groups (same
-    block, same token region), so a random draw differs from the top-k only in which heads, and never
-    contains one of them. A group that cannot supply that many heads outside the top-k is refused with
-    a ProbeError naming it and how many heads it has (the draw would otherwise have to reuse top-k heads,
-    and "random k" would partly be the top-k)."""
+def _match_key(head: str, match: str) -> str:
+    """The pool a head is matched within: its unit group (block and token region) or its block (both regions)."""
+    group = head.rsplit("/", 1)[0]
+    if match == "group":
+        return group
+    bits = group.split(".")
+    return ".".join(bits[:2])
+
+
+def _pools(top: Sequence[str], all_units: Sequence[str], match: str):
     from collections import Counter, defaultdict
 
+    if match not in MATCH_CHOICES:
+        raise ProbeError(f"--match must be one of {', '.join(MATCH_CHOICES)}, got {match!r}")
     pool: dict[str, list[str]] = defaultdict(list)
     for h in dict.fromkeys(_parse(u).head_name for u in all_units):
-        pool[h.rsplit("/", 1)[0]].append(h)
+        pool[_match_key(h, match)].append(h)
+    return pool, Counter(_match_key(h, match) for h in top)
+
+
+def n_distinct_matched(top: Sequence[str], all_units: Sequence[str], match: str = "group") -> int:
+    """How many different random draws `random_matched_units` can make for this top-k: the product over its pools
+    of C(heads outside the top-k, heads the draw needs there). Fewer than the requested draws means repeated draws,
+    and a rank p over repeated draws is smaller than the distinct alternatives allow."""
+    from math import comb
+
+    pool, need = _pools(top, all_units, match)
+    top_set = set(top)
+    total = 1
+    for key, n in need.items():
+        total *= comb(len([h for h in pool[key] if h not in top_set]), n)
+    return total
+
+
+def random_matched_units(top: Sequence[str], all_units: Sequence[str], rng: np.random.Generator,
+                         match: str = "group") -> list[str]:
+    """As many heads per unit group as `top` has, drawn from the *other* heads of the same groups (same
+    block, same token region; match="block": the same block, either region), so a random draw differs from the
+    top-k only in which heads, and never contains one of them. A group that cannot supply that many heads outside
+    the top-k is refused with a ProbeError naming it and how many heads it has (the draw would otherwise have to
+    reuse top-k heads, and "random k" would partly be the top-k)."""
+    pool, need = _pools(top, all_units, match)
     chosen: list[str] = []
     top_set = set(top)
     short = []
-    for group, n in Counter(h.rsplit("/", 1)[0] for h in top).items():
+    for group, n in need.items():
         others = [h for h in pool[group] if h not in top_set]
         if len(others) < n:
             short.append((group, len(pool[group]), n, len(others)))
@@ -249,9 +299,11 @@ def random_matched_units(top: Sequence[str], all_units: Sequence[str], rng: np.r
         what = "; ".join(f"block group `{g}` has {total} heads, {n} of them in the top-{len(top_set)}, so it can "
                          f"supply {left} other heads where the draw needs {n}" for g, total, n, left in short)
         raise ProbeError(f"random {len(top_set)}-head draws matched to the top-{len(top_set)} heads are impossible: "
-                         f"each draw takes as many heads from each block group (block and token region) as the "
-                         f"top-k has there, never a top-k head itself, and {what}. A smaller --k (or a probe with "
-                         f"more heads per block) makes the random control possible; nothing was written.")
+                         f"each draw takes as many heads from each "
+                         f"{'block group (block and token region)' if match == 'group' else 'block (either region)'} "
+                         f"as the top-k has there, never a top-k head itself, and {what}. A smaller --k, "
+                         f"{'--match block, ' if match == 'group' else ''}or a probe with more heads per block makes "
+                         f"the random control possible; nothing was written.")
     return chosen
 
 

@@ -73,6 +73,9 @@ class StudyConfig:
     untrained_seed: int = 1000      # the untrained network's --randomize-seed (outside the population's 0..K-1)
     steps: int = 10                 # inference steps of every sampling run (probe and evaluate alike)
     k: str = "4"                    # heads ablated (evaluate ablate --k)
+    select: str = "change_albedo"   # which heads (evaluate ablate --select; the verdict's H6 reads this rule's)
+    match: str = "block"            # random draws from the same block, either region: the small networks' 4-head
+                                    # groups allow too few different region-matched draws
     n_random: int = 19              # random k-head draws (rank p floor 1 / (1 + draws))
     quiet: bool = False
     only: tuple[str, ...] = NETWORKS_ALL      # run the steps of these networks (and the population) only
@@ -114,7 +117,8 @@ def study_steps(cfg: StudyConfig) -> list[Step]:
         ev = out / net / "evaluate"
         return [Step(f"{net}: evaluate (generate, score, ablate, link, report)",
                      (py, "-m", "evaluate", "all", *nets[net], *common, "--probe", str(out / net / "probe-images"),
-                      *(["--k", cfg.k, "--n-random", str(cfg.n_random)] if "H6" in EXPECTED[net] else ["--no-ablate"]),
+                      *(["--k", cfg.k, "--n-random", str(cfg.n_random), "--select", cfg.select, "--match", cfg.match]
+                        if "H6" in EXPECTED[net] else ["--no-ablate"]),
                       "--out", str(ev)), str(ev / "report.md")),
                 Step(f"{net}: rank among the population",
                      (py, "-m", "probe", "compare", str(out / net / "probe-images"), "--population", str(pop),

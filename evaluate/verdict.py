@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evaluate.verdict_criteria import (ALPHA, CRITERIA, H4_CLASSES, H5_BASELINES, H5_METRICS, H6_METRIC, MIN_DRAWS,
+from evaluate.verdict_criteria import (ALPHA, CRITERIA, H4_CLASSES, H4_RULE, H6_SELECT, H5_BASELINES, H5_METRICS, H6_METRIC, MIN_DRAWS,
                                        MIN_POPULATION, REQUIRED_CONTROLS, criteria_markdown, criterion)
 from probe.io.errors import UsageError
 
@@ -451,21 +451,27 @@ def _h4(image, comp, cmd_run: str, cmd_pop: str) -> Outcome:
     if image is None:
         return _outcome("H4", "not tested", "no image probe run given (--probe-images)",
                         to_test=cmd_run + " && " + cmd_pop)
-    classes = image.summary.get("classes") or {}
+    scalar = (image.summary.get("classes") or {}).get("counts") or {}
+    classes = image.summary.get(H4_RULE) or {}
     counts = classes.get("counts") or {}
     power = {"n_pairs": image.n_pairs, "pairs_over": image.pairs_over}
+    context = {"scalar_class_counts": {c: scalar.get(c) for c in H4_CLASSES},
+               "scalar_class_note": "units.csv `class` (a head's RMS over its tokens): context, not the criterion"}
     if not all(c in counts for c in H4_CLASSES):
-        return _outcome("H4", "not tested", "the image probe has no unit classes (it needs its lighting and albedo "
-                        "contrasts: a render folder with several lightings and --recolor variants)",
-                        {"classes": counts}, power, cmd_run)
-    obs = {"rule": "magnitude" if classes.get("magnitude") else "as recorded (no magnitude record: an older run)",
-           "counts": {c: counts[c] for c in H4_CLASSES}}
+        return _outcome("H4", "not tested", "the image probe has no change classes (summary.json change_classes: it "
+                        "needs change vectors, probe run --stimuli images with --change-dim > 0, the default, and its "
+                        "lighting and albedo contrasts: a render folder with several lightings and --recolor "
+                        "variants)", {"counts": counts, **context}, power, cmd_run)
+    obs = {"rule": "change classes (probe/stats/change.py)", "counts": {c: counts[c] for c in H4_CLASSES},
+           "margin": classes.get("margin"), "n_scenes": classes.get("n_scenes"), **context}
+    power["per_unit_power"] = classes.get("power")
     if comp is None:
         return _outcome("H4", "not tested", "no population of untrained networks given (--population-images)", obs,
                         power, cmd_pop)
     power.update(_population_power(comp))
-    ranks = {c: _rank("H4", comp, f"classes/{c}", f"{c} count") for c in H4_CLASSES}
+    ranks = {c: _rank("H4", comp, f"{H4_RULE}/{c}", f"{c} count") for c in H4_CLASSES}
     obs["ranks"] = ranks
+    obs["scalar_class_ranks"] = {c: _rank("H4", comp, f"classes/{c}", f"scalar {c} count") for c in H4_CLASSES}
     if comp["floor"] > ALPHA:
         return _outcome("H4", "not tested", f"K = {comp['K']} untrained networks: the smallest attainable rank p is "
                         f"{comp['floor']:.3g} > {ALPHA}, so the criterion cannot be met (needs K >= "
@@ -541,8 +547,14 @@ def _h6(ev: dict, cmd: str) -> Outcome:
                     "floor": e.get("p_min_attainable"), "top_harm_mean": e.get("top_harm_mean"),
                     "random_harm_mean": e.get("random_harm_mean"), "n_samples": e.get("n_samples"),
                     "n_clusters": e.get("n_clusters"),
-                    "selected_by": (entry.get("selection") or {}).get("contrast")}
-        if (e.get("n_random_draws") or 0) < MIN_DRAWS:
+                    "selected_by": (entry.get("selection") or {}).get("contrast"),
+                    "match": (entry.get("selection") or {}).get("match", "group"),
+                    # different draws: guaranteed by plans that record n_distinct_possible; older ablations could
+                    # repeat a draw, so their different draw means are counted
+                    "n_different_draws": (e.get("n_random_draws") if "n_distinct_possible" in
+                                          (entry.get("selection") or {}) else
+                                          len({round(float(d), 12) for d in draws_k}))}
+        if (per_k[k]["n_different_draws"] or 0) < MIN_DRAWS:
             short.append(k)
     draws = [v["n_random_draws"] for v in per_k.values()]
     power = {"n_random_draws": min(draws) if draws else ab.get("n_random"),
@@ -553,9 +565,17 @@ def _h6(ev: dict, cmd: str) -> Outcome:
         return _outcome("H6", "not tested", f"ablation.json has no {H6_METRIC} effects"
                         + (f" (k = {', '.join(missing)})" if missing else ""), obs, power, cmd)
     if short:
-        return _outcome("H6", "not tested", f"k = {', '.join(short)}: {min(draws)} random draws give a smallest "
-                        f"attainable rank p of {power['floor']:.3g} > {ALPHA} (needs >= {MIN_DRAWS} draws)", obs,
-                        power, cmd)
+        n_diff = min(per_k[k]["n_different_draws"] or 0 for k in short)
+        return _outcome("H6", "not tested", f"k = {', '.join(short)}: {n_diff} different random draws give a smallest "
+                        f"attainable rank p of {1 / (1 + n_diff):.3g} > {ALPHA} (needs >= {MIN_DRAWS} different "
+                        "draws; a repeated draw is no new alternative)", obs, power, cmd)
+    other_rule = sorted({str(v["selected_by"]) for v in per_k.values() if v["selected_by"] != H6_SELECT})
+    if other_rule:
+        ctx = "; ".join(f"top-{k}: rank p {v['rank_p']}" for k, v in per_k.items())
+        return _outcome("H6", "not tested", f"the ablated heads were chosen by {', '.join(other_rule)}, not by the "
+                        f"criterion's rule ({H6_SELECT}: the change classes' albedo-selective heads); context, not "
+                        f"the criterion: {ctx}", obs, power,
+                        cmd + "  # add --match block for networks with few heads per block")
     ok = all(v["rank_p"] is not None and v["rank_p"] <= ALPHA for v in per_k.values())
     words = "; ".join(f"top-{k}: harm {v['top_harm_mean']:.3g} vs random {v['random_harm_mean']:.3g}, rank p "
                       f"{v['rank_p']:.3g}" for k, v in per_k.items())
@@ -624,7 +644,7 @@ def verdict_from_folders(evaluate, probe_images=None, population_images=None, pr
                f"python -m evaluate score --data {data} --out {shlex.quote(str(ev['path']))}")
     ks = ",".join(str(k) for k in ((ev["ablation"] or {}).get("ks") or [8, 32]))
     abl_cmd = (f"python -m evaluate ablate --model {m} --data {data} --probe {probe_for_ablation} --k {ks} "
-               f"--n-random {MIN_DRAWS} --out {shlex.quote(str(ev['path']))}")
+               f"--n-random {MIN_DRAWS} --select {H6_SELECT} --out {shlex.quote(str(ev['path']))}")
 
     not_text, notes = None, []
     if known and text is None:

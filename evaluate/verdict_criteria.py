@@ -13,13 +13,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 __all__ = ["Criterion", "CRITERIA", "ALPHA", "MIN_POPULATION", "MIN_DRAWS", "REQUIRED_CONTROLS", "H5_METRICS",
-           "H5_BASELINES", "H6_METRIC", "H4_CLASSES", "OUTCOMES", "criteria_markdown", "criterion"]
+           "H5_BASELINES", "H6_METRIC", "H4_CLASSES", "H4_RULE", "H6_SELECT", "OUTCOMES", "criteria_markdown", "criterion"]
 
 ALPHA = 0.05                                   # every p-value criterion; and 95 % CIs
 MIN_POPULATION = 19                            # K untrained networks: the rank p's floor 1/(1 + K) reaches ALPHA
 MIN_DRAWS = 19                                 # random k-head draws: the ablation rank p's floor 1/(1 + draws)
 REQUIRED_CONTROLS = ("paraphrase", "vocabulary")   # H3: the wording controls whose direct tests must be in the run
-H4_CLASSES = ("lighting-selective", "albedo-selective")   # summary.json classes.counts (units.csv `class`)
+H4_CLASSES = ("lighting-selective", "albedo-selective")   # summary.json change_classes.counts (units.csv class_change)
+H4_RULE = "change_classes"          # probe.stats.change (the scalar `class` counts are context: they lacked power)
+H6_SELECT = "change_albedo"         # the heads H6 ablates: evaluate ablate --select change_albedo
 H5_METRICS = ("lmse_linear_scalar", "mse_srgb_scalar")
 H5_BASELINES = ("image_as_albedo", "retinex_color")
 H6_METRIC = "lmse_linear_scalar"
@@ -70,9 +72,13 @@ CRITERIA: tuple[Criterion, ...] = (
     Criterion(
         "H4", "in pixels: lighting-selective and albedo-selective units beyond untrained networks",
         "--probe-images and --population-images",
-        "the image probe's class counts (units.csv `class`: FWER-significance of one factor and the magnitude test "
-        f"that the other moves the unit less; summary.json classes.counts) of {' and '.join(H4_CLASSES)}, each "
-        "ranked among K untrained networks measured with the same design",
+        "the image probe's change-class counts (units.csv `class_change`, summary.json change_classes.counts; "
+        "probe/stats/change.py: per base scene a head's gain for light and its gain for colour, each the distance "
+        "between its whole outputs on the two images over the distance between the transformer's inputs, and the "
+        "magnitude test that the other factor's gain is below the margin times this one's) of "
+        f"{' and '.join(H4_CLASSES)}, each ranked among K untrained networks measured with the same design (the "
+        "scalar `class` counts, a head's RMS over its tokens, are shown as context: they found no unit in a network "
+        "known to decompose)",
         f"both rank p's <= {ALPHA} (one-sided: more units than the untrained networks); not tested with "
         f"K < {MIN_POPULATION}",
         "n scenes (pairs); K networks; the floor 1 / (1 + K)"),
@@ -88,10 +94,12 @@ CRITERIA: tuple[Criterion, ...] = (
     Criterion(
         "H6", "the selective heads are needed for it",
         "--evaluate (ablation.json)",
-        f"mean-ablating the top-k selective heads raises {H6_METRIC} more than k random heads of the same blocks: "
-        "rank p = (1 + #{draws whose mean harm >= top-k's}) / (1 + draws), for every k of ablation.json",
-        f"rank p <= {ALPHA} at every k ablated; not tested with fewer than {MIN_DRAWS} random draws (floor "
-        f"1 / (1 + draws) > {ALPHA})",
+        f"mean-ablating the top-k albedo-selective heads of the change classes (evaluate ablate --select "
+        f"{H6_SELECT}: the heads shown to keep colour and drop light) raises {H6_METRIC} more than k random heads of "
+        "the same blocks, all draws different: rank p = (1 + #{draws whose mean harm >= top-k's}) / (1 + draws), "
+        "for every k of ablation.json",
+        f"rank p <= {ALPHA} at every k ablated; not tested with fewer than {MIN_DRAWS} different random draws (floor "
+        f"1 / (1 + draws) > {ALPHA}) or with heads chosen by another rule (its rank p is shown as context)",
         "random draws per k; the floor 1 / (1 + draws); samples and clusters"),
 )
 

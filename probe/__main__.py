@@ -152,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "batch size can pick other kernels), so a cache made with another batch size is not reused")
     g.add_argument("--reducer", choices=("rms", "mean_abs", "mean", "l2"), default="rms",
                    help="per-unit scalar over real tokens and channels (heads protocol)")
+    g.add_argument("--change-dim", type=int, default=512, metavar="D",
+                   help="image probe: numbers kept per head's whole output over its region's tokens, for the change "
+                        "classes (class_change: the head's gain for light against its gain for colour, each per unit "
+                        "of change of the transformer's input; probe/stats/change.py). Exact when tokens x head_dim "
+                        "<= D (the known-answer models at 64 px: 512), else a count sketch (relative sd of a squared "
+                        "distance ~sqrt(2/D)); stored once per image in partial_captures_change/ (klein at 1024 px: "
+                        "~10 MB per image at 512). 0: no change vectors (and no change classes)")
     g.add_argument("--single-tokens", choices=("img", "txt", "both"), default="img",
                    help="token set of single-block units (img keeps 720 units per step at klein scale)")
     g.add_argument("--max-sequence-length", type=int, default=None,

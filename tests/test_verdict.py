@@ -71,15 +71,21 @@ def text_run(root: Path, name="text", record=TINY, n_fwer=3, beyond=2, controls=
 
 
 def image_run(root: Path, name="images", record=TINY, lighting=4, albedo=3, seed=None, n_pairs=25,
-              magnitude=True) -> Path:
+              magnitude=True, change=True, scalar=None) -> Path:
+    """A fake image probe run: change-class counts (H4's) `lighting` / `albedo`; the scalar `class` counts the same
+    unless `scalar` = (lighting, albedo) says otherwise; change=False: a run without change classes."""
     d = root / name
-    counts = {"lighting-selective": lighting, "albedo-selective": albedo, "both": 0, "neither": 8 - lighting - albedo,
+    sl, sa = scalar if scalar is not None else (lighting, albedo)
+    counts = {"lighting-selective": sl, "albedo-selective": sa, "both": 0, "neither": 8 - sl - sa,
               "inconclusive": 0}
     classes = {"counts": counts, **({"magnitude": {"margin": 0.5}} if magnitude else {})}
+    extra = {"change_classes": {"counts": {"lighting-selective": lighting, "albedo-selective": albedo,
+                                           "neither": 8 - lighting - albedo}, "margin": 0.5, "n_scenes": n_pairs,
+                                "power": {"at_ratio_0": 1.0}}} if change else {}
     _json(d / "summary.json", {
         "stimuli": "images", "n_pairs": n_pairs, "primary_contrast": "render_vs_albedo", "fwer_alpha": 0.05,
         "contrasts": {"lighting": {"n_pairs": n_pairs}, "albedo": {"n_pairs": n_pairs}}, "classes": classes,
-        "pairs_over": "scenes", "random_weights": bool(record.get("random_weights")) or seed is not None})
+        "pairs_over": "scenes", "random_weights": bool(record.get("random_weights")) or seed is not None, **extra})
     _json(d / "config.json", _config(record, seed, ["probe/__main__.py", "run", "--model", record["model"],
                                                     "--stimuli", "images", "--data", "runs/render", "--out", "x"]))
     _units_csv(d / "units.csv", [{"unit": u, "block": u.rsplit("/", 1)[0], "t": 1.0, "p_fwer": 0.5,
@@ -131,10 +137,14 @@ def evaluate_folder(root: Path, name="eval", record=TINY, his=(-0.1, -0.1, -0.1,
     return d
 
 
-def ablation(p=0.05, draws=19, ks=(8, 32)):
+def ablation(p=0.05, draws=19, ks=(8, 32), select="change_albedo", distinct=True):
+    """A fake ablation.json; distinct=False: an older record (no n_distinct_possible) whose draws all gave one mean."""
+    sel = {"contrast": select, **({"n_distinct_possible": 10 ** 4, "match": "block"} if distinct else {})}
+    means = [0.01 + 1e-4 * i for i in range(draws)] if distinct else [0.01] * draws
     return {"primary_metric": "lmse_linear_scalar", "ks": list(ks), "n_random": draws, "by_k": {
-        str(k): {"heads": [], "selection": {"contrast": "render_vs_albedo"}, "metrics": {"lmse_linear_scalar": {
+        str(k): {"heads": [], "selection": dict(sel), "metrics": {"lmse_linear_scalar": {
             "rank_p_top_hurts_more": p, "n_random_draws": draws, "p_min_attainable": 1 / (1 + draws),
+            "random_draw_means": means,
             "top_harm_mean": 0.3, "random_harm_mean": 0.01, "n_samples": 50, "n_clusters": 25}}} for k in ks}}
 
 
@@ -233,6 +243,21 @@ def test_h4_needs_both_classes_beyond_the_population(tmp_path):
     assert verdict_from_folders(ev).outcome("H4").outcome == "not tested"
 
 
+def test_h4_reads_the_change_classes_and_shows_the_scalar_classes_as_context(tmp_path):
+    """H4 counts the change classes (probe.stats.change); the scalar `class` counts, which found nothing in a network
+    known to decompose, are ranked beside them as context; a run without change classes is not tested."""
+    ev = evaluate_folder(tmp_path)
+    pop = population(tmp_path, "pop", image_run, 19, lighting=1, albedo=1)
+    h4 = verdict_from_folders(ev, probe_images=image_run(tmp_path, "i", lighting=4, albedo=3, scalar=(0, 0)),
+                              population_images=pop).outcome("H4")
+    assert h4.outcome == "supported" and h4.observed["counts"] == {"lighting-selective": 4, "albedo-selective": 3}
+    assert h4.observed["scalar_class_counts"] == {"lighting-selective": 0, "albedo-selective": 0}
+    assert h4.observed["scalar_class_ranks"]["albedo-selective"]["rank_p"] == 1.0
+    h4 = verdict_from_folders(ev, probe_images=image_run(tmp_path, "i0", lighting=4, albedo=3, change=False),
+                              population_images=pop).outcome("H4")
+    assert h4.outcome == "not tested" and "no change classes" in h4.reason and "--stimuli images" in h4.to_test
+
+
 # ------------------------------------------------------------------------------------------ H5, H6 (evaluate folder)
 
 def test_h5_all_four_cis_below_zero_and_says_which_ci(tmp_path):
@@ -258,13 +283,22 @@ def test_h6_rank_p_at_every_k_with_enough_draws(tmp_path):
     abl["by_k"]["32"]["metrics"]["lmse_linear_scalar"]["rank_p_top_hurts_more"] = 0.3
     assert verdict_from_folders(evaluate_folder(tmp_path, "b", ablation=abl)).outcome("H6").outcome == "not supported"
     h6 = verdict_from_folders(evaluate_folder(tmp_path, "c", ablation=ablation(1 / 3, draws=2))).outcome("H6")
-    assert h6.outcome == "not tested" and "needs >= 19 draws" in h6.reason and "--n-random 19" in h6.to_test
+    assert h6.outcome == "not tested" and "needs >= 19 different draws" in h6.reason and "--n-random 19" in h6.to_test
+    assert "--select change_albedo" in h6.to_test
+    # an older ablation whose 19 draws were one draw repeated (4-head blocks): 1 different draw, not tested
+    h6 = verdict_from_folders(evaluate_folder(tmp_path, "c2", ablation=ablation(0.05, distinct=False))).outcome("H6")
+    assert h6.outcome == "not tested" and "1 different random draws" in h6.reason
+    # heads chosen by another rule (the card's contrast): not tested, its rank p as context
+    h6 = verdict_from_folders(evaluate_folder(tmp_path, "c3", ablation=ablation(0.05, select="render_vs_albedo"))
+                              ).outcome("H6")
+    assert h6.outcome == "not tested" and "render_vs_albedo" in h6.reason and "rank p 0.05" in h6.reason
     h6 = verdict_from_folders(evaluate_folder(tmp_path, "d")).outcome("H6")
     assert h6.outcome == "not tested" and "no ablation.json" in h6.reason
     # top-k helps while every random draw hurts (known-albedo's case): not supported, the other tail said as context
     abl = ablation(1.0)
     for k in ("8", "32"):
-        abl["by_k"][k]["metrics"]["lmse_linear_scalar"].update(top_harm_mean=-0.006, random_draw_means=[0.006] * 19)
+        abl["by_k"][k]["metrics"]["lmse_linear_scalar"].update(top_harm_mean=-0.006,
+                                                               random_draw_means=[0.006 + 1e-4 * i for i in range(19)])
     h6 = verdict_from_folders(evaluate_folder(tmp_path, "e", ablation=abl)).outcome("H6")
     assert h6.outcome == "not supported" and "opposite to the claim" in h6.reason
     assert h6.observed["by_k"]["8"]["rank_p_top_hurts_less"] == 0.05

@@ -734,11 +734,32 @@ class ImageDesign:
             out[c.name] = (a, b, np.array([p.id for p in c.pairs]))
         return {"images": iv, "contrasts": out}
 
-    def captures(self, values: Mapping[str, np.ndarray], units, meta: Mapping | None = None, unit_blocks=None):
+    def change_distances(self, change: Mapping[str, np.ndarray]) -> dict:
+        """Change vectors {Stimulus.key(): [change units, D]} -> {contrast: (dist float32 [sample pairs, change
+        units], base scene per pair)}: the Euclidean distance between the two images' vectors of each sample-level
+        pair (`ImagePlan.sample_pairs`), root mean square over the noise draws the two images share (draw k of both
+        has the scene's seed k). `probe.stats.change` divides a unit's distance by the input's (`input.ref`)."""
+        out = {}
+        for c in self.plan.pairings:
+            rows, scenes = [], []
+            for p in c.pairs:
+                for ka, kb in zip(p.a, p.b):
+                    ia, ib = self.plan.images[self.plan._index[ka]], self.plan.images[self.plan._index[kb]]
+                    sq = [np.square(np.asarray(change[self._stimulus(ia, s, k).key()], dtype=np.float64)
+                                    - np.asarray(change[self._stimulus(ib, s, k).key()], dtype=np.float64)).sum(-1)
+                          for k, s in enumerate(self.seeds(ia.base_scene))]
+                    rows.append(np.sqrt(np.mean(sq, axis=0)))
+                    scenes.append(p.cluster)
+            out[c.name] = (np.asarray(rows, dtype=np.float32), np.asarray(scenes))
+        return out
+
+    def captures(self, values: Mapping[str, np.ndarray], units, meta: Mapping | None = None, unit_blocks=None,
+                 change: Mapping[str, np.ndarray] | None = None):
         """captures.npz contents: the first contrast in a/b/pair_ids, the others as contrast_NAME_*, and
         the per-image values (image_values, image_keys, image_scene_ids) that per_sample.npz comes from, and every
-        contrast's sample-level pairs (contrast_NAME_sample_a/_b: the magnitude test and per_sample.npz read them)."""
-        from probe.io.captures import Captures, ControlSet, ImageValues
+        contrast's sample-level pairs (contrast_NAME_sample_a/_b: the magnitude test and per_sample.npz read them);
+        with `change` (the capture's change vectors and "__units__"), the pairs' change distances (`ChangeDistances`)."""
+        from probe.io.captures import Captures, ChangeDistances, ControlSet, ImageValues
 
         arrays = self.assemble(values)
         names = list(arrays["contrasts"])
@@ -750,7 +771,11 @@ class ImageDesign:
                         contrasts={n: ControlSet(*arrays["contrasts"][n]) for n in names[1:]},
                         images=ImageValues(arrays["images"], np.array([i.key for i in self.plan.images]),
                                            np.array([i.base_scene for i in self.plan.images])),
-                        sample_pairs=self.plan.sample_pairs())
+                        sample_pairs=self.plan.sample_pairs(),
+                        change=None if not change else ChangeDistances(
+                            np.asarray(change["__units__"]), int(next(v for k, v in change.items()
+                                                                     if k != "__units__").shape[-1]),
+                            self.change_distances(change)))
 
     def record(self) -> dict:
         """JSON-able description for config.json: the text, the noise design and every scene's seeds."""

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Captures", "CapturesError", "ControlSet", "ImageValues", "SampleLevel", "save_captures", "load_captures",
+__all__ = ["Captures", "ChangeDistances", "CapturesError", "ControlSet", "ImageValues", "SampleLevel", "save_captures", "load_captures",
            "PARAPHRASE", "check_control_name"]
 
 PARAPHRASE = "paraphrase"     # the control set stored in the legacy arrays control_a / control_b
@@ -106,6 +106,17 @@ class SampleLevel:
 
 
 @dataclass(frozen=True, eq=False)
+class ChangeDistances:
+    """The image probe's change distances (`probe.stats.change`): units str [Uc] (`s{step}/input.ref`, the input
+    yardstick, and the img/ref head units), dim (numbers kept per vector: exact when a unit's tokens x head_dim fit,
+    else a count sketch), and per contrast (dist float32 [sample pairs, Uc], base scene per pair): the distance
+    between the two images' vectors, in the order of that contrast's sample-level pairs."""
+    units: np.ndarray
+    dim: int
+    contrasts: dict
+
+
+@dataclass(frozen=True, eq=False)
 class Captures:
     """Contents of captures.npz: a, b float32 [pairs, units]; units, pair_ids str; optional paraphrase control
     arrays [control_pairs, units] with control_pair_ids; optional further named control sets in `controls`
@@ -125,6 +136,7 @@ class Captures:
     images: ImageValues | None = None               # image probe: per-image values (per_sample.npz comes from them)
     sample_pairs: dict = field(default_factory=dict)  # image probe: contrast -> (A image keys, B image keys) of its
                                                       # sample-level pairs (every contrast, the primary one included)
+    change: ChangeDistances | None = None             # image probe with --change-dim: the pairs' change distances
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -187,6 +199,20 @@ class Captures:
                                     f"{unknown[0]!r}")
             pairs[name] = (ka, kb)
         set_("sample_pairs", pairs)
+        if self.change is not None:
+            ch = self.change
+            cu = _strings(ch.units, "change_units", len(ch.units), unique=True)
+            named = {}
+            for name, (dist, scenes) in ch.contrasts.items():
+                check_control_name(name, "contrast")
+                dist = _float_2d(dist, f"change_{name}_dist")
+                if dist.shape[1] != cu.size:
+                    raise CapturesError(f"change_{name}_dist {dist.shape} must be [pairs, {cu.size}] (change_units)")
+                if name in pairs and len(pairs[name][0]) != dist.shape[0]:
+                    raise CapturesError(f"change_{name}_dist has {dist.shape[0]} rows, contrast_{name}_sample_a "
+                                        f"{len(pairs[name][0])}: one per sample-level pair")
+                named[name] = (dist, _strings(scenes, f"change_{name}_scene_ids", dist.shape[0]))
+            set_("change", ChangeDistances(cu, int(ch.dim), named))
         set_("meta", dict(self.meta or {}))
 
     def sample_level(self, name: str) -> SampleLevel | None:
@@ -308,6 +334,13 @@ def save_captures(path, captures: Captures) -> Path:
     for name, (ka, kb) in captures.sample_pairs.items():
         arrays[f"contrast_{name}_sample_a"] = ka
         arrays[f"contrast_{name}_sample_b"] = kb
+    if captures.change is not None:
+        arrays["change_units"] = captures.change.units
+        arrays["change_dim"] = np.array(captures.change.dim)
+        arrays["change_names"] = np.array(list(captures.change.contrasts))
+        for name, (dist, scenes) in captures.change.contrasts.items():
+            arrays[f"change_{name}_dist"] = dist
+            arrays[f"change_{name}_scene_ids"] = scenes
     if captures.meta:
         arrays["meta_json"] = np.array(json.dumps(captures.meta))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -382,9 +415,18 @@ def load_captures(path) -> Captures:
                 if absent:
                     raise CapturesError(f"{', '.join(absent)} missing beside its other side")
                 sample_pairs[name] = (data[keys[0]], data[keys[1]])
+        change = None
+        if "change_units" in data:
+            names = [str(x) for x in data.get("change_names", np.array([], dtype=str))]
+            absent = [k for n in names for k in (f"change_{n}_dist", f"change_{n}_scene_ids") if k not in data]
+            if absent or "change_dim" not in data:
+                raise CapturesError(f"change_units without {', '.join(absent or ['change_dim'])}")
+            change = ChangeDistances(data["change_units"], int(data["change_dim"]),
+                                     {n: (data[f"change_{n}_dist"], data[f"change_{n}_scene_ids"]) for n in names})
         return Captures(a=data["a"], b=data["b"], units=data["units"], pair_ids=data["pair_ids"],
                         control_a=data.get("control_a"), control_b=data.get("control_b"),
                         control_pair_ids=data.get("control_pair_ids"), unit_blocks=data.get("unit_blocks"),
-                        meta=meta, controls=controls, contrasts=contrasts, images=images, sample_pairs=sample_pairs)
+                        meta=meta, controls=controls, contrasts=contrasts, images=images, sample_pairs=sample_pairs,
+                        change=change)
     except CapturesError as e:
         raise CapturesError(f"{path}: {e}") from e

@@ -196,7 +196,7 @@ def check_out(out: Path) -> None:
         raise UsageError(f"cannot write to the output folder {out}: {e}") from e
 
 
-def finish_run(out: Path, design, values: dict, units, config: dict, args, baseline=None) -> int:
+def finish_run(out: Path, design, values: dict, units, config: dict, args, baseline=None, change=None) -> int:
     """The step after capture, shared by `probe run` and `probe merge` (CONTRACTS C5): the captured values
     {Stimulus.key(): [units]} of a design (text pairs or the image probe's images) -> captures.npz ->
     statistics -> units.csv, summary.json, config.json, report, and per_sample.npz for the image probe.
@@ -218,7 +218,10 @@ def finish_run(out: Path, design, values: dict, units, config: dict, args, basel
         meta["controls"] = dict(config["prompts"]["controls"])
         meta["control_lexicon"] = design.lexicon(config.get("prompt_token_lengths"))
     units = np.asarray(units).astype(str)
-    caps = design.captures(values, units, meta, unit_blocks=blocks_from_units(units))
+    if change:      # the image probe's change vectors ({stimulus key: [units, dim]}, "__units__")
+        caps = design.captures(values, units, meta, unit_blocks=blocks_from_units(units), change=change)
+    else:
+        caps = design.captures(values, units, meta, unit_blocks=blocks_from_units(units))
     out.mkdir(parents=True, exist_ok=True)
     save_captures(out / "captures.npz", caps)
     summary = analyse_and_write(caps, out, config, stats_cfg, args.no_report, baseline)

@@ -83,6 +83,39 @@ class MergePlan:
                 out.setdefault(k, vm[k])
         return out
 
+    def change(self) -> dict | None:
+        """The image probe's change vectors {stimulus key: [units, dim]} and "__units__", each pair's from the
+        `<file stem>_change/` folder beside the shard file that holds it (`probe.klein.capture_loop.ChangeStore`);
+        None when the shards kept none (--change-dim 0). A holder whose folder is missing, was made with other
+        capture settings, or lacks a stimulus is a MergeError."""
+        from probe.klein.capture_loop import ChangeStore, fields_key
+
+        dims = {int(((f.record or {}).get("config") or {}).get("capture", {}).get("change_dim") or 0)
+                for f in self.used_files()}
+        if dims == {0}:
+            return None
+        out: dict = {}
+        stores: dict[Path, ChangeStore] = {}
+        for pair in self.expected:
+            f = self.holder[pair]
+            if f.path not in stores:
+                folder = f.path.parent / (f.path.stem + "_change")
+                st = ChangeStore.read(folder)
+                if st is None or st.key.get("fields_key") != fields_key(f.key_fields):
+                    raise MergeError(f"{f.label()} was captured with change vectors (--change-dim), but {folder} is "
+                                     f"{'missing' if st is None else 'from other capture settings'}: run the shard "
+                                     "again with the same command (finished stimuli are skipped, their vectors "
+                                     "recaptured). Nothing was written.")
+                stores[f.path] = st
+                out.setdefault("__units__", st.units)
+            st = stores[f.path]
+            for k in self.keys_of[pair]:
+                if not st.has(k):
+                    raise MergeError(f"{f.label()}: the change vector of stimulus {k!r} is missing from "
+                                     f"{st.folder}: run the shard again with the same command. Nothing was written.")
+                out.setdefault(k, st.get(k))
+        return out
+
     def used_files(self) -> list[ShardFile]:
         seen = {id(f): f for f in self.holder.values()}
         return sorted(seen.values(), key=_order)
@@ -384,6 +417,7 @@ def main_merge(args) -> int:
             f"skipped): {rerun_hint(plan).format(K='K', count=plan.count, tasks=','.join(map(str, shards)))}; "
             f"`python -m probe merge ... --dry-run` lists them by shard. Nothing was written.")
     out = _out_folder(args, folders)
+    change = plan.change()          # before anything is written: a missing vector is a MergeError
     baseline = load_baseline(args, out)
     check_out(out)
     config = merged_config(plan, list(sys.argv))
@@ -391,7 +425,8 @@ def main_merge(args) -> int:
     doubles = f"; {len(plan.doubles)} pair(s) held twice with identical values, counted once" if plan.doubles else ""
     print(f"merging {len(used)} shard file(s) ({', '.join(str(f.shard) for f in used)}): {len(plan.expected)} "
           f"pairs, one configuration{doubles}", file=sys.stderr)
-    return finish_run(out, plan.design, plan.values(), list(used[0].units), config, args, baseline)
+    return finish_run(out, plan.design, plan.values(), list(used[0].units), config, args, baseline,
+                      change=change)
 
 
 def add_merge_arguments(p: argparse.ArgumentParser) -> None:

@@ -176,7 +176,8 @@ def main_population(args) -> int:
     spec = dataclasses.replace(spec_from_args(args), randomize_seed=seeds[0])
     loaded = load_pipeline(spec)
     cfg, resolution_source = _capture_config(args, loaded)
-    key = _population_key(cache_fields(cfg, loaded), design)
+    fields = cache_fields(cfg, loaded)
+    key = _population_key({**fields, "change_dim": cfg.change_dim} if cfg.change_dim else fields, design)
     key_hash = _key_hash(key)
     old = _read(out / POPULATION_FILE)
     if old and old.get("key_hash") != key_hash:
@@ -227,9 +228,10 @@ def main_population(args) -> int:
                 eta = f", about {per * left / 60:.1f} min left"
             print(f"population: network {i + 1} of {len(seeds)} (seed {seed}){eta}", file=sys.stderr)
             sub.mkdir(parents=True, exist_ok=True)
+            change: dict = {}
             values, units, info = capture_stimuli(loaded, every, cfg, cache_path=cache, progress=not args.quiet,
                                                   log=log, desc=f"seed {seed} ({i + 1}/{len(seeds)})",
-                                                  prepare_reference=prepare)
+                                                  prepare_reference=prepare, change_out=change)
             config = run_record(args, loaded, cfg, resolution_source, design, controls, sources, info, shard, prepare)
             config["population"] = {
                 "folder": str(out), "seed": seed, "index": i, "seeds": seeds, "key_hash": key_hash,
@@ -237,7 +239,7 @@ def main_population(args) -> int:
                 "shared_encodings": "the text encoder's outputs (and reference latents) are shared by the members of "
                                     "this population: computed once, reused bit for bit (probe.klein.shared_encodings)",
                 "shared_so_far": shared.record()}
-            finish_run(sub, design, values, units, config, args, None)
+            finish_run(sub, design, values, units, config, args, None, change=change or None)
             timing[seed] = round(time.perf_counter() - t0, 2)
             done_now += 1
             base["shared_encodings"] = shared.record()

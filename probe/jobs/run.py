@@ -126,7 +126,10 @@ def _capture_config(args, loaded):
         return card_config(**common, slice_layout=args.slice_layout, **over).resolved(), source
     if args.slice_layout != "contiguous":
         raise UsageError("--slice-layout applies to --protocol card only (the heads protocol captures whole heads)")
-    return CaptureConfig(protocol="heads", steps=args.steps or 50, capture_steps=steps_list,
+    change_dim = int(getattr(args, "change_dim", 0) or 0) if editing else 0
+    if change_dim < 0:
+        raise UsageError(f"--change-dim must be >= 0, got {change_dim}")
+    return CaptureConfig(protocol="heads", steps=args.steps or 50, capture_steps=steps_list, change_dim=change_dim,
                          guidance=pipeline_default_guidance(loaded.pipe) if args.guidance is None else args.guidance,
                          reducer=args.reducer, single_tokens=args.single_tokens,
                          text_tokens=getattr(args, "text_tokens", "prompt"), **common).resolved(), source
@@ -212,8 +215,10 @@ def main_run(args) -> int:
     log = lambda msg: print(f"note: {msg}", file=sys.stderr)  # noqa: E731
     prepare = _reference_prep(args, loaded) if design.kind == "images" else None
     every = design.stimuli()
+    change: dict = {}
     values, units, info = capture_stimuli(loaded, shard_stimuli(every, shard), cfg, cache_path=cache,
-                                          progress=not args.quiet, log=log, prepare_reference=prepare)
+                                          progress=not args.quiet, log=log, prepare_reference=prepare,
+                                          change_out=change)
     config = run_record(args, loaded, cfg, resolution_source, design, controls, sources, info, shard, prepare)
     full = {name: sum(n >= cfg.max_sequence_length for n in ns) for name, ns in
             (config.get("text_lengths") or {}).items() if isinstance(ns, list)}
@@ -224,4 +229,4 @@ def main_run(args) -> int:
         from probe.design.shards import write_shard_of_run
 
         return write_shard_of_run(out, shard, cache, args, every, values, units, info, config)
-    return finish_run(out, design, values, units, config, args, baseline)
+    return finish_run(out, design, values, units, config, args, baseline, change=change or None)

@@ -63,6 +63,35 @@ REDUCERS = ("rms", "mean_abs", "mean", "l2")
 SINGLE_TOKENS = ("img", "txt", "both")
 
 
+# Change vectors (HeadCapture(change_dim=D), the image probe's `--change-dim`). The scalar units above keep how
+# active a head is (RMS over its tokens); a lighting change can move *where* a head is active without moving
+# that RMS. So editing runs also keep, per image, every img/ref head unit's whole output over its region's tokens
+# [tokens x head_dim], and the transformer's input over the reference tokens (the packed reference latents,
+# pseudo-unit `s{step}/input.ref`), each as D numbers: exactly (zero-padded) when tokens x head_dim <= D, else a
+# fixed count sketch (bucket and sign per position seeded by the length only: both images of a pair share it), whose
+# squared distances are unbiased with relative sd about sqrt(2 / D). Distances between the two images of a pair
+# are what `probe.stats.change` tests. Column order per step: input.ref, then per site (txt sites excluded) its img
+# heads, then its ref heads.
+CHANGE_SKETCH_SEED = 0x5EED
+CHANGE_INPUT_GROUP = "input.ref"
+
+
+def change_unit_names(sites: Sequence[Site], steps: Sequence[int], single_tokens: str = "img") -> list[str]:
+    """Names of the change-vector units, in HeadCapture's column order (see CHANGE_VECTORS above)."""
+    names = []
+    for s in steps:
+        names.append(f"s{s:02d}/{CHANGE_INPUT_GROUP}")
+        for site in sites:
+            if site.kind == "double_txt":
+                continue
+            for region in ("img", "ref"):
+                g = group_name(site.name, region)
+                if site.kind == "single" and region == "img" and single_tokens == "both":
+                    g = f"{g}.img"
+                names += [f"s{s:02d}/{g}/h{h:02d}" for h in range(site.n_heads)]
+    return names
+
+
 class StopSampling(Exception):
     """Raised by `stop_callback()` once the last captured step is done: later steps cannot change it."""
 
@@ -432,8 +461,14 @@ class HeadCapture(_CaptureBase):
     """
 
     def __init__(self, transformer, sites: Sequence[Site], steps: Sequence[int] = (0,), forwards_per_step: int = 1,
-                 reducer: str = "rms", single_tokens: str = "img", ref_tokens: bool = False):
+                 reducer: str = "rms", single_tokens: str = "img", ref_tokens: bool = False, change_dim: int = 0):
         super().__init__(transformer, sites, steps, forwards_per_step)
+        if change_dim < 0:
+            raise ValueError(f"change_dim must be >= 0, got {change_dim}")
+        if change_dim and not ref_tokens:
+            raise ValueError("change vectors (change_dim > 0) need editing calls (ref_tokens=True): their input "
+                             "yardstick is the reference image's tokens")
+        self.change_dim = int(change_dim)
         if reducer not in REDUCERS:
             raise ValueError(f"reducer must be one of {REDUCERS}, got {reducer!r}")
         if single_tokens not in SINGLE_TOKENS:
@@ -446,6 +481,17 @@ class HeadCapture(_CaptureBase):
         self._set_columns([len(self._regions[s.kind]) * s.n_heads for s in self.sites])
         self._weights_cpu: dict = {}
         self._weights: dict = {}
+        # change vectors (CHANGE_VECTORS below): per step the input pseudo-unit, then img/ref head units
+        self.change_units = change_unit_names(self.sites, self.steps, single_tokens) if self.change_dim else []
+        self._coff: dict[str, int] = {}
+        off = 1
+        for s in self.sites:
+            if s.kind != "double_txt":
+                self._coff[s.name] = off
+                off += 2 * s.n_heads
+        self._c_per_step = off
+        self._cbuf = None
+        self._sketches: dict = {}
 
     def set_batch(self, text_mask, n_img_tokens: int, n_ref_tokens: int = 0) -> None:
         """Before each pipeline call. text_mask: [batch, txt_len] bool, real text tokens (txt_len = the
@@ -484,6 +530,49 @@ class HeadCapture(_CaptureBase):
     def _prepare_device(self, device) -> None:
         super()._prepare_device(device)
         self._prepare_weights(device)
+        if self.change_dim and self._cbuf is None:
+            self._cbuf = torch.zeros(len(self.steps), self._batch_size, self._c_per_step, self.change_dim,
+                                     dtype=torch.float32, device=device)
+
+    def _start_batch(self, batch_size: int, layout) -> None:
+        super()._start_batch(batch_size, layout)
+        self._cbuf = None
+
+    def _sketch(self, n: int, device):
+        """(bucket index [n], sign [n]) of the fixed count sketch of n numbers into change_dim (identity when
+        n <= change_dim: exact). Seeded by n only, so both images of a pair get the same map."""
+        key = (n, str(device))
+        if key not in self._sketches:
+            if n <= self.change_dim:
+                idx, sign = torch.arange(n), torch.ones(n)
+            else:
+                g = torch.Generator().manual_seed(CHANGE_SKETCH_SEED + n)
+                idx = torch.randint(0, self.change_dim, (n,), generator=g)
+                sign = torch.randint(0, 2, (n,), generator=g).float() * 2 - 1
+            self._sketches[key] = (idx.to(device), sign.to(device))
+        return self._sketches[key]
+
+    def _write_change(self, slot: int, col: int, x) -> None:
+        """x [batch, k, n] -> its count sketch [batch, k, change_dim] into the change buffer at columns col.."""
+        idx, sign = self._sketch(x.shape[-1], x.device)
+        out = torch.zeros(x.shape[0], x.shape[1], self.change_dim, dtype=torch.float32, device=x.device)
+        out.index_add_(2, idx, x.to(torch.float32) * sign)
+        self._cbuf[slot, :, col: col + x.shape[1]] = out
+
+    def _on_transformer(self, module, args, kwargs):
+        super()._on_transformer(module, args, kwargs)
+        if self.change_dim and self._slot >= 0:
+            hs = kwargs.get("hidden_states", args[0] if args else None)
+            lay = self.layout
+            ref = hs[:, lay.n_img: lay.n_img + lay.n_ref]                    # [batch, n_ref, latent channels]
+            self._write_change(self._slot, 0, ref.reshape(ref.shape[0], 1, -1))
+
+    def collect_change(self) -> np.ndarray:
+        """float32 numpy [batch, len(change_units), change_dim] (call right after `collect()`); one host copy."""
+        if not self.change_dim:
+            raise RuntimeError("this capture keeps no change vectors (change_dim = 0)")
+        b = self._batch_size
+        return np.ascontiguousarray(self._cbuf.transpose(0, 1).reshape(b, -1, self.change_dim).cpu().numpy())
 
     def _per_token(self, x):
         """x: [batch, tokens, head, head_dim] -> per-token quantity [batch, tokens, head] (float32)."""
@@ -514,6 +603,13 @@ class HeadCapture(_CaptureBase):
             if sqrt:
                 v.sqrt_()
             self._buf[slot, :, off: off + width] = v.flatten(1)
+            if self.change_dim and site.kind != "double_txt":
+                lay = self.layout
+                col = self._coff[site.name]
+                for k, region in enumerate(("img", "ref")):
+                    sp = lay.span(site.kind, region)
+                    hv = x[:, sp, : n_h * d_h].unflatten(-1, (n_h, d_h)).transpose(1, 2)   # [batch, head, tok, dim]
+                    self._write_change(slot, col + k * n_h, hv.reshape(hv.shape[0], n_h, -1))
             self._reached.add((slot, site.name))
             return None
 

@@ -52,6 +52,8 @@ class CaptureConfig:
     editing: bool = False                   # stimuli are reference images (klein editing calls; heads: + .ref units)
     reference_prep: str = "none"            # how references are prepared before the pipeline (editing runs)
     text_tokens: str = "prompt"             # `.txt` units: the prompt's own tokens, or "all" (chat template too)
+    change_dim: int = 0                     # editing runs, heads: numbers kept per unit's change vector (0: none;
+                                            # probe.klein.capture CHANGE_VECTORS, probe.stats.change)
 
     def resolved(self) -> "CaptureConfig":
         if self.protocol not in PROTOCOLS:
@@ -67,6 +69,9 @@ class CaptureConfig:
 
         if self.text_tokens not in TEXT_TOKENS:
             raise ValueError(f"text_tokens must be one of {TEXT_TOKENS}")
+        if self.change_dim and not (self.editing and self.protocol == "heads"):
+            raise ValueError("change vectors (--change-dim) are kept by editing runs of the heads protocol only "
+                             "(the image probe): their yardstick is the reference image's tokens")
         steps = self.capture_steps or default_capture_steps(self.steps)
         bad = [s for s in steps if not 0 <= s < self.steps]
         if bad:
@@ -75,9 +80,10 @@ class CaptureConfig:
 
     def value_fields(self) -> dict:
         """The settings that can change captured values: everything but the run seed (every stimulus key
-        carries its own noise seed). The batch size is one of them: on CUDA in bf16 another batch size can
-        select other kernels and so give other low bits, so a cache made with another batch is not reused."""
-        return {k: v for k, v in asdict(self).items() if k != "seed"}
+        carries its own noise seed) and change_dim (it changes no scalar value: the change vectors have their own
+        cache, keyed by these fields and change_dim). The batch size is one of them: on CUDA in bf16 another batch
+        size can select other kernels and so give other low bits, so a cache made with another batch is not reused."""
+        return {k: v for k, v in asdict(self).items() if k not in ("seed", "change_dim")}
 
 
 def card_config(**overrides) -> CaptureConfig:
@@ -192,7 +198,72 @@ def make_capture(pipe, cfg: CaptureConfig):
             return StridedSliceCapture(pipe.transformer, sites, cfg.capture_steps, fps, width=cfg.slice_width)
         return SliceCapture(pipe.transformer, sites, cfg.capture_steps, fps, width=cfg.slice_width)
     return HeadCapture(pipe.transformer, sites, cfg.capture_steps, fps, reducer=cfg.reducer,
-                       single_tokens=cfg.single_tokens, ref_tokens=cfg.editing)
+                       single_tokens=cfg.single_tokens, ref_tokens=cfg.editing, change_dim=cfg.change_dim)
+
+
+class ChangeStore:
+    """The change vectors' resume cache: one float32 .npy per stimulus in a folder beside partial_captures.npz,
+    written once (never rewritten: at klein scale a stimulus holds megabytes), valid only while `key.json` holds
+    the same capture fields and change_dim; anything else empties the folder first."""
+
+    def __init__(self, folder: Path | None, fields: dict, change_dim: int):
+        self.folder = folder
+        self.memory: dict = {}
+        self.key = {"fields_key": fields_key(fields), "change_dim": int(change_dim), "format": 1}
+        if folder is None:
+            return
+        kfile = folder / "key.json"
+        if folder.exists():
+            try:
+                same = json.loads(kfile.read_text()) == self.key
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                for f in folder.glob("*.npy"):
+                    f.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+        kfile.write_text(json.dumps(self.key))
+
+    @classmethod
+    def read(cls, folder: Path) -> "ChangeStore | None":
+        """An existing store, read only (`probe merge`): None when the folder or its key.json is absent."""
+        try:
+            key = json.loads((folder / "key.json").read_text())
+        except (OSError, ValueError):
+            return None
+        store = cls.__new__(cls)
+        store.folder, store.memory, store.key = folder, {}, key
+        return store
+
+    @property
+    def units(self) -> list[str] | None:
+        """The change unit names the capture wrote (units.json), None if absent."""
+        try:
+            return json.loads((self.folder / "units.json").read_text()) if self.folder is not None else None
+        except (OSError, ValueError):
+            return None
+
+    def write_units(self, units) -> None:
+        if self.folder is not None:
+            (self.folder / "units.json").write_text(json.dumps(list(units)))
+
+    def _path(self, key: str) -> Path:
+        return self.folder / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npy")
+
+    def has(self, key: str) -> bool:
+        return key in self.memory or (self.folder is not None and self._path(key).exists())
+
+    def put(self, key: str, value: np.ndarray) -> None:
+        value = np.asarray(value, dtype=np.float32)
+        if self.folder is None:
+            self.memory[key] = value
+            return
+        tmp = self._path(key).with_suffix(".tmp.npy")
+        np.save(tmp, value)
+        tmp.replace(self._path(key))
+
+    def get(self, key: str) -> np.ndarray:
+        return self.memory[key] if key in self.memory else np.load(self._path(key))
 
 
 def _batches(stimuli: list, batch_size: int) -> list[list]:
@@ -237,8 +308,12 @@ def _capture_text(pipe, cap, batch, cfg: CaptureConfig, n_img: int) -> np.ndarra
 
 def capture_stimuli(loaded, stimuli: Sequence, cfg: CaptureConfig, cache_path: Path | None = None,
                     progress: bool = True, desc: str = "capture", log=print,
-                    prepare_reference=None) -> tuple[dict, list[str], dict]:
+                    prepare_reference=None, change_out: dict | None = None) -> tuple[dict, list[str], dict]:
     """Capture every stimulus; returns ({Stimulus.key(): float32 [units]}, unit names, info).
+
+    With cfg.change_dim > 0 (editing runs) `change_out` (a dict) receives {Stimulus.key(): float32
+    [change units, change_dim]} and {"__units__": the change unit names}; their resume cache is the folder
+    `<cache stem>_change/` beside the cache (`ChangeStore`).
 
     `log` receives one line when a cache is present but cannot be used (and why). prepare_reference:
     PIL -> PIL applied to every reference image before the pipeline (editing runs; the same preparation
@@ -261,7 +336,12 @@ def capture_stimuli(loaded, stimuli: Sequence, cfg: CaptureConfig, cache_path: P
     if why_fresh:
         log(f"starting fresh: {why_fresh}")
     unique = list({s.key(): s for s in stimuli}.values())
-    todo = [s for s in unique if s.key() not in done]
+    store = None
+    if cfg.change_dim:
+        folder = None if cache_path is None else cache_path.parent / (cache_path.stem + "_change")
+        store = ChangeStore(folder, fields, cfg.change_dim)
+        store.write_units(cap.change_units)
+    todo = [s for s in unique if s.key() not in done or (store is not None and not store.has(s.key()))]
     n_img = n_image_tokens(pipe, cfg.height, cfg.width) if not cfg.editing else None
     layouts: set = set()
     t0 = time.perf_counter()
@@ -278,6 +358,9 @@ def capture_stimuli(loaded, stimuli: Sequence, cfg: CaptureConfig, cache_path: P
                                     max_sequence_length=cfg.max_sequence_length, text_tokens=cfg.text_tokens)
             if cap.layout is not None:
                 layouts.add((cap.layout.n_img, cap.layout.n_ref))
+            if store is not None:
+                for s, v in zip(batch, cap.collect_change()):
+                    store.put(s.key(), v)
             for s, v in zip(batch, rows):
                 done[s.key()] = v
             n_calls += 1
@@ -286,10 +369,13 @@ def capture_stimuli(loaded, stimuli: Sequence, cfg: CaptureConfig, cache_path: P
             bar.update(len(batch))
     bar.close()
     values = {s.key(): np.asarray(done[s.key()], dtype=np.float32) for s in unique}
+    if store is not None and change_out is not None:
+        change_out.update({s.key(): store.get(s.key()) for s in unique})
+        change_out["__units__"] = list(cap.change_units)
     info = {"seconds": round(time.perf_counter() - t0, 2), "stimuli": len(stimuli), "unique_stimuli": len(unique),
             "captured_now": len(todo), "from_cache": len(unique) - len(todo), "pipeline_calls": n_calls,
             "forwards_per_step": cap.forwards_per_step, "n_image_tokens": n_img, "cache_key": fields_key(fields),
-            "cache_fields": fields, "cache_started_fresh_because": why_fresh}
+            "cache_fields": fields, "cache_started_fresh_because": why_fresh, "change_dim": cfg.change_dim}
     if cfg.editing:
         info["token_layouts_seen"] = [{"n_img": a, "n_ref": b} for a, b in sorted(layouts)]
         if len({a for a, _ in layouts}) == 1:

@@ -285,6 +285,7 @@ class Analysis:
     all_selective: str | None = None                # column: selective beyond every selective direct
     classification: object | None = None            # image probe: probe.stats.classify.Classification of the units
     constant_columns: tuple = ()                    # (name, value) columns of units.csv with one value for all
+    change: object | None = None                    # image probe with change vectors: probe.stats.change.ChangeClasses
 
     @property
     def main(self) -> ContrastStats:
@@ -400,6 +401,15 @@ class Analysis:
             cols["class"] = cls.classes
             if cls.classes_signed is not None:
                 cols["class_signed"] = cls.classes_signed
+        if self.change is not None:     # units without a change vector (text units) get empty cells
+            pos = {str(u): i for i, u in enumerate(self.change.units)}
+            rows = np.array([pos.get(str(u), -1) for u in self.units])
+            for name, col in self.change.columns().items():
+                col = np.asarray(col)
+                if col.dtype.kind in "US":
+                    cols[name] = np.where(rows >= 0, col[np.maximum(rows, 0)], "")
+                else:
+                    cols[name] = np.where(rows >= 0, col[np.maximum(rows, 0)].astype(np.float64), np.nan)
         for name, value in self.constant_columns:
             cols[name] = np.full(self.units.shape, value)
         cols["direction"] = np.full(self.units.shape, self.direction or "a-b")
@@ -468,6 +478,10 @@ class Analysis:
             s["classes"] = self.classification.summary(self.unit_blocks)
             for k in ("lighting_selective", "albedo_selective", "both", "neither", "inconclusive"):
                 s[f"n_{k}"] = s["classes"][f"n_{k}"]
+        if self.change is not None:
+            s["change_classes"] = self.change.summary()
+            for k in ("lighting-selective", "albedo-selective"):
+                s[f"n_change_{k.replace('-', '_')}"] = s["change_classes"]["counts"][k]
         return s
 
     def write_units_csv(self, path) -> None:
@@ -663,10 +677,16 @@ def analyse_captures(captures: Captures, config: StatsConfig = StatsConfig()) ->
         labels = {n: (c.get("a", "A"), c.get("b", "B")) for n, c in described.items()}
         samples = {n: (sl.diff, sl.clusters) for n in ("lighting", "albedo")
                    if (sl := captures.sample_level(n)) is not None}
-        return analyse_images(captures.contrast_sets(), captures.units, captures.unit_blocks, config,
-                              direction=captures.meta.get("direction", "a-b"), labels=labels,
-                              pairs_over=(captures.meta.get("image_design") or {}).get("pairs_over", "scenes"),
-                              samples=samples or None)
+        import dataclasses
+
+        from probe.stats.change import change_classes
+
+        res = analyse_images(captures.contrast_sets(), captures.units, captures.unit_blocks, config,
+                             direction=captures.meta.get("direction", "a-b"), labels=labels,
+                             pairs_over=(captures.meta.get("image_design") or {}).get("pairs_over", "scenes"),
+                             samples=samples or None)
+        cc = change_classes(captures.change, config.magnitude_margin, config.alpha)
+        return res if cc is None else dataclasses.replace(res, change=cc)
     return analyse_text(captures.a, captures.b, captures.units, captures.pair_ids, captures.control_sets(),
                         captures.unit_blocks, config, direction=captures.meta.get("direction", "a-b"))
 

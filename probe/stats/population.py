@@ -29,9 +29,10 @@ classes or contrasts are ranked without code changes:
     per contrast (the primary one, every other contrast, every direct test against a control set):
         n_fwer_significant, n_abs_t_gt_3, n_abs_t_gt_5, max_abs_t, split_half_r_median
     n_selective_vs_<NAME>, n_selective_beyond_control (text probe)
-    class counts (image probe): every key of summary.json's classes.counts
+    class counts (image probe): every key of summary.json's classes.counts and change_classes.counts
     per block: max |t| and the FWER-significant count of the primary contrast and of every image contrast
-        that units.csv holds (t_<C>, p_fwer_<C>), and every class count of classes.per_block
+        that units.csv holds (t_<C>, p_fwer_<C>), and every class count of classes.per_block and
+        change_classes.per_block
 
 Calibration (`leave_one_out`): each member in turn ranked against the other K - 1. For a statistic
 without ties these K rank p's are exactly {1/K, 2/K, ..., 1} (a member is the largest of K exchangeable
@@ -105,12 +106,13 @@ def _block_rows(run: Run) -> list[dict]:
                              f"{BLOCK_STATISTICS['max_abs_t']}, {name}", "block", name, b))
             rows.append(_row(f"block/{b}/{name}/n_fwer_significant", "n_fwer_significant", int(fw[m].sum()),
                              f"{BLOCK_STATISTICS['n_fwer_significant']}, {name}", "block", name, b))
-    for brow in ((run.summary.get("classes") or {}).get("per_block") or []):
-        for cls, v in brow.items():
-            if cls in ("block", "n_units") or _num(v) is None:
-                continue
-            rows.append(_row(f"block/{brow['block']}/classes/{cls}", "class_count", v, f"units of class {cls} in "
-                             "the block", "block", "classes", str(brow["block"]), cls))
+    for family, what in CLASS_FAMILIES.items():
+        for brow in ((run.summary.get(family) or {}).get("per_block") or []):
+            for cls, v in brow.items():
+                if cls in ("block", "n_units") or _num(v) is None:
+                    continue
+                rows.append(_row(f"block/{brow['block']}/{family}/{cls}", "class_count", v, f"units of {what} "
+                                 f"{cls} in the block", "block", family, str(brow["block"]), cls))
     return rows
 
 
@@ -131,9 +133,15 @@ def headline_statistics(run: Run) -> list[dict]:
             what = ("selective beyond every control set" if k == "n_selective_beyond_control" else
                     f"selective beyond the {k[len('n_selective_vs_'):]} control")
             rows.append(_row(f"selective/{k}", k, v, f"units {what}", "run", "selective"))
-    for cls, v in ((s.get("classes") or {}).get("counts") or {}).items():
-        rows.append(_row(f"classes/{cls}", "class_count", v, f"units of class {cls}", "run", "classes", cls=cls))
+    for family, what in CLASS_FAMILIES.items():
+        for cls, v in ((s.get(family) or {}).get("counts") or {}).items():
+            rows.append(_row(f"{family}/{cls}", "class_count", v, f"units of {what} {cls}", "run", family, cls=cls))
     return rows + _block_rows(run)
+
+
+# summary.json class families ranked as class counts: the scalar classes (units.csv `class`) and the change classes
+# (units.csv `class_change`, probe.stats.change)
+CLASS_FAMILIES = {"classes": "class", "change_classes": "change class"}
 
 
 def rank_p(observed: float, population) -> dict:
