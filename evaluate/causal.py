@@ -87,6 +87,8 @@ def ablation_plan(probe, ks: list[int], n_random: int, seed: int, select: str | 
         sel = select_heads(probe, k, select)
         methods[f"{BASE_METHOD}__ablate_top{k}"] = sel.heads
         possible = n_distinct_matched(sel.heads, probe.unit_names, match)
+        if possible == 0:           # a pool without enough other heads: its own message names it
+            random_matched_units(sel.heads, probe.unit_names, rng, match)
         if possible < n_random:
             from evaluate.selection import ProbeError
 

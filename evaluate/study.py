@@ -280,6 +280,11 @@ def study_table(cfg: StudyConfig) -> dict:
                                                      "rho_plain")} if ps else None,
             "outcomes": {h: (outcomes.get(h) or {}).get("outcome") for h in ("H1", "H2", "H3", "H4", "H5", "H6")},
         }
+        row["scalar_class_ranks"] = h4.get("scalar_class_ranks")
+        cc = _load(out / net / "probe-images" / "summary.json").get("change_classes") or {}
+        outs = list((cc.get("output") or {}).values())
+        row["output_ratio"] = (sum(o["ratio_lighting_to_albedo"] for o in outs) / len(outs)) if outs else None
+        row["input_ratio"] = cc.get("input_ratio_lighting_to_albedo")
         comp = _load(out / net / "compare" / "compare.json")
         stats = {st_["key"]: st_ for r in ((comp.get("population") or {}).get("runs") or [])
                  for st_ in r.get("statistics") or []}
@@ -343,6 +348,23 @@ def study_markdown(t: dict) -> str:
                      f"| {diff('retinex_color')} | {cls('lighting-selective')} | {cls('albedo-selective')} | {abl} | "
                      f"{link} | {o.get('H4')} | {o.get('H5')} | {o.get('H6')} | "
                      f"{'yes' if r['as_expected'] else 'NO'} |")
+    lines += ["", "Class counts are the change classes (`class_change`, probe/stats/change.py), H4's. Context, not a "
+              "criterion: the scalar classes (`class`, a head's RMS over its tokens) ranked the same way, and the "
+              "network's own output (`output.img`): its gain for light over its gain for colour, mean over the "
+              "captured steps (1: light and colour move the answer alike per unit of input change; 0: the answer "
+              "ignores the light).", "",
+              "| network | scalar lighting-sel. (pop. max, rank p) | scalar albedo-sel. (pop. max, rank p) | output "
+              "gain ratio light / colour | input ratio light / colour |", "|---|---|---|---|---|"]
+    for net, r in t["rows"].items():
+        sr = r.get("scalar_class_ranks") or {}
+
+        def scl(name):
+            e = sr.get(name) or {}
+            return "n/a" if e.get("observed") is None else (f"{e['observed']:.0f} ({_f(e.get('population_max'), '{:.0f}')}, "
+                                                            f"{_f(e.get('rank_p'))})")
+
+        lines.append(f"| {net} | {scl('lighting-selective')} | {scl('albedo-selective')} | "
+                     f"{_f(r.get('output_ratio'), '{:.3f}')} | {_f(r.get('input_ratio'), '{:.3f}')} |")
     lines += ["", "Context, not a criterion (the verdict does not read it): each contrast's FWER-significant unit count, "
               "the population's median and maximum, and its rank p among the untrained networks.", "",
               "| network | " + " | ".join(CONTEXT_CONTRASTS) + " |", "|---|" + "---|" * len(CONTEXT_CONTRASTS)]

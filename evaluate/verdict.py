@@ -569,6 +569,17 @@ def _h6(ev: dict, cmd: str) -> Outcome:
         return _outcome("H6", "not tested", f"k = {', '.join(short)}: {n_diff} different random draws give a smallest "
                         f"attainable rank p of {1 / (1 + n_diff):.3g} > {ALPHA} (needs >= {MIN_DRAWS} different "
                         "draws; a repeated draw is no new alternative)", obs, power, cmd)
+    for k in per_k:
+        sel = ((ab.get("by_k") or {}).get(k) or {}).get("selection") or {}
+        per_k[k]["n_eligible"], per_k[k]["n_filled"] = sel.get("n_eligible"), sel.get("n_filled")
+    filled = {k: v for k, v in per_k.items() if v.get("n_filled")}
+    if filled and all(v["selected_by"] == H6_SELECT for v in per_k.values()):
+        ctx = "; ".join(f"top-{k}: {v['n_filled']} of {k} filled (rank p {v['rank_p']})" for k, v in filled.items())
+        return _outcome("H6", "not tested", f"the probe has only {min(v['n_eligible'] or 0 for v in filled.values())} "
+                        f"{H6_SELECT.replace('change_', '')}-selective heads (change classes), so the top-k were "
+                        f"filled with heads that are not selective: there is no set of k selective heads to ablate "
+                        f"(H4 says whether any exist); context: {ctx}", obs, power,
+                        cmd + "  # with a --k no larger than the number of albedo-selective heads")
     other_rule = sorted({str(v["selected_by"]) for v in per_k.values() if v["selected_by"] != H6_SELECT})
     if other_rule:
         ctx = "; ".join(f"top-{k}: rank p {v['rank_p']}" for k, v in per_k.items())

@@ -284,12 +284,58 @@ def test_random_draws_never_hold_a_top_head(tmp_path):
 
     probe = read_probe(_four_head_probe(tmp_path, ["s00/double.0.img/h00", "s00/double.0.img/h01",
                                                    "s00/single.1/h02"]))
-    plan = ablation_plan(probe, [3], n_random=30, seed=0)
+    plan = ablation_plan(probe, [3], n_random=3, seed=0)      # C(2, 2) x C(3, 1) = 3 different draws exist
     top = set(plan["methods"]["klein__ablate_top3"])
+    draws = [frozenset(h) for n, h in plan["methods"].items() if "rand" in n]
+    assert len(draws) == 3 == len(set(draws)) and plan["selection"]["3"]["n_distinct_possible"] == 3
     for name, heads in plan["methods"].items():
         if "rand" in name:
             assert not set(heads) & top and plan["random_overlap"][name] == 0
             assert sorted(h.rsplit("/", 1)[0] for h in heads) == ["double.0.img", "double.0.img", "single.1"]
+
+
+def test_random_draws_are_all_different_or_refused(tmp_path):
+    """A rank p over 19 draws claims 19 alternatives: a top-k whose 4-head groups allow only 3 different draws is
+    refused (the known-answer study's first ablation repeated draws this way); --match block widens the pool to the
+    block's other regions and every draw differs."""
+    from evaluate.causal import ablation_plan
+    from evaluate.selection import ProbeError, n_distinct_matched, read_probe
+
+    top = ["s00/double.0.img/h00", "s00/double.0.img/h01", "s00/single.1/h02"]
+    probe = read_probe(_four_head_probe(tmp_path, top))
+    with pytest.raises(ProbeError, match=r"allow only 3 different random draws matched by group.*--match block"):
+        ablation_plan(probe, [3], n_random=19, seed=0)
+    heads = [u.split("/", 1)[1] for u in top]
+    # block: double.0 has 8 heads (img and txt regions), 6 outside the top-3; single.1 its 4 (3 others)
+    assert n_distinct_matched(heads, probe.unit_names, "block") == 15 * 3
+    plan = ablation_plan(probe, [3], n_random=19, seed=0, match="block")
+    draws = [frozenset(h) for n, h in plan["methods"].items() if "rand" in n]
+    assert len(draws) == 19 == len(set(draws)) and plan["selection"]["3"]["match"] == "block"
+    assert all(not d & set(heads) for d in draws)
+    assert all(sorted(h.split(".")[0] + "." + h.split(".")[1].split("/")[0] for h in d) ==
+               ["double.0", "double.0", "single.1"] for d in draws)
+
+
+def test_change_albedo_selects_the_heads_shown_to_drop_light(tmp_path):
+    """--select change_albedo: only class_change albedo-selective units are eligible, ranked by the bound on their
+    lighting-to-colour gain ratio (smallest first), whatever their |t|."""
+    from evaluate.selection import ProbeError, read_probe, select_heads
+
+    units = fake_probe_units(steps=(0,))
+    n = len(units)
+    cls = np.array(["neither"] * n, dtype=object)
+    ub = np.full(n, 0.9)
+    for u, b in (("s00/single.1/h03", 0.2), ("s00/single.0/h01", 0.1), ("s00/double.0.img/h02", 0.4)):
+        cls[units.index(u)], ub[units.index(u)] = "albedo-selective", b
+    t = np.zeros(n)
+    t[units.index("s00/single.1/h00")] = 30          # the card's contrast would pick this one
+    path = write_fake_probe(tmp_path / "p", {"unit": units, "t": t, "class_change": cls,
+                                            "change_ratio_lighting_to_albedo_ub": ub}, {"stimuli": "images"})
+    sel = select_heads(read_probe(path), 2, "change_albedo")
+    assert sel.heads == ["single.0/h01", "single.1/h03"] and sel.n_eligible == 3 and "class_change" in sel.rule
+    bare = write_fake_probe(tmp_path / "q", {"unit": units, "t": t}, {"stimuli": "images"})
+    with pytest.raises(ProbeError, match="no `class_change` column"):
+        select_heads(read_probe(bare), 2, "change_albedo")
 
 
 def test_a_group_without_enough_other_heads_is_refused(tmp_path, capsys):

@@ -104,6 +104,29 @@ def test_every_output_follows_the_contracts(image_run, small_render):
     assert "made of hsv variants, which change the surfaces' brightness" in lum and "follow albedo luminance" in lum
 
 
+def test_change_classes_in_every_output(image_run):
+    """The change classes (probe/stats/change.py): every img/ref head unit classed in units.csv (text units empty),
+    their counts in summary.json, and one change distance per sample-level pair in captures.npz."""
+    import csv
+
+    out, _ = image_run
+    s = json.loads((out / "summary.json").read_text())
+    cc = s["change_classes"]
+    assert sum(cc["counts"].values()) == cc["n_units"] > 0 and cc["dim"] == 512 and cc["n_scenes"] == 2
+    assert s["n_change_albedo_selective"] == cc["counts"]["albedo-selective"]
+    rows = list(csv.DictReader(open(out / "units.csv")))
+    classed = [r for r in rows if r["class_change"]]
+    assert len(classed) == cc["n_units"] + 0 and all(".txt/" not in r["unit"] for r in classed)
+    assert all(r["class_change"] == "" for r in rows if ".txt/" in r["unit"])
+    assert {r["class_change"] for r in classed} <= {"lighting-selective", "albedo-selective", "neither"}
+    caps = load_captures(out / "captures.npz")
+    for name in ("lighting", "albedo"):
+        d, scenes = caps.change.contrasts[name]
+        assert d.shape == (len(caps.sample_pairs[name][0]), len(caps.change.units)) and np.isfinite(d).all()
+    assert json.loads((out / "config.json").read_text())["capture"]["change_dim"] == 512
+    assert (out / "partial_captures_change" / "key.json").is_file()
+
+
 def test_stats_from_the_captures_alone_reproduce_everything(image_run, tmp_path):
     out, _ = image_run
     alone = tmp_path / "alone"

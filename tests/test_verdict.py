@@ -288,6 +288,11 @@ def test_h6_rank_p_at_every_k_with_enough_draws(tmp_path):
     # an older ablation whose 19 draws were one draw repeated (4-head blocks): 1 different draw, not tested
     h6 = verdict_from_folders(evaluate_folder(tmp_path, "c2", ablation=ablation(0.05, distinct=False))).outcome("H6")
     assert h6.outcome == "not tested" and "1 different random draws" in h6.reason
+    # fewer albedo-selective heads than k: the top-k were filled with others, so no set of selective heads exists
+    abl = ablation(0.05)
+    abl["by_k"]["8"]["selection"].update(n_eligible=0, n_filled=8)
+    h6 = verdict_from_folders(evaluate_folder(tmp_path, "c4", ablation=abl)).outcome("H6")
+    assert h6.outcome == "not tested" and "only 0 albedo-selective heads" in h6.reason
     # heads chosen by another rule (the card's contrast): not tested, its rank p as context
     h6 = verdict_from_folders(evaluate_folder(tmp_path, "c3", ablation=ablation(0.05, select="render_vs_albedo"))
                               ).outcome("H6")

@@ -67,20 +67,22 @@ SINGLE_TOKENS = ("img", "txt", "both")
 # active a head is (RMS over its tokens); a lighting change can move *where* a head is active without moving
 # that RMS. So editing runs also keep, per image, every img/ref head unit's whole output over its region's tokens
 # [tokens x head_dim], and the transformer's input over the reference tokens (the packed reference latents,
-# pseudo-unit `s{step}/input.ref`), each as D numbers: exactly (zero-padded) when tokens x head_dim <= D, else a
+# pseudo-unit `s{step}/input.ref`) and its output over the generated tokens (the predicted velocity, pseudo-unit
+# `s{step}/output.img`: the whole network's own change), each as D numbers: exactly (zero-padded) when tokens x head_dim <= D, else a
 # fixed count sketch (bucket and sign per position seeded by the length only: both images of a pair share it), whose
 # squared distances are unbiased with relative sd about sqrt(2 / D). Distances between the two images of a pair
-# are what `probe.stats.change` tests. Column order per step: input.ref, then per site (txt sites excluded) its img
-# heads, then its ref heads.
+# are what `probe.stats.change` tests. Column order per step: input.ref, output.img, then per site (txt sites
+# excluded) its img heads, then its ref heads.
 CHANGE_SKETCH_SEED = 0x5EED
 CHANGE_INPUT_GROUP = "input.ref"
+CHANGE_OUTPUT_GROUP = "output.img"
 
 
 def change_unit_names(sites: Sequence[Site], steps: Sequence[int], single_tokens: str = "img") -> list[str]:
     """Names of the change-vector units, in HeadCapture's column order (see CHANGE_VECTORS above)."""
     names = []
     for s in steps:
-        names.append(f"s{s:02d}/{CHANGE_INPUT_GROUP}")
+        names += [f"s{s:02d}/{CHANGE_INPUT_GROUP}", f"s{s:02d}/{CHANGE_OUTPUT_GROUP}"]
         for site in sites:
             if site.kind == "double_txt":
                 continue
@@ -484,7 +486,7 @@ class HeadCapture(_CaptureBase):
         # change vectors (CHANGE_VECTORS below): per step the input pseudo-unit, then img/ref head units
         self.change_units = change_unit_names(self.sites, self.steps, single_tokens) if self.change_dim else []
         self._coff: dict[str, int] = {}
-        off = 1
+        off = 2                         # 0: input.ref, 1: output.img
         for s in self.sites:
             if s.kind != "double_txt":
                 self._coff[s.name] = off
@@ -566,6 +568,26 @@ class HeadCapture(_CaptureBase):
             lay = self.layout
             ref = hs[:, lay.n_img: lay.n_img + lay.n_ref]                    # [batch, n_ref, latent channels]
             self._write_change(self._slot, 0, ref.reshape(ref.shape[0], 1, -1))
+
+    def _on_transformer_out(self, module, args, kwargs, output):
+        """The transformer's output over the generated tokens (the predicted velocity): change column 1."""
+        if self._slot < 0:
+            return None
+        out = output[0] if isinstance(output, (tuple, list)) else getattr(output, "sample", output)
+        img = out[:, : self.layout.n_img]
+        self._write_change(self._slot, 1, img.reshape(img.shape[0], 1, -1))
+        return None
+
+    def __enter__(self):
+        super().__enter__()
+        if self.change_dim:
+            try:
+                self._handles.append(self.transformer.register_forward_hook(self._on_transformer_out,
+                                                                            with_kwargs=True))
+            except Exception:
+                self.remove()
+                raise
+        return self
 
     def collect_change(self) -> np.ndarray:
         """float32 numpy [batch, len(change_units), change_dim] (call right after `collect()`); one host copy."""

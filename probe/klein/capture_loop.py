@@ -32,6 +32,7 @@ import numpy as np
 PROTOCOLS = ("heads", "card")
 SLICE_LAYOUTS = ("contiguous", "strided")
 CACHE_FORMAT = 2     # partial_captures.npz layout; bump when it changes
+CHANGE_FORMAT = 2    # the change vectors' columns (probe.klein.capture CHANGE_VECTORS); 2: output.img added
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,7 @@ class ChangeStore:
     def __init__(self, folder: Path | None, fields: dict, change_dim: int):
         self.folder = folder
         self.memory: dict = {}
-        self.key = {"fields_key": fields_key(fields), "change_dim": int(change_dim), "format": 1}
+        self.key = {"fields_key": fields_key(fields), "change_dim": int(change_dim), "format": CHANGE_FORMAT}
         if folder is None:
             return
         kfile = folder / "key.json"

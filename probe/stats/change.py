@@ -34,7 +34,14 @@ pairs), g_A (colour pairs), on the scenes that have both. Then the magnitude tes
 With m < 1 a unit cannot be both. Unsigned by construction (a distance), so a change whose direction depends on
 the scene counts in full. Each unit is tested at `alpha` without correction over units, as the scalar classes;
 the population rank (`probe compare --population`) says whether a network has more such units than untrained
-ones, which is the test of training. Power per unit: `probe.stats.classify.magnitude_power` at the run's scene
+ones, which is the test of training.
+
+The whole network, measured the same way. The transformer's output over the generated tokens (the predicted
+velocity, unit `output.img`) gets the same gains and tests, reported beside the counts and never counted
+(`output` in summary.json change_classes): how far the network's own answer ignores the light on these images.
+It is what the head classes are read against: a network whose output moves with light 70 % as much as with
+colour cannot be expected to hold heads that move with it less than half as much. (The known-albedo network:
+0.2 on scenes like its training renders, 0.7 on the 25 default scenes it never saw; known-photo 1.6.) Power per unit: `probe.stats.classify.magnitude_power` at the run's scene
 count and its units' median coefficient of variation of the yardstick gain.
 """
 from __future__ import annotations
@@ -47,7 +54,9 @@ from .classify import MAGNITUDE_MARGIN, MagnitudeTest, magnitude_equivalence, ma
 
 CHANGE_CLASSES = ("lighting-selective", "albedo-selective", "neither")
 INPUT_CLASS = "input"
+OUTPUT_CLASS = "output"
 INPUT_GROUP = "input.ref"          # probe.klein.capture.CHANGE_INPUT_GROUP (statistics do not import the model layer)
+OUTPUT_GROUP = "output.img"        # probe.klein.capture.CHANGE_OUTPUT_GROUP: the transformer's own output
 
 CHANGE_DEFINITION = (
     "class_change (units.csv; summary.json change_classes): per sample-level pair the distance between a head's "
@@ -107,6 +116,7 @@ class ChangeClasses:
     gain_albedo: np.ndarray        # [Uc] mean over scenes of g_A
     albedo_test: MagnitudeTest     # g_L shown < margin g_A  (albedo-selective)
     lighting_test: MagnitudeTest   # g_A shown < margin g_L  (lighting-selective)
+    output: dict                   # the output.img pseudo-units' gains and tests (empty for runs without them)
     scenes: tuple                  # base scenes with both contrasts
     n_pairs: dict                  # contrast -> sample-level pairs used
     dim: int
@@ -125,7 +135,7 @@ class ChangeClasses:
                 "class_change": self.classes}
 
     def summary(self) -> dict:
-        heads = self.classes != INPUT_CLASS
+        heads = (self.classes != INPUT_CLASS) & (self.classes != OUTPUT_CLASS)
         counts = {c: int(np.count_nonzero(self.classes == c)) for c in CHANGE_CLASSES}
         blocks = np.array([_block_of(str(u)) for u in self.units])
         per_block = []
@@ -144,6 +154,7 @@ class ChangeClasses:
             "exact": f"a unit's vector is exact when its tokens x head_dim <= {self.dim}, else a count sketch (relative "
                      f"sd of a squared distance about {np.sqrt(2 / max(self.dim, 1)):.2f})",
             "input_ratio_lighting_to_albedo": self.input_ratio,
+            "output": self.output,
             "ratio_lighting_to_albedo_quantiles": {
                 q: float(np.nanquantile(ratio, float(q))) if np.isfinite(ratio).any() else float("nan")
                 for q in ("0.05", "0.5", "0.95")},
@@ -173,12 +184,19 @@ def change_classes(change, margin: float = MAGNITUDE_MARGIN, alpha: float = 0.05
     alb = magnitude_equivalence(gl, ga, margin, alpha, clusters=both)
     lit = magnitude_equivalence(ga, gl, margin, alpha, clusters=both)
     classes = np.where(alb.shown, "albedo-selective", np.where(lit.shown, "lighting-selective", "neither"))
-    classes = np.where(is_input, INPUT_CLASS, classes).astype(object).astype(str)
+    is_output = np.array([u.split("/")[-1] == OUTPUT_GROUP for u in units])
+    output = {str(units[i]): {"gain_lighting": float(np.nanmean(gl[:, i])), "gain_albedo": float(np.nanmean(ga[:, i])),
+                              "ratio_lighting_to_albedo": float(alb.ratio[i]),
+                              "ratio_lighting_to_albedo_ub": float(alb.upper[i]),
+                              "ratio_albedo_to_lighting_ub": float(lit.upper[i]),
+                              "class_if_it_were_a_unit": str(classes[i])}
+              for i in np.flatnonzero(is_output)}
+    classes = np.where(is_input, INPUT_CLASS, np.where(is_output, OUTPUT_CLASS, classes)).astype(object).astype(str)
     inp = np.flatnonzero(is_input)
     _, inl = scene_means(np.asarray(dl, np.float64)[:, inp], sl)
     _, ina = scene_means(np.asarray(da, np.float64)[:, inp], sa)
     with np.errstate(invalid="ignore", divide="ignore"):
         input_ratio = float(np.nanmean(inl[il]) / np.nanmean(ina[ia])) if inp.size else float("nan")
-    return ChangeClasses(units, classes, np.nanmean(gl, axis=0), np.nanmean(ga, axis=0), alb, lit, tuple(both),
+    return ChangeClasses(units, classes, np.nanmean(gl, axis=0), np.nanmean(ga, axis=0), alb, lit, output, tuple(both),
                          {"lighting": int(len(sl)), "albedo": int(len(sa))}, int(change.dim), float(margin),
                          float(alpha), input_ratio)
