@@ -90,6 +90,13 @@ def test_a_network_that_gives_the_wrong_answer_is_flagged(tmp_path, monkeypatch)
     assert "| untrained |" in (Path(cfg.out) / "study.md").read_text() and "NO" in (Path(cfg.out) / "study.md").read_text()
 
 
+def test_h6_not_tested_is_no_claim_only_where_no_decomposition_is_expected():
+    assert st.gives_answer("H6", "not tested", "not supported") and st.gives_answer("H6", "not supported", "not supported")
+    assert not st.gives_answer("H6", "not tested", "supported") and not st.gives_answer("H6", "supported", "not supported")
+    assert not st.gives_answer("H4", "not tested", "not supported") and not st.gives_answer("H5", "not tested",
+                                                                                              "not supported")
+
+
 def test_another_command_over_a_finished_step_is_refused(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path, _render(tmp_path), population=3, n_random=3)
     monkeypatch.setattr(st.subprocess, "run", FakeJobs(cfg, GOOD))
