@@ -144,6 +144,9 @@ def _check_ablation_args(args) -> tuple[list[int], object, dict]:
     return ks, probe, plan
 
 
+CLASS_SELECTS = ("change_albedo", "change_lighting")     # --select rules whose heads must be selective, never filled
+
+
 def main_ablate(args, loaded=None, checked=None) -> int:
     from probe.klein.ablation import ablation_definition
 
@@ -164,6 +167,22 @@ def main_ablate(args, loaded=None, checked=None) -> int:
                                             "methods": plan["methods"], "random_overlap": plan["random_overlap"]})
     for k, sel in plan["selection"].items():
         print(f"ablate top-{k}: {sel['rule']}")
+    short = {k: sel for k, sel in plan["selection"].items() if sel.get("n_filled")}
+    if short and getattr(args, "select", None) in CLASS_SELECTS:
+        # a class rule with fewer selective heads than k: the top-k would be mostly other heads, and "removing the
+        # selective heads" cannot be asked; say so instead of spending (1 + draws) x k generations on it
+        why = {k: (f"only {sel['n_eligible']} heads are {args.select.replace('change_', '')}-selective (change "
+                   f"classes), fewer than k = {k}: there is no set of {k} selective heads to ablate; not run")
+               for k, sel in short.items()}
+        for k, w in why.items():
+            print(f"note: ablate top-{k}: {w}", file=sys.stderr)
+        _generate_ablation(args, loaded, {**plan, "methods": {}})
+        main_score(args)
+        write_json(out / "ablation.json", {
+            "primary_metric": args.metric or DEFAULT_METRIC, "ks": ks, "n_random": args.n_random, "skipped": why,
+            "by_k": {k: {"heads": plan["methods"].get(f"{BASE_METHOD}__ablate_top{k}"), "selection": sel,
+                         "skipped": why.get(k), "metrics": {}} for k, sel in plan["selection"].items()}})
+        return 0
     _generate_ablation(args, loaded, plan)
     main_score(args)
     summarise_ablation(out, plan["methods"], ks, args.n_random, args.metric or DEFAULT_METRIC, args.n_boot, args.seed,

@@ -718,6 +718,8 @@ def section_ablation(inp: ReportInputs, random_weights: bool) -> list[Block]:
                               f"{_cmd(inp, 'ablate', _probe_arg(inp))} to make it.")]
     if "_unreadable" in ab:
         return blocks + [Note(f"ablation.json is unreadable ({ab['_unreadable']}).")]
+    if ab.get("skipped"):
+        return blocks + [Note("Not run: " + "; ".join(f"top-{k}: {w}" for k, w in ab["skipped"].items()) + ".")]
     metric = ab.get("primary_metric", "?")
     rows, rules = [], []
     for k, entry in (ab.get("by_k") or {}).items():

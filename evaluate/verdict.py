@@ -532,6 +532,12 @@ def _h6(ev: dict, cmd: str) -> Outcome:
     ab = ev["ablation"]
     if not ab:
         return _outcome("H6", "not tested", "the evaluate folder has no ablation.json", to_test=cmd)
+    if ab.get("skipped"):
+        sel = {k: (e.get("selection") or {}) for k, e in (ab.get("by_k") or {}).items()}
+        return _outcome("H6", "not tested", "; ".join(f"top-{k}: {w}" for k, w in ab["skipped"].items()),
+                        {"skipped": ab["skipped"], "n_eligible": {k: s_.get("n_eligible") for k, s_ in sel.items()}},
+                        {"n_random_draws": ab.get("n_random")},
+                        cmd + "  # with a --k no larger than the number of selective heads")
     per_k, short, missing = {}, [], []
     for k, entry in sorted((ab.get("by_k") or {}).items(), key=lambda kv: int(kv[0])):
         e = (entry.get("metrics") or {}).get(H6_METRIC)

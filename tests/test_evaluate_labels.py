@@ -501,3 +501,26 @@ def test_scenes_are_counted_as_base_scenes(tmp_path):
     md = write_report(tmp_path / "eval", data=data, probe=tmp_path / "none", max_grid=4).read_text()
     assert "8 samples of 2 scenes (4 scene versions: the originals and 2 colour variants" in md
     assert "in 4 scenes" not in md and "from 2 scenes (" in md
+
+
+def test_an_ablation_without_enough_selective_heads_is_not_run_and_says_so(tmp_path):
+    """--select change_albedo with fewer albedo-selective heads than k writes ablation.json with `skipped` (no
+    generations of non-selective head sets); the report and the verdict's H6 say why."""
+    from types import SimpleNamespace
+
+    from evaluate.report import section_ablation
+
+    why = {"4": "only 0 heads are albedo-selective (change classes), fewer than k = 4: there is no set of 4 selective "
+                "heads to ablate; not run"}
+    ab = {"primary_metric": "lmse_linear_scalar", "ks": [4], "n_random": 19, "skipped": why,
+          "by_k": {"4": {"heads": [], "selection": {"contrast": "change_albedo", "n_eligible": 0, "n_filled": 4},
+                         "skipped": why["4"], "metrics": {}}}}
+    text = " ".join(str(getattr(b, "text", b)) for b in section_ablation(SimpleNamespace(ablation=ab, out=tmp_path),
+                                                                           False))
+    assert "Not run" in text and "only 0 heads are albedo-selective" in text
+    from test_verdict import evaluate_folder
+
+    from evaluate.verdict import verdict_from_folders
+
+    h6 = verdict_from_folders(evaluate_folder(tmp_path, "e", ablation=ab)).outcome("H6")
+    assert h6.outcome == "not tested" and "only 0 heads are albedo-selective" in h6.reason

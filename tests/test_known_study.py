@@ -89,3 +89,35 @@ def test_the_whole_study_at_small_scale(held_out, tmp_path):
     for net in ("untrained", "reproduce-photo"):
         assert table["rows"][net]["as_expected"], table["rows"][net]["outcomes"]
     assert table["rows"]["decomposing"]["outcomes"]["H5"] == "supported"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The change classes' power, pinned cheaply: new scenes of the training distribution (generator seed 2; the models
+# were trained on seed 1's), where the decomposing network's own answer ignores the light (its output's gain for
+# light is a third of its gain for colour), against the network that gives the photograph back and an untrained one.
+
+@pytest.fixture(scope="module")
+def in_distribution(tmp_path_factory):
+    data = tmp_path_factory.mktemp("generated") / "render"
+    _cli("render", "--generate", "8", "--seed", "2", "--recolor", "1", "--resolution", "64", "--samples", "4",
+         "--out", str(data))
+    out = {}
+    for net, model in NETWORKS.items():
+        run = tmp_path_factory.mktemp(f"probe-{net}") / "run"
+        _cli("probe", "run", "--stimuli", "images", *model, "--data", str(data), "--steps", STEPS, "--capture-steps",
+             "0,3", "--n-perm", "200", "--n-boot", "50", "--n-splits", "10", "--quiet", "--out", str(run))
+        out[net] = __import__("json").loads((run / "summary.json").read_text())["change_classes"]
+    return out
+
+
+def test_change_classes_find_the_decomposition_where_the_network_makes_it(in_distribution):
+    """The decomposing network's answer ignores the light on these scenes (output gain ratio light / colour well
+    below the other networks'), and it has albedo-selective heads where the other two have none or fewer."""
+    def output_ratio(net):
+        outs = in_distribution[net]["output"].values()
+        return sum(o["ratio_lighting_to_albedo"] for o in outs) / len(outs)
+
+    dec, photo, untrained = (in_distribution[n] for n in ("decomposing", "reproduce-photo", "untrained"))
+    assert output_ratio("decomposing") < 0.5 < output_ratio("untrained") < output_ratio("reproduce-photo")
+    n_dec = dec["counts"]["albedo-selective"]
+    assert n_dec >= 5 and n_dec > photo["counts"]["albedo-selective"] and n_dec > untrained["counts"]["albedo-selective"]
