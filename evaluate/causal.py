@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -77,8 +78,9 @@ def ablation_plan(probe, ks: list[int], n_random: int, seed: int, select: str | 
     block group that cannot supply enough others); `random_overlap` records, per random method, how many
     top-k heads it holds, so the plan shows it (0 for every draw). The draws of one k are all different: a rank p
     over repeated draws would claim more alternatives than exist, so a top-k whose pools allow fewer than
-    `n_random` different draws is refused (ProbeError: a smaller k, or match="block", the same block in either
-    token region)."""
+    `n_random` different draws gets all of them and no more (said on stderr and in the selection record:
+    `n_distinct_possible`, `n_random_draws`; the rank p's floor follows; match="block" widens the pool to the same
+    block in either token region)."""
     from evaluate.selection import n_distinct_matched, overlap_with_top, random_matched_units, select_heads
 
     rng = np.random.default_rng(seed)
@@ -89,19 +91,18 @@ def ablation_plan(probe, ks: list[int], n_random: int, seed: int, select: str | 
         possible = n_distinct_matched(sel.heads, probe.unit_names, match)
         if possible == 0:           # a pool without enough other heads: its own message names it
             random_matched_units(sel.heads, probe.unit_names, rng, match)
-        if possible < n_random:
-            from evaluate.selection import ProbeError
-
-            raise ProbeError(f"the top-{k} heads ({', '.join(sel.heads)}) allow only {possible} different random draws "
-                             f"matched by {match} (each draw takes as many heads from each "
-                             f"{'block and token region' if match == 'group' else 'block'} as the top-{k} has there, "
-                             f"never a top-k head), fewer than the {n_random} asked for: repeated draws would make the "
-                             f"rank p look smaller than {possible} alternatives allow. Use "
-                             f"{'--match block, ' if match == 'group' else ''}another --k, or fewer --n-random; "
-                             "nothing was written.")
-        selections[str(k)] = {**sel.as_dict(), "match": match, "n_distinct_possible": possible}
+        n_k = min(n_random, possible)
+        if n_k < n_random:
+            print(f"note: ablate top-{k}: its heads allow only {possible} different random draws matched by {match} "
+                  f"(each draw takes as many heads from each "
+                  f"{'block and token region' if match == 'group' else 'block'} as the top-{k} has there, never a "
+                  f"top-k head), so {possible} draws are made, not {n_random}: the rank p cannot go below "
+                  f"1/{possible + 1} = {1 / (possible + 1):.3g}"
+                  + (" (--match block widens the pool)" if match == "group" else ""), file=sys.stderr)
+        selections[str(k)] = {**sel.as_dict(), "match": match, "n_distinct_possible": possible,
+                              "n_random_draws": n_k}
         seen: set = set()
-        for r in range(n_random):
+        for r in range(n_k):
             name = f"{BASE_METHOD}__ablate_rand{k}_r{r}"
             while True:
                 draw = random_matched_units(sel.heads, probe.unit_names, rng, match)
@@ -137,7 +138,8 @@ def summarise_ablation(out: Path, plan: dict, ks: list[int], n_random: int, metr
             if not base[m]:
                 continue
             top = metric_by_sample(rows, f"{BASE_METHOD}__ablate_top{k}", m)
-            rands = [metric_by_sample(rows, f"{BASE_METHOD}__ablate_rand{k}_r{r}", m) for r in range(n_random)]
+            rands = [metric_by_sample(rows, f"{BASE_METHOD}__ablate_rand{k}_r{r}", m) for r in range(n_random)
+                     if f"{BASE_METHOD}__ablate_rand{k}_r{r}" in plan]      # fewer when fewer different draws exist
             eff = ablation_effects(base[m], top, rands, direction=metric_direction(m), n_boot=n_boot, seed=seed,
                                    cluster_of=cluster_of)
             eff["harm_definition"] = harm_definition(m)
@@ -147,7 +149,7 @@ def summarise_ablation(out: Path, plan: dict, ks: list[int], n_random: int, metr
         top_heads = plan[f"{BASE_METHOD}__ablate_top{k}"]
         entry = {"heads": top_heads, "metrics": per_metric,
                  "random_overlap_with_top": [len(set(plan.get(f"{BASE_METHOD}__ablate_rand{k}_r{r}", ())) & set(top_heads))
-                                             for r in range(n_random)],
+                                             for r in range(n_random) if f"{BASE_METHOD}__ablate_rand{k}_r{r}" in plan],
                  "random_overlap_definition": "per random draw, how many of its heads are top-k heads (draws are "
                                               "made from the other heads of the top-k's block groups: 0)"}
         if selection and str(k) in selection:

@@ -31,6 +31,8 @@ python -m probe compare runs/probe --population runs/population --out runs/probe
 # states that the rank p cannot go below 1/3 with two draws); bootstrap CIs from 500 resamples. k = 2 because
 # the tiny klein's blocks have 4 heads each and a random draw takes the other heads of the top-k's blocks:
 # a larger k can put 3 top heads in one block and leave too few others (refused, by design); klein has 24.
+# Random draws are all different: when the top-2 share one 4-head group only one other pair exists, and the
+# job makes that one draw and says so (the rank p's floor is then 1/2).
 python -m evaluate all --model tiny --data runs/render --probe runs/probe-images --out runs/evaluate \
     --steps 4 --k 2 --n-random 2 --n-boot 500 --quiet
 echo "done: open runs/probe/report.md, runs/probe-images/report.md, runs/text-vs-images/compare.md,"

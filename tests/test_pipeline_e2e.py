@@ -92,7 +92,7 @@ def test_evaluate_end_to_end(rendered, probed, tmp_path):
     probe_out, _ = probed
     ev = tmp_path / "ev"
     cli("evaluate", "all", "--model", "tiny", "--data", str(rendered), "--probe", str(probe_out), "--out", str(ev),
-        "--steps", "3", "--k", "2", "--n-random", "2", "--n-boot", "100", "--quiet")
+        "--steps", "3", "--k", "1", "--n-random", "2", "--n-boot", "100", "--quiet")   # k 1: 3 different draws
     manifest = json.loads((rendered / "manifest.json").read_text())
     ids = {s["id"] for s in manifest["samples"]}
     pm = json.loads((ev / "pred" / "klein" / "manifest.json").read_text())
@@ -100,7 +100,7 @@ def test_evaluate_end_to_end(rendered, probed, tmp_path):
     p0 = pm["predictions"][0]
     assert p0["steps"] == 3 and p0["seed"] == 0 and p0["random_weights"] is True
     assert (ev / "pred" / "klein" / p0["albedo_linear"]).is_file() and (ev / "pred" / "klein" / p0["albedo_srgb"]).is_file()
-    for m in ("image_as_albedo", "retinex_color", "klein__ablate_top2", "klein__ablate_rand2_r0", "klein__ablate_rand2_r1"):
+    for m in ("image_as_albedo", "retinex_color", "klein__ablate_top1", "klein__ablate_rand1_r0", "klein__ablate_rand1_r1"):
         assert (ev / "pred" / m / "manifest.json").is_file(), m
     with open(ev / "scores.csv") as f:
         rows = list(csv.DictReader(f))
@@ -109,14 +109,14 @@ def test_evaluate_end_to_end(rendered, probed, tmp_path):
     link = json.loads((ev / "link.json").read_text())
     assert link["n_matched"] == 3 and link["random_weights"] is True
     abl = json.loads((ev / "ablation.json").read_text())
-    assert abl["by_k"]["2"]["metrics"]["lmse_linear_per_channel"]["n_random_draws"] == 2
+    assert abl["by_k"]["1"]["metrics"]["lmse_linear_per_channel"]["n_random_draws"] == 2
     report = (ev / "report.md").read_text()
     assert "RANDOM" in report.splitlines()[0].upper()
     assert "rank p" in report and "smallest attainable p" in report
-    assert abl["p_min_attainable"] == pytest.approx(1 / 3) and "selection" in abl["by_k"]["2"]
+    assert abl["p_min_attainable"] == pytest.approx(1 / 3) and "selection" in abl["by_k"]["1"]
     assert link["kind"].startswith("indirect") and "expected_halfwidth_at_0" in link
     plan = json.loads((ev / "ablation_plan.json").read_text())
-    assert "FWER-significant" in plan["selection"]["2"]["rule"] and "token-region" in plan["definition"]
+    assert "FWER-significant" in plan["selection"]["1"]["rule"] and "token-region" in plan["definition"]
     # resume: a second generate skips every finished prediction ...
     r = cli("evaluate", "generate", "--model", "tiny", "--data", str(rendered), "--out", str(ev), "--steps", "3",
             "--quiet", "--no-baselines")
