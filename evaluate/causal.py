@@ -148,7 +148,7 @@ def summarise_ablation(out: Path, plan: dict, ks: list[int], n_random: int, metr
                                                    for kk, v in eff.items()}})
         top_heads = plan[f"{BASE_METHOD}__ablate_top{k}"]
         entry = {"heads": top_heads, "metrics": per_metric,
-                 "random_overlap_with_top": [len(set(plan.get(f"{BASE_METHOD}__ablate_rand{k}_r{r}", ())) & set(top_heads))
+                 "random_overlap_with_top": [len(set(plan[f"{BASE_METHOD}__ablate_rand{k}_r{r}"]) & set(top_heads))
                                              for r in range(n_random) if f"{BASE_METHOD}__ablate_rand{k}_r{r}" in plan],
                  "random_overlap_definition": "per random draw, how many of its heads are top-k heads (draws are "
                                               "made from the other heads of the top-k's block groups: 0)"}

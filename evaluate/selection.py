@@ -31,7 +31,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["SELECT_CHOICES", "MATCH_CHOICES", "n_distinct_matched", "ProbeRun", "Selection", "read_probe", "rank_units", "select_heads", "ProbeError",
+__all__ = ["SELECT_CHOICES", "MATCH_CHOICES", "n_distinct_matched",
+           "ProbeRun", "Selection", "read_probe", "rank_units", "select_heads", "ProbeError",
            "random_matched_units", "overlap_with_top"]
 
 SELECT_CHOICES = ("render_vs_albedo", "lighting", "albedo", "change_albedo", "change_lighting")

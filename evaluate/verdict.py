@@ -27,7 +27,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evaluate.verdict_criteria import (ALPHA, CRITERIA, H4_CLASSES, H4_RULE, H6_SELECT, H5_BASELINES, H5_METRICS, H6_METRIC, MIN_DRAWS,
+from evaluate.verdict_criteria import (ALPHA, CRITERIA, H4_CLASSES, H4_RULE, H5_BASELINES, H5_METRICS, H6_METRIC,
+                                       H6_SELECT, MIN_DRAWS,
                                        MIN_POPULATION, REQUIRED_CONTROLS, criteria_markdown, criterion)
 from probe.io.errors import UsageError
 

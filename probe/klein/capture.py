@@ -68,8 +68,8 @@ SINGLE_TOKENS = ("img", "txt", "both")
 # that RMS. So editing runs also keep, per image, every img/ref head unit's whole output over its region's tokens
 # [tokens x head_dim], and the transformer's input over the reference tokens (the packed reference latents,
 # pseudo-unit `s{step}/input.ref`) and its output over the generated tokens (the predicted velocity, pseudo-unit
-# `s{step}/output.img`: the whole network's own change), each as D numbers: exactly (zero-padded) when tokens x head_dim <= D, else a
-# fixed count sketch (bucket and sign per position seeded by the length only: both images of a pair share it), whose
+# `s{step}/output.img`: the whole network's own change), each as D numbers: exactly (zero-padded) when
+# tokens x head_dim <= D, else a fixed count sketch (bucket and sign per position seeded by the length only: both images of a pair share it), whose
 # squared distances are unbiased with relative sd about sqrt(2 / D). Distances between the two images of a pair
 # are what `probe.stats.change` tests. Column order per step: input.ref, output.img, then per site (txt sites
 # excluded) its img heads, then its ref heads.
@@ -483,7 +483,7 @@ class HeadCapture(_CaptureBase):
         self._set_columns([len(self._regions[s.kind]) * s.n_heads for s in self.sites])
         self._weights_cpu: dict = {}
         self._weights: dict = {}
-        # change vectors (CHANGE_VECTORS below): per step the input pseudo-unit, then img/ref head units
+        # change vectors (the "Change vectors" comment above): per step input.ref, output.img, then img/ref heads
         self.change_units = change_unit_names(self.sites, self.steps, single_tokens) if self.change_dim else []
         self._coff: dict[str, int] = {}
         off = 2                         # 0: input.ref, 1: output.img

@@ -41,8 +41,11 @@ velocity, unit `output.img`) gets the same gains and tests, reported beside the 
 (`output` in summary.json change_classes): how far the network's own answer ignores the light on these images.
 It is what the head classes are read against: a network whose output moves with light 70 % as much as with
 colour cannot be expected to hold heads that move with it less than half as much. (The known-albedo network:
-0.2 on scenes like its training renders, 0.7 on the 25 default scenes it never saw; known-photo 1.6.) Power per unit: `probe.stats.classify.magnitude_power` at the run's scene
-count and its units' median coefficient of variation of the yardstick gain.
+0.31 on new scenes like its training renders, 0.70 on the 25 default scenes; known-photo 1.00; untrained
+0.63-0.66: benchmarks/RESULTS.md.)
+
+Power per unit: `probe.stats.classify.magnitude_power` at the run's scene count and its units' median coefficient
+of variation of the yardstick gain.
 """
 from __future__ import annotations
 
@@ -151,7 +154,8 @@ class ChangeClasses:
             "counts": counts, "n_units": int(heads.sum()), "per_block": per_block,
             "definition": CHANGE_DEFINITION, "margin": self.margin, "alpha": self.alpha,
             "n_scenes": n, "n_sample_pairs": dict(self.n_pairs), "dim": self.dim,
-            "exact": f"a unit's vector is exact when its tokens x head_dim <= {self.dim}, else a count sketch (relative "
+            "exact": f"a unit's vector is exact when its tokens x head_dim <= {self.dim}, else a count sketch "
+                     f"(relative "
                      f"sd of a squared distance about {np.sqrt(2 / max(self.dim, 1)):.2f})",
             "input_ratio_lighting_to_albedo": self.input_ratio,
             "output": self.output,
