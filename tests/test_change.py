@@ -167,10 +167,10 @@ def test_count_sketch_distances_are_unbiased(tiny_pipe):
     cap = HeadCapture(tiny_pipe.transformer, head_sites(tiny_pipe.transformer), [0], 1, ref_tokens=True,
                       change_dim=64)
     cap._batch_size = 1
-    cap._cbuf = torch.zeros(1, 2, 2, 64)
     g = torch.Generator().manual_seed(0)
     ratios = []
     for _ in range(200):
+        cap._cbuf = torch.zeros(1, 1, 2, 64)          # [steps, batch, columns, D], zeroed per batch as in a run
         x = torch.randn(2, 1, 2048, generator=g)
         cap._write_change(0, 0, x[:1])
         cap._write_change(0, 1, x[1:])

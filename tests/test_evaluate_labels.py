@@ -318,6 +318,13 @@ def test_random_draws_are_all_different_and_no_more_than_exist(tmp_path, capsys)
                ["double.0", "double.0", "single.1"] for d in draws)
 
 
+def test_the_light_cli_lists_the_same_choices_as_the_selection():
+    import evaluate.__main__ as cli
+    from evaluate import selection
+
+    assert cli.SELECT_CHOICES == selection.SELECT_CHOICES and cli.MATCH_CHOICES == selection.MATCH_CHOICES
+
+
 def test_change_albedo_selects_the_heads_shown_to_drop_light(tmp_path):
     """--select change_albedo: only class_change albedo-selective units are eligible, ranked by the bound on their
     lighting-to-colour gain ratio (smallest first), whatever their |t|."""

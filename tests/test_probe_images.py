@@ -116,7 +116,7 @@ def test_change_classes_in_every_output(image_run):
     assert s["n_change_albedo_selective"] == cc["counts"]["albedo-selective"]
     rows = list(csv.DictReader(open(out / "units.csv")))
     classed = [r for r in rows if r["class_change"]]
-    assert len(classed) == cc["n_units"] + 0 and all(".txt/" not in r["unit"] for r in classed)
+    assert len(classed) == cc["n_units"] and all(".txt/" not in r["unit"] for r in classed)
     assert all(r["class_change"] == "" for r in rows if ".txt/" in r["unit"])
     assert {r["class_change"] for r in classed} <= {"lighting-selective", "albedo-selective", "neither"}
     caps = load_captures(out / "captures.npz")

@@ -555,11 +555,14 @@ class HeadCapture(_CaptureBase):
         return self._sketches[key]
 
     def _write_change(self, slot: int, col: int, x) -> None:
-        """x [batch, k, n] -> its count sketch [batch, k, change_dim] into the change buffer at columns col.."""
+        """x [batch, k, n] -> its count sketch [batch, k, change_dim], added into the change buffer at columns col..
+        (zeroed per batch, and each (slot, column) is written by one forward: no temporary, no second copy)."""
         idx, sign = self._sketch(x.shape[-1], x.device)
-        out = torch.zeros(x.shape[0], x.shape[1], self.change_dim, dtype=torch.float32, device=x.device)
-        out.index_add_(2, idx, x.to(torch.float32) * sign)
-        self._cbuf[slot, :, col: col + x.shape[1]] = out
+        dst = self._cbuf[slot, :, col: col + x.shape[1]]
+        if idx.numel() <= self.change_dim:          # exact: the vector itself, zero-padded
+            dst[..., : x.shape[-1]] = x
+        else:
+            dst.index_add_(2, idx, x.to(torch.float32) * sign)
 
     def _on_transformer(self, module, args, kwargs):
         super()._on_transformer(module, args, kwargs)
