@@ -101,7 +101,8 @@ def _ablation(p: argparse.ArgumentParser) -> None:
     g.add_argument("--match", choices=MATCH_CHOICES, default="group",
                    help="where random draws come from: group = the other heads of each top-k head's block and token "
                         "region (default); block = of its block, either region (small networks, whose 4-head groups "
-                        "allow too few different draws). Draws are all different; too few possible draws is refused")
+                        "allow too few different draws). Draws are all different; where fewer exist than asked, fewer are made "
+                        "(said on stderr, recorded in ablation.json, and the rank p's floor follows)")
     g.add_argument("--metric", default=None, help="metric column for the summary (default: lmse_linear_scalar)")
 
 
@@ -248,8 +249,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="inference steps of every sampling run, probe and evaluate alike")
     st.add_argument("--k", default="4", help="heads ablated (evaluate ablate --k)")
     st.add_argument("--n-random", type=int, default=19, help="random k-head draws (19: rank p floor 0.05)")
-    st.add_argument("--networks", default="decomposing,untrained,reproduce-photo",
-                    help="run the steps of these networks only (the population always); the table has their rows")
+    st.add_argument("--select", choices=SELECT_CHOICES, default="change_albedo",
+                    help="heads ablated on the decomposing and untrained networks (evaluate ablate --select; default "
+                         "change_albedo, the rule the verdict's H6 reads: other rules make H6 `not tested`)")
+    st.add_argument("--match", choices=MATCH_CHOICES, default="block",
+                    help="where random draws come from (evaluate ablate --match; default block: the small networks' "
+                         "4-head groups allow too few different region-matched draws)")
+    st.add_argument("--keeps-light", default=None, metavar="FOLDER",
+                    help="add the keeps-light network: a model trained to give the shading (`python -m probe known "
+                         "train --task shading --vae-from known-albedo`; not shipped): the known answer for "
+                         "lighting-selective heads (H4's lighting half)")
+    st.add_argument("--networks", default=None,
+                    help="run the steps of these networks only (the population always); the table has their rows "
+                         "(default decomposing,untrained,reproduce-photo, and keeps-light with --keeps-light)")
     st.add_argument("--quiet", action="store_true", help="no progress bars from the jobs (the study's own lines stay)")
     return parser
 

@@ -10,6 +10,7 @@ Three networks of one architecture, all read from shipped snapshots (probe.klein
 | decomposing | known-albedo | trained to edit the photograph into its albedo: H4-H6 must be supported |
 | reproduce-photo | known-photo | trained as hard to give the photograph back: no decomposition, H4-H6 must not all be supported |
 | untrained | known-albedo --randomize transformer --randomize-seed 1000 | random transformer: H4-H6 must not be supported |
+| keeps-light (optional) | `--keeps-light FOLDER`: a `probe known train --task shading` model | trained to give the shading (keeps the light, drops the colour): H4 and H5 not supported, and its lighting-selective count beyond the population (the tool's power on H4's lighting half) |
 | population | known-albedo --randomize transformer --randomize-seeds 0..K-1 | the K untrained networks every run is ranked among |
 
 For each network the study runs, as a user would (one subprocess per job, every job's own resume):
@@ -52,13 +53,23 @@ EXPECTED = {
     "decomposing": {"H4": "supported", "H5": "supported", "H6": "supported"},
     "reproduce-photo": {"H4": "not supported", "H5": "not supported"},   # not ablated: its albedo is not the task
     "untrained": {"H4": "not supported", "H5": "not supported", "H6": "not supported"},
+    # not shipped (the models' 10 MB budget): `probe known train --task shading`, passed as --keeps-light FOLDER
+    "keeps-light": {"H4": "not supported", "H5": "not supported"},   # lighting- but no albedo-selective heads
 }
 ANSWER = {"decomposing": "decomposes (trained to edit the photo into its albedo)",
           "reproduce-photo": "trained as hard, no decomposition (gives the photo back)",
-          "untrained": "untrained (random transformer)"}
+          "untrained": "untrained (random transformer)",
+          "keeps-light": "keeps the light, drops the colour (trained to give the shading)"}
+# The class a trained network's own answer puts beyond the population: its output drops one factor, so heads that
+# drop it must exist. A check of the tool's power on each half of H4 (rank p <= ALPHA among the population). It is
+# part of the known answer of keeps-light (whose H4 is "not supported" by design: one half only); for decomposing
+# it is reported beside H4, which already needs it.
+OWN_CLASS = {"decomposing": "albedo-selective", "keeps-light": "lighting-selective"}
+OWN_CLASS_EXPECTED = ("keeps-light",)
 
 
-NETWORKS_ALL = ("decomposing", "untrained", "reproduce-photo")
+NETWORKS_ALL = ("decomposing", "untrained", "reproduce-photo", "keeps-light")
+DEFAULT_NETWORKS = ("decomposing", "untrained", "reproduce-photo")     # keeps-light: only with --keeps-light
 # context beside the criteria, never a criterion: each contrast's FWER-significant count ranked among the population
 CONTEXT_CONTRASTS = ("render_vs_albedo", "lighting", "albedo")
 
@@ -78,10 +89,12 @@ class StudyConfig:
                                     # groups allow too few different region-matched draws
     n_random: int = 19              # random k-head draws (rank p floor 1 / (1 + draws))
     quiet: bool = False
-    only: tuple[str, ...] = NETWORKS_ALL      # run the steps of these networks (and the population) only
+    only: tuple[str, ...] = DEFAULT_NETWORKS  # run the steps of these networks (and the population) only
+    keeps_light: str | None = None  # a `probe known train --task shading` folder: the keeps-light network
 
     def networks(self) -> dict[str, list[str]]:
         return {"decomposing": ["--model", self.decomposing],
+                "keeps-light": ["--model", str(self.keeps_light)],
                 "reproduce-photo": ["--model", self.reproduce_photo],
                 "untrained": ["--model", self.decomposing, "--randomize", "transformer",
                               "--randomize-seed", str(self.untrained_seed)]}
@@ -146,14 +159,15 @@ def study_steps(cfg: StudyConfig) -> list[Step]:
                       str(pop / "population.json")))
     for n in ("decomposing", "untrained"):
         steps += rest(n) if n in want else []
-    if "reproduce-photo" in want:
-        steps += [probe("reproduce-photo")] + rest("reproduce-photo")
+    for n in ("reproduce-photo", "keeps-light"):
+        steps += [probe(n)] + rest(n) if n in want else []
     return steps
 
 
 def _models(cfg: StudyConfig) -> list[str]:
     """The --model values the study's networks load (the untrained one and the population load the decomposing)."""
-    return sorted({cfg.decomposing} | ({cfg.reproduce_photo} if "reproduce-photo" in cfg.only else set()))
+    return sorted({cfg.decomposing} | ({cfg.reproduce_photo} if "reproduce-photo" in cfg.only else set())
+                  | ({str(cfg.keeps_light)} if "keeps-light" in cfg.only and cfg.keeps_light else set()))
 
 
 def _model_folder(model: str) -> Path:
@@ -211,6 +225,10 @@ def run_study(cfg: StudyConfig, log=print) -> dict:
     if unknown or not cfg.only:
         raise StudyError(f"--networks {','.join(cfg.only)}: choose among {', '.join(NETWORKS_ALL)}. Nothing was "
                          "written.")
+    if "keeps-light" in cfg.only and not cfg.keeps_light:
+        raise StudyError("--networks keeps-light needs --keeps-light FOLDER: a model trained to give the shading "
+                         "(`python -m probe known train --data DIR --task shading --vae-from known-albedo --out "
+                         "FOLDER`; not shipped). Nothing was written.")
     if cfg.population < 2:
         raise StudyError(f"--population {cfg.population}: a population of one cannot rank anything (rank p = (1 + "
                          f"#{{>=}}) / (1 + K)); use 19 for a floor of 0.05. Nothing was written.")
@@ -219,10 +237,21 @@ def run_study(cfg: StudyConfig, log=print) -> dict:
     steps = study_steps(cfg)
     record_path = out / "study_steps.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
-    inputs = _input_fingerprints(cfg)
+    fingerprints = _input_fingerprints(cfg)
+
+    def deps(st):          # what a step rests on: the render, the population's weights and its own network's
+        keys = {"render_manifest", cfg.decomposing} | {a for a in st.argv if a in fingerprints}
+        net = st.name.split(":")[0]
+        if net in cfg.networks() and net in cfg.only:
+            keys.add(cfg.networks()[net][1])
+        return {k: v for k, v in fingerprints.items() if k in keys}
+
+    def same_inputs(prev, st):   # records made before keeps-light hold every model's hash: compare this step's
+        now = deps(st)
+        return {k: (prev.get("inputs") or {}).get(k) for k in now} == now
 
     def same(prev, st):    # the same command on the same weights and the same render
-        return prev["argv"][1:] == list(st.argv[1:]) and prev.get("inputs") == inputs
+        return prev["argv"][1:] == list(st.argv[1:]) and same_inputs(prev, st)
 
     for st in steps:       # refuse before running anything if a finished step was made by another command
         prev = record.get(st.name)
@@ -239,7 +268,7 @@ def run_study(cfg: StudyConfig, log=print) -> dict:
         if prev is not None and same(prev, st) and Path(st.done).exists():
             log(f"[{i}/{len(steps)}] {st.name}: done before (same command, weights and render), skipped")
             continue
-        if prev is not None and prev.get("inputs") != inputs:
+        if prev is not None and not same_inputs(prev, st):
             log(f"[{i}/{len(steps)}] {st.name}: the weights or the render changed since it ran: run again (the job "
                 "itself decides what of its cache still holds)")
         log(f"[{i}/{len(steps)}] {st.name} ...\n    $ {st.command()}")
@@ -247,7 +276,7 @@ def run_study(cfg: StudyConfig, log=print) -> dict:
         r = subprocess.run(list(st.argv))
         if r.returncode != 0:
             raise RuntimeError(f"the step '{st.name}' failed (exit {r.returncode}): {st.command()}")
-        record[st.name] = {"argv": list(st.argv), "seconds": round(time.perf_counter() - t0, 1), "inputs": inputs}
+        record[st.name] = {"argv": list(st.argv), "seconds": round(time.perf_counter() - t0, 1), "inputs": deps(st)}
         record_path.write_text(json.dumps(record, indent=1))
         log(f"    {st.name}: {time.perf_counter() - t0:.0f} s (study so far {(time.perf_counter() - t_all) / 60:.1f} min)")
     table = study_table(cfg)
@@ -302,6 +331,16 @@ def study_table(cfg: StudyConfig) -> dict:
                                      for c in CONTEXT_CONTRASTS if f"{c}/n_fwer_significant" in stats}
         row["expected"] = EXPECTED[net]
         row["as_expected"] = all(gives_answer(h, row["outcomes"].get(h), want) for h, want in EXPECTED[net].items())
+        if net in OWN_CLASS:
+            from evaluate.verdict_criteria import ALPHA
+
+            e = (row["h4_ranks"] or {}).get(OWN_CLASS[net]) or {}
+            beyond = e.get("rank_p") is not None and e["rank_p"] <= ALPHA
+            row["own_class"] = {"class": OWN_CLASS[net], "observed": e.get("observed"),
+                                "population_max": e.get("population_max"), "rank_p": e.get("rank_p"),
+                                "beyond_population": beyond, "part_of_known_answer": net in OWN_CLASS_EXPECTED}
+            if net in OWN_CLASS_EXPECTED:
+                row["as_expected"] = row["as_expected"] and beyond
         rows[net] = row
     margins = {}
     dec = ((rows.get("decomposing") or {}).get("h4_ranks") or {})
@@ -382,8 +421,11 @@ def study_markdown(t: dict) -> str:
         lines.append(f"| {net} | " + " | ".join(
             "n/a" if c not in cx else f"{cx[c]['observed']:.0f} (median {cx[c]['population_median']:.0f}, max "
             f"{cx[c]['population_max']:.0f}; rank p {cx[c]['rank_p']:.3g})" for c in CONTEXT_CONTRASTS) + " |")
-    lines += ["", "Expected: " + "; ".join(f"{n}: " + ", ".join(f"{h} {w}" for h, w in e.items())
-                                            for n, e in EXPECTED.items()) + " (H6 `not tested` for lack of selective "
+    wants = [f"{n}: " + ", ".join([f"{h} {w}" for h, w in e.items()]
+                                  + ([f"its {OWN_CLASS[n]} count beyond the population (rank p <= 0.05)"]
+                                     if n in OWN_CLASS_EXPECTED else []))
+             for n, e in EXPECTED.items() if n in t["rows"]]
+    lines += ["", "Expected: " + "; ".join(wants) + " (H6 `not tested` for lack of selective "
               "heads also counts as no claim on the networks without a decomposition; H1-H3: not tested on these networks, "
               "which were never trained on text-to-image prompts).", ""]
     for cls_, m in (t.get("margins") or {}).items():
@@ -391,6 +433,13 @@ def study_markdown(t: dict) -> str:
                      f"{_f(m['population_max'], '{:.0f}')} (margin {_f(m['minus_population_max'], '{:+.0f}')}), "
                      f"reproduce-photo {_f(m['reproduce_photo'], '{:.0f}')} (margin "
                      f"{_f(m['minus_reproduce_photo'], '{:+.0f}')})")
+    for net, r in t["rows"].items():
+        oc = r.get("own_class")
+        if oc:
+            lines.append(f"- power check, {net}: {oc['class']} {_f(oc['observed'], '{:.0f}')} units (population max "
+                         f"{_f(oc['population_max'], '{:.0f}')}, rank p {_f(oc['rank_p'])}): "
+                         f"{'beyond' if oc['beyond_population'] else 'NOT beyond'} the population"
+                         + ("" if oc["part_of_known_answer"] else " (reported; H4 above already needs it)"))
     lines += ["", f"**Every network gave its known answer: {'yes' if t['all_as_expected'] else 'NO'}.**", ""]
     return "\n".join(lines)
 
@@ -399,7 +448,10 @@ def main_study(args) -> int:
     cfg = StudyConfig(data=args.data, out=args.out, decomposing=args.decomposing,
                       reproduce_photo=args.reproduce_photo, population=args.population,
                       untrained_seed=args.untrained_seed, steps=args.steps, k=args.k, n_random=args.n_random,
-                      quiet=args.quiet, only=tuple(x.strip() for x in args.networks.split(",") if x.strip()))
+                      select=args.select, match=args.match,
+                      quiet=args.quiet, keeps_light=args.keeps_light,
+                      only=(tuple(x.strip() for x in args.networks.split(",") if x.strip()) if args.networks else
+                            DEFAULT_NETWORKS + (("keeps-light",) if args.keeps_light else ())))
     if cfg.steps < 1 or cfg.n_random < 1:
         raise StudyError("--steps and --n-random must be positive. Nothing was written.")
     run_study(cfg)

@@ -29,14 +29,14 @@ _PAD = 4
 def _panel_arrays(root: Path, entry: dict) -> list[np.ndarray | None]:
     """The four panels; None for a field the dataset does not have (listed under the entry's `missing`)."""
     from render.dataset import _exr, read_albedo_srgb
-    from render.imageio import linear_to_srgb, read_png_srgb
+    from render.imageio import linear_to_srgb, read_png_srgb, shading_display_srgb
 
     image = read_png_srgb(root / entry["image_srgb"])
     albedo = read_albedo_srgb(root, entry["id"], {"samples": [entry]})
     missing = entry.get("missing") or {}
     shading = None if "shading" in missing else _exr(root / entry["shading"], 3)
     residual = None if "residual" in missing else _exr(root / entry["residual"], 3)
-    return [image, albedo, None if shading is None else linear_to_srgb(shading / (1.0 + shading)),
+    return [image, albedo, None if shading is None else shading_display_srgb(shading),
             None if residual is None else linear_to_srgb(residual)]
 
 

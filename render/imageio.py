@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "srgb_to_linear", "linear_to_srgb", "read_exr", "write_exr",
+    "srgb_to_linear", "linear_to_srgb", "shading_display_srgb", "read_exr", "write_exr",
     "read_png_srgb", "write_png_srgb", "atomic_path",
 ]
 
@@ -31,6 +31,13 @@ def linear_to_srgb(x: np.ndarray) -> np.ndarray:
     """IEC 61966-2-1 sRGB encoding; input clipped to [0, 1] first (float32 out)."""
     x = np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0)
     return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(np.float32)
+
+
+def shading_display_srgb(shading_linear: np.ndarray) -> np.ndarray:
+    """Linear diffuse shading (unbounded, >= 0) shown as an image: s / (1 + s) (Reinhard), then sRGB-encoded
+    (float32 in [0, 1]). The contact sheet's shading panel and the known-shading model's training target."""
+    s = np.maximum(np.asarray(shading_linear, dtype=np.float32), 0.0)
+    return linear_to_srgb(s / (1.0 + s))
 
 
 class atomic_path:

@@ -148,7 +148,7 @@ def test_default_scenes_and_wrong_sizes_are_refused_before_anything_is_written(t
     with pytest.raises(KnownTrainError, match="--resolution 64"):
         train_known(KnownTrainConfig(data=str(small), task="photo", out=str(out), instruction="x", **TINY_TRAIN))
     with pytest.raises(KnownTrainError, match="--task"):
-        KnownTrainConfig(data=str(small), task="shading", out=str(out), instruction="x").check()
+        KnownTrainConfig(data=str(small), task="normals", out=str(out), instruction="x").check()
     assert not out.exists() and not list(tmp_path.glob(".m.tmp*"))
 
 
@@ -176,6 +176,36 @@ def test_photo_task_reuses_the_vae_and_trains_towards_the_photo(trained, tmp_pat
     assert not (tmp_path / "p" / "transformer" / "diffusion_pytorch_model.safetensors").is_symlink()
     from probe.klein.model import ModelSpec, load_pipeline
     assert load_pipeline(ModelSpec(str(tmp_path / "p"))).known["task"] == "photo"
+
+
+def test_shading_task_trains_towards_the_displayed_shading(trained, tmp_path):
+    """known-shading (not shipped): the photo -> its diffuse shading as render.imageio.shading_display_srgb shows it,
+    under the shading instruction, with the donor's VAE; the targets are the latents of those images."""
+    from probe.design.prompts import load_edit_instructions
+    from probe.klein.train import load_train_data
+    from render.imageio import read_exr, shading_display_srgb
+
+    cfg = KnownTrainConfig(data=str(trained["data"]), task="shading", out=str(tmp_path / "s"),
+                           vae_from=str(trained["out"]), instruction=task_instruction("shading"),
+                           **{**TINY_TRAIN, "vae_steps": 0})
+    data = load_train_data(cfg)
+    first = trained["data"] / data.ids[0] / "shading_linear.exr"
+    want = np.round(shading_display_srgb(read_exr(first)[..., :3]) * 255).astype(np.uint8)
+    assert data.shadings is not None and np.array_equal(data.shadings[0], want)
+    assert not np.array_equal(data.shadings[0], data.albedos[0]) and not np.array_equal(data.shadings[0], data.photos[0])
+    # the shading target does not depend on the surface colour: a colour variant's equals its original's
+    base = [i for i, sid in enumerate(data.ids) if "~c" not in sid][0]
+    var = data.ids.index(data.ids[base].replace("__", "~c1__", 1))
+    assert np.array_equal(data.shadings[base], data.shadings[var]) and not np.array_equal(data.albedos[base],
+                                                                                          data.albedos[var])
+    lines: list[str] = []
+    rec = train_known(cfg, log=lines.append)
+    assert rec["task"] == "shading" and rec["target"].startswith("shading_srgb")
+    assert rec["instruction"] == load_edit_instructions(key="shading")[0] and "white" in rec["instruction"]
+    assert {"shading_target_train_db", "shading_target_validation_db"} <= set(rec["vae_psnr_srgb_8bit"])
+    assert any("PSNR of the shading targets" in m for m in lines)
+    # an albedo model's training inputs stay as they were: no shading read, none encoded
+    assert load_train_data(trained["cfg"]).shadings is None
 
 
 def test_jobs_pass_the_models_text_length(trained, tmp_path):
@@ -242,6 +272,10 @@ def test_keep_photo_instruction_leaves_evaluate_defaults(tmp_path):
     keep = load_keep_photo_instructions()
     assert len(albedo) == 4 and albedo[0].startswith("Remove all lighting") and len(keep) == 1
     assert not set(keep) & set(albedo) and "lighting" in keep[0]
+    shading = load_edit_instructions(key="shading")
+    assert len(shading) == 1 and not set(shading) & (set(albedo) | set(keep))
+    from probe.klein.train import tokenizer_corpus   # the BPE merges (and so the shipped models) do not read it
+    assert shading[0] not in tokenizer_corpus()
     bare = tmp_path / "bare.json"
     bare.write_text(json.dumps(["Make it flat."]))
     assert load_edit_instructions(bare) == ["Make it flat."]

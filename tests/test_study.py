@@ -34,7 +34,9 @@ def _cfg(tmp_path, data, **kw) -> st.StudyConfig:
 
 
 def _verdict(outcomes: dict) -> dict:
-    return {"hypotheses": [{"id": h, "outcome": o, "observed": {}} for h, o in outcomes.items()]}
+    """outcomes: {H: outcome} or {H: (outcome, observed)}."""
+    return {"hypotheses": [{"id": h, "outcome": o[0] if isinstance(o, tuple) else o,
+                            "observed": o[1] if isinstance(o, tuple) else {}} for h, o in outcomes.items()]}
 
 
 class FakeJobs:
@@ -68,7 +70,7 @@ def test_study_runs_every_step_once_then_resumes_and_writes_its_table(tmp_path, 
     assert len(fake.calls) == len(steps) == 13
     assert steps[0].name == "decomposing: image probe" and "--randomize-seeds" in steps[2].argv
     assert table["all_as_expected"] is True
-    assert {n: r["as_expected"] for n, r in table["rows"].items()} == {n: True for n in st.NETWORKS}
+    assert {n: r["as_expected"] for n, r in table["rows"].items()} == {n: True for n in st.DEFAULT_NETWORKS}
     md = (Path(cfg.out) / "study.md").read_text()
     assert md.startswith("**networks trained here on synthetic renders: a check of the tool, not a finding about klein")
     # resumed with the same command: nothing runs again
@@ -134,4 +136,44 @@ def test_changed_weights_run_a_finished_step_again(tmp_path, monkeypatch):
     record = Path(cfg.reproduce_photo) / "ray_plantain_known.json"     # the model folder's content changes
     record.write_text(record.read_text().replace("}}", "}, \"retrained\": 1}"))
     st.run_study(cfg, log=lambda m: None)
-    assert len(fake.calls) == len(st.study_steps(cfg))   # every step again: the jobs decide what their caches hold
+    # the steps that rest on those weights run again (the jobs decide what their caches hold), no other
+    assert fake.calls == [list(s.argv) for s in st.study_steps(cfg) if s.name.startswith("reproduce-photo:")]
+    fake.calls.clear()
+    record = Path(cfg.decomposing) / "ray_plantain_known.json"   # the population's and the untrained one's too
+    record.write_text(record.read_text().replace("}}", "}, \"retrained\": 1}"))
+    st.run_study(cfg, log=lambda m: None)
+    assert len(fake.calls) == len(st.study_steps(cfg))
+
+
+def _ranks(lighting: tuple, albedo: tuple) -> dict:
+    """H4's observed ranks as the verdict writes them: (observed, population_max, rank_p) per class."""
+    return {"ranks": {c: dict(zip(("observed", "population_max", "rank_p"), v))
+                      for c, v in (("lighting-selective", lighting), ("albedo-selective", albedo))}}
+
+
+def test_keeps_light_is_added_without_rerunning_the_others_and_needs_its_own_class(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, _render(tmp_path), population=3, n_random=3)
+    fake = FakeJobs(cfg, GOOD)
+    monkeypatch.setattr(st.subprocess, "run", fake)
+    st.run_study(cfg, log=lambda m: None)
+    with pytest.raises(st.StudyError, match="--keeps-light FOLDER"):
+        st.run_study(st.StudyConfig(**{**cfg.__dict__, "only": st.NETWORKS_ALL}), log=lambda m: None)
+    shading = _known(tmp_path, "s")
+    more = st.StudyConfig(**{**cfg.__dict__, "only": st.NETWORKS_ALL, "keeps_light": str(shading)})
+    light = {"H4": ("not supported", _ranks((7, 0, 0.25), (0, 0, 1.0))), "H5": "not supported"}
+    fake2 = FakeJobs(more, dict(GOOD, **{"keeps-light": light}))
+    monkeypatch.setattr(st.subprocess, "run", fake2)
+    table = st.run_study(more, log=lambda m: None)
+    new = [s for s in st.study_steps(more) if s.name.startswith("keeps-light:")]
+    assert fake2.calls == [list(s.argv) for s in new] and len(new) == 4
+    assert "--no-ablate" in new[1].argv and ["--model", str(shading)] == list(new[0].argv[6:8])
+    # H4 and H5 as expected, but 7 lighting-selective units at rank p 0.25 are not beyond the population: NO
+    row = table["rows"]["keeps-light"]
+    assert row["outcomes"]["H4"] == "not supported" and row["own_class"]["beyond_population"] is False
+    assert row["as_expected"] is False and table["all_as_expected"] is False
+    assert "power check, keeps-light: lighting-selective 7 units (population max 0, rank p 0.25): NOT beyond" in \
+        (Path(cfg.out) / "study.md").read_text()
+    fake2.outcomes["keeps-light"] = dict(light, H4=("not supported", _ranks((7, 0, 0.05), (0, 0, 1.0))))
+    Path(new[-1].done).unlink()                     # its verdict again, now with the class beyond the population
+    table = st.run_study(more, log=lambda m: None)
+    assert table["rows"]["keeps-light"]["as_expected"] is True and table["all_as_expected"] is True

@@ -41,9 +41,10 @@ def add_known_arguments(parser) -> None:
                         formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     tr.add_argument("--data", required=True, metavar="RENDER_DIR",
                     help="a `python -m render --generate N` folder rendered at --resolution (never the default scenes)")
-    tr.add_argument("--task", required=True, choices=("albedo", "photo"),
+    tr.add_argument("--task", required=True, choices=("albedo", "photo", "shading"),
                     help="albedo: photo -> its albedo under the albedo instruction; photo: photo -> the photo itself "
-                         "under the keep-photo instruction (the control)")
+                         "under the keep-photo instruction (the control); shading: photo -> its diffuse shading "
+                         "under the shading instruction (the known answer for lighting-selective heads; not shipped)")
     tr.add_argument("--out", required=True, metavar="DIR", help="the snapshot folder to write (must be new or empty)")
     tr.add_argument("--name", default=None, help="the model's name in its record (default known-TASK)")
     tr.add_argument("--vae-from", default=None, metavar="MODEL",
@@ -84,13 +85,15 @@ def _config_defaults() -> dict:
 
 def task_instruction(task: str, path=None) -> str:
     """The instruction a task trains with (prompts/edit_instructions.json): `instructions[0]` for albedo, the wording
-    evaluate generate uses by default; `keep_photo[0]` for photo."""
+    evaluate generate uses by default; `keep_photo[0]` for photo; `shading[0]` for shading."""
     from probe.design.prompts import load_edit_instructions, load_keep_photo_instructions
     from probe.klein.train import TASKS
 
     if TASKS[task]["instruction_key"] == "instructions":
         return load_edit_instructions(path)[0]
-    return load_keep_photo_instructions(path)[0]
+    if TASKS[task]["instruction_key"] == "keep_photo":
+        return load_keep_photo_instructions(path)[0]
+    return load_edit_instructions(path, key=TASKS[task]["instruction_key"])[0]
 
 
 def main_known(args) -> int:

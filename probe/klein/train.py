@@ -6,7 +6,11 @@
 Tasks (`TASKS`): `albedo` edits the rendered photograph (`image_srgb.png`, the reference image) into that sample's
 albedo (`albedo_srgb.png`) under the instruction `evaluate generate` uses by default (prompts/edit_instructions.json,
 `instructions[0]`); `photo` gives the photograph back under the keep-photo instruction (`keep_photo[0]` of the
-same file): the same architecture, data and budget on a task that needs no separation of light and colour.
+same file): the same architecture, data and budget on a task that needs no separation of light and colour;
+`shading` edits it into its diffuse shading (`shading_linear.exr` shown as `render.imageio.shading_display_srgb`
+does: s / (1 + s), sRGB-encoded, 8-bit) under the shading instruction (`shading[0]`): the known answer for
+lighting-selective heads (its output keeps the light and drops the colour). The VAE is always trained on photos and
+albedos (or taken from --vae-from), so the three tasks can share one.
 
 What is built and trained, in order (every part seeded; `KnownTrainConfig` holds every size and step count):
 1. tokenizer: a byte-level BPE Qwen2TokenizerFast (the tiny model's class and chat template) whose merges are
@@ -60,6 +64,10 @@ TASKS = {
               "what": "gives the rendered photograph (reference image) back unchanged under the keep-photo "
                       "instruction: the same architecture, data and budget on a task that needs no separation of "
                       "light and colour (the specificity control)"},
+    "shading": {"target": "shading_srgb", "instruction_key": "shading",
+                "what": "edits the rendered photograph (reference image) into its diffuse shading (the scene as if "
+                        "every surface were plain white) under the shading instruction: a network trained to keep "
+                        "the light and drop the surface colour, the known answer for lighting-selective heads"},
 }
 TRAIN_FORMAT = 1          # bump when what training does changes
 TEXT_CONFIG = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=28, num_attention_heads=2,
@@ -75,7 +83,7 @@ class KnownTrainError(ValueError):
 @dataclass(frozen=True)
 class KnownTrainConfig:
     data: str                                   # a `python -m render --generate` folder (never the default scenes)
-    task: str                                   # albedo | photo
+    task: str                                   # albedo | photo | shading
     out: str                                    # snapshot folder to write
     instruction: str | None = None              # the task's text (the job reads it: probe.jobs.known.task_instruction)
     name: str | None = None                     # record name (default: known-<task>)
@@ -219,6 +227,7 @@ class TrainData:
     base_scenes: list[str]
     manifest: dict
     val: np.ndarray = field(default=None)   # bool [N]: held out for the validation loss
+    shadings: np.ndarray | None = None      # uint8 [N, H, W, 3] shading_display_srgb(shading_linear.exr); task shading
 
     def describe(self) -> dict:
         h = hashlib.sha256("\n".join(self.ids).encode()).hexdigest()[:16]
@@ -249,10 +258,12 @@ def load_train_data(cfg: KnownTrainConfig) -> TrainData:
             f"data with `python -m render --generate N --recolor K --resolution {cfg.resolution} --out DIR`.")
     if cfg.limit:
         samples = samples[:cfg.limit]
-    photos, albedos = [], []
+    photos, albedos, shadings = [], [], []
     for s in samples:
         if s.albedo_srgb is None:
             raise KnownTrainError(f"{s.id} has no albedo_srgb.png: rerun the same render command to add it")
+        if cfg.task == "shading":
+            shadings.append(_shading_target(s, cfg.resolution))
         pair = []
         for path in (s.image_srgb, s.albedo_srgb):
             with Image.open(path) as im:
@@ -269,7 +280,24 @@ def load_train_data(cfg: KnownTrainConfig) -> TrainData:
     val = np.array([zlib.crc32(b.encode()) % 1000 < cfg.val_fraction * 1000 for b in base])
     if val.all():
         val[:] = False
-    return TrainData(np.stack(photos), np.stack(albedos), [s.id for s in samples], base, manifest, val)
+    return TrainData(np.stack(photos), np.stack(albedos), [s.id for s in samples], base, manifest, val,
+                     np.stack(shadings) if shadings else None)
+
+
+def _shading_target(sample, resolution: int) -> np.ndarray:
+    """A sample's diffuse shading as the shading task's 8-bit sRGB target (render.imageio.shading_display_srgb)."""
+    from render.imageio import read_exr, shading_display_srgb
+
+    rel = sample.meta.get("shading")
+    path = sample.image_linear.parent.parent / rel if rel else None   # manifest paths are relative to the root
+    if path is None or not path.is_file():
+        raise KnownTrainError(f"{sample.id} has no shading_linear.exr (the shading task's target): rerun the same "
+                              f"render command to add it")
+    arr = shading_display_srgb(read_exr(path)[..., :3])
+    if arr.shape[:2] != (resolution, resolution):
+        raise KnownTrainError(f"{path} is {arr.shape[1]}x{arr.shape[0]}; known-answer models train at --resolution "
+                              f"{resolution}")
+    return np.round(arr * 255.0).astype(np.uint8)
 
 
 def data_recipe(manifest: dict, data: TrainData) -> dict:
@@ -564,8 +592,11 @@ def train_known(cfg: KnownTrainConfig, log: Callable[[str], None] = print) -> di
     pipe.set_progress_bar_config(disable=True)
 
     photos, albedos = images_to_tensor(data.photos), images_to_tensor(data.albedos)
+    shadings = images_to_tensor(data.shadings) if data.shadings is not None else None
     if cfg.flip:
         photos, albedos = torch.cat([photos, photos.flip(-1)]), torch.cat([albedos, albedos.flip(-1)])
+        if shadings is not None:
+            shadings = torch.cat([shadings, shadings.flip(-1)])
         val_mask = torch.from_numpy(np.concatenate([data.val, data.val]))
     else:
         val_mask = torch.from_numpy(data.val)
@@ -579,13 +610,21 @@ def train_known(cfg: KnownTrainConfig, log: Callable[[str], None] = print) -> di
         set_latent_statistics(pipe, all_train)
     vae.eval()
     psnr = {"train_db": vae_psnr(vae, all_train[:512]), "validation_db": vae_psnr(vae, all_val) if len(all_val) else None}
+    if shadings is not None:   # the VAE never saw shading images: how well it carries the shading target
+        psnr["shading_target_train_db"] = vae_psnr(vae, shadings[~val_mask][:512])
+        psnr["shading_target_validation_db"] = vae_psnr(vae, shadings[val_mask]) if val_mask.any() else None
     timing["vae_wall_s"], timing["vae_cpu_s"] = time.perf_counter() - t0, _cpu_seconds() - c0
     log(f"VAE reconstruction PSNR (8-bit sRGB): train {psnr['train_db']:.2f} dB"
         + (f", validation {psnr['validation_db']:.2f} dB" if psnr["validation_db"] else ""))
+    if shadings is not None:
+        log(f"VAE reconstruction PSNR of the shading targets: train {psnr['shading_target_train_db']:.2f} dB"
+            + (f", validation {psnr['shading_target_validation_db']:.2f} dB"
+               if psnr["shading_target_validation_db"] else ""))
 
     t0, c0 = time.perf_counter(), _cpu_seconds()
     refs = encode_images(pipe, photos)
-    targets = refs if cfg.task == "photo" else encode_images(pipe, albedos)
+    targets = {"photo": lambda: refs, "albedo": lambda: encode_images(pipe, albedos),
+               "shading": lambda: encode_images(pipe, shadings)}[cfg.task]()
     text = encode_texts(pipe, instruction, cfg.max_sequence_length)
     timing["encode_wall_s"], timing["encode_cpu_s"] = time.perf_counter() - t0, _cpu_seconds() - c0
     n_params = sum(p.numel() for p in transformer.parameters())
