@@ -177,3 +177,17 @@ def test_keeps_light_is_added_without_rerunning_the_others_and_needs_its_own_cla
     Path(new[-1].done).unlink()                     # its verdict again, now with the class beyond the population
     table = st.run_study(more, log=lambda m: None)
     assert table["rows"]["keeps-light"]["as_expected"] is True and table["all_as_expected"] is True
+
+
+def test_cli_defaults_are_the_study_configs(monkeypatch, tmp_path):
+    """`evaluate study` with no options builds StudyConfig's defaults; --keeps-light adds that network."""
+    from evaluate.__main__ import build_parser
+
+    seen = []
+    monkeypatch.setattr(st, "run_study", lambda cfg, log=print: seen.append(cfg))
+    st.main_study(build_parser().parse_args(["study", "--data", "d", "--out", "o"]))
+    assert seen[-1] == st.StudyConfig(data="d", out="o")
+    st.main_study(build_parser().parse_args(["study", "--data", "d", "--out", "o", "--keeps-light", "m",
+                                             "--select", "change_lighting", "--match", "group"]))
+    assert seen[-1] == st.StudyConfig(data="d", out="o", keeps_light="m", select="change_lighting", match="group",
+                                      only=st.DEFAULT_NETWORKS + ("keeps-light",))
