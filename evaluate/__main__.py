@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "4-head groups allow too few different region-matched draws)")
     st.add_argument("--keeps-light", default=None, metavar="FOLDER",
                     help="add the keeps-light network: a model trained to give the shading (`python -m probe known "
-                         "train --task shading --vae-from known-albedo`; not shipped): the known answer for "
+                         "train --task light --vae-from known-albedo`; not shipped): the known answer for "
                          "lighting-selective heads (H4's lighting half)")
     st.add_argument("--networks", default=None,
                     help="run the steps of these networks only (the population always); the table has their rows "

@@ -10,7 +10,7 @@ Three networks of one architecture, all read from shipped snapshots (probe.klein
 | decomposing | known-albedo | trained to edit the photograph into its albedo: H4-H6 must be supported |
 | reproduce-photo | known-photo | trained as hard to give the photograph back: no decomposition, H4-H6 must not all be supported |
 | untrained | known-albedo --randomize transformer --randomize-seed 1000 | random transformer: H4-H6 must not be supported |
-| keeps-light (optional) | `--keeps-light FOLDER`: a `probe known train --task shading` model | trained to give the shading (keeps the light, drops the colour): H4 and H5 not supported, and its lighting-selective count beyond the population (the tool's power on H4's lighting half) |
+| keeps-light (optional) | `--keeps-light FOLDER`: a `probe known train --task light` model | trained to give the shading averaged over the surface colours (keeps the light, drops the colour): H4 and H5 not supported, and its lighting-selective count beyond the population (the tool's power on H4's lighting half) |
 | population | known-albedo --randomize transformer --randomize-seeds 0..K-1 | the K untrained networks every run is ranked among |
 
 For each network the study runs, as a user would (one subprocess per job, every job's own resume):
@@ -53,13 +53,13 @@ EXPECTED = {
     "decomposing": {"H4": "supported", "H5": "supported", "H6": "supported"},
     "reproduce-photo": {"H4": "not supported", "H5": "not supported"},   # not ablated: its albedo is not the task
     "untrained": {"H4": "not supported", "H5": "not supported", "H6": "not supported"},
-    # not shipped (the models' 10 MB budget): `probe known train --task shading`, passed as --keeps-light FOLDER
+    # not shipped (the models' 10 MB budget): `probe known train --task light`, passed as --keeps-light FOLDER
     "keeps-light": {"H4": "not supported", "H5": "not supported"},   # lighting- but no albedo-selective heads
 }
 ANSWER = {"decomposing": "decomposes (trained to edit the photo into its albedo)",
           "reproduce-photo": "trained as hard, no decomposition (gives the photo back)",
           "untrained": "untrained (random transformer)",
-          "keeps-light": "keeps the light, drops the colour (trained to give the shading)"}
+          "keeps-light": "keeps the light, drops the colour (trained to give the shading averaged over its recolourings)"}
 # The class a trained network's own answer puts beyond the population: its output drops one factor, so heads that
 # drop it must exist. A check of the tool's power on each half of H4 (rank p <= ALPHA among the population). It is
 # part of the known answer of keeps-light (whose H4 is "not supported" by design: one half only); for decomposing
@@ -90,7 +90,7 @@ class StudyConfig:
     n_random: int = 19              # random k-head draws (rank p floor 1 / (1 + draws))
     quiet: bool = False
     only: tuple[str, ...] = DEFAULT_NETWORKS  # run the steps of these networks (and the population) only
-    keeps_light: str | None = None  # a `probe known train --task shading` folder: the keeps-light network
+    keeps_light: str | None = None  # a `probe known train --task light` folder: the keeps-light network
 
     def networks(self) -> dict[str, list[str]]:
         return {"decomposing": ["--model", self.decomposing],
@@ -227,7 +227,7 @@ def run_study(cfg: StudyConfig, log=print) -> dict:
                          "written.")
     if "keeps-light" in cfg.only and not cfg.keeps_light:
         raise StudyError("--networks keeps-light needs --keeps-light FOLDER: a model trained to give the shading "
-                         "(`python -m probe known train --data DIR --task shading --vae-from known-albedo --out "
+                         "(`python -m probe known train --data DIR --task light --vae-from known-albedo --out "
                          "FOLDER`; not shipped). Nothing was written.")
     if cfg.population < 2:
         raise StudyError(f"--population {cfg.population}: a population of one cannot rank anything (rank p = (1 + "

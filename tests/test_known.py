@@ -198,6 +198,20 @@ def test_shading_task_trains_towards_the_displayed_shading(trained, tmp_path):
     var = data.ids.index(data.ids[base].replace("__", "~c1__", 1))
     assert np.array_equal(data.shadings[base], data.shadings[var]) and not np.array_equal(data.albedos[base],
                                                                                           data.albedos[var])
+    # `light`: the mean linear shading over the colour variants of a scene and lighting, shown the same way; a
+    # variant whose own shading differs (indirect light carries its colours) gets its original's target all the same
+    from render.imageio import write_exr
+    var_path = trained["data"] / data.ids[var] / "shading_linear.exr"
+    own = read_exr(var_path)[..., :3]
+    try:
+        write_exr(var_path, own * 1.5)
+        light = load_train_data(replace(cfg, task="light"))
+        mean = (read_exr(first.parent.parent / data.ids[base] / "shading_linear.exr")[..., :3] + own * 1.5) / 2
+        want = np.round(shading_display_srgb(mean) * 255).astype(np.uint8)
+        assert np.array_equal(light.shadings[base], want) and np.array_equal(light.shadings[var], want)
+        assert not np.array_equal(load_train_data(cfg).shadings[var], want)     # `shading` keeps each its own
+    finally:
+        write_exr(var_path, own)
     lines: list[str] = []
     rec = train_known(cfg, log=lines.append)
     assert rec["task"] == "shading" and rec["target"].startswith("shading_srgb")

@@ -41,10 +41,12 @@ def add_known_arguments(parser) -> None:
                         formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     tr.add_argument("--data", required=True, metavar="RENDER_DIR",
                     help="a `python -m render --generate N` folder rendered at --resolution (never the default scenes)")
-    tr.add_argument("--task", required=True, choices=("albedo", "photo", "shading"),
+    tr.add_argument("--task", required=True, choices=("albedo", "photo", "shading", "light"),
                     help="albedo: photo -> its albedo under the albedo instruction; photo: photo -> the photo itself "
                          "under the keep-photo instruction (the control); shading: photo -> its diffuse shading "
-                         "under the shading instruction (the known answer for lighting-selective heads; not shipped)")
+                         "under the shading instruction; light: photo -> that shading averaged over the scene's "
+                         "colour variants under the same lighting (one target per scene and lighting: the known "
+                         "answer for lighting-selective heads; shading and light are not shipped)")
     tr.add_argument("--out", required=True, metavar="DIR", help="the snapshot folder to write (must be new or empty)")
     tr.add_argument("--name", default=None, help="the model's name in its record (default known-TASK)")
     tr.add_argument("--vae-from", default=None, metavar="MODEL",

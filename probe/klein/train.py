@@ -8,9 +8,14 @@ albedo (`albedo_srgb.png`) under the instruction `evaluate generate` uses by def
 `instructions[0]`); `photo` gives the photograph back under the keep-photo instruction (`keep_photo[0]` of the
 same file): the same architecture, data and budget on a task that needs no separation of light and colour;
 `shading` edits it into its diffuse shading (`shading_linear.exr` shown as `render.imageio.shading_display_srgb`
-does: s / (1 + s), sRGB-encoded, 8-bit) under the shading instruction (`shading[0]`): the known answer for
-lighting-selective heads (its output keeps the light and drops the colour). The VAE is always trained on photos and
-albedos (or taken from --vae-from), so the three tasks can share one.
+does: s / (1 + s), sRGB-encoded, 8-bit) under the shading instruction (`shading[0]`); its answer keeps the light
+but not all of the colour's absence: indirect light carries the surfaces' colours (on new generated scenes the
+displayed shading's change under a recolouring is 0.35 of its change under a relighting, per unit of photo
+change). `light` removes that: its target is the linear shading averaged over every colour variant of the sample's
+base scene under the same lighting, then shown the same way, so every recolouring of a scene and lighting has one
+target (ratio 0 on colour pairs by construction, as the albedo's is on lighting pairs): the known answer for
+lighting-selective heads. The VAE is always trained on photos and albedos (or taken from --vae-from), so every
+task can share one.
 
 What is built and trained, in order (every part seeded; `KnownTrainConfig` holds every size and step count):
 1. tokenizer: a byte-level BPE Qwen2TokenizerFast (the tiny model's class and chat template) whose merges are
@@ -67,8 +72,15 @@ TASKS = {
     "shading": {"target": "shading_srgb", "instruction_key": "shading",
                 "what": "edits the rendered photograph (reference image) into its diffuse shading (the scene as if "
                         "every surface were plain white) under the shading instruction: a network trained to keep "
-                        "the light and drop the surface colour, the known answer for lighting-selective heads"},
+                        "the light and drop the surface colour (up to the colour its interreflections carry)"},
+    "light": {"target": "light_srgb", "instruction_key": "shading",
+              "what": "edits the rendered photograph (reference image) into the diffuse shading of its scene under "
+                      "its lighting averaged over the scene's colour variants (shown as the shading task shows it), "
+                      "under the shading instruction: the same target for every recolouring of a scene and lighting, "
+                      "so its answer keeps the light and drops the surface colour entirely; the known answer for "
+                      "lighting-selective heads"},
 }
+SHADING_TASKS = ("shading", "light")    # targets read from shading_linear.exr
 TRAIN_FORMAT = 1          # bump when what training does changes
 TEXT_CONFIG = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=28, num_attention_heads=2,
                    num_key_value_heads=1, head_dim=16, max_position_embeddings=1024, rope_theta=1_000_000.0,
@@ -83,7 +95,7 @@ class KnownTrainError(ValueError):
 @dataclass(frozen=True)
 class KnownTrainConfig:
     data: str                                   # a `python -m render --generate` folder (never the default scenes)
-    task: str                                   # albedo | photo | shading
+    task: str                                   # albedo | photo | shading | light
     out: str                                    # snapshot folder to write
     instruction: str | None = None              # the task's text (the job reads it: probe.jobs.known.task_instruction)
     name: str | None = None                     # record name (default: known-<task>)
@@ -227,7 +239,7 @@ class TrainData:
     base_scenes: list[str]
     manifest: dict
     val: np.ndarray = field(default=None)   # bool [N]: held out for the validation loss
-    shadings: np.ndarray | None = None      # uint8 [N, H, W, 3] shading_display_srgb(shading_linear.exr); task shading
+    shadings: np.ndarray | None = None      # uint8 [N, H, W, 3] the shading / light task's target
 
     def describe(self) -> dict:
         h = hashlib.sha256("\n".join(self.ids).encode()).hexdigest()[:16]
@@ -262,8 +274,8 @@ def load_train_data(cfg: KnownTrainConfig) -> TrainData:
     for s in samples:
         if s.albedo_srgb is None:
             raise KnownTrainError(f"{s.id} has no albedo_srgb.png: rerun the same render command to add it")
-        if cfg.task == "shading":
-            shadings.append(_shading_target(s, cfg.resolution))
+        if cfg.task in SHADING_TASKS:
+            shadings.append(_shading_linear(s, cfg.resolution))
         pair = []
         for path in (s.image_srgb, s.albedo_srgb):
             with Image.open(path) as im:
@@ -281,23 +293,37 @@ def load_train_data(cfg: KnownTrainConfig) -> TrainData:
     if val.all():
         val[:] = False
     return TrainData(np.stack(photos), np.stack(albedos), [s.id for s in samples], base, manifest, val,
-                     np.stack(shadings) if shadings else None)
+                     shading_targets(cfg.task, samples, shadings) if shadings else None)
 
 
-def _shading_target(sample, resolution: int) -> np.ndarray:
-    """A sample's diffuse shading as the shading task's 8-bit sRGB target (render.imageio.shading_display_srgb)."""
-    from render.imageio import read_exr, shading_display_srgb
+def shading_targets(task: str, samples, linear: list) -> np.ndarray:
+    """The shading / light task's 8-bit sRGB targets (render.imageio.shading_display_srgb of the linear shading;
+    for `light`, of the mean linear shading over the samples that share the base scene and lighting)."""
+    from render.imageio import shading_display_srgb
+
+    if task == "light":
+        groups: dict = {}
+        for i, s in enumerate(samples):
+            groups.setdefault((s.base_scene, s.lighting), []).append(i)
+        mean = {k: np.mean([linear[i] for i in idx], axis=0) for k, idx in groups.items()}
+        linear = [mean[(s.base_scene, s.lighting)] for s in samples]
+    return np.stack([np.round(shading_display_srgb(x) * 255.0).astype(np.uint8) for x in linear])
+
+
+def _shading_linear(sample, resolution: int) -> np.ndarray:
+    """A sample's diffuse shading (shading_linear.exr, linear, float32 [H, W, 3])."""
+    from render.imageio import read_exr
 
     rel = sample.meta.get("shading")
     path = sample.image_linear.parent.parent / rel if rel else None   # manifest paths are relative to the root
     if path is None or not path.is_file():
         raise KnownTrainError(f"{sample.id} has no shading_linear.exr (the shading task's target): rerun the same "
                               f"render command to add it")
-    arr = shading_display_srgb(read_exr(path)[..., :3])
+    arr = read_exr(path)[..., :3].astype(np.float32)
     if arr.shape[:2] != (resolution, resolution):
         raise KnownTrainError(f"{path} is {arr.shape[1]}x{arr.shape[0]}; known-answer models train at --resolution "
                               f"{resolution}")
-    return np.round(arr * 255.0).astype(np.uint8)
+    return arr
 
 
 def data_recipe(manifest: dict, data: TrainData) -> dict:
@@ -624,7 +650,7 @@ def train_known(cfg: KnownTrainConfig, log: Callable[[str], None] = print) -> di
     t0, c0 = time.perf_counter(), _cpu_seconds()
     refs = encode_images(pipe, photos)
     targets = {"photo": lambda: refs, "albedo": lambda: encode_images(pipe, albedos),
-               "shading": lambda: encode_images(pipe, shadings)}[cfg.task]()
+               "shading": lambda: encode_images(pipe, shadings), "light": lambda: encode_images(pipe, shadings)}[cfg.task]()
     text = encode_texts(pipe, instruction, cfg.max_sequence_length)
     timing["encode_wall_s"], timing["encode_cpu_s"] = time.perf_counter() - t0, _cpu_seconds() - c0
     n_params = sum(p.numel() for p in transformer.parameters())
