@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluate.metrics import metric_direction
-from evaluate.stats import ablation_effects
+from evaluate.stats import ablation_effects, harm_vs_n_eligible
 
 __all__ = ["BASE_METHOD", "MIN_DRAWS_FOR_005", "ablation_plan", "summarise_ablation", "read_scores",
            "metric_by_sample", "clusters_from_scores", "harm_definition"]
@@ -80,11 +80,16 @@ def ablation_plan(probe, ks: list[int], n_random: int, seed: int, select: str | 
     over repeated draws would claim more alternatives than exist, so a top-k whose pools allow fewer than
     `n_random` different draws gets all of them and no more (said on stderr and in the selection record:
     `n_distinct_possible`, `n_random_draws`; the rank p's floor follows; match="block" widens the pool to the same
-    block in either token region)."""
-    from evaluate.selection import n_distinct_matched, overlap_with_top, random_matched_units, select_heads
+    block in either token region). The selection record's `random_pool` says what the draws come from (how many
+    heads, how many of them selective by the same rule, their token regions) and `random_n_eligible` how many
+    selective heads each draw holds (in draw order): whether harm follows selectivity can be read from the draws
+    themselves (summarise_ablation's `harm_vs_n_eligible`)."""
+    from evaluate.selection import (eligible_heads, n_distinct_matched, overlap_with_top, pool_composition,
+                                    random_matched_units, select_heads)
 
     rng = np.random.default_rng(seed)
     methods, selections, overlap = {}, {}, {}
+    eligible = eligible_heads(probe, select)
     for k in ks:
         sel = select_heads(probe, k, select)
         methods[f"{BASE_METHOD}__ablate_top{k}"] = sel.heads
@@ -100,8 +105,10 @@ def ablation_plan(probe, ks: list[int], n_random: int, seed: int, select: str | 
                   f"1/{possible + 1} = {1 / (possible + 1):.3g}"
                   + (" (--match block widens the pool)" if match == "group" else ""), file=sys.stderr)
         selections[str(k)] = {**sel.as_dict(), "match": match, "n_distinct_possible": possible,
-                              "n_random_draws": n_k}
+                              "n_random_draws": n_k,
+                              "random_pool": pool_composition(sel.heads, probe.unit_names, match, eligible)}
         seen: set = set()
+        n_eligible = selections[str(k)]["random_n_eligible"] = []
         for r in range(n_k):
             name = f"{BASE_METHOD}__ablate_rand{k}_r{r}"
             while True:
@@ -111,6 +118,7 @@ def ablation_plan(probe, ks: list[int], n_random: int, seed: int, select: str | 
             seen.add(frozenset(draw))
             methods[name] = draw
             overlap[name] = overlap_with_top(methods[name], sel.heads)
+            n_eligible.append(sum(h in eligible for h in draw))
     return {"methods": methods, "selection": selections, "random_overlap": overlap}
 
 
@@ -154,6 +162,7 @@ def summarise_ablation(out: Path, plan: dict, ks: list[int], n_random: int, metr
                                               "made from the other heads of the top-k's block groups: 0)"}
         if selection and str(k) in selection:
             entry["selection"] = selection[str(k)]
+            entry["harm_vs_n_eligible"] = harm_vs_n_eligible(per_metric.get(metric), selection[str(k)])
         result["by_k"][str(k)] = entry
     write_json(out / "ablation.json", result)
     if table:

@@ -721,12 +721,26 @@ def section_ablation(inp: ReportInputs, random_weights: bool) -> list[Block]:
     if ab.get("skipped"):
         return blocks + [Note("Not run: " + "; ".join(f"top-{k}: {w}" for k, w in ab["skipped"].items()) + ".")]
     metric = ab.get("primary_metric", "?")
-    rows, rules = [], []
+    rows, rules, pools = [], [], []
+    matches = set()
     for k, entry in (ab.get("by_k") or {}).items():
         sel = entry.get("selection") or {}
+        matches.add(sel.get("match", "group"))
         if sel.get("rule"):
             rules.append(f"k = {k}: {sel['rule']}" + (f" **({sel['n_filled']} of {k} heads not selective)**"
                                                        if sel.get("n_filled") else ""))
+        pool, hv = sel.get("random_pool") or {}, entry.get("harm_vs_n_eligible") or {}
+        if pool.get("n_heads"):
+            pools.append(f"k = {k}: the draws came from {pool['n_heads']} heads, {pool['n_eligible']} of them "
+                         "selective by the same rule; by token region " + ", ".join(
+                             f"{r} {n} ({(pool.get('eligible_by_region') or {}).get(r, 0)} selective)"
+                             for r, n in sorted(pool["by_region"].items()))
+                         + "; the top-k: " + ", ".join(f"{r} {n}" for r, n in sorted(
+                             (pool.get("top_by_region") or {}).items()))
+                         + (f". Over the draws, harm against how many selective heads a draw holds: Spearman rho "
+                            f"{_num(hv.get('rho'))} ({hv.get('n_draws')} draws; mean harm by count: " + ", ".join(
+                                f"{c}: {_num(v)}" for c, v in (hv.get("mean_harm_by_n_eligible") or {}).items())
+                            + ")" if hv else ""))
         e = (entry.get("metrics") or {}).get(metric)
         if not e:
             rows.append([k, DASH, DASH, DASH, DASH, DASH, DASH, "primary metric not computed"])
@@ -749,8 +763,13 @@ def section_ablation(inp: ReportInputs, random_weights: bool) -> list[Block]:
                     "listed as the smallest attainable p (19 draws are needed to reach 0.05). Harm = metric(ablated) - "
                     "metric(unablated) per sample, signed so that > 0 means worse. Top-k: mean harm over samples "
                     "[95% CI over scenes, studentised: how well the samples pin down this one head set's harm]. "
-                    "Random k: k heads drawn from the other heads of the top-k's block groups (same blocks and token "
-                    "regions, never a top-k head; the overlap column counts any top-k head in a draw); shown as the "
+                    + ("Random k: k heads drawn from the other heads of the top-k's block groups (same blocks and "
+                       "token regions, " if matches == {"group"} else
+                       "Random k: k heads drawn from the other heads of the top-k's blocks (either token region with "
+                       "`--match block`, " if matches == {"block"} else
+                       "Random k: k heads drawn from the other heads of the top-k's block groups or blocks (`match` "
+                       "in ablation.json, ")
+                    + "never a top-k head; the overlap column counts any top-k head in a draw); shown as the "
                     "mean and the range of the draws' mean harms, the distribution the rank p compares with. The two "
                     "are different kinds of spread (over scenes for one head set; over head sets), so a top-k CI that "
                     "misses the random range is not a test: the rank p is. "
@@ -761,6 +780,10 @@ def section_ablation(inp: ReportInputs, random_weights: bool) -> list[Block]:
                          "samples / scenes"], rows))
     if rules:
         blocks += [P("**Which heads** (the selection rule, as applied):"), Items(rules)]
+    if pools:
+        blocks += [P("**What the random draws came from** (context, not a test: a pool mostly made of selective heads "
+                     "asks which selective heads, not whether selective ones; a harm that rises with a draw's "
+                     "selective-head count says selectivity matters whichever heads carry it):"), Items(pools)]
     if _ablation_plot(inp.out / "figures" / "ablation.png", ab, metric, random_weights):
         blocks.append(Img("figures/ablation.png", "ablation harm per k"))
     others = sorted({m for entry in (ab.get("by_k") or {}).values() for m in (entry.get("metrics") or {})} - {metric})

@@ -33,7 +33,7 @@ import numpy as np
 
 __all__ = ["SELECT_CHOICES", "MATCH_CHOICES", "n_distinct_matched",
            "ProbeRun", "Selection", "read_probe", "rank_units", "select_heads", "ProbeError",
-           "random_matched_units", "overlap_with_top"]
+           "random_matched_units", "overlap_with_top", "eligible_heads", "pool_composition"]
 
 SELECT_CHOICES = ("render_vs_albedo", "lighting", "albedo", "change_albedo", "change_lighting")
 MATCH_CHOICES = ("group", "block")
@@ -306,6 +306,35 @@ def random_matched_units(top: Sequence[str], all_units: Sequence[str], rng: np.r
                          f"{'--match block, ' if match == 'group' else ''}or a probe with more heads per block makes "
                          f"the random control possible; nothing was written.")
     return chosen
+
+
+def eligible_heads(probe: ProbeRun, select: str | None = None) -> set[str]:
+    """The heads (a unit without its step) that have at least one unit eligible under the selection rule."""
+    _, eligible, _, _ = rank_units(probe, select)
+    return {_parse(u).head_name for u, ok in zip(probe.unit_names, eligible) if ok}
+
+
+def pool_composition(top: Sequence[str], all_units: Sequence[str], match: str, eligible: set[str]) -> dict:
+    """What the random draws of a top-k are drawn from: the heads of its pools outside the top-k, how many of them
+    are themselves eligible (selective by the same rule) and their token regions. A pool mostly made of selective
+    heads gives the top-k-against-random comparison little contrast: it then asks which selective heads, not
+    whether selective ones."""
+    from collections import Counter
+
+    from probe.klein.regions import group_site_region
+
+    pool, need = _pools(top, all_units, match)
+    top_set = set(top)
+    heads = [h for key in need for h in pool[key] if h not in top_set]
+    region = lambda h: group_site_region(h.rsplit("/", 1)[0])[1]
+    n_el = sum(h in eligible for h in heads)
+    return {"n_heads": len(heads), "n_eligible": n_el,
+            "eligible_fraction": (n_el / len(heads)) if heads else None,
+            "by_region": dict(Counter(region(h) for h in heads)),
+            "eligible_by_region": dict(Counter(region(h) for h in heads if h in eligible)),
+            "top_by_region": dict(Counter(region(h) for h in top)),
+            "definition": "the heads random draws are taken from (the top-k's pools, top-k heads excluded); "
+                          "n_eligible: of them, heads selective by the same rule as the top-k"}
 
 
 def overlap_with_top(draw: Sequence[str], top: Sequence[str]) -> int:

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["bootstrap_mean_ci", "paired_difference", "spearman_cluster", "expected_rho_halfwidth", "Correlation",
+__all__ = ["harm_vs_n_eligible", "bootstrap_mean_ci", "paired_difference", "spearman_cluster", "expected_rho_halfwidth", "Correlation",
            "ablation_effects", "cluster_codes", "t_interval", "partial_spearman", "CI_DEFINITIONS", "PSNR_CAP"]
 
 CI_DEFINITIONS = {
@@ -345,3 +345,25 @@ def ablation_effects(base: Mapping[str, float], top: Mapping[str, float], random
             "rank_p_top_hurts_more": p, "p_top_hurts_more": p,
             "p_min_attainable": 1.0 / (1 + n_draws) if n_draws else float("nan"),
             "p_definition": "rank p = (1 + #draws whose mean harm >= top-k's) / (1 + #draws)"}
+
+
+def harm_vs_n_eligible(effects: dict | None, selection: dict) -> dict | None:
+    """Context for a top-k-against-random result: across the random draws, Spearman rho between a draw's mean harm
+    and how many selective heads (by the top-k's rule) it holds. rho > 0: the draws hurt more the more selective
+    heads they hold (selectivity matters, whichever heads); rho near 0 with a top-k that hurts no more than random:
+    what the answer depends on is not selectivity. None without both lists or with no spread in either."""
+    counts = selection.get("random_n_eligible")
+    harms = (effects or {}).get("random_draw_means")
+    if not counts or not harms or len(counts) != len(harms) or len(counts) < 3:
+        return None
+    x, y = np.asarray(counts, float), np.asarray(harms, float)
+    ok = np.isfinite(y)
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return None
+    from scipy.stats import spearmanr
+
+    rho, p = spearmanr(x[ok], y[ok])
+    return {"rho": float(rho), "p": float(p), "n_draws": int(ok.sum()),
+            "mean_harm_by_n_eligible": {str(int(c)): float(y[ok][x[ok] == c].mean()) for c in np.unique(x[ok])},
+            "definition": "Spearman rho over the random draws between each draw's mean harm (the primary metric) "
+                          "and the number of its heads selective by the top-k's rule; context, not a criterion"}

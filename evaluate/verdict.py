@@ -579,6 +579,9 @@ def _h6(ev: dict, cmd: str) -> Outcome:
     for k in per_k:
         sel = ((ab.get("by_k") or {}).get(k) or {}).get("selection") or {}
         per_k[k]["n_eligible"], per_k[k]["n_filled"] = sel.get("n_eligible"), sel.get("n_filled")
+        # context, not the criterion: what the random draws came from, and whether their harm followed selectivity
+        per_k[k]["random_pool"] = sel.get("random_pool")
+        per_k[k]["harm_vs_n_eligible"] = ((ab.get("by_k") or {}).get(k) or {}).get("harm_vs_n_eligible")
     filled = {k: v for k, v in per_k.items() if v.get("n_filled")}
     if filled and all(v["selected_by"] == H6_SELECT for v in per_k.values()):
         ctx = "; ".join(f"top-{k}: {v['n_filled']} of {k} filled (rank p {v['rank_p']})" for k, v in filled.items())
@@ -603,6 +606,16 @@ def _h6(ev: dict, cmd: str) -> Outcome:
         words += (f" (context, not the criterion: at k = {', '.join(other)} the top-k heads hurt LESS than every or "
                   "nearly every random draw, rank p of the other tail <= 0.05: they are special, in the direction "
                   "opposite to the claim)")
+    ctx = []
+    for k, v in per_k.items():
+        pool, hv = v.get("random_pool") or {}, v.get("harm_vs_n_eligible") or {}
+        if pool.get("n_heads"):
+            ctx.append(f"k = {k}: the draws came from {pool['n_heads']} heads, {pool['n_eligible']} of them selective "
+                       "by the same rule (" + ", ".join(f"{r} {n}" for r, n in sorted(pool["by_region"].items()))
+                       + " by token region)" + (f"; over the draws, harm against their selective-head count: "
+                                                f"Spearman rho {hv['rho']:.2f} ({hv['n_draws']} draws)" if hv else ""))
+    if ctx:
+        words += " (context, not the criterion: " + "; ".join(ctx) + ")"
     return _outcome("H6", "supported" if ok else "not supported", words, obs, power)
 
 

@@ -264,6 +264,30 @@ def test_ablation_table_leads_with_the_rank_p_and_keeps_intervals_apart(report_r
     cells = [c.strip() for c in header.strip("|").split("|")]
     assert cells[1] == "rank p" and "over scenes" in cells[3] and "draws" in cells[4]
     assert "random-k harm [95% CI]" not in abl and "Read the rank p first" in abl
+    assert "What the random draws came from" not in abl      # an ablation.json made before the pool was recorded
+
+
+def test_the_report_says_what_the_random_draws_came_from(tmp_path):
+    import json
+
+    from test_evaluate_report import _section, build_out
+
+    from evaluate.report import write_report
+
+    out, data = build_out(tmp_path, random_weights=True)
+    ab = json.loads((out / "ablation.json").read_text())
+    k = next(iter(ab["by_k"]))
+    ab["by_k"][k].setdefault("selection", {}).update(match="block", random_pool={
+        "n_heads": 27, "n_eligible": 9, "by_region": {"img": 9, "ref": 18}, "eligible_by_region": {"img": 9},
+        "top_by_region": {"img": 4}})
+    ab["by_k"][k]["harm_vs_n_eligible"] = {"rho": -0.06, "n_draws": 19, "mean_harm_by_n_eligible": {"0": 0.01,
+                                                                                                     "1": 0.009}}
+    (out / "ablation.json").write_text(json.dumps(ab))
+    abl = _section(write_report(out, data=data, probe=out / "none", max_grid=0).read_text(), "## Ablation")
+    assert f"k = {k}: the draws came from 27 heads, 9 of them selective by the same rule; by token region img 9 (9 " \
+           "selective), ref 18 (0 selective); the top-k: img 4" in abl
+    assert "Spearman rho -0.06 (19 draws; mean harm by count: 0: 0.01, 1: 0.009)" in abl
+    assert "either token region with `--match block`" in abl
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,6 +369,40 @@ def test_change_albedo_selects_the_heads_shown_to_drop_light(tmp_path):
     bare = write_fake_probe(tmp_path / "q", {"unit": units, "t": t}, {"stimuli": "images"})
     with pytest.raises(ProbeError, match="no `class_change` column"):
         select_heads(read_probe(bare), 2, "change_albedo")
+
+
+def test_the_random_pool_and_each_draws_selective_heads_are_recorded(tmp_path):
+    """What the random draws come from (heads, how many selective by the top-k's rule, token regions) and how many
+    selective heads each draw holds; the draws' harm against that count (Spearman) is context for H6."""
+    from evaluate.causal import ablation_plan
+    from evaluate.selection import read_probe
+    from evaluate.stats import harm_vs_n_eligible
+
+    units = fake_probe_units(steps=(0,))
+    n = len(units)
+    cls = np.array(["neither"] * n, dtype=object)
+    ub = np.full(n, 0.9)
+    selective = {"s00/single.1/h03": 0.2, "s00/single.1/h00": 0.3, "s00/single.1/h01": 0.45,
+                 "s00/double.0.img/h02": 0.4}
+    for u, b in selective.items():
+        cls[units.index(u)], ub[units.index(u)] = "albedo-selective", b
+    path = write_fake_probe(tmp_path / "p", {"unit": units, "t": np.zeros(n), "class_change": cls,
+                                            "change_ratio_lighting_to_albedo_ub": ub}, {"stimuli": "images"})
+    plan = ablation_plan(read_probe(path), [2], n_random=19, seed=0, select="change_albedo", match="block")
+    sel = plan["selection"]["2"]
+    assert plan["methods"]["klein__ablate_top2"] == ["single.1/h03", "single.1/h00"]
+    pool = sel["random_pool"]
+    # single.1's other heads (h01 selective, h02) in its image region: the block's only region in this fake probe
+    assert pool["n_heads"] == 2 and pool["n_eligible"] == 1 and pool["eligible_fraction"] == 0.5
+    assert pool["by_region"] == {"img": 2} and pool["top_by_region"] == {"img": 2}
+    draws = [plan["methods"][f"klein__ablate_rand2_r{r}"] for r in range(sel["n_random_draws"])]
+    assert sel["random_n_eligible"] == [sum(h == "single.1/h01" for h in d) for d in draws]
+    # the context statistic: harm rising with the selective-head count gives rho 1; no spread gives None
+    eff = {"random_draw_means": [0.1, 0.2, 0.3, 0.4]}
+    got = harm_vs_n_eligible(eff, {"random_n_eligible": [0, 1, 2, 3]})
+    assert got["rho"] == pytest.approx(1.0) and got["n_draws"] == 4 and got["mean_harm_by_n_eligible"]["3"] == 0.4
+    assert harm_vs_n_eligible(eff, {"random_n_eligible": [1, 1, 1, 1]}) is None
+    assert harm_vs_n_eligible(eff, {"random_n_eligible": [0, 1]}) is None
 
 
 def test_a_group_without_enough_other_heads_is_refused(tmp_path, capsys):

@@ -307,6 +307,14 @@ def test_h6_rank_p_at_every_k_with_enough_draws(tmp_path):
     h6 = verdict_from_folders(evaluate_folder(tmp_path, "e", ablation=abl)).outcome("H6")
     assert h6.outcome == "not supported" and "opposite to the claim" in h6.reason
     assert h6.observed["by_k"]["8"]["rank_p_top_hurts_less"] == 0.05
+    # context: what the draws came from and whether their harm followed their selective-head count
+    abl = ablation(0.3)
+    abl["by_k"]["8"]["selection"]["random_pool"] = {"n_heads": 27, "n_eligible": 9, "by_region": {"img": 9, "ref": 18}}
+    abl["by_k"]["8"]["harm_vs_n_eligible"] = {"rho": -0.06, "n_draws": 19}
+    h6 = verdict_from_folders(evaluate_folder(tmp_path, "f", ablation=abl)).outcome("H6")
+    assert h6.outcome == "not supported" and h6.observed["by_k"]["8"]["random_pool"]["n_eligible"] == 9
+    assert ("k = 8: the draws came from 27 heads, 9 of them selective by the same rule (img 9, ref 18 by token "
+            "region); over the draws, harm against their selective-head count: Spearman rho -0.06 (19 draws)") in h6.reason
 
 
 # ------------------------------------------------------------------------------------------ command line, refusals
