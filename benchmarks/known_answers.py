@@ -3,6 +3,7 @@
 
     python -m render --resolution 64 --recolor 1 --out runs/render64          # the 25 default scenes, held out
     python benchmarks/known_answers.py --data runs/render64 --out runs/known-study
+    python benchmarks/known_answers.py --data runs/gen-s2-64 --out runs/known-study-gen --keeps-light runs/known-light
 
 Runs `python -m evaluate study` (resumable: a finished step with the identical command is skipped), which puts the
 decomposing network (known-albedo), the reproduce-the-photo network (known-photo) and an untrained one through the
@@ -80,14 +81,18 @@ def main() -> int:
     ap.add_argument("--models", default="known-albedo,known-photo", help="models whose training records are printed")
     ap.add_argument("--steps", type=int, default=10, help="inference steps of every sampling run (evaluate study)")
     ap.add_argument("--population", type=int, default=19, help="untrained networks (evaluate study)")
+    ap.add_argument("--keeps-light", default=None, metavar="FOLDER",
+                    help="a `probe known train --task light` model: the study's keeps-light network (its training "
+                         "record is printed too)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars from the jobs")
     a = ap.parse_args()
     cmd = [sys.executable, "-m", "evaluate", "study", "--data", a.data, "--out", a.out, "--steps", str(a.steps),
-           "--population", str(a.population)] + (["--quiet"] if a.quiet else [])
+           "--population", str(a.population)] + (["--quiet"] if a.quiet else []) + (
+        ["--keeps-light", a.keeps_light] if a.keeps_light else [])
     t_study = run(cmd)
     curves = {}
     print("\ntraining (from each model's record):")
-    for model in a.models.split(","):
+    for model in a.models.split(",") + ([a.keeps_light] if a.keeps_light else []):
         rec, rows = training_summary(model)
         curves[rec["name"]] = rows
         t, tc = rec["timing"], rec["train_config"]
