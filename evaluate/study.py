@@ -336,9 +336,13 @@ def study_table(cfg: StudyConfig) -> dict:
 
             e = (row["h4_ranks"] or {}).get(OWN_CLASS[net]) or {}
             beyond = e.get("rank_p") is not None and e["rank_p"] <= ALPHA
+            # context: whether the network's own answer (output.img, the same rule as a unit) shows its class here
+            out_cls = [o.get("class_if_it_were_a_unit") for o in outs]
             row["own_class"] = {"class": OWN_CLASS[net], "observed": e.get("observed"),
                                 "population_max": e.get("population_max"), "rank_p": e.get("rank_p"),
-                                "beyond_population": beyond, "part_of_known_answer": net in OWN_CLASS_EXPECTED}
+                                "beyond_population": beyond, "part_of_known_answer": net in OWN_CLASS_EXPECTED,
+                                "output_steps": len(out_cls),
+                                "output_steps_of_the_class": sum(c == OWN_CLASS[net] for c in out_cls)}
             if net in OWN_CLASS_EXPECTED:
                 row["as_expected"] = row["as_expected"] and beyond
         rows[net] = row
@@ -439,7 +443,10 @@ def study_markdown(t: dict) -> str:
             lines.append(f"- power check, {net}: {oc['class']} {_f(oc['observed'], '{:.0f}')} units (population max "
                          f"{_f(oc['population_max'], '{:.0f}')}, rank p {_f(oc['rank_p'])}): "
                          f"{'beyond' if oc['beyond_population'] else 'NOT beyond'} the population"
-                         + ("" if oc["part_of_known_answer"] else " (reported; H4 above already needs it)"))
+                         + ("" if oc["part_of_known_answer"] else " (reported; H4 above already needs it)")
+                         + (f"; its own answer (output.img, the same rule) is {oc['class']} at "
+                            f"{oc['output_steps_of_the_class']} of {oc['output_steps']} captured steps"
+                            if oc.get("output_steps") else ""))
     lines += ["", f"**Every network gave its known answer: {'yes' if t['all_as_expected'] else 'NO'}.**", ""]
     return "\n".join(lines)
 

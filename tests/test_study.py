@@ -177,6 +177,15 @@ def test_keeps_light_is_added_without_rerunning_the_others_and_needs_its_own_cla
     Path(new[-1].done).unlink()                     # its verdict again, now with the class beyond the population
     table = st.run_study(more, log=lambda m: None)
     assert table["rows"]["keeps-light"]["as_expected"] is True and table["all_as_expected"] is True
+    # context: whether the network's own answer shows its class on this render (output.img, the same rule)
+    summary = Path(more.out) / "keeps-light" / "probe-images" / "summary.json"
+    summary.write_text(json.dumps({"change_classes": {"output": {
+        f"s0{i}/output.img": {"ratio_lighting_to_albedo": 2.2, "class_if_it_were_a_unit": c}
+        for i, c in enumerate(["lighting-selective", "lighting-selective", "neither"])}}}))
+    oc = st.study_table(more)["rows"]["keeps-light"]["own_class"]
+    assert oc["output_steps"] == 3 and oc["output_steps_of_the_class"] == 2
+    assert "its own answer (output.img, the same rule) is lighting-selective at 2 of 3 captured steps" in \
+        st.study_markdown(st.study_table(more))
 
 
 def test_cli_defaults_are_the_study_configs(monkeypatch, tmp_path):
