@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=fmt)
     _common(b)
     b.add_argument("--shard", default=None, help="K/N share of the samples, or auto (SLURM array / torchrun)")
+    b.add_argument("--quiet", action="store_true", help="no progress bars (the summary lines stay)")
     b.add_argument("--marigold", default=None, metavar="DIR",
                    help="also run diffusers' Marigold intrinsics pipeline from this local weights folder")
     b.add_argument("--hdr", action="store_true",
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(s)
     s.add_argument("--pred", default=None, help="prediction folder (default OUT/pred)")
     s.add_argument("--methods", default=None, help="comma-separated methods (default: every folder in --pred)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar (the summary lines stay)")
     _scoring(s)
 
     a = sub.add_parser("ablate", help="causal test: mean-ablate top-k selective heads vs random k",

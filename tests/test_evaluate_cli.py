@@ -83,3 +83,19 @@ def test_bad_inputs_one_paragraph_nothing_written(folders, args, needle):
     assert needle in r.stderr
     assert sorted(p.name for p in out.rglob("*")) == before                  # no config.json, no pred/
     assert json.loads((out / "ablation_plan.json").read_text()) == {"kept": True}   # not overwritten
+
+
+def test_score_quiet_drops_the_progress_bar(tmp_path, capsys):
+    """`evaluate baselines/score --quiet`: no progress bar on stderr, the summary line stays (as every job's)."""
+    from evaluate.__main__ import main
+
+    data = write_synthetic_render(tmp_path / "render", scenes=("alpha",), lightings=("key", "rim"))
+    out = tmp_path / "eval"
+    assert main(["baselines", "--data", str(data), "--out", str(out), "--quiet"]) == 0
+    assert "%|" not in capsys.readouterr().err
+    assert main(["score", "--data", str(data), "--out", str(out), "--lpips", "off", "--n-boot", "50"]) == 0
+    loud = capsys.readouterr()
+    assert main(["score", "--data", str(data), "--out", str(out), "--lpips", "off", "--n-boot", "50", "--quiet"]) == 0
+    quiet = capsys.readouterr()
+    assert "score" in loud.err and "%|" in loud.err        # tqdm's bar
+    assert "%|" not in quiet.err and "scored" in quiet.out + quiet.err
