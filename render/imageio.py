@@ -128,10 +128,12 @@ def write_png_srgb(path: str | os.PathLike, linear_rgb: np.ndarray, bits: int = 
 
 
 def write_png_encoded(path: str | os.PathLike, rgb01: np.ndarray, bits: int = 8) -> Path:
-    """Write values already encoded (e.g. sRGB, or a grey mask) in [0, 1] as a PNG, atomically."""
+    """Write values already encoded (e.g. sRGB, or a grey mask) in [0, 1] as a PNG, atomically. NaN (a pixel
+    without a value, e.g. outside a prediction's valid region) is written as 0: a PNG has no missing value, and
+    casting NaN to an integer is undefined (the EXR beside it keeps the NaN)."""
     import cv2
 
-    a = np.clip(np.asarray(rgb01, dtype=np.float32), 0.0, 1.0)
+    a = np.clip(np.nan_to_num(np.asarray(rgb01, dtype=np.float32), nan=0.0), 0.0, 1.0)
     maxv, dtype = (65535.0, np.uint16) if bits == 16 else (255.0, np.uint8)
     q = np.round(a * maxv).astype(dtype)
     if q.ndim == 3:

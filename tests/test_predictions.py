@@ -300,3 +300,19 @@ def test_sharded_generate_equals_unsharded_and_shares_no_file(tmp_path):
         assert steady(a[sid]) == steady(b[sid])                  # the same sidecar (and key) either way
         np.testing.assert_array_equal(read_png_srgb(whole / "klein" / a[sid]["albedo_srgb"]),
                                       read_png_srgb(split.dir / b[sid]["albedo_srgb"]))
+
+
+def test_png_writes_nan_as_zero_without_a_cast_warning(tmp_path):
+    """A PNG has no missing value: NaN pixels are written as 0, explicitly (casting NaN to uint8 is undefined and
+    warned); the values around them are unchanged."""
+    import warnings
+
+    from render.imageio import read_png_srgb, write_png_encoded
+
+    a = np.full((4, 4, 3), 0.5, np.float32)
+    a[1, 2] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_png_encoded(tmp_path / "x.png", a)
+    back = read_png_srgb(tmp_path / "x.png")
+    assert np.all(back[1, 2] == 0) and np.allclose(back[0, 0], 128 / 255)
