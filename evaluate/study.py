@@ -3,7 +3,8 @@
     python -m render --resolution 64 --recolor 1 --out runs/render64        # the 25 default scenes: held out
     python -m evaluate study --data runs/render64 --out runs/known-study
 
-Three networks of one architecture, all read from shipped snapshots (probe.klein.known), and one population:
+Three networks of one architecture read from shipped snapshots (probe.klein.known), a fourth from a folder when given
+(`--keeps-light`), and one population:
 
 | network | `--model` | the known answer |
 |---|---|---|
