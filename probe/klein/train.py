@@ -649,8 +649,7 @@ def train_known(cfg: KnownTrainConfig, log: Callable[[str], None] = print) -> di
 
     t0, c0 = time.perf_counter(), _cpu_seconds()
     refs = encode_images(pipe, photos)
-    targets = {"photo": lambda: refs, "albedo": lambda: encode_images(pipe, albedos),
-               "shading": lambda: encode_images(pipe, shadings), "light": lambda: encode_images(pipe, shadings)}[cfg.task]()
+    targets = refs if cfg.task == "photo" else encode_images(pipe, shadings if cfg.task in SHADING_TASKS else albedos)
     text = encode_texts(pipe, instruction, cfg.max_sequence_length)
     timing["encode_wall_s"], timing["encode_cpu_s"] = time.perf_counter() - t0, _cpu_seconds() - c0
     n_params = sum(p.numel() for p in transformer.parameters())
