@@ -222,6 +222,41 @@ def test_shading_task_trains_towards_the_displayed_shading(trained, tmp_path):
     assert load_train_data(trained["cfg"]).shadings is None
 
 
+def test_intrinsic_task_trains_both_components_under_their_instructions(trained, tmp_path):
+    """known-intrinsic (not shipped): every sample twice, its albedo under the albedo instruction and the light
+    task's target under the shading instruction; each training row reads its own instruction's embedding."""
+    from probe.design.prompts import load_edit_instructions
+
+    albedo_text, shading_text = task_instruction("intrinsic"), task_instruction("intrinsic", second=True)
+    assert albedo_text == load_edit_instructions()[0] and shading_text == load_edit_instructions(key="shading")[0]
+    assert task_instruction("albedo", second=True) is None
+    base = dict(data=str(trained["data"]), out=str(tmp_path / "i"), vae_from=str(trained["out"]),
+                **{**TINY_TRAIN, "vae_steps": 0})
+    with pytest.raises(KnownTrainError, match="second instruction"):
+        KnownTrainConfig(task="intrinsic", instruction=albedo_text, **base).check()
+    with pytest.raises(KnownTrainError, match="second instruction"):
+        KnownTrainConfig(task="albedo", instruction=albedo_text, second_instruction=shading_text, **base).check()
+    cfg = KnownTrainConfig(task="intrinsic", instruction=albedo_text, second_instruction=shading_text, **base)
+    rec = train_known(cfg, log=lambda m: None)
+    assert rec["task"] == "intrinsic" and rec["instruction"] == albedo_text      # what every job reads
+    assert rec["second_instruction"] == shading_text and rec["second_target"].startswith("light_srgb")
+    assert "shading_target_train_db" in rec["vae_psnr_srgb_8bit"]
+    assert "shading[0]" in (tmp_path / "i" / "README.md").read_text()
+    # per-row instructions: row i reads prompt_embeds[which[i]]; the empty prompt where dropped
+    from probe.klein.model import ModelSpec, load_pipeline
+    pipe = load_pipeline(ModelSpec(str(tmp_path / "i"))).pipe
+    text = encode_texts(pipe, [albedo_text, shading_text], 64)
+    assert text.prompt_embeds.shape[0] == 2 and text.text_ids.shape[0] == 1
+    assert not torch.allclose(text.prompt_embeds[0], text.prompt_embeds[1])
+    x = torch.zeros(3, 16, pipe.transformer.config.in_channels)
+    kw = training_inputs(pipe, x, x, torch.ones(3), x, text, torch.tensor([True, True, False]), torch.tensor([1, 0, 1]))
+    enc = kw["encoder_hidden_states"]
+    assert torch.equal(enc[0], text.prompt_embeds[1]) and torch.equal(enc[1], text.prompt_embeds[0])
+    assert torch.equal(enc[2], text.negative_embeds[0])
+    assert torch.equal(training_inputs(pipe, x[:1], x[:1], torch.ones(1), x[:1], text, torch.tensor([True]))
+                       ["encoder_hidden_states"][0], text.prompt_embeds[0])      # one-instruction tasks: the first
+
+
 def test_jobs_pass_the_models_text_length(trained, tmp_path):
     """evaluate generate and the image probe call the pipeline with the model's recorded text length (64), not 512:
     the transformer sees 64 text tokens, the generation key and the capture config record it."""

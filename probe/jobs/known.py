@@ -41,12 +41,14 @@ def add_known_arguments(parser) -> None:
                         formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     tr.add_argument("--data", required=True, metavar="RENDER_DIR",
                     help="a `python -m render --generate N` folder rendered at --resolution (never the default scenes)")
-    tr.add_argument("--task", required=True, choices=("albedo", "photo", "shading", "light"),
+    tr.add_argument("--task", required=True, choices=("albedo", "photo", "shading", "light", "intrinsic"),
                     help="albedo: photo -> its albedo under the albedo instruction; photo: photo -> the photo itself "
                          "under the keep-photo instruction (the control); shading: photo -> its diffuse shading "
                          "under the shading instruction; light: photo -> that shading averaged over the scene's "
                          "colour variants under the same lighting (one target per scene and lighting: the known "
-                         "answer for lighting-selective heads; shading and light are not shipped)")
+                         "answer for lighting-selective heads); intrinsic: albedo under the albedo instruction and "
+                         "that averaged shading under the shading instruction, one network for both components "
+                         "(shading, light and intrinsic are not shipped)")
     tr.add_argument("--out", required=True, metavar="DIR", help="the snapshot folder to write (must be new or empty)")
     tr.add_argument("--name", default=None, help="the model's name in its record (default known-TASK)")
     tr.add_argument("--vae-from", default=None, metavar="MODEL",
@@ -85,12 +87,16 @@ def _config_defaults() -> dict:
     return {f.name: f.default for f in fields(KnownTrainConfig) if f.default is not f.default_factory}
 
 
-def task_instruction(task: str, path=None) -> str:
-    """The instruction a task trains with (prompts/edit_instructions.json): `instructions[0]` for albedo, the wording
-    evaluate generate uses by default; `keep_photo[0]` for photo; `shading[0]` for shading."""
+def task_instruction(task: str, path=None, second: bool = False) -> str | None:
+    """The instruction a task trains with (prompts/edit_instructions.json): `instructions[0]` for albedo and
+    intrinsic, the wording evaluate generate uses by default; `keep_photo[0]` for photo; `shading[0]` for shading
+    and light. second=True: a two-target task's second instruction (intrinsic: `shading[0]`), else None."""
     from probe.design.prompts import load_edit_instructions, load_keep_photo_instructions
     from probe.klein.train import TASKS
 
+    if second:
+        also = TASKS[task].get("also")
+        return load_edit_instructions(path, key=also[1])[0] if also else None
     if TASKS[task]["instruction_key"] == "instructions":
         return load_edit_instructions(path)[0]
     if TASKS[task]["instruction_key"] == "keep_photo":
@@ -112,6 +118,7 @@ def _train(args) -> int:
     keys = ("name", "vae_from", "link_shared", "steps", "batch", "lr", "vae_steps", "hidden", "heads", "double_blocks",
             "single_blocks", "max_sequence_length", "resolution", "seed", "threads", "storage_dtype", "limit")
     cfg = KnownTrainConfig(data=args.data, task=args.task, out=args.out, instruction=task_instruction(args.task),
+                           second_instruction=task_instruction(args.task, second=True),
                            **{k: getattr(args, k) for k in keys})
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     rec = train_known(cfg, log=log)

@@ -14,7 +14,10 @@ displayed shading's change under a recolouring is 0.35 of its change under a rel
 change). `light` removes that: its target is the linear shading averaged over every colour variant of the sample's
 base scene under the same lighting, then shown the same way, so every recolouring of a scene and lighting has one
 target (ratio 0 on colour pairs by construction, as the albedo's is on lighting pairs): the known answer for
-lighting-selective heads. The VAE is always trained on photos and albedos (or taken from --vae-from), so every
+lighting-selective heads. `intrinsic` learns both halves of the decomposition in one network: each training
+sample appears twice, once under the albedo instruction with its albedo as the target and once under the shading
+instruction with the `light` target, so the text chooses the component; every job probes and evaluates it under
+the albedo instruction (the record's `instruction`), as it does every model. The VAE is always trained on photos and albedos (or taken from --vae-from), so every
 task can share one.
 
 What is built and trained, in order (every part seeded; `KnownTrainConfig` holds every size and step count):
@@ -79,8 +82,16 @@ TASKS = {
                       "under the shading instruction: the same target for every recolouring of a scene and lighting, "
                       "so its answer keeps the light and drops the surface colour entirely; the known answer for "
                       "lighting-selective heads"},
+    "intrinsic": {"target": "albedo_srgb", "instruction_key": "instructions",
+                  "what": "edits the rendered photograph (reference image) into either intrinsic component, as its "
+                          "instruction asks: its albedo under the albedo instruction evaluate generate uses by default, "
+                          "and the diffuse shading of its scene under its lighting averaged over the scene's colour "
+                          "variants (the light task's target) under the shading instruction: a network trained to "
+                          "separate light from surface colour in both directions",
+                  "also": ("light_srgb", "shading")},     # (second target, its instruction key)
 }
-SHADING_TASKS = ("shading", "light")    # targets read from shading_linear.exr
+SHADING_TASKS = ("shading", "light", "intrinsic")    # targets read from shading_linear.exr
+MEAN_OVER_COLOURS = ("light", "intrinsic")           # shading averaged over the colour variants of a scene and light
 TRAIN_FORMAT = 1          # bump when what training does changes
 TEXT_CONFIG = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=28, num_attention_heads=2,
                    num_key_value_heads=1, head_dim=16, max_position_embeddings=1024, rope_theta=1_000_000.0,
@@ -95,9 +106,10 @@ class KnownTrainError(ValueError):
 @dataclass(frozen=True)
 class KnownTrainConfig:
     data: str                                   # a `python -m render --generate` folder (never the default scenes)
-    task: str                                   # albedo | photo | shading | light
+    task: str                                   # albedo | photo | shading | light | intrinsic
     out: str                                    # snapshot folder to write
     instruction: str | None = None              # the task's text (the job reads it: probe.jobs.known.task_instruction)
+    second_instruction: str | None = None       # intrinsic only: the shading instruction (the light target's text)
     name: str | None = None                     # record name (default: known-<task>)
     seed: int = 0
     resolution: int = 64                        # renders must be resolution x resolution
@@ -134,6 +146,9 @@ class KnownTrainConfig:
         if not self.instruction or not self.instruction.strip():
             raise KnownTrainError("the training instruction is empty (probe.jobs.known.task_instruction gives each "
                                   "task's)")
+        if ("also" in TASKS[self.task]) != bool(self.second_instruction and self.second_instruction.strip()):
+            raise KnownTrainError(f"--task {self.task}: a second instruction is given exactly when the task has two "
+                                  f"targets (intrinsic: the shading instruction; probe.jobs.known.task_instruction)")
         if self.resolution % 16 or self.resolution < 64:
             raise KnownTrainError(f"--resolution must be a multiple of 16 and at least 64 (klein's smallest side), "
                                   f"got {self.resolution}")
@@ -298,10 +313,10 @@ def load_train_data(cfg: KnownTrainConfig) -> TrainData:
 
 def shading_targets(task: str, samples, linear: list) -> np.ndarray:
     """The shading / light task's 8-bit sRGB targets (render.imageio.shading_display_srgb of the linear shading;
-    for `light`, of the mean linear shading over the samples that share the base scene and lighting)."""
+    for `light` and `intrinsic`, of the mean linear shading over the samples that share the base scene and lighting)."""
     from render.imageio import shading_display_srgb
 
-    if task == "light":
+    if task in MEAN_OVER_COLOURS:
         groups: dict = {}
         for i, s in enumerate(samples):
             groups.setdefault((s.base_scene, s.lighting), []).append(i)
@@ -460,18 +475,19 @@ def encode_images(pipe, images, batch: int = 64):
 
 @dataclass
 class TextInputs:
-    prompt_embeds: object      # [1, L, 3 x text hidden]
+    prompt_embeds: object      # [K, L, 3 x text hidden]: one row per instruction (K = 1 but for intrinsic)
     negative_embeds: object    # [1, L, ...]: the empty prompt, the pipeline's negative prompt
     text_ids: object           # [1, L, 4]
 
 
-def encode_texts(pipe, prompt: str, max_sequence_length: int) -> TextInputs:
+def encode_texts(pipe, prompt: str | list[str], max_sequence_length: int) -> TextInputs:
+    """The instruction(s) and the empty prompt as the pipeline encodes them (a list: one embedding row each)."""
     import torch
 
     with torch.no_grad():
         pe, tids = pipe.encode_prompt(prompt, max_sequence_length=max_sequence_length)
         ne, _ = pipe.encode_prompt("", max_sequence_length=max_sequence_length)
-    return TextInputs(pe, ne, tids)
+    return TextInputs(pe, ne, tids[:1])     # text ids are positions only: one row serves every prompt
 
 
 def token_ids(pipe, side: int):
@@ -489,31 +505,34 @@ def sigma_shift_mu(n_img_tokens: int) -> float:
     return compute_empirical_mu(image_seq_len=n_img_tokens, num_steps=DEFAULT_STEPS_FOR_MU)
 
 
-def training_inputs(pipe, x0, ref, sigma, noise, text: TextInputs, keep_prompt) -> dict:
+def training_inputs(pipe, x0, ref, sigma, noise, text: TextInputs, keep_prompt, which=None) -> dict:
     """The transformer's keyword arguments for one training batch, exactly as Flux2KleinPipeline.__call__ hands them
     over at a sampling step with noise level `sigma`: hidden_states = [noisy generated tokens, reference tokens],
     timestep = sigma (t / 1000), the text embeddings (the empty prompt where keep_prompt is False), text ids and
-    image ids. x0, ref, noise: [B, n, C] packed latents; sigma: [B]; keep_prompt: bool [B]."""
+    image ids. x0, ref, noise: [B, n, C] packed latents; sigma: [B]; keep_prompt: bool [B]; which: long [B], the
+    row of text.prompt_embeds each sample reads (None: the first, the only one of a one-instruction task)."""
     import torch
 
     b, n, _ = x0.shape
     side = int(round(math.sqrt(n)))
     xt = (1 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
-    enc = torch.where(keep_prompt[:, None, None], text.prompt_embeds.expand(b, -1, -1),
-                      text.negative_embeds.expand(b, -1, -1))
+    prompt = text.prompt_embeds[:1].expand(b, -1, -1) if which is None else text.prompt_embeds[which]
+    enc = torch.where(keep_prompt[:, None, None], prompt, text.negative_embeds.expand(b, -1, -1))
     return dict(hidden_states=torch.cat([xt, ref], dim=1), timestep=sigma, guidance=None, encoder_hidden_states=enc,
                 txt_ids=text.text_ids.expand(b, -1, -1), img_ids=token_ids(pipe, side)[None].expand(b, -1, -1),
                 return_dict=False)
 
 
-def flow_loss(pipe, x0, ref, sigma, noise, text: TextInputs, keep_prompt):
+def flow_loss(pipe, x0, ref, sigma, noise, text: TextInputs, keep_prompt, which=None):
     """Mean squared error of the predicted velocity on the generated tokens (target noise - x0)."""
-    out = pipe.transformer(**training_inputs(pipe, x0, ref, sigma, noise, text, keep_prompt))[0][:, :x0.shape[1]]
+    out = pipe.transformer(**training_inputs(pipe, x0, ref, sigma, noise, text, keep_prompt, which))[0][:, :x0.shape[1]]
     return ((out - (noise - x0)) ** 2).mean()
 
 
 def train_transformer(pipe, refs, targets, text: TextInputs, cfg: KnownTrainConfig, log: Callable[[str], None],
-                      curve: list, val: tuple | None = None) -> None:
+                      curve: list, val: tuple | None = None, which=None) -> None:
+    """AdamW on the flow loss. refs, targets: [N, n, C] packed latents; which: long [N], each row's instruction
+    (row of text.prompt_embeds; None: one instruction); val: (refs, targets[, which]) held out."""
     import torch
 
     tf = pipe.transformer
@@ -530,17 +549,18 @@ def train_transformer(pipe, refs, targets, text: TextInputs, cfg: KnownTrainConf
     val_batch = None
     if val is not None and len(val[0]):
         gv = torch.Generator().manual_seed(cfg.seed + 31)
-        vr, vt = val
+        vr, vt = val[:2]
         nv = len(vt)
         val_batch = (vt, vr, pipe.scheduler.time_shift(mu, 1.0, (torch.arange(nv) + 0.5) / nv)[torch.randperm(nv, generator=gv)],
-                     torch.randn(vt.shape, generator=gv), torch.ones(nv, dtype=torch.bool))
+                     torch.randn(vt.shape, generator=gv), torch.ones(nv, dtype=torch.bool),
+                     val[2] if len(val) > 2 else None)
     ema = None
     for step in range(cfg.steps):
         idx = torch.randint(0, len(targets), (cfg.batch,), generator=g)
         sigma = pipe.scheduler.time_shift(mu, 1.0, torch.rand(cfg.batch, generator=g))
         noise = torch.randn(targets[idx].shape, generator=g)
         keep = torch.rand(cfg.batch, generator=g) >= cfg.prompt_dropout
-        loss = flow_loss(pipe, targets[idx], refs[idx], sigma, noise, text, keep)
+        loss = flow_loss(pipe, targets[idx], refs[idx], sigma, noise, text, keep, None if which is None else which[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(tf.parameters(), 1.0)
@@ -552,7 +572,9 @@ def train_transformer(pipe, refs, targets, text: TextInputs, cfg: KnownTrainConf
         if val_batch is not None and (step % cfg.val_every == 0 or step == cfg.steps - 1):
             tf.eval()
             with torch.no_grad():
-                vloss = float(sum(flow_loss(pipe, *(t[i:i + 64] for t in val_batch[:4]), text, val_batch[4][i:i + 64])
+                vw = val_batch[5]
+                vloss = float(sum(flow_loss(pipe, *(t[i:i + 64] for t in val_batch[:4]), text, val_batch[4][i:i + 64],
+                                            None if vw is None else vw[i:i + 64])
                                   * len(val_batch[0][i:i + 64]) for i in range(0, len(val_batch[0]), 64))
                               / len(val_batch[0]))
             tf.train()
@@ -607,9 +629,10 @@ def train_known(cfg: KnownTrainConfig, log: Callable[[str], None] = print) -> di
             torch.manual_seed(cfg.seed + 1)
             vae = AutoencoderKLFlux2(**vae_config(cfg))
         vae_source = {"from": None, "steps": cfg.vae_steps}
-    n_text = max(text_length(tok, instruction), text_length(tok, ""))
+    prompts = [instruction] + ([cfg.second_instruction] if cfg.second_instruction else [])
+    n_text = max(text_length(tok, t) for t in prompts + [""])
     if n_text > cfg.max_sequence_length:
-        raise KnownTrainError(f"the {cfg.task} instruction is {n_text} tokens, more than --max-sequence-length "
+        raise KnownTrainError(f"the {cfg.task} instruction(s) take {n_text} tokens, more than --max-sequence-length "
                               f"{cfg.max_sequence_length}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 2)
@@ -649,15 +672,24 @@ def train_known(cfg: KnownTrainConfig, log: Callable[[str], None] = print) -> di
 
     t0, c0 = time.perf_counter(), _cpu_seconds()
     refs = encode_images(pipe, photos)
-    targets = refs if cfg.task == "photo" else encode_images(pipe, shadings if cfg.task in SHADING_TASKS else albedos)
-    text = encode_texts(pipe, instruction, cfg.max_sequence_length)
+    if cfg.task == "photo":
+        targets = refs
+    else:
+        targets = encode_images(pipe, albedos if cfg.task in ("albedo", "intrinsic") else shadings)
+    text = encode_texts(pipe, prompts if len(prompts) > 1 else instruction, cfg.max_sequence_length)
+    which = None
+    if cfg.task == "intrinsic":   # every sample twice: albedo under the first instruction, light under the second
+        second = encode_images(pipe, shadings)
+        which = torch.cat([torch.zeros(len(refs), dtype=torch.long), torch.ones(len(refs), dtype=torch.long)])
+        refs, targets, val_mask = torch.cat([refs, refs]), torch.cat([targets, second]), torch.cat([val_mask, val_mask])
     timing["encode_wall_s"], timing["encode_cpu_s"] = time.perf_counter() - t0, _cpu_seconds() - c0
     n_params = sum(p.numel() for p in transformer.parameters())
     log(f"transformer: {n_params:,} parameters, {cfg.steps} steps of batch {cfg.batch}, "
         f"{targets.shape[1]} generated + {refs.shape[1]} reference + {cfg.max_sequence_length} text tokens")
     t0, c0 = time.perf_counter(), _cpu_seconds()
     train_transformer(pipe, refs[~val_mask], targets[~val_mask], text, cfg, log, curve,
-                      (refs[val_mask], targets[val_mask]))
+                      (refs[val_mask], targets[val_mask]) + (() if which is None else (which[val_mask],)),
+                      None if which is None else which[~val_mask])
     timing["transformer_wall_s"], timing["transformer_cpu_s"] = time.perf_counter() - t0, _cpu_seconds() - c0
     timing["total_wall_s"], timing["total_cpu_s"] = time.perf_counter() - t_start, _cpu_seconds() - c_start
     try:
@@ -680,12 +712,17 @@ def _record(cfg, data, instruction, vae_source, psnr, timing, curve, n_params, l
     tf_losses = [c[2] for c in curve if c[0] == "transformer"]
     tf_val = [c[3] for c in curve if c[0] == "transformer" and c[3] is not None]
     tail = tf_losses[-max(1, len(tf_losses) // 20):]
+    also = TASKS[cfg.task].get("also")
+    second = {"second_instruction": cfg.second_instruction,
+              "second_instruction_source": f"prompts/edit_instructions.json {also[1]}[0]",
+              "second_target": f"{also[0]}.png of the same sample (the light task's target; each sample is trained "
+                               f"on under both instructions, and every job reads `instruction`)"} if also else {}
     return {
         "format": RECORD_FORMAT, "name": cfg.model_name, "task": cfg.task, "banner": KNOWN_BANNER,
         "what": TASKS[cfg.task]["what"], "instruction": instruction,
         "instruction_source": f"prompts/edit_instructions.json {TASKS[cfg.task]['instruction_key']}[0]",
         "input": "reference image = the rendered photograph (image_srgb.png), as evaluate generate gives it",
-        "target": f"{TASKS[cfg.task]['target']}.png of the same sample",
+        "target": f"{TASKS[cfg.task]['target']}.png of the same sample", **second,
         "max_sequence_length": cfg.max_sequence_length, "resolution": cfg.resolution,
         "train_config": asdict(cfg), "train_format": TRAIN_FORMAT,
         "seeds": {"text_encoder": cfg.seed, "vae_init": cfg.seed + 1, "transformer_init": cfg.seed + 2,
@@ -789,6 +826,8 @@ def model_readme(record: dict) -> str:
         f"encoder, FlowMatchEulerDiscreteScheduler) that {record['what']}.", "",
         f"- instruction: \"{record['instruction']}\" ({record['instruction_source']})",
         f"- input: {record['input']}; output trained towards: {record['target']}",
+        *([f"- and under \"{record['second_instruction']}\" ({record['second_instruction_source']}) towards: "
+           f"{record['second_target']}"] if record.get("second_instruction") else []),
         f"- {record['resolution']}x{record['resolution']} px; text length {record['max_sequence_length']} tokens "
         f"(every job reads it from {RECORD_FILE})",
         f"- transformer: {record['transformer_parameters']:,} parameters ({tc['hidden']} hidden, {tc['heads']} heads, "
