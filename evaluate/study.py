@@ -357,9 +357,19 @@ def study_table(cfg: StudyConfig) -> dict:
                         "reproduce_photo": photo,
                         "minus_reproduce_photo": (r["observed"] - photo) if photo is not None and
                         r.get("observed") is not None else None}
+    models = {}
+    for net in rows:
+        argv = cfg.networks()[net]
+        try:
+            task = json.loads((_model_folder(argv[1]) / "ray_plantain_known.json").read_text()).get("task")
+        except (OSError, ValueError):
+            task = None
+        models[net] = {"model": argv[1], "task": task,
+                       "randomize_seed": int(argv[argv.index("--randomize-seed") + 1])
+                       if "--randomize-seed" in argv else None}
     return {"what": "the known-answer study (issue 16): verdict H4-H6 on networks whose answer is known",
             "banner": "networks trained here on synthetic renders: a check of the tool, not a finding about klein",
-            "config": asdict(cfg), "rows": rows, "margins": margins,
+            "config": asdict(cfg), "rows": rows, "margins": margins, "models": models,
             "all_as_expected": all(r["as_expected"] for r in rows.values()),
             "networks_run": list(cfg.only)}
 
@@ -375,6 +385,11 @@ def study_markdown(t: dict) -> str:
              f"{c['population']} untrained networks (rank p floor {1 / (1 + c['population']):.3g}); ablation "
              f"k = {c['k']} against {c['n_random']} random draws. Criteria: `evaluate/verdict_criteria.py` (printed in "
              "each verdict.md).", "",
+             "Models: " + "; ".join(
+                 f"{net} `{m['model']}`" + (f" (task {m['task']})" if m.get("task") else "")
+                 + (f" with its transformer randomised (seed {m['randomize_seed']})" if m.get("randomize_seed")
+                    is not None else "") for net, m in (t.get("models") or {}).items())
+             + "; the population: the decomposing network's, its transformer randomised.", "",
              "| network | answer | LMSE (linear, scalar) | vs image_as_albedo | vs retinex_color | lighting-sel. (pop. max, "
              "rank p) | albedo-sel. (pop. max, rank p) | ablation rank p | link partial ρ | H4 | H5 | H6 | as expected |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

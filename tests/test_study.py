@@ -73,6 +73,14 @@ def test_study_runs_every_step_once_then_resumes_and_writes_its_table(tmp_path, 
     assert {n: r["as_expected"] for n, r in table["rows"].items()} == {n: True for n in st.DEFAULT_NETWORKS}
     md = (Path(cfg.out) / "study.md").read_text()
     assert md.startswith("**networks trained here on synthetic renders: a check of the tool, not a finding about klein")
+    # which model each network is (a --decomposing folder of another task, for instance, is named with its task)
+    assert table["models"]["untrained"] == {"model": cfg.decomposing, "task": None, "randomize_seed": 1000}
+    assert f"decomposing `{cfg.decomposing}`; " in md and "with its transformer randomised (seed 1000)" in md
+    rec = Path(cfg.decomposing) / "ray_plantain_known.json"
+    kept = rec.read_text()
+    rec.write_text(json.dumps({**json.loads(kept), "task": "intrinsic"}))
+    assert f"decomposing `{cfg.decomposing}` (task intrinsic);" in st.study_markdown(st.study_table(cfg))
+    rec.write_text(kept)          # the model's record is part of what its steps rest on
     # resumed with the same command: nothing runs again
     fake.calls.clear()
     st.run_study(cfg, log=lambda m: None)
