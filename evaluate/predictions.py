@@ -44,7 +44,7 @@ import numpy as np
 
 __all__ = ["COLOUR_SPACE", "RESUME_MODES", "Resume", "StalePredictionError", "PredictionStore", "prediction_paths",
            "key_differences", "file_sha256", "atomic_write_text", "library_versions", "SHARED_FILES",
-           "write_prediction", "write_method_manifest", "prediction_finished", "MODEL_LIBRARIES", "IMAGE_LIBRARIES"]
+           "write_prediction", "write_method_manifest", "prediction_finished", "prediction_state", "MODEL_LIBRARIES", "IMAGE_LIBRARIES"]
 
 COLOUR_SPACE = {"albedo_linear": "linear-light RGB, float32 EXR",
                 "albedo_srgb": "IEC 61966-2-1 sRGB, 8-bit PNG of albedo_linear clipped to [0, 1]"}
@@ -382,9 +382,34 @@ class PredictionStore:
 
 def prediction_finished(pred_dir: str | os.PathLike, method: str, sample_id: str) -> bool:
     """A prediction is on disk: its sidecar, EXR and PNG exist and read back. Says nothing about what
-    made it (no key is checked): for status listings; resuming uses PredictionStore.check."""
+    made it (no key is checked); prediction_state adds its reference image; resuming uses PredictionStore.check."""
     store = PredictionStore(pred_dir, method)
     return store.sidecar(sample_id) is not None and store._readable(sample_id)
+
+
+def prediction_state(pred_dir: str | os.PathLike, method: str, sample_id: str,
+                     data_dir: str | os.PathLike | None = None, sha_cache: dict | None = None) -> str:
+    """"" when a finished prediction is on disk (prediction_finished) and, given the render folder `data_dir`, was
+    made from the reference image there now (the sha256 its key recorded); else why not, for status listings. A
+    re-rendered sample's old prediction is not finished: generate would redo it. Other key fields (model, prompt,
+    settings) are the run's, which a listing does not know; resuming checks them all (PredictionStore.check).
+    sha_cache: {path: sha256}, shared over calls (methods read the same reference)."""
+    store = PredictionStore(pred_dir, method)
+    side = store.sidecar(sample_id)
+    if side is None or not store._readable(sample_id):
+        return "no finished prediction"
+    ref = (side.get("key") or {}).get("reference") or {}
+    if data_dir is None or not ref.get("file") or not ref.get("sha256"):
+        return ""
+    path = Path(data_dir) / ref["file"]
+    if not path.is_file():
+        return f"its reference {ref['file']} is no longer in the render folder"
+    cache = {} if sha_cache is None else sha_cache
+    if str(path) not in cache:
+        cache[str(path)] = file_sha256(path)
+    if cache[str(path)] != ref["sha256"]:
+        return f"made from an older {ref['file']}, re-rendered since; sha256 differs"
+    return ""
 
 
 def write_prediction(pred_dir: str | os.PathLike, method: str, sample_id: str, albedo_linear: np.ndarray,

@@ -409,6 +409,35 @@ def test_evaluate_generate_status_names_the_shards_to_rerun(gen_data, gen_whole,
     assert code == 2
 
 
+def test_generate_status_lists_predictions_of_an_older_render(gen_data, gen_whole, tmp_path):
+    """A sample re-rendered after its prediction was made is not finished (generate would redo it): the listing
+    says why, for klein and the baselines alike, and a render put back as it was is complete again."""
+    import json
+
+    from evaluate.__main__ import main
+
+    data, out = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(gen_data, data)
+    shutil.copytree(gen_whole, out)
+    args = ["generate", "--data", str(data), "--out", str(out), "--status", "3"]
+    assert _capture(main, args)[0] == 0
+    entry = next(e for e in json.loads((data / "manifest.json").read_text())["samples"] if e["id"] == "beta__key")
+    png = data / entry["image_srgb"]
+    kept = png.read_bytes()
+    from PIL import Image
+    with Image.open(png) as im:
+        arr = np.asarray(im).copy()
+    arr[0, 0] = 255 - arr[0, 0]
+    Image.fromarray(arr).save(png)
+    code, text = _capture(main, args)
+    assert code == 3, text
+    for m in ("klein", "image_as_albedo", "retinex_color"):
+        assert f"missing  {m}/beta__key  (shard 2/3: made from an older {entry['image_srgb']}" in text, text
+    assert "incomplete: 3 of 12 missing, in shard(s) 2 of 3" in text
+    png.write_bytes(kept)
+    assert _capture(main, args)[0] == 0
+
+
 # ------------------------------------------------------------------------------- sbatch templates
 SLURM_DIR = ROOT / "scripts" / "slurm"
 TEMPLATES = ("render", "probe", "merge", "generate", "finish")
