@@ -179,6 +179,7 @@ def _refused(argv, capsys, *needles) -> str:
     code, stdout, err = probe_main(argv, capsys)
     assert code == 2, (stdout, err)
     assert "Traceback" not in err and len([x for x in err.strip().splitlines() if x.strip()]) == 1, err
+    assert ".." not in err.replace("...", ""), err          # parts joined into sentences end once
     for n in needles:
         assert n in err, (n, err)
     return err
@@ -244,6 +245,20 @@ def test_shards_of_another_configuration_are_refused_naming_the_fields(runs, tmp
     _refused(["merge", folder, "--out", tmp_path / "never"], capsys, "capture.capture_steps [0, 1] -> [1]",
              "the unit set (48 -> 24 units")
     assert not (tmp_path / "never").exists()
+
+
+def test_a_design_that_cannot_be_rebuilt_is_one_sentence_each(runs, tmp_path, capsys, monkeypatch):
+    """The input files the shards read are gone: the job's own error inside the merge's, each said once."""
+    import probe.jobs.run as run_job
+    from probe.io.errors import UsageError
+
+    def gone(args):
+        raise UsageError("pairs.jsonl does not exist; nothing was written.")
+
+    monkeypatch.setattr(run_job, "load_design", gone)
+    err = _refused(["merge", runs / "split", "--out", tmp_path / "never"], capsys,
+                   "cannot rebuild the design", "pairs.jsonl does not exist. The merge needs the same input files")
+    assert err.lower().count("nothing was written") == 1
 
 
 def test_bad_shard_and_merge_arguments(tmp_path, capsys, monkeypatch, tiny_cache):

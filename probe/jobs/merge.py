@@ -175,6 +175,14 @@ def check_configuration(finished: Sequence[ShardFile]) -> None:
         f"{newest[0].record.get('written', '?')} to {newest[-1].record.get('written', '?')}). Nothing was written.")
 
 
+def _clause(err: Exception) -> str:
+    """An error message as a clause inside a longer one: without its own closing period and 'nothing was written'
+    (the longer message says it once)."""
+    import re
+
+    return re.sub(r"[\s;,.]*\bnothing was written\b[\s.]*$", "", str(err).strip(), flags=re.I).rstrip(" .;,")
+
+
 def rebuild_design(ref: ShardFile):
     """The design the shards were split from, rebuilt from `ref`'s recorded options in the folder it ran in."""
     from probe.jobs.run import load_design
@@ -191,7 +199,7 @@ def rebuild_design(ref: ShardFile):
             keys = [(s.pair_id, s.key()) for s in stimuli]
     except USER_ERRORS as e:
         raise MergeError(f"cannot rebuild the design the shards were split from ({ref.label()} ran in {cwd} with "
-                         f"{_shown_argv(record)}): {e}. The merge needs the same input files (pair file, control "
+                         f"{_shown_argv(record)}): {_clause(e)}. The merge needs the same input files (pair file, control "
                          f"files, render folder) the shards read. Nothing was written.") from None
     if fp != ref.fingerprint:
         raise MergeError(f"the design rebuilt from the shards' options ({_shown_argv(record)}, in {cwd}) is not the "
