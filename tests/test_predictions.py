@@ -96,7 +96,7 @@ def test_planted_pattern_lands_on_the_same_pixels(tmp_path):
 def test_transform_plans_and_exact_inverses():
     t = plan_reference(310, 250, max_side=1024)
     assert (t.scale_mode, t.model, t.pad) == ("none", (320, 256), (5, 3, 5, 3))
-    small = plan_reference(32, 40, max_side=64)                 # under klein's 64-px minimum: x2 nearest
+    small = plan_reference(32, 40, max_side=64)   # under klein's 64-px minimum: x2 nearest (80 > max_side: the minimum wins)
     assert (small.scale_mode, small.upscale, small.scaled, small.model) == ("upscale_nearest", 2, (64, 80), (64, 80))
     rng = np.random.default_rng(0)
     img = rng.uniform(size=(40, 32, 3)).astype(np.float32)

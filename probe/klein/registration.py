@@ -12,7 +12,9 @@ the pipeline sees it, without losing content, and the output is mapped back exac
 
 1. scale (only when needed): larger than `max_side` -> area downscale by s = max_side / longest side;
    shorter side under `min_side` (klein's 64-px minimum) -> integer nearest-neighbour upscale by f,
-   so every render pixel becomes an f x f block;
+   so every render pixel becomes an f x f block; `max_side` bounds downscaling only: an upscale that
+   klein's minimum demands can take the long side past it (a render more than max_side / 64 times as
+   long as it is wide; the area limit still holds, and `model` records the size used);
 2. pad each side to the next multiple of 16 (and at least `min_side`: a 300x200 render downscaled
    to a 64-px longest side is 64x43, padded to 64x64), split evenly between the two ends, with
    reflected content (no black frame for the model to "explain");
