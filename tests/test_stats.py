@@ -383,6 +383,10 @@ def test_analyse_with_control_summary_and_table():
         assert col in table and len(table[col]) == units, col
     np.testing.assert_allclose(table["mean_a"], a.mean(0))
     np.testing.assert_allclose(table["control_t"], sps.ttest_rel(ca, cb).statistic, rtol=1e-10)
+    # the control contrast's between-condition effect size, as the main contrast's d_av
+    want = (ca - cb).mean(0) / (0.5 * (ca.std(0, ddof=1) + cb.std(0, ddof=1)))
+    np.testing.assert_allclose(table["control_d_av"], want, rtol=1e-8)
+    assert not np.allclose(table["control_d_av"], table["control_d"])
     assert table["unit"][3] == names[3]
 
 

@@ -31,8 +31,8 @@ column `direction` says what a positive top-level t means.
 
 The text probe (`text_contrasts`, `analyse_text`, `analyse_captures`): main = A (lit photograph) vs
 B (albedo); per control set NAME (paraphrase: A vs a lighting-neutral paraphrase of A, legacy columns
-`control_t, control_d, control_p, control_q, control_p_fwer`; vocabulary: A vs a prompt describing
-the lit photograph with B's fixed words, columns `control_vocabulary_*`) the contrast A vs control
+`control_t, control_d, control_d_av, control_p, control_q, control_p_fwer`; vocabulary: A vs a prompt describing
+the lit photograph with B's fixed words, columns `control_vocabulary_{t,d,d_av,p_fwer}`) the contrast A vs control
 prompt, and the direct comparison `vs_NAME` = main minus it = control prompt minus albedo prompt of
 the same pair (same noise): `t_vs_NAME`, `p_fwer_vs_NAME`, `selective_vs_NAME`, and
 `selective_beyond_control` = selective beyond every control set (see SELECTIVE_DEFINITION). Under
@@ -645,7 +645,7 @@ def text_contrasts(a, b, pair_ids=None, controls=None, direction: str = "a-b") -
         out.append(Contrast(name, ca, cb, None if cids is None else np.asarray(cids).astype(str), reverse,
                             lab("A photograph", f"{name} control prompt"),
                             columns="control_{stat}" if legacy else "control_{name}_{stat}",
-                            column_stats=("t", "d", "p", "q", "p_fwer") if legacy else ("t", "d", "p_fwer")))
+                            column_stats=("t", "d", "d_av", "p", "q", "p_fwer") if legacy else ("t", "d", "d_av", "p_fwer")))
         dirs.append(Direct(f"vs_{name}", of="main", minus=name,
                            label=lab(f"{name} control prompt", "B albedo")))
     return out, dirs
