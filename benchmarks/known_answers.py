@@ -4,6 +4,8 @@
     python -m render --resolution 64 --recolor 1 --out runs/render64          # the 25 default scenes, held out
     python benchmarks/known_answers.py --data runs/render64 --out runs/known-study
     python benchmarks/known_answers.py --data runs/gen-s2-64 --out runs/known-study-gen --keeps-light runs/known-light
+    python benchmarks/known_answers.py --data runs/gen-s2-64 --out runs/known-study-intrinsic \
+        --decomposing runs/known-intrinsic --keeps-light runs/known-light   # the decomposing network: both components
 
 Runs `python -m evaluate study` (resumable: a finished step with the identical command is skipped), which puts the
 decomposing network (known-albedo), the reproduce-the-photo network (known-photo) and an untrained one through the
@@ -78,7 +80,10 @@ def main() -> int:
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--data", required=True, help="a render of the 25 default scenes at the models' resolution (64)")
     ap.add_argument("--out", default="runs/known-study")
-    ap.add_argument("--models", default="known-albedo,known-photo", help="models whose training records are printed")
+    ap.add_argument("--decomposing", default="known-albedo",
+                    help="the decomposing network (evaluate study --decomposing; e.g. a `--task intrinsic` folder)")
+    ap.add_argument("--models", default="known-photo", help="more models whose training records are printed (the "
+                    "decomposing and keeps-light networks' always are)")
     ap.add_argument("--steps", type=int, default=10, help="inference steps of every sampling run (evaluate study)")
     ap.add_argument("--population", type=int, default=19, help="untrained networks (evaluate study)")
     ap.add_argument("--keeps-light", default=None, metavar="FOLDER",
@@ -87,12 +92,13 @@ def main() -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress bars from the jobs")
     a = ap.parse_args()
     cmd = [sys.executable, "-m", "evaluate", "study", "--data", a.data, "--out", a.out, "--steps", str(a.steps),
-           "--population", str(a.population)] + (["--quiet"] if a.quiet else []) + (
+           "--population", str(a.population), "--decomposing", a.decomposing] + (["--quiet"] if a.quiet else []) + (
         ["--keeps-light", a.keeps_light] if a.keeps_light else [])
     t_study = run(cmd)
     curves = {}
     print("\ntraining (from each model's record):")
-    for model in a.models.split(",") + ([a.keeps_light] if a.keeps_light else []):
+    for model in dict.fromkeys([a.decomposing] + [m for m in a.models.split(",") if m]
+                               + ([a.keeps_light] if a.keeps_light else [])):
         rec, rows = training_summary(model)
         curves[rec["name"]] = rows
         t, tc = rec["timing"], rec["train_config"]
