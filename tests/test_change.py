@@ -181,3 +181,27 @@ def test_count_sketch_distances_are_unbiased(tiny_pipe):
     idx1, sign1 = cap._sketch(2048, "cpu")
     idx2, sign2 = cap._sketch(2048, "cpu")
     assert torch.equal(idx1, idx2) and torch.equal(sign1, sign2)
+
+
+def test_sketch_written_by_gather_is_the_count_sketch(tiny_pipe):
+    """The capture writes sketches with a gather and a row sum (fast on a GPU); they are the count sketch defined by
+    `_sketch`'s buckets and signs (index_add_), into a buffer column block that is not contiguous (batch 3), in
+    float32 and from bfloat16 activations alike."""
+    import torch
+
+    from probe.klein.capture import HeadCapture, head_sites
+
+    cap = HeadCapture(tiny_pipe.transformer, head_sites(tiny_pipe.transformer), [0], 1, ref_tokens=True,
+                      change_dim=64)
+    cap._batch_size = 3
+    g = torch.Generator().manual_seed(1)
+    for n, dtype in ((2048, torch.float32), (5000, torch.bfloat16)):
+        x = torch.randn(3, 4, n, generator=g).to(dtype)
+        cap._cbuf = torch.zeros(1, 3, 6, 64)
+        cap._write_change(0, 1, x)
+        idx, sign = cap._sketch(n, "cpu")
+        want = torch.zeros(3, 4, 64).index_add_(2, idx, x.float() * sign)
+        torch.testing.assert_close(cap._cbuf[0, :, 1:5], want, rtol=1e-5, atol=1e-5)
+        assert not cap._cbuf[0, :, 0].any() and not cap._cbuf[0, :, 5].any()
+        pos, sgn, width = cap._sketch_gather(n, "cpu")
+        assert pos.numel() == 64 * width and int((sgn != 0).sum()) == n

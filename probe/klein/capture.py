@@ -410,6 +410,11 @@ class _CaptureBase:
                                "layout assumed by the capture does not hold for this pipeline version, or it ran "
                                f"fewer steps than the last captured step {max(self.steps)} needs")
 
+    def _finish(self, flat):
+        """The last elementwise step over the whole buffer [batch, steps * columns], once per batch on the device
+        (a subclass's square root, say, instead of one per hook and forward)."""
+        return flat
+
     def collect(self):
         """float32 numpy [batch, units], columns in `self.units` order; one host copy."""
         missing = [f"{s.name}@step{self.steps[k]}" for k in range(len(self.steps)) for s in self.sites
@@ -418,7 +423,7 @@ class _CaptureBase:
             raise RuntimeError(f"no forward reached site(s) {missing[:3]} at the captured steps {self.steps} "
                                f"(forwards seen: {self._calls})")
         b = self._batch_size
-        flat = self._buf.transpose(0, 1).reshape(b, -1)                      # [batch, steps * columns]
+        flat = self._finish(self._buf.transpose(0, 1).reshape(b, -1))       # [batch, steps * columns]
         host = torch.cat([flat, self._bad_ids.to(torch.float32).expand(b, 1)], dim=1).cpu().numpy()
         self._reached = set()
         if host[0, -1]:
@@ -476,6 +481,15 @@ class HeadCapture(_CaptureBase):
         if single_tokens not in SINGLE_TOKENS:
             raise ValueError(f"single_tokens must be one of {SINGLE_TOKENS}, got {single_tokens!r}")
         self.reducer = reducer
+        # rms: the hooks write the mean square (the weights below carry the 1 / head_dim) and collect() takes the
+        # square root once per batch: two kernels fewer per hook, whose host-side launches are most of the per-head
+        # capture's cost on a GPU (benchmarks/RESULTS.md, "klein 4B shape on a GPU").
+        dims = {s.kind: {t.head_dim for t in self.sites if t.kind == s.kind} for s in self.sites}
+        uneven = {k: sorted(v) for k, v in dims.items() if len(v) > 1}
+        if uneven:
+            raise ValueError(f"capture sites of one kind have different head_dim {uneven}: the per-kind weights "
+                             "assume one head_dim per kind (Flux2 has one head_dim throughout)")
+        self._weight_scale = {k: (1.0 / v.pop() if reducer == "rms" else 1.0) for k, v in dims.items()}
         self.single_tokens = single_tokens
         self.ref_tokens = bool(ref_tokens)
         self._regions = {s.kind: site_regions(s, single_tokens, self.ref_tokens) for s in self.sites}
@@ -514,7 +528,7 @@ class HeadCapture(_CaptureBase):
             w = torch.zeros(mask.shape[0], len(regions), hi - lo)
             for g, (region, sp) in enumerate(zip(regions, spans)):
                 w[:, g, sp.start - lo: sp.stop - lo] = txt_w if region == "txt" else 1.0 / (sp.stop - sp.start)
-            self._weights_cpu[kind] = (lo, hi, w)
+            self._weights_cpu[kind] = (lo, hi, w * self._weight_scale[kind])
         self._start_batch(mask.shape[0], layout)
         # Moved to the transformer's device now, between pipeline calls, so no forward waits for a copy;
         # a transformer that moves later (CPU offload) gets them at its first captured forward.
@@ -554,15 +568,39 @@ class HeadCapture(_CaptureBase):
             self._sketches[key] = (idx.to(device), sign.to(device))
         return self._sketches[key]
 
+    def _sketch_gather(self, n: int, device):
+        """The same count sketch laid out for a gather and a sum: (positions [D * L], signs [D * L], L), bucket b's
+        members at b * L .. b * L + L - 1 (L = the largest bucket; padding: position 0 with sign 0). A gather and a
+        row sum per call instead of `index_add_`, whose atomics into D buckets were 19 % of a klein 4B editing
+        forward on a GPU (benchmarks/RESULTS.md); the same buckets and signs, sums in another order (float32)."""
+        key = ("gather", n, str(device))
+        if key not in self._sketches:
+            idx, sign = (t.cpu() for t in self._sketch(n, "cpu"))
+            d = self.change_dim
+            order = torch.argsort(idx, stable=True)
+            counts = torch.bincount(idx, minlength=d)
+            width = int(counts.max())
+            start = torch.cumsum(counts, 0) - counts
+            b = idx[order]
+            slot = b * width + (torch.arange(n) - start[b])
+            pos = torch.zeros(d * width, dtype=torch.long)
+            sgn = torch.zeros(d * width)
+            pos[slot], sgn[slot] = order, sign[order]
+            self._sketches[key] = (pos.to(device), sgn.to(device), width)
+        return self._sketches[key]
+
     def _write_change(self, slot: int, col: int, x) -> None:
-        """x [batch, k, n] -> its count sketch [batch, k, change_dim], added into the change buffer at columns col..
-        (zeroed per batch, and each (slot, column) is written by one forward: no temporary, no second copy)."""
-        idx, sign = self._sketch(x.shape[-1], x.device)
+        """x [batch, k, n] -> its count sketch [batch, k, change_dim], written into the change buffer at columns
+        col.. (zeroed per batch, and each (slot, column) is written by one forward)."""
+        n = x.shape[-1]
         dst = self._cbuf[slot, :, col: col + x.shape[1]]
-        if idx.numel() <= self.change_dim:          # exact: the vector itself, zero-padded
-            dst[..., : x.shape[-1]] = x
-        else:
-            dst.index_add_(2, idx, x.to(torch.float32) * sign)
+        if n <= self.change_dim:                    # exact: the vector itself, zero-padded
+            dst[..., :n] = x
+            return
+        pos, sgn, width = self._sketch_gather(n, x.device)
+        picked = x.index_select(-1, pos).to(torch.float32).mul_(sgn)       # [batch, k, D * L]
+        torch.sum(picked.unflatten(-1, (self.change_dim, width)), dim=-1, out=dst) if dst.is_contiguous() \
+            else dst.copy_(picked.unflatten(-1, (self.change_dim, width)).sum(-1))
 
     def _on_transformer(self, module, args, kwargs):
         super()._on_transformer(module, args, kwargs)
@@ -599,11 +637,14 @@ class HeadCapture(_CaptureBase):
         b = self._batch_size
         return np.ascontiguousarray(self._cbuf.transpose(0, 1).reshape(b, -1, self.change_dim).cpu().numpy())
 
+    def _finish(self, flat):
+        return flat.sqrt() if self.reducer == "rms" else flat
+
     def _per_token(self, x):
         """x: [batch, tokens, head, head_dim] -> per-token quantity [batch, tokens, head] (float32)."""
 
-        if self.reducer == "rms":
-            return torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32).square_() / x.shape[-1]
+        if self.reducer == "rms":      # the sum of squares: the weights carry 1 / head_dim, _finish the root
+            return torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32).square_()
         if self.reducer == "l2":
             return torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32)
         if self.reducer == "mean_abs":
@@ -614,7 +655,6 @@ class HeadCapture(_CaptureBase):
         n_h, d_h = site.n_heads, site.head_dim
         off = self._offset[site.name]
         width = len(self._regions[site.kind]) * n_h
-        sqrt = self.reducer == "rms"
 
         def hook(module, args):
             slot = self._slot
@@ -625,8 +665,6 @@ class HeadCapture(_CaptureBase):
             lo, hi, w = self._weights[site.kind]
             heads = x[:, lo:hi, : n_h * d_h].unflatten(-1, (n_h, d_h))      # [batch, tokens, head, head_dim]
             v = torch.bmm(w if w.device == x.device else w.to(x.device), self._per_token(heads))  # [batch, regions, head]
-            if sqrt:
-                v.sqrt_()
             self._buf[slot, :, off: off + width] = v.flatten(1)
             if self.change_dim and site.kind != "double_txt":
                 lay = self.layout
