@@ -88,7 +88,10 @@ def summarise(timed: tuple[dict, dict], base: str = "plain") -> dict:
     return out
 
 
-def bench_forward(model, kw, n_txt_real: int, repeats: int, sync) -> dict:
+def bench_forward(model, kw, n_txt_real: int, repeats: int, sync, change_dim: int = 0) -> dict:
+    """plain vs per-head capture vs card slices; with change_dim > 0 and reference tokens also the image
+    probe's capture with change vectors (HeadCapture(change_dim=...), collect_change() after each forward).
+    On CUDA also each variant's peak allocated memory over one forward."""
     sites = head_sites(model)
     batch, n_txt = kw["encoder_hidden_states"].shape[:2]
     mask = torch.zeros(batch, n_txt, dtype=torch.bool)
@@ -97,6 +100,8 @@ def bench_forward(model, kw, n_txt_real: int, repeats: int, sync) -> dict:
     n_ref = int((kw["img_ids"][:, 0] != 0).sum())
     head_cap = HeadCapture(model, sites, steps=[0], ref_tokens=n_ref > 0)
     slice_cap = SliceCapture(model, sites, steps=[0])
+    change_cap = HeadCapture(model, sites, steps=[0], ref_tokens=True, change_dim=change_dim) \
+        if change_dim and n_ref else None
 
     def plain():
         sync()
@@ -116,8 +121,58 @@ def bench_forward(model, kw, n_txt_real: int, repeats: int, sync) -> dict:
             plain()
             slice_cap.collect()
 
-    r = summarise(interleaved({"plain": plain, "heads": heads, "card_slices": card_slices}, repeats, warmup=2))
-    return {**r, "n_units": len(head_cap.units), "n_card_units": len(slice_cap.units)}
+    def heads_change():
+        with change_cap:
+            change_cap.set_batch(mask, n_all - n_ref, n_ref)
+            plain()
+            change_cap.collect()
+            change_cap.collect_change()
+
+    modules = dict(model.named_modules())
+    site_modules = [modules[s.module] for s in sites]
+
+    def empty_hooks():
+        """The hook mechanism alone: a no-op pre-hook on the transformer and on every capture site."""
+        noop = lambda *a, **k: None  # noqa: E731
+        handles = [model.register_forward_pre_hook(noop, with_kwargs=True)]
+        handles += [m.register_forward_pre_hook(noop) for m in site_modules]
+        try:
+            plain()
+        finally:
+            for h in handles:
+                h.remove()
+
+    variants = {"plain": plain, "empty_hooks": empty_hooks, "heads": heads, "card_slices": card_slices}
+    if change_cap is not None:
+        variants["heads_change"] = heads_change
+    r = summarise(interleaved(variants, repeats, warmup=2))
+    out = {**r, "n_units": len(head_cap.units), "n_card_units": len(slice_cap.units)}
+    if change_cap is not None:
+        out.update(n_change_units=len(change_cap.change_units), change_dim=change_dim)
+    if kw["hidden_states"].is_cuda:
+        peak = {}
+        for name, fn in variants.items():
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            fn()
+            peak[name] = torch.cuda.max_memory_allocated() / 2 ** 30
+        out["peak_gib"] = peak
+        out["kernel_ms"] = {name: kernel_ms(fn) for name, fn in variants.items()}
+    return out
+
+
+def kernel_ms(fn) -> float:
+    """Milliseconds of GPU kernel time in one call of fn (torch.profiler: the device-side events only, so a kernel
+    is not counted a second time in the operator that launched it): what a variant adds on the GPU, as against
+    what it adds in wall time (host-side hook and launch cost)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+    total = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0))
+                for e in prof.key_averages() if e.device_type == DeviceType.CUDA)
+    return total / 1e3
 
 
 def edit_bench_pipeline():
@@ -171,11 +226,22 @@ def report(title: str, r: dict, goal: float) -> None:
     c = r["median_cpu_s"]
     print(f"\n{title}")
     print(f"  no capture        : {m['plain'] * 1e3:9.2f} ms wall {c['plain'] * 1e3:9.2f} ms CPU")
-    for k, label, n in (("heads", "per-head capture  ", r["n_units"]), ("card_slices", "card slice capture", r["n_card_units"])):
+    rows = [("empty_hooks", "no-op hooks only  ", "the hook mechanism alone"),
+            ("heads", "per-head capture  ", f"{r['n_units']} units"),
+            ("card_slices", "card slice capture", f"{r['n_card_units']} units")]
+    if "heads_change" in m:
+        rows.append(("heads_change", "+ change vectors  ", f"{r['n_units']} units + {r['n_change_units']} change "
+                     f"vectors of {r['change_dim']}"))
+    for k, label, n in rows:
         print(f"  {label}: {m[k] * 1e3:9.2f} ms wall {c[k] * 1e3:9.2f} ms CPU   ratio {r[f'ratio_{k}']:.4f}x wall "
-              f"(median per-repeat {r[f'pair_ratio_{k}']:.4f}x), {r[f'cpu_ratio_{k}']:.4f}x CPU; {n} units"
+              f"(median per-repeat {r[f'pair_ratio_{k}']:.4f}x), {r[f'cpu_ratio_{k}']:.4f}x CPU; {n}"
               + (f"   goal <= {goal:.2f}x" if k == "heads" else ""))
     print(f"  medians of {r['repeats']} interleaved repeats (order rotated every repeat)")
+    if "peak_gib" in r:
+        print("  peak allocated GPU memory over one forward: "
+              + ", ".join(f"{k} {v:.2f} GiB" for k, v in r["peak_gib"].items()))
+        print("  GPU kernel time over one forward (torch.profiler): "
+              + ", ".join(f"{k} {v:.2f} ms" for k, v in r["kernel_ms"].items()))
 
 
 def main() -> None:
@@ -186,6 +252,9 @@ def main() -> None:
                     help="torch CPU threads (default: torch's choice); 1 makes CPU time robust on a shared machine")
     ap.add_argument("--klein", action="store_true", help="also the real klein 4B shape on CUDA (random weights)")
     ap.add_argument("--klein-res", type=int, default=1024, help="image side for the klein-shape run")
+    ap.add_argument("--change-dim", type=int, default=512,
+                    help="change-vector width for the editing forwards' extra variant (the image probe's default; "
+                         "0: leave that variant out)")
     args = ap.parse_args()
     cases = [c for c in args.cases.split(",") if c]
     bad = [c for c in cases if c not in CASES]
@@ -206,7 +275,7 @@ def main() -> None:
         kw = inputs(CPU_MODEL, batch=2, n_img=256, n_txt=256, device="cpu", dtype=torch.float32, n_ref=256)
         report("CPU model, editing forward (256 text + 256 generated + 256 reference tokens, batch 2; "
                "heads with reference units)", bench_forward(cpu, kw, n_txt_real=40, repeats=args.repeats,
-                                                            sync=no_sync), 1.03)
+                                                            sync=no_sync, change_dim=args.change_dim), 1.03)
     if "edit-call" in cases:
         r = bench_edit_call(repeats=args.repeats)
         report(f"klein editing calls on the CPU model (capture_edit vs plain pipeline call; 128 x 128 reference, "
@@ -227,7 +296,8 @@ def main() -> None:
                     n_ref=n_img)
         report(f"klein 4B shape on {torch.cuda.get_device_name()}, editing forward (bf16, {n_img} generated + "
                f"{n_img} reference + 512 text tokens, reference units, random weights)",
-               bench_forward(model, kw, n_txt_real=60, repeats=args.repeats, sync=torch.cuda.synchronize), 1.01)
+               bench_forward(model, kw, n_txt_real=60, repeats=args.repeats, sync=torch.cuda.synchronize,
+                             change_dim=args.change_dim), 1.01)
 
 
 if __name__ == "__main__":
