@@ -698,9 +698,21 @@ def verdict_from_folders(evaluate, probe_images=None, population_images=None, pr
         notes += [f"{kind} population: {n}" for n in comp.get("notes") or []]
         cal = comp.get("calibration") or {}
         if cal.get("rate_p_le_alpha_run_level") is not None:
-            notes.append(f"{kind} population calibration (each untrained network against the other K - 1): rank p "
-                         f"<= {cal.get('alpha')} at a rate of {cal['rate_p_le_alpha_run_level']:.3g} over run-level "
-                         f"statistics (expected without ties {cal.get('expected_rate_without_ties'):.3g})")
+            note = (f"{kind} population calibration (each untrained network against the other K - 1): rank p "
+                    f"<= {cal.get('alpha')} at a rate of {cal['rate_p_le_alpha_run_level']:.3g} over run-level "
+                    f"statistics (expected without ties {cal.get('expected_rate_without_ties'):.3g})")
+            n_free = cal.get("n_statistics_tie_free") or 0
+            if n_free:
+                note += (f"; the leave-one-out rank p's of its {n_free} tie-free statistics are "
+                         + ("uniform on {1/K, ..., 1}, as exchangeable networks give" if cal.get("uniform_on_grid")
+                            else "NOT uniform on {1/K, ..., 1}: check the population"))
+            elif cal.get("n_statistics"):
+                note += "; none of its statistics is free of ties, so their ranks cannot be checked for uniformity"
+            if cal.get("alpha_reachable") is False:
+                note += (f"; with {cal.get('n_members')} networks each one's floor is 1 / {cal.get('n_members')} > "
+                         f"{cal.get('alpha')}, so 0 is the only rate this population can show: the rate at "
+                         f"{cal.get('alpha')} is measured with 20 networks in benchmarks/bench_population.py")
+            notes.append(note)
     link = ev["link"]
     if link and isinstance(link.get("spearman"), dict):
         sp = link["spearman"]

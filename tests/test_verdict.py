@@ -243,6 +243,18 @@ def test_h4_needs_both_classes_beyond_the_population(tmp_path):
     assert verdict_from_folders(ev).outcome("H4").outcome == "not tested"
 
 
+def test_population_calibration_note_says_what_k_19_can_show(tmp_path):
+    """Ranked against the other 18, no member of a population of 19 can reach 0.05: the note says that 0 is then the
+    only possible rate and where the rate at 0.05 is measured, and whether the tie-free ranks are uniform."""
+    ev = evaluate_folder(tmp_path)
+    pop = population(tmp_path, "pop", image_run, 19, lighting=1, albedo=1)
+    v = verdict_from_folders(ev, probe_images=image_run(tmp_path, "i", lighting=4, albedo=3), population_images=pop)
+    (note,) = [n for n in v.notes if "population calibration" in n]
+    assert "floor is 1 / 19 > 0.05" in note and "bench_population.py" in note
+    assert "none of its statistics is free of ties" in note        # identical members: every statistic tied
+    assert "population calibration" in v.markdown()
+
+
 def test_h4_reads_the_change_classes_and_shows_the_scalar_classes_as_context(tmp_path):
     """H4 counts the change classes (probe.stats.change); the scalar `class` counts, which found nothing in a network
     known to decompose, are ranked beside them as context; a run without change classes is not tested."""
