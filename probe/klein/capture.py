@@ -570,7 +570,9 @@ class HeadCapture(_CaptureBase):
 
     def _sketch_gather(self, n: int, device):
         """The same count sketch laid out for a gather and a sum: (positions [D * L], signs [D * L], L), bucket b's
-        members at b * L .. b * L + L - 1 (L = the largest bucket; padding: position 0 with sign 0). A gather and a
+        members at b * L .. b * L + L - 1 (L = the largest bucket; padding: position 0 with sign 0, so a non-finite
+        value there would reach every padded bucket of that vector, where index_add_ kept it in one: its distances are
+        non-finite either way, and probe.stats.change leaves them out of the scene means). A gather and a
         row sum per call instead of `index_add_`, whose atomics into D buckets were 19 % of a klein 4B editing
         forward on a GPU (benchmarks/RESULTS.md); the same buckets and signs, sums in another order (float32)."""
         key = ("gather", n, str(device))
@@ -599,8 +601,11 @@ class HeadCapture(_CaptureBase):
             return
         pos, sgn, width = self._sketch_gather(n, x.device)
         picked = x.index_select(-1, pos).to(torch.float32).mul_(sgn)       # [batch, k, D * L]
-        torch.sum(picked.unflatten(-1, (self.change_dim, width)), dim=-1, out=dst) if dst.is_contiguous() \
-            else dst.copy_(picked.unflatten(-1, (self.change_dim, width)).sum(-1))
+        buckets = picked.unflatten(-1, (self.change_dim, width))             # [batch, k, D, L]
+        if dst.is_contiguous():                     # batch 1: straight into the buffer
+            torch.sum(buckets, dim=-1, out=dst)
+        else:
+            dst.copy_(buckets.sum(-1))
 
     def _on_transformer(self, module, args, kwargs):
         super()._on_transformer(module, args, kwargs)
