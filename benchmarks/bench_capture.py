@@ -232,7 +232,7 @@ def report(title: str, r: dict, goal: float) -> None:
     if "heads_change" in m:
         rows.append(("heads_change", "+ change vectors  ", f"{r['n_units']} units + {r['n_change_units']} change "
                      f"vectors of {r['change_dim']}"))
-    for k, label, n in rows:
+    for k, label, n in (row for row in rows if row[0] in m):
         print(f"  {label}: {m[k] * 1e3:9.2f} ms wall {c[k] * 1e3:9.2f} ms CPU   ratio {r[f'ratio_{k}']:.4f}x wall "
               f"(median per-repeat {r[f'pair_ratio_{k}']:.4f}x), {r[f'cpu_ratio_{k}']:.4f}x CPU; {n}"
               + (f"   goal <= {goal:.2f}x" if k == "heads" else ""))
