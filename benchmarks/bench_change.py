@@ -4,7 +4,8 @@ count-sketched ones (change_dim 64), interleaved round by round in one process, 
 
     python benchmarks/bench_change.py --data runs/render64 --model known-albedo --images 12 --rounds 5
 
-CPU only here; klein at 1024 px (4096 tokens x 128 channels per head, sketched) is not measured on a GPU.
+CPU only; klein 4B's shape at 1024 px on a GPU (4096 tokens x 128 channels per head, sketched): `bench_capture.py
+--klein`, the "+ change vectors" row (benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
